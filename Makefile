@@ -1,0 +1,27 @@
+# The two set-up commands of the README:
+#   make demo   — install (first time only) and run the main job: streaming evaluation on the
+#                 bundled benchmark
+#   make test   — install (first time only), lint in check mode, run the test suite
+PY := .venv/bin/python
+BENCH := data/bundled
+
+.PHONY: install lint test demo benchmark-data
+
+install:
+	bash tools/install.sh
+
+lint: install
+	$(PY) -m ruff check mmvideoeq tools tests configs
+	$(PY) -m ruff format --check mmvideoeq tools tests configs
+
+test: install lint
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q
+
+$(BENCH)/.done: install
+	$(PY) tools/data/make_benchmark.py --out $(BENCH) --preset small --seed 0
+	touch $@
+
+benchmark-data: $(BENCH)/.done
+
+demo: benchmark-data
+	bash tools/demo/run_main_job.sh

@@ -1,0 +1,3 @@
+from .inferencer import StreamingInferencer
+
+__all__ = ['StreamingInferencer']

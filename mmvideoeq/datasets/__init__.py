@@ -1,0 +1,3 @@
+from .cityscapes_clips import CityscapesClipDataset  # noqa: F401
+from .imagenet_vid import IMAGENET_VID_CLASSES, ImagenetVIDDataset  # noqa: F401
+from .samplers import VideoInterleavedBatchSampler  # noqa: F401

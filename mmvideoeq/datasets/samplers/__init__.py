@@ -1,0 +1,3 @@
+from .video_interleaved_batch_sampler import VideoInterleavedBatchSampler
+
+__all__ = ['VideoInterleavedBatchSampler']

@@ -1,0 +1,327 @@
+"""The bundled benchmark: presets, the per-video seeds, and :func:`generate_benchmark`.
+
+Every video is rendered from its own generator, seeded with ``(seed, format, split, index)``, so a
+video does not depend on which other videos or formats are generated, and
+:func:`render_benchmark_video` re-renders any one of them (with its per-pixel ground truth) without
+writing anything.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple, Union
+
+import numpy as np
+
+from .classes import CITYSCAPES_LABELS, TO_CITYSCAPES, TO_VID, VID_CATEGORY_IDS
+from .scene import DRIVING, HANDHELD, RenderedVideo, SceneStyle, render_video, sample_video
+from .sources import SOURCES
+from .writers import CityscapesWriter, KittiWriter, VidWriter
+
+__all__ = [
+    'VidPreset', 'CityscapesPreset', 'KittiPreset', 'BenchmarkPreset', 'PRESETS', 'FORMATS',
+    'FORMAT_DIRS', 'META_FILE', 'KITTI_DRIVING', 'generate_benchmark', 'render_benchmark_video',
+    'get_preset'
+]
+
+#: Output formats and the folder each is written to under ``out_dir``.
+FORMAT_DIRS: Dict[str, str] = {'vid': 'ILSVRC', 'cityscapes': 'cityscapes', 'kitti': 'kitti'}
+FORMATS: Tuple[str, ...] = tuple(FORMAT_DIRS)
+#: Metadata file written at the root of ``out_dir``.
+META_FILE = 'bundled_benchmark.json'
+SPLITS: Tuple[str, ...] = ('train', 'val')
+_FORMAT_KEYS = {'vid': 1, 'cityscapes': 2, 'kitti': 3}
+_SPLIT_KEYS = {'train': 0, 'val': 1}
+
+#: Driving scenes with one camera for every drive (KITTI keeps one calibration per date).
+KITTI_DRIVING = dataclasses.replace(DRIVING, name='driving_kitti', horizon=(0.46, 0.46),
+                                    cam_height=(1.65, 1.65))
+
+
+@dataclass(frozen=True)
+class VidPreset:
+    """Size of the ImageNet-VID part.
+
+    Attributes:
+        size (tuple[int, int]): Frame size ``(H, W)``.
+        train_videos (int): Videos in ``train``.
+        val_videos (int): Videos in ``val``.
+        frames (int): Frames per video.
+        cuts_per_video (int): Shot changes in every second video (odd indices); the others have
+            none.
+        jpeg_quality (int): JPEG quality.
+        min_box_area (int): Objects with fewer visible pixels get no box.
+        train_frames_per_video (int): Frames per training video flagged ``is_vid_train_frame``.
+    """
+    size: Tuple[int, int]
+    train_videos: int
+    val_videos: int
+    frames: int
+    cuts_per_video: int = 1
+    jpeg_quality: int = 90
+    min_box_area: int = 16
+    train_frames_per_video: int = 15
+
+
+@dataclass(frozen=True)
+class CityscapesPreset:
+    """Size of the Cityscapes part.
+
+    Attributes:
+        size (tuple[int, int]): Frame size ``(H, W)``.
+        train_snippets (int): Snippets in ``train``.
+        val_snippets (int): Snippets in ``val``.
+        frames (int): Frames per snippet (30 in Cityscapes).
+        annotated_index (int): Index of the annotated frame in the snippet (19 in Cityscapes).
+        dense_labels (bool): Write ``gtFine_sequence`` labels for every frame.
+        disparity (bool): Write disparity and camera files.
+    """
+    size: Tuple[int, int]
+    train_snippets: int
+    val_snippets: int
+    frames: int = 30
+    annotated_index: int = 19
+    dense_labels: bool = True
+    disparity: bool = True
+
+
+@dataclass(frozen=True)
+class KittiPreset:
+    """Size of the KITTI part.
+
+    Attributes:
+        size (tuple[int, int]): Frame size ``(H, W)``.
+        train_drives (int): Drives in ``train``.
+        val_drives (int): Drives in ``val``.
+        frames (int): Frames per drive.
+    """
+    size: Tuple[int, int]
+    train_drives: int
+    val_drives: int
+    frames: int
+
+
+@dataclass(frozen=True)
+class BenchmarkPreset:
+    """Sizes of every part of the benchmark."""
+    name: str
+    vid: VidPreset
+    cityscapes: CityscapesPreset
+    kitti: KittiPreset
+
+
+PRESETS: Dict[str, BenchmarkPreset] = {
+    # CPU: a tiny model trains and streams through it in minutes on 2 cores
+    'small': BenchmarkPreset(
+        'small',
+        vid=VidPreset(size=(96, 160), train_videos=8, val_videos=4, frames=20, cuts_per_video=1,
+                      min_box_area=24),
+        cityscapes=CityscapesPreset(size=(64, 128), train_snippets=4, val_snippets=2),
+        kitti=KittiPreset(size=(64, 208), train_drives=2, val_drives=1, frames=30)),
+    # GPU runs
+    'large': BenchmarkPreset(
+        'large',
+        vid=VidPreset(size=(288, 512), train_videos=32, val_videos=8, frames=60,
+                      cuts_per_video=2, min_box_area=100),
+        cityscapes=CityscapesPreset(size=(256, 512), train_snippets=24, val_snippets=8),
+        kitti=KittiPreset(size=(192, 640), train_drives=8, val_drives=2, frames=60)),
+}
+
+
+def get_preset(preset: Union[str, BenchmarkPreset]) -> BenchmarkPreset:
+    """Resolve a preset name.
+
+    Args:
+        preset (str | BenchmarkPreset): A key of :data:`PRESETS`, or a preset.
+
+    Returns:
+        BenchmarkPreset: The preset.
+
+    Raises:
+        ValueError: Unknown name.
+    """
+    if isinstance(preset, BenchmarkPreset):
+        return preset
+    if preset not in PRESETS:
+        raise ValueError(f'unknown preset {preset!r}; choose one of {sorted(PRESETS)}')
+    return PRESETS[preset]
+
+
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f'seed must be a non-negative int, got {seed!r}')
+    return int(seed)
+
+
+def _video_plan(fmt: str, preset: BenchmarkPreset) -> Tuple[SceneStyle, Tuple[int, int], int,
+                                                              Dict[str, int], int]:
+    """Style, size, frames, videos per split and cuts per cut video of a format."""
+    if fmt == 'vid':
+        p = preset.vid
+        return HANDHELD, p.size, p.frames, dict(train=p.train_videos,
+                                                val=p.val_videos), p.cuts_per_video
+    if fmt == 'cityscapes':
+        c = preset.cityscapes
+        return DRIVING, c.size, c.frames, dict(train=c.train_snippets, val=c.val_snippets), 0
+    if fmt == 'kitti':
+        k = preset.kitti
+        return KITTI_DRIVING, k.size, k.frames, dict(train=k.train_drives,
+                                                     val=k.val_drives), 0
+    raise ValueError(f'unknown format {fmt!r}; choose from {FORMATS}')
+
+
+def _shot_changes(rng: np.random.Generator, num_frames: int, count: int,
+                  min_gap: int = 5) -> List[int]:
+    """``count`` cut frames, at least ``min_gap`` frames from each other and from both ends."""
+    cuts: List[int] = []
+    for _ in range(count):
+        free = [t for t in range(min_gap, num_frames - min_gap + 1)
+                if all(abs(t - c) >= min_gap for c in cuts)]
+        if not free:
+            break
+        cuts.append(int(free[int(rng.integers(len(free)))]))
+    return sorted(cuts)
+
+
+def render_benchmark_video(fmt: str, split: str, index: int, *,
+                           preset: Union[str, BenchmarkPreset] = 'small',
+                           seed: int = 0) -> RenderedVideo:
+    """Render one video of the benchmark with its dense ground truth, writing nothing.
+
+    Args:
+        fmt (str): ``'vid'``, ``'cityscapes'`` or ``'kitti'``.
+        split (str): ``'train'`` or ``'val'``.
+        index (int): Index of the video in the split.
+        preset (str | BenchmarkPreset): Preset.
+        seed (int): Benchmark seed.
+
+    Returns:
+        RenderedVideo: Exactly the video :func:`generate_benchmark` writes at that place.
+
+    Raises:
+        ValueError: Unknown format, split or preset, or an index out of range.
+    """
+    preset = get_preset(preset)
+    seed = _check_seed(seed)
+    style, size, frames, counts, cuts = _video_plan(fmt, preset)
+    if split not in SPLITS:
+        raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
+    if not 0 <= index < counts[split]:
+        raise ValueError(f'{fmt} {split} has {counts[split]} videos in preset {preset.name!r}; '
+                         f'index {index} is out of range')
+    rng = np.random.default_rng([seed, _FORMAT_KEYS[fmt], _SPLIT_KEYS[split], index])
+    changes = _shot_changes(rng, frames, cuts if index % 2 == 1 else 0)
+    return render_video(sample_video(rng, style, size, frames, changes))
+
+
+def _prepare_out_dir(out_dir: Path, formats: Sequence[str], overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f'out_dir {out_dir} exists and is not a directory')
+    targets = [out_dir / FORMAT_DIRS[f] for f in formats] + [out_dir / META_FILE]
+    existing = [p for p in targets if p.exists()]
+    if not existing:
+        return
+    if not overwrite:
+        raise ValueError(f'{", ".join(str(p) for p in existing)} already exist(s); pass '
+                         'overwrite=True (--overwrite) to replace a benchmark written before, or '
+                         'choose another out_dir')
+    if not (out_dir / META_FILE).is_file():
+        raise ValueError(f'{", ".join(str(p) for p in existing)} exist(s) but {out_dir} holds no '
+                         f'{META_FILE}: not written by this generator, so it is not deleted; '
+                         'choose another out_dir')
+    for path in targets:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def generate_benchmark(out_dir: Union[str, Path], *,
+                       preset: Union[str, BenchmarkPreset] = 'small', seed: int = 0,
+                       formats: Sequence[str] = ('vid', 'cityscapes'),
+                       overwrite: bool = False) -> dict:
+    """Render the bundled benchmark and write it in the real datasets' formats.
+
+    Writes, under ``out_dir``: ``ILSVRC/`` (ImageNet-VID, ``'vid'``), ``cityscapes/``
+    (``'cityscapes'``), ``kitti/`` (``'kitti'``) and ``bundled_benchmark.json`` (the metadata:
+    preset, seed, source photographs and licences, class mappings and, per video, its name,
+    shot changes, shots and track classes). The same arguments give the same files bit for bit.
+
+    Args:
+        out_dir (str | Path): Output folder (created if missing).
+        preset (str | BenchmarkPreset): ``'small'`` (CPU) or ``'large'`` (GPU), or a preset.
+        seed (int): Non-negative seed.
+        formats (Sequence[str]): Any of ``'vid'``, ``'cityscapes'``, ``'kitti'``.
+        overwrite (bool): Replace a benchmark this function wrote before in ``out_dir``.
+
+    Returns:
+        dict: The metadata written to ``bundled_benchmark.json``.
+
+    Raises:
+        ValueError: Unknown preset or format, bad seed, or an ``out_dir`` that already holds the
+            output (without ``overwrite``) or is not a folder.
+    """
+    preset = get_preset(preset)
+    seed = _check_seed(seed)
+    if isinstance(formats, str):
+        formats = (formats, )
+    formats = tuple(formats)
+    unknown = [f for f in formats if f not in FORMAT_DIRS]
+    if not formats or unknown or len(set(formats)) != len(formats):
+        raise ValueError(f'formats must be a non-empty list of distinct formats from {FORMATS}, '
+                         f'got {list(formats)}')
+    out_dir = Path(out_dir)
+    _prepare_out_dir(out_dir, formats, overwrite)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    meta: dict = dict(
+        generator='mmvideoeq.datasets.synth', version=1, preset=dataclasses.asdict(preset),
+        seed=seed, formats=list(formats),
+        sources={k: dataclasses.asdict(s) for k, s in SOURCES.items()},
+        classes=dict(
+            vid={k: dict(name=v, category_id=VID_CATEGORY_IDS[v]) if v else None
+                 for k, v in TO_VID.items()},
+            cityscapes={k: dict(name=v, id=CITYSCAPES_LABELS[v].id,
+                                trainId=CITYSCAPES_LABELS[v].train_id)
+                        for k, v in TO_CITYSCAPES.items()}))
+    for fmt in formats:
+        _, size, _, counts, _ = _video_plan(fmt, preset)
+        part: dict = dict(root=FORMAT_DIRS[fmt], size=list(size))
+        root = out_dir / FORMAT_DIRS[fmt]
+        city_seq: Dict[str, int] = {}
+        drive = 0
+        for split in SPLITS:
+            entries = []
+            if fmt == 'vid':
+                writer = VidWriter(root, split, jpeg_quality=preset.vid.jpeg_quality,
+                                   min_box_area=preset.vid.min_box_area,
+                                   train_frames_per_video=preset.vid.train_frames_per_video)
+            elif fmt == 'cityscapes':
+                writer = CityscapesWriter(root, split,
+                                          annotated_index=preset.cityscapes.annotated_index,
+                                          dense_labels=preset.cityscapes.dense_labels,
+                                          disparity=preset.cityscapes.disparity)
+            else:
+                writer = KittiWriter(root, split)
+            for index in range(counts[split]):
+                video = render_benchmark_video(fmt, split, index, preset=preset, seed=seed)
+                if fmt == 'vid':
+                    entry = writer.add(index, video)
+                elif fmt == 'cityscapes':
+                    city = video.shots[0]['backdrop']
+                    entry = writer.add(city, city_seq.get(city, 0), video)
+                    city_seq[city] = city_seq.get(city, 0) + 1
+                else:
+                    entry = writer.add(drive, video)
+                    drive += 1
+                entries.append(dict(index=index, **entry))
+            if fmt == 'vid':
+                writer.finish()
+            part[split] = entries
+        meta[fmt] = part
+    with open(out_dir / META_FILE, 'w') as f:
+        json.dump(meta, f, indent=1)
+    return meta

@@ -1,0 +1,109 @@
+"""Class tables of the bundled benchmark and their mapping to ImageNet-VID and Cityscapes labels.
+
+The renderer labels every pixel with an *internal* class id (:data:`CLASSES`): six "stuff"
+classes for the background (ground bands and the backdrop photograph) and four "thing" classes
+for the moving objects. The writers translate them:
+
+* to ImageNet-VID category ids (1..30 in the order of OpenMMLab's ``imagenet2coco_vid.py``
+  conversion; only things with a VID name are annotated, ``person`` is an unannotated distractor
+  as people are in real VID videos);
+* to Cityscapes label ids / train ids (the values of ``cityscapesscripts.helpers.labels``,
+  repeated here so that this package needs nothing but numpy; the tests check them against
+  cityscapesscripts). Animals are ``dynamic`` (id 5, ignored in evaluation), as in the Cityscapes
+  annotation guidelines (so is the airplane, which never appears in driving scenes).
+"""
+from __future__ import annotations
+
+from typing import Dict, NamedTuple, Optional, Tuple
+
+__all__ = [
+    'CLASSES', 'CLASS_IDS', 'STUFF_CLASSES', 'THING_CLASSES', 'VID_CLASSES', 'VID_WNIDS',
+    'VID_CATEGORY_IDS', 'CityscapesLabel', 'CITYSCAPES_LABELS', 'TO_CITYSCAPES', 'TO_VID',
+    'vid_categories'
+]
+
+#: Internal class names; the index is the value of the semantic maps the renderer returns.
+#: 0 is never rendered (every pixel is background or an object).
+CLASSES: Tuple[str, ...] = ('unlabeled', 'road', 'sidewalk', 'terrain', 'building', 'vegetation',
+                            'sky', 'person', 'horse', 'domestic_cat', 'airplane', 'zebra')
+CLASS_IDS: Dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
+STUFF_CLASSES: Tuple[str, ...] = ('road', 'sidewalk', 'terrain', 'building', 'vegetation', 'sky')
+THING_CLASSES: Tuple[str, ...] = ('person', 'horse', 'domestic_cat', 'airplane', 'zebra')
+
+#: The 30 ImageNet VID classes in the order of mmtracking's ``imagenet2coco_vid.py`` (category id
+#: = index + 1) and their WordNet ids (``encode_name``).
+VID_CLASSES: Tuple[str, ...] = (
+    'airplane', 'antelope', 'bear', 'bicycle', 'bird', 'bus', 'car', 'cattle', 'dog',
+    'domestic_cat', 'elephant', 'fox', 'giant_panda', 'hamster', 'horse', 'lion', 'lizard',
+    'monkey', 'motorcycle', 'rabbit', 'red_panda', 'sheep', 'snake', 'squirrel', 'tiger', 'train',
+    'turtle', 'watercraft', 'whale', 'zebra')
+VID_WNIDS: Tuple[str, ...] = (
+    'n02691156', 'n02419796', 'n02131653', 'n02834778', 'n01503061', 'n02924116', 'n02958343',
+    'n02402425', 'n02084071', 'n02121808', 'n02503517', 'n02118333', 'n02510455', 'n02342885',
+    'n02374451', 'n02129165', 'n01674464', 'n02484322', 'n03790512', 'n02324045', 'n02509815',
+    'n02411705', 'n01726692', 'n02355227', 'n02129604', 'n04468005', 'n01662784', 'n04530566',
+    'n02062744', 'n02391049')
+VID_CATEGORY_IDS: Dict[str, int] = {name: i + 1 for i, name in enumerate(VID_CLASSES)}
+
+#: Internal thing class -> ImageNet-VID class name (None: not annotated in VID).
+TO_VID: Dict[str, Optional[str]] = {
+    'person': None,
+    'horse': 'horse',
+    'domestic_cat': 'domestic_cat',
+    'airplane': 'airplane',
+    'zebra': 'zebra',
+}
+
+
+class CityscapesLabel(NamedTuple):
+    """One row of the Cityscapes label table (``cityscapesscripts.helpers.labels``)."""
+    name: str
+    id: int
+    train_id: int
+    has_instances: bool
+    color: Tuple[int, int, int]
+
+
+#: The Cityscapes labels this benchmark writes (values of ``cityscapesscripts.helpers.labels``).
+CITYSCAPES_LABELS: Dict[str, CityscapesLabel] = {
+    label.name: label
+    for label in (
+        CityscapesLabel('unlabeled', 0, 255, False, (0, 0, 0)),
+        CityscapesLabel('dynamic', 5, 255, False, (111, 74, 0)),
+        CityscapesLabel('road', 7, 0, False, (128, 64, 128)),
+        CityscapesLabel('sidewalk', 8, 1, False, (244, 35, 232)),
+        CityscapesLabel('building', 11, 2, False, (70, 70, 70)),
+        CityscapesLabel('vegetation', 21, 8, False, (107, 142, 35)),
+        CityscapesLabel('terrain', 22, 9, False, (152, 251, 152)),
+        CityscapesLabel('sky', 23, 10, False, (70, 130, 180)),
+        CityscapesLabel('person', 24, 11, True, (220, 20, 60)),
+    )
+}
+
+#: Internal class -> Cityscapes label name.
+TO_CITYSCAPES: Dict[str, str] = {
+    'unlabeled': 'unlabeled',
+    'road': 'road',
+    'sidewalk': 'sidewalk',
+    'terrain': 'terrain',
+    'building': 'building',
+    'vegetation': 'vegetation',
+    'sky': 'sky',
+    'person': 'person',
+    'horse': 'dynamic',
+    'domestic_cat': 'dynamic',
+    'airplane': 'dynamic',
+    'zebra': 'dynamic',
+}
+
+
+def vid_categories() -> list:
+    """The ``categories`` list of an OpenMMLab ImageNet-VID annotation file (all 30 classes).
+
+    Returns:
+        list[dict]: ``[{'id': 1, 'name': 'airplane', 'encode_name': 'n02691156'}, ...]``.
+    """
+    return [
+        dict(id=i + 1, name=name, encode_name=wnid)
+        for i, (name, wnid) in enumerate(zip(VID_CLASSES, VID_WNIDS))
+    ]

@@ -1,0 +1,640 @@
+"""Batched fixed-point solvers for (multiscale) DEQ states: one contract, three methods.
+
+All solvers find ``z* = f(z*)`` (equivalently the root of ``g(z) = f(z) - z``, StreamDEQ thesis
+Eq. 3.1/3.2) for a state ``z = [z_1, ..., z_S]`` of tensors ``(B, *shape_s)``:
+
+    z, stats = solve(f, z0, method='broyden', max_iter=26, tol=1e-3, stop_mode='rel')
+
+Iteration-count semantics (the same for every method; streaming budgets rely on them):
+
+* One **iteration** is one evaluation of ``f`` on a new iterate. The evaluation ``f(z0)`` of the
+  initial state is iteration 1 and is counted. ``max_iter=M`` therefore costs at most ``M``
+  evaluations of ``f`` and exactly ``M`` when ``tol`` is ``None`` or ``0``, for all three methods
+  (Broyden's line search, off by default, spends extra evaluations from the same budget).
+* Every evaluated iterate ``z_k`` (``k = 0 .. T-1``) has a residual ``||f(z_k) - z_k||``, recorded
+  in ``stats.abs_trace[:, k]`` / ``stats.rel_trace[:, k]``.
+* The returned state for sample ``b`` is the *image* ``f(z_k)`` of the lowest-residual iterate
+  (``return_lowest=True``) or of the last one (``False``), among the iterates evaluated up to the
+  sample's own stopping step; ``stats.nstep[b] = k + 1`` is the evaluation that produced it. The
+  image is free (it was computed to get the residual), is never worse than ``z_k`` for a
+  contraction, and makes ``max_iter=1`` return ``f(z0)`` (one layer application) for every
+  method, as StreamDEQ's few-iterations-per-frame inference needs.
+* With a ``tol``, sample ``b`` stops at the first iteration whose residual (``stop_mode``) is
+  below ``tol``; its output and statistics are frozen there, so a sample's result does not depend
+  on the other samples of the batch. The batch stops when every sample has stopped (converged or
+  produced a non-finite residual), and never after ``M`` iterations.
+* Divergence: a sample is flagged in ``stats.diverged`` when an iterate's residual is non-finite
+  or exceeds ``divergence_factor`` times its initial residual. A non-finite image is never
+  returned: the lowest-residual finite one is (or ``z0`` itself, with ``nstep = 0``, if no finite
+  image exists).
+
+Methods:
+
+* ``'fixed_point'``: ``z_{k+1} = f(z_k)``; ``f`` gets its own output list back, a packed copy
+  ``(B, D)`` (one concatenation per step, none for a single scale) feeds the statistics.
+* ``'anderson'``: Anderson acceleration (type II, window ``m``, mixing ``beta``, Tikhonov ``lam``)
+  as in Walker & Ni, "Anderson acceleration for fixed-point iterations", SIAM J. Numer. Anal. 2011,
+  and the implicit-layers tutorial of Kolter, Duvenaud & Johnson (chapter 4).
+* ``'broyden'``: Broyden's "good" method on ``g(z) = f(z) - z`` with a low-rank inverse Jacobian
+  ``B = -I + U V^T`` (Broyden, Math. Comp. 1965), as in MDEQ (Bai et al., "Multiscale Deep
+  Equilibrium Models", NeurIPS 2020).
+
+Written for mmvideoeq; the Broyden update and the Anderson least-squares problem follow the
+formulas of locuslab/mdeq ``lib/modules/broyden.py`` (MIT licence) and locuslab/deq /
+torchdeq ``torchdeq/solver/anderson.py`` (MIT licence); no code was copied.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .utils import StateLayout, as_state_list, check_state_like, norm_dtype
+
+__all__ = ['SolverStats', 'solve', 'METHODS']
+
+METHODS = ('broyden', 'anderson', 'fixed_point')
+_REL_EPS = 1e-8
+_GRAM_FLOOR = torch.finfo(torch.float64).tiny ** 0.5
+StateFn = Callable[[list[Tensor]], Sequence[Tensor]]
+
+
+@dataclass
+class SolverStats:
+    """Per-sample statistics of one solve (all tensors detached).
+
+    Attributes:
+        nstep: ``(B,)`` long. The evaluation (1-based) whose image ``f(z_k)`` was returned for each
+            sample, ``k = nstep - 1``; ``0`` means no finite image existed and ``z0`` was returned.
+        abs_trace: ``(B, T)`` ``||f(z_k) - z_k||`` of each evaluated iterate, ``T`` = number of
+            evaluations the batch ran (entries after a sample's own stopping step are recorded but
+            not used for that sample).
+        rel_trace: ``(B, T)`` ``||f(z_k) - z_k|| / (||f(z_k)|| + 1e-8)``.
+        abs_lowest: ``(B,)`` lowest finite absolute residual up to the sample's stop (inf if none).
+        rel_lowest: ``(B,)`` lowest finite relative residual up to the sample's stop (inf if none).
+        diverged: ``(B,)`` bool, a residual was non-finite or grew past ``divergence_factor`` times
+            the initial one.
+        method: Name of the solver that produced the stats.
+    """
+
+    nstep: Tensor
+    abs_trace: Tensor
+    rel_trace: Tensor
+    abs_lowest: Tensor
+    rel_lowest: Tensor
+    diverged: Tensor
+    method: str
+
+    @property
+    def first_rel(self) -> Tensor:
+        """``(B,)`` relative residual of the initial state ``z0`` (the shot-change signal)."""
+        return self.rel_trace[:, 0]
+
+    @property
+    def first_abs(self) -> Tensor:
+        """``(B,)`` absolute residual of the initial state ``z0``."""
+        return self.abs_trace[:, 0]
+
+    @property
+    def final_rel(self) -> Tensor:
+        """``(B,)`` relative residual of the iterate whose image was returned."""
+        idx = (self.nstep - 1).clamp(min=0)[:, None]
+        return self.rel_trace.gather(1, idx)[:, 0]
+
+    @property
+    def final_abs(self) -> Tensor:
+        """``(B,)`` absolute residual of the iterate whose image was returned."""
+        idx = (self.nstep - 1).clamp(min=0)[:, None]
+        return self.abs_trace.gather(1, idx)[:, 0]
+
+    @property
+    def n_eval(self) -> int:
+        """Number of evaluations of ``f`` the batch ran (``T``)."""
+        return int(self.abs_trace.shape[1])
+
+
+class _Selection:
+    """A per-sample selected ``(B, D)`` state and how it is updated.
+
+    ``update(mask, new)`` sets row ``b`` to ``new[b]`` where ``mask[b]``. Without autograd the
+    update allocates nothing: on CPU (where reading the mask costs nothing) it keeps a reference
+    when every row is taken (the common case) and copies rows otherwise; on an accelerator it is
+    one in-place ``torch.where`` into an owned buffer (no host sync). When autograd records
+    (``new`` requires grad), an out-of-place ``torch.where`` keeps the graph.
+    """
+
+    def __init__(self, init: Tensor) -> None:
+        self.value = init
+        self.owned = False          # ``value`` is a buffer of ours that may be written in place
+
+    def update(self, mask: Tensor, new: Tensor) -> None:
+        if new.requires_grad or self.value.requires_grad:
+            self.value, self.owned = torch.where(mask[:, None], new, self.value), False
+        elif mask.device.type == 'cpu':
+            flags = mask.tolist()
+            if all(flags):
+                self.value, self.owned = new, False
+            elif any(flags):
+                if not self.owned:
+                    self.value, self.owned = self.value.clone(), True
+                for b, take in enumerate(flags):
+                    if take:
+                        self.value[b].copy_(new[b])
+        elif self.owned:
+            torch.where(mask[:, None], new, self.value, out=self.value)
+        else:
+            self.value, self.owned = torch.where(mask[:, None], new, self.value), True
+
+
+class _Tracker:
+    """Records residuals and selects, per sample, the image to return (see module docstring).
+
+    Works on packed ``(B, D)`` states. Per evaluation it computes the two norms straight into
+    the trace, updates the running lowest residual and the selected state(s): about ten small
+    kernels. ``nstep``, ``diverged`` and the lowest residuals are derived from the traces in
+    :meth:`finish`. The only host synchronisation is :meth:`all_stopped`, called only when a
+    tolerance is set (and the free mask reads of :class:`_Selection` on CPU).
+    """
+
+    def __init__(self, x0: Tensor, max_iter: int, tol: float | None, stop_mode: str,
+                 return_lowest: bool, divergence_factor: float, keep_preimage: bool) -> None:
+        b = x0.shape[0]
+        dev = x0.device
+        self.sdt = norm_dtype(x0.dtype)
+        self.tol = tol
+        self.use_rel = stop_mode == 'rel'
+        self.return_lowest = return_lowest
+        self.div_factor = divergence_factor
+        self.abs_trace = torch.empty(b, max_iter, dtype=self.sdt, device=dev)
+        self.rel_trace = torch.empty(b, max_iter, dtype=self.sdt, device=dev)
+        self.active = torch.ones(b, dtype=torch.bool, device=dev) if tol is not None else None
+        self.best_res = torch.full((b,), float('inf'), dtype=self.sdt, device=dev)
+        self.fz0_norm: Tensor | None = None
+        # Image (and pre-image) of the lowest-residual iterate; x0 until one is selected.
+        self.best = _Selection(x0)
+        self.best_pre = _Selection(x0) if keep_preimage else None
+        # return_lowest=False: the last finite image (``best`` is the non-finite fallback).
+        self.last = None if return_lowest else _Selection(x0)
+        self.last_pre = None if return_lowest or not keep_preimage else _Selection(x0)
+        self.steps = 0
+
+    def record(self, k: int, x: Tensor, fx: Tensor, gx: Tensor) -> None:
+        """Records evaluation ``k`` (0-based) of the packed iterate ``x`` with image ``fx``.
+
+        Args:
+            k: 0-based evaluation index.
+            x: Iterate ``(B, D)``.
+            fx: Its image ``f(x)`` ``(B, D)``.
+            gx: ``fx - x`` ``(B, D)`` (may be detached).
+        """
+        abs_res = torch.linalg.vector_norm(gx.detach(), dim=1, dtype=self.sdt)
+        fn = torch.linalg.vector_norm(fx.detach(), dim=1, dtype=self.sdt)
+        self.abs_trace[:, k] = abs_res
+        if k == 0:
+            self.fz0_norm = fn.clone()
+        res = torch.div(abs_res, fn.add_(_REL_EPS), out=self.rel_trace[:, k])
+        if not self.use_rel:
+            res = abs_res
+        take = res < self.best_res                  # False for NaN/inf residuals
+        if self.active is not None:
+            take = take & self.active
+        self.best_res = torch.where(take, res, self.best_res)
+        self.best.update(take, fx)
+        if self.best_pre is not None:
+            self.best_pre.update(take, x)
+        if self.last is not None:
+            take_last = res < float('inf')
+            if self.active is not None:
+                take_last = take_last & self.active
+            self.last.update(take_last, fx)
+            if self.last_pre is not None:
+                self.last_pre.update(take_last, x)
+        if self.active is not None:
+            self.active = self.active & (res >= self.tol) & (res < float('inf'))
+        self.steps = k + 1
+
+    def all_stopped(self) -> bool:
+        """Whether every sample has stopped (host sync; only call when a tolerance is set)."""
+        return self.active is not None and not bool(self.active.any())
+
+    def finish(self, method: str) -> tuple[Tensor, Tensor, SolverStats]:
+        """Returns ``(image, pre_image, stats)`` (packed) of the selected iterate of each sample."""
+        t = self.steps
+        abs_trace = self.abs_trace[:, :t]
+        rel_trace = self.rel_trace[:, :t]
+        res = rel_trace if self.use_rel else abs_trace
+        finite = res < float('inf')
+        # Steps each sample used: up to and including its own stopping step (1-based count).
+        stop = ~finite if self.tol is None else ~finite | (res < self.tol)
+        steps = torch.arange(1, t + 1, device=res.device).expand_as(res)
+        # (amin/argmin: Tensor.min(dim) is pathologically slow on tiny CPU tensors.)
+        n_used = torch.where(stop, steps, t).amin(dim=1)
+        used = steps <= n_used[:, None]
+        inf = float('inf')
+        res_used = torch.where(used & finite, res, inf)
+        low_val, low_idx = res_used.amin(dim=1), res_used.argmin(dim=1)
+        nstep_low = torch.where(low_val < inf, low_idx + 1, 0)
+        nonfinite = (used & ~finite).any(dim=1)
+        # Divergence: non-finite, or abs residual above factor x the initial one (floored by a
+        # few ulps of ||f(z0)|| so that an exact start is not flagged for round-off).
+        eps = torch.finfo(abs_trace.dtype).eps
+        thresh = self.div_factor * torch.maximum(abs_trace[:, 0], eps * (self.fz0_norm + 1.0))
+        grew = ~(abs_trace <= thresh[:, None])
+        diverged = (used & (grew | ~finite)).any(dim=1)
+        if self.return_lowest:
+            out = self.best.value
+            pre = self.best_pre.value if self.best_pre is not None else out
+            nstep = nstep_low
+        else:
+            # The last finite image unless the sample hit a non-finite residual: then the
+            # lowest-residual finite one (never return what came out of a blow-up).
+            keep_last = ~nonfinite[:, None]
+            out = torch.where(keep_last, self.last.value, self.best.value)
+            pre = (torch.where(keep_last, self.last_pre.value, self.best_pre.value)
+                   if self.last_pre is not None else out)
+            nstep = torch.where(keep_last[:, 0], n_used, nstep_low)
+        abs_used = torch.where(used & (abs_trace < inf), abs_trace, inf)
+        rel_used = torch.where(used & (rel_trace < inf), rel_trace, inf)
+        stats = SolverStats(nstep=nstep, abs_trace=abs_trace, rel_trace=rel_trace,
+                            abs_lowest=abs_used.amin(dim=1), rel_lowest=rel_used.amin(dim=1),
+                            diverged=diverged, method=method)
+        return out, pre, stats
+
+
+def _rows_dot(mat: Tensor, vec: Tensor) -> Tensor:
+    """``(B, n, D) x (B, D) -> (B, n)``, the inner products of ``vec`` with each stored row.
+
+    The fast form differs by device: on CPU ``(B,1,D) x (B,D,n)`` (MKL's batched GEMV is slow for
+    ``(B,n,D) x (B,D,1)``), on GPU ``(B,n,D) x (B,D,1)`` (a GEMM with one output row and a long
+    reduction, the CPU form, gets no split-K parallelism from cuBLAS).
+    """
+    if vec.device.type == 'cpu':
+        return torch.bmm(vec.unsqueeze(1), mat.transpose(1, 2)).squeeze(1)
+    return torch.bmm(mat, vec.unsqueeze(2)).squeeze(2)
+
+
+def _dot(p: Tensor, q: Tensor) -> Tensor:
+    """Per-sample inner product ``(B, D), (B, D) -> (B, 1)``."""
+    if p.device.type == 'cpu':
+        return torch.bmm(p.unsqueeze(1), q.unsqueeze(2)).squeeze(2)
+    return (p * q).sum(dim=1, keepdim=True)
+
+
+def _put(buf: Tensor, slot: int, val: Tensor, inplace: bool) -> Tensor:
+    """Writes ``val`` ``(B, ...)`` into ``buf[:, slot]`` (out of place when autograd records)."""
+    if inplace:
+        buf[:, slot] = val
+        return buf
+    idx = torch.tensor([slot], device=buf.device)
+    return buf.index_copy(1, idx, val.unsqueeze(1))
+
+
+def _fixed_point(f: StateFn, z0: list[Tensor], layout: StateLayout, tracker: _Tracker,
+                 max_iter: int) -> None:
+    """Plain fixed-point iteration ``z_{k+1} = f(z_k)`` (thesis Eq. 3.1).
+
+    ``f`` gets its own output back as a list; the packed copy (one concatenation per step, none
+    for one scale) only feeds the statistics and the selection. The residual is computed on
+    detached tensors into a reused buffer.
+    """
+    z = z0
+    x = layout.pack(z0)
+    buf = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    for k in range(max_iter):
+        fz = f(z)
+        if k == 0:
+            fz = check_state_like(fz, z0)
+        fx = layout.pack(fz)
+        tracker.record(k, x, fx, torch.sub(fx.detach(), x.detach(), out=buf))
+        if tracker.tol is not None and tracker.all_stopped():
+            return
+        z, x = list(fz), fx
+
+
+def _anderson(f: StateFn, z0: list[Tensor], layout: StateLayout, tracker: _Tracker,
+              max_iter: int, *, m: int = 5, beta: float = 1.0, lam: float = 1e-4) -> None:
+    """Anderson acceleration (type II) with window ``m`` (Walker & Ni 2011, Eq. 1.2/Alg. AA).
+
+    Step ``k >= 1`` mixes the last ``n = min(k, m)`` images ``F_i = f(x_i)`` and residuals
+    ``G_i = F_i - x_i``: ``alpha = argmin ||sum_i alpha_i G_i||^2 + lam' ||alpha||^2`` subject to
+    ``sum_i alpha_i = 1`` and ``x_{k+1} = sum_i alpha_i (F_i - (1 - beta) G_i)``. The first step is
+    ``x_1 = beta f(x_0) + (1 - beta) x_0``. ``lam' = lam * mean(diag(G G^T))`` (scale-invariant;
+    the tutorial/torchdeq add ``lam`` unscaled). The Gram matrix is updated one row per step.
+    """
+    b, d = layout.batch, layout.dim
+    x = layout.pack(z0)
+    mm = max(1, min(m, max_iter - 1))
+    F = G = gram = None
+    inplace = True
+    for k in range(max_iter):
+        fz = f(layout.unpack(x))
+        if k == 0:
+            fz = check_state_like(fz, z0)
+        fx = layout.pack(fz)
+        if k == 0:
+            # Write into the history in place unless autograd records the iterations.
+            inplace = not (fx.requires_grad or x.requires_grad)
+            F = torch.empty(b, mm, d, dtype=x.dtype, device=x.device)
+            G = torch.empty(b, mm, d, dtype=x.dtype, device=x.device)
+            gram = torch.empty(b, mm, mm, dtype=x.dtype, device=x.device)
+        slot = k % mm
+        gx = torch.sub(fx, x, out=G[:, slot]) if inplace else fx - x
+        tracker.record(k, x, fx, gx)
+        if k == max_iter - 1 or (tracker.tol is not None and tracker.all_stopped()):
+            return
+        n = min(k + 1, mm)
+        F = _put(F, slot, fx, inplace)
+        if inplace:
+            row = _rows_dot(G[:, :n], gx)                               # (B, n) Gram row
+            gram[:, slot, :n] = row
+            gram[:, :n, slot] = row
+            gram_n = gram[:, :n, :n]
+        else:                                   # autograd records: rebuild, no in-place writes
+            G = _put(G, slot, gx, inplace)
+            gram_n = torch.bmm(G[:, :n], G[:, :n].transpose(1, 2))
+        if n == 1:
+            alpha = torch.ones(b, 1, dtype=x.dtype, device=x.device)
+        else:
+            alpha = _anderson_weights(gram_n, lam, slot)
+        a = alpha.unsqueeze(1)                                           # (B, 1, n)
+        x = torch.bmm(a, F[:, :n]).squeeze(1)
+        if beta != 1.0:
+            x = x - (1.0 - beta) * torch.bmm(a, G[:, :n]).squeeze(1)
+
+
+def _anderson_weights(gram: Tensor, lam: float, latest: int) -> Tensor:
+    """Solves the constrained least-squares problem of Anderson mixing per sample.
+
+    Args:
+        gram: ``(B, n, n)`` Gram matrix ``G G^T`` of the stored residuals.
+        lam: Relative Tikhonov regularisation.
+        latest: Column of the most recent residual (fallback if a system is not solvable).
+
+    Returns:
+        Tensor: ``(B, n)`` weights summing to one (``w / sum(w)`` with ``(GG^T + lam' I) w = 1``,
+        the Lagrange solution of ``min a^T H a`` s.t. ``1^T a = 1``), in float64 arithmetic.
+    """
+    b, n, _ = gram.shape
+    h = gram.to(torch.float64, copy=True)
+    diag = h.diagonal(dim1=1, dim2=2)
+    # lam' = lam * mean diagonal, floored so that H stays positive definite when G = 0.
+    diag.add_(diag.mean(dim=1, keepdim=True).mul(lam).add(_GRAM_FLOOR))
+    ones = torch.ones(b, n, 1, dtype=h.dtype, device=h.device)
+    w = torch.linalg.solve_ex(h, ones)[0].squeeze(2)
+    alpha = w / w.sum(dim=1, keepdim=True)
+    bad = ~(alpha.abs().sum(dim=1, keepdim=True) < float('inf'))   # NaN/inf: singular system
+    fallback = torch.zeros(1, n, dtype=h.dtype, device=h.device)
+    fallback[0, latest] = 1.0
+    return torch.where(bad, fallback, alpha).to(gram.dtype)
+
+
+def _broyden(f: StateFn, z0: list[Tensor], layout: StateLayout, tracker: _Tracker,
+             max_iter: int, *, memory: int | None = None, line_search: bool = False,
+             ls_max_halvings: int = 3, ls_c1: float = 1e-4) -> None:
+    """Broyden's good method on ``g(z) = f(z) - z`` with ``B ~ J_g^{-1} = -I + U V^T``.
+
+    Follows MDEQ's solver (locuslab/mdeq ``lib/modules/broyden.py``, MIT): ``B_0 = -I`` so the
+    first step is ``x_1 = x_0 - B_0 g_0 = f(x_0)``; after a step ``dx = s d_k`` along
+    ``d_k = -B_k g_k`` with residual change ``dg`` the rank-one update is
+    ``u = (dx - B_k dg) / (v^T dg)``, ``v^T = dx^T B_k``, and the next direction is
+    ``d_{k+1} = -B_{k+1} g_{k+1}``. ``memory`` caps the number of stored updates (the oldest is
+    overwritten; MDEQ uses 24); ``None`` keeps all.
+
+    Cost per step: one product with ``B_k`` (``B_k g_{k+1}``) and one with ``B_k^T`` (``v``), each
+    reading the stored factors once. ``B_k dg`` is not formed: ``B_k g_k = -d_k`` gives
+    ``dx - B_k dg = (s - 1) d_k - B_k g_{k+1}`` and ``v^T dg = v^T g_{k+1} + s ||d_k||^2``.
+
+    Line search (off by default): per-sample Armijo backtracking on ``||g||^2`` (step halved up to
+    ``ls_max_halvings`` times while ``||g(x + s d)||^2 > (1 - ls_c1 s) ||g(x)||^2``). Every trial
+    evaluates ``f`` for the whole batch and counts as an iteration.
+    """
+    b, d = layout.batch, layout.dim
+    cap = max(1, max_iter - 2) if memory is None else max(1, min(memory, max_iter - 2))
+    U = V = None
+    n_upd = 0
+
+    def evaluate(x: Tensor, k: int) -> Tensor:
+        fz = f(layout.unpack(x))
+        if k == 0:
+            fz = check_state_like(fz, z0)
+        fx = layout.pack(fz)
+        gx = fx - x
+        tracker.record(k, x, fx, gx)
+        return gx
+
+    def done(k: int) -> bool:
+        return k >= max_iter or (tracker.tol is not None and tracker.all_stopped())
+
+    x = layout.pack(z0)
+    g = evaluate(x, 0)
+    # Write the factors in place unless autograd records the iterations.
+    inplace = not (g.requires_grad or x.requires_grad)
+    if max_iter > 2:
+        U = torch.empty(b, cap, d, dtype=x.dtype, device=x.device)
+        V = torch.empty(b, cap, d, dtype=x.dtype, device=x.device)
+    k = 1
+    update = g                                      # d_0 = -B_0 g_0 with B_0 = -I
+    gnorm = tracker.abs_trace[:, 0]                 # ||g|| of the accepted iterate (line search)
+    while not done(k):
+        x_new = x + update
+        g_new = evaluate(x_new, k)
+        k += 1
+        step = None
+        if line_search:
+            gn_new = tracker.abs_trace[:, k - 1]
+            step = torch.ones(b, 1, dtype=x.dtype, device=x.device)
+            for _ in range(ls_max_halvings):
+                if done(k):
+                    break
+                s = step.squeeze(1).to(gnorm.dtype)
+                fail = ~(gn_new.square() <= (1 - ls_c1 * s) * gnorm.square())
+                if not bool(fail.any()):
+                    break
+                step = torch.where(fail[:, None], step * 0.5, step)
+                x_try = x + step * update
+                g_try = evaluate(x_try, k)
+                k += 1
+                x_new = torch.where(fail[:, None], x_try, x_new)
+                g_new = torch.where(fail[:, None], g_try, g_new)
+                gn_new = torch.where(fail, tracker.abs_trace[:, k - 1], gn_new)
+            gnorm = gn_new
+        if done(k):
+            return
+        n = min(n_upd, cap)
+        if n > 0:
+            Uc, Vc = U[:, :n], V[:, :n]
+            # B_k g_{k+1} = -g_{k+1} + U (V g_{k+1});  v^T = dx^T B_k = -dx^T + (dx^T U^T) V
+            bg_new = torch.baddbmm(g_new.unsqueeze(1), _rows_dot(Vc, g_new).unsqueeze(1), Uc,
+                                   beta=-1).squeeze(1)
+            vt = torch.baddbmm(update.unsqueeze(1), _rows_dot(Uc, update).unsqueeze(1), Vc,
+                               beta=-1).squeeze(1)
+        else:
+            bg_new = -g_new
+            vt = -update
+        if step is not None:
+            vt = vt * step
+        vtg = _dot(vt, g_new)
+        # v^T dg = v^T g_{k+1} - v^T g_k = v^T g_{k+1} + s ||d_k||^2; a zero or non-finite
+        # denominator (no progress, or a blown-up sample) skips the update (u = 0).
+        denom = vtg + (_dot(update, update) if step is None else step * _dot(update, update))
+        if inplace:
+            inv = torch.nan_to_num(torch.reciprocal(denom), nan=0.0, posinf=0.0, neginf=0.0)
+        else:                                       # differentiable: no inf * 0 in backward
+            ok = (denom != 0) & (denom.abs() < float('inf'))
+            inv = torch.where(ok, 1.0 / torch.where(ok, denom, 1.0), 0.0)
+        if step is None:
+            u = bg_new * inv.neg()                  # dx - B_k dg = -B_k g_{k+1}
+        else:
+            u = ((step - 1) * update - bg_new) * inv
+        slot = n_upd % cap
+        U = _put(U, slot, u, inplace)
+        V = _put(V, slot, vt, inplace)
+        n_upd += 1
+        # d_{k+1} = -B_{k+1} g_{k+1} = -(B_k g_{k+1} + u (v^T g_{k+1}))
+        if inplace:
+            update = torch.addcmul(bg_new, u, vtg).neg_()
+        else:
+            update = -(bg_new + u * vtg)
+        x, g = x_new, g_new
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'{name} must be an int, got {type(value).__name__} ({value!r}).')
+    if value < minimum:
+        raise ValueError(f'{name} must be >= {minimum}, got {value}.')
+    return value
+
+
+def _check_solver_args(method: str, max_iter: int, tol: float | None, stop_mode: str,
+                       divergence_factor: float) -> float | None:
+    if method not in METHODS:
+        raise ValueError(f'Unknown solver method {method!r}; choose one of {METHODS}.')
+    _check_int('max_iter', max_iter, 1)
+    if stop_mode not in ('rel', 'abs'):
+        raise ValueError(f"stop_mode must be 'rel' or 'abs', got {stop_mode!r}.")
+    if tol is not None:
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)):
+            raise TypeError(f'tol must be a float or None, got {type(tol).__name__}.')
+        if tol < 0:
+            raise ValueError(f'tol must be >= 0 (or None for exactly max_iter iterations), '
+                             f'got {tol}.')
+        if tol == 0:
+            tol = None
+    if not divergence_factor > 1:
+        raise ValueError(f'divergence_factor must be > 1, got {divergence_factor}.')
+    return None if tol is None else float(tol)
+
+
+_METHOD_KWARGS = {
+    'fixed_point': set(),
+    'anderson': {'m', 'beta', 'lam'},
+    'broyden': {'memory', 'line_search', 'ls_max_halvings', 'ls_c1'},
+}
+
+
+def _check_method_kwargs(method: str, kwargs: dict) -> None:
+    unknown = set(kwargs) - _METHOD_KWARGS[method]
+    if unknown:
+        raise TypeError(f'Unexpected solver option(s) {sorted(unknown)} for method={method!r}; '
+                        f'it accepts {sorted(_METHOD_KWARGS[method]) or "none"}.')
+    if method == 'anderson':
+        if 'm' in kwargs:
+            _check_int('m', kwargs['m'], 1)
+        if 'beta' in kwargs and not 0 < kwargs['beta'] <= 1:
+            raise ValueError(f"Anderson beta must be in (0, 1], got {kwargs['beta']}.")
+        if 'lam' in kwargs and not kwargs['lam'] >= 0:
+            raise ValueError(f"Anderson lam must be >= 0, got {kwargs['lam']}.")
+    if method == 'broyden':
+        if kwargs.get('memory') is not None:
+            _check_int('memory', kwargs['memory'], 1)
+        if 'ls_max_halvings' in kwargs:
+            _check_int('ls_max_halvings', kwargs['ls_max_halvings'], 1)
+
+
+def solve_with_preimage(
+        f: StateFn, z0: list[Tensor], *, method: str = 'broyden', max_iter: int = 30,
+        tol: float | None = 1e-3, stop_mode: str = 'rel', return_lowest: bool = True,
+        divergence_factor: float = 1e3, keep_preimage: bool = False,
+        **method_kwargs) -> tuple[list[Tensor], list[Tensor], SolverStats]:
+    """Like :func:`solve` on a list state, also returning the pre-image ``z_k`` of the output.
+
+    ``keep_preimage=False`` skips tracking the pre-image (it is then returned equal to the
+    output). Used by the gradient code, which re-evaluates ``f(z_k)`` with autograd.
+    """
+    tol = _check_solver_args(method, max_iter, tol, stop_mode, divergence_factor)
+    _check_method_kwargs(method, method_kwargs)
+    z0 = as_state_list(z0)
+    if not bool(torch.stack([torch.isfinite(t).all() for t in z0]).all()):  # one host sync
+        raise ValueError('z0 contains NaN or inf; start from a finite state (e.g. zeros).')
+    layout = StateLayout(z0)
+    tracker = _Tracker(layout.pack(z0), max_iter, tol, stop_mode, return_lowest,
+                       divergence_factor, keep_preimage)
+    if method == 'fixed_point':
+        _fixed_point(f, z0, layout, tracker, max_iter)
+    elif method == 'anderson':
+        _anderson(f, z0, layout, tracker, max_iter, **method_kwargs)
+    else:
+        _broyden(f, z0, layout, tracker, max_iter, **method_kwargs)
+    out, pre, stats = tracker.finish(method)
+    out = [t.contiguous() for t in layout.unpack(out)]
+    pre = layout.unpack(pre) if keep_preimage else out
+    return out, pre, stats
+
+
+def solve(f: StateFn | Callable[[Tensor], Tensor], z0: Tensor | Sequence[Tensor], *,
+          method: str = 'broyden', max_iter: int = 30, tol: float | None = 1e-3,
+          stop_mode: str = 'rel', return_lowest: bool = True, divergence_factor: float = 1e3,
+          **method_kwargs) -> tuple[Tensor | list[Tensor], SolverStats]:
+    """Solves ``z = f(z)`` for a batched (multiscale) state; see the module docstring.
+
+    Autograd: the iterations are recorded if grad mode is on (backprop through the solver, the
+    ``'unroll'`` gradient); wrap the call in ``torch.no_grad()`` otherwise.
+
+    Args:
+        f: The layer ``f_theta(.; x)`` with the input injection closed over. If ``z0`` is a list,
+            ``f`` maps a list of S tensors to a list/tuple of S tensors of the same shapes; if
+            ``z0`` is a single tensor, ``f`` maps a tensor to a tensor.
+        z0: Initial state, a tensor ``(B, ...)`` or a list of S tensors ``(B, C_s, H_s, W_s)``
+            (finite values; e.g. zeros, or the previous frame's fixed point in streaming).
+        method: ``'broyden'``, ``'anderson'`` or ``'fixed_point'``.
+        max_iter: Maximum number of evaluations of ``f``, counting ``f(z0)`` (exactly this many
+            when ``tol`` is ``None`` or ``0``).
+        tol: Per-sample stopping tolerance on the ``stop_mode`` residual; ``None``/``0`` disables
+            early stopping.
+        stop_mode: ``'rel'`` (``||f(z)-z|| / ||f(z)||``) or ``'abs'`` (``||f(z)-z||``).
+        return_lowest: Return the image of the lowest-residual iterate (``True``) or of the last
+            one (``False``) of each sample.
+        divergence_factor: A residual above this factor times the initial residual marks the
+            sample as diverged.
+        **method_kwargs: Anderson: ``m`` (window, 5), ``beta`` (mixing, 1.0), ``lam`` (relative
+            regularisation, 1e-4). Broyden: ``memory`` (max stored updates, None = all),
+            ``line_search`` (False), ``ls_max_halvings`` (3), ``ls_c1`` (1e-4).
+
+    Returns:
+        tuple: ``(z, stats)`` where ``z`` has the structure of ``z0`` (list of S tensors
+        ``(B, C_s, H_s, W_s)`` or one tensor) and ``stats`` is a :class:`SolverStats`.
+
+    Raises:
+        ValueError: Unknown method/stop_mode, ``max_iter < 1``, ``tol < 0``, non-finite ``z0``,
+            or ``f`` returning a state of another structure.
+        TypeError: Wrong argument types or an option the method does not accept.
+    """
+    single = isinstance(z0, Tensor)
+    if not callable(f):
+        raise TypeError(f'f must be callable, got {type(f).__name__}.')
+    if single:
+        def fn(zs: list[Tensor]) -> list[Tensor]:
+            out = f(zs[0])
+            if not isinstance(out, Tensor):
+                raise TypeError('z0 is a single tensor, so f must return a single tensor, got '
+                                f'{type(out).__name__}.')
+            return [out]
+    else:
+        fn = f
+    out, _, stats = solve_with_preimage(
+        fn, as_state_list(z0), method=method, max_iter=max_iter, tol=tol, stop_mode=stop_mode,
+        return_lowest=return_lowest, divergence_factor=divergence_factor, **method_kwargs)
+    return (out[0] if single else out), stats

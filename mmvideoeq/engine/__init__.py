@@ -1,0 +1,1 @@
+from .loops import *  # noqa: F401,F403

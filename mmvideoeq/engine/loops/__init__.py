@@ -1,0 +1,3 @@
+from .streaming_test_loop import StreamingTestLoop
+
+__all__ = ['StreamingTestLoop']

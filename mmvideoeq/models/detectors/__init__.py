@@ -1,0 +1,3 @@
+from .streamdeq_faster_rcnn import StreamDEQFasterRCNN
+
+__all__ = ['StreamDEQFasterRCNN']

@@ -1,0 +1,3 @@
+from .streamdeq_encoder_decoder import StreamDEQEncoderDecoder
+
+__all__ = ['StreamDEQEncoderDecoder']

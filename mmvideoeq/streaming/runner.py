@@ -1,0 +1,298 @@
+"""Reference driver of streaming DEQ inference (plain PyTorch).
+
+:func:`run_stream` feeds frames to a model step function under a :class:`StreamPolicy`, keeping
+one :class:`StreamState` per stream and batching the frames given together into shared solver
+calls. It is the reference the test loop, the inferencer and the benchmarks follow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from .policies import FramePlan, StreamPolicy
+from .state import StreamState, as_state_list, split_state, split_stats, stack_states
+
+if TYPE_CHECKING:
+    from mmvideoeq.deq import SolverStats
+
+__all__ = ['StreamFrame', 'StreamRun', 'StepFn', 'run_stream', 'group_plans', 'split_outputs']
+
+StepFn = Callable[
+    [Tensor, 'list[Tensor] | None', int, 'float | None'],
+    'tuple[Any, list[Tensor] | Tensor, SolverStats]',
+]
+
+
+@dataclass
+class StreamFrame:
+    """One frame of one stream.
+
+    Attributes:
+        x: The model input of the frame, with a leading batch dimension of 1, e.g.
+            ``(1, 3, H, W)``.
+        video_id: Id of the video.
+        frame_id: Id of the frame in the video (strictly increasing within a video).
+        stream: Key of the state slot the frame goes to; defaults to ``video_id`` (one state per
+            video). Give a slot key (e.g. a batch position) to run several videos one after the
+            other through one state, which then restarts at every new video.
+    """
+
+    x: Tensor
+    video_id: str | int
+    frame_id: int
+    stream: Hashable | None = None
+
+    @property
+    def key(self) -> Hashable:
+        """The state slot of the frame."""
+        return self.video_id if self.stream is None else self.stream
+
+
+@dataclass
+class StreamRun:
+    """Result of :func:`run_stream`.
+
+    Attributes:
+        outputs: The step function's output for each frame, in input order (batched outputs are
+            cut to batch size 1 by :func:`split_outputs`).
+        records: The history record of each frame (see :class:`StreamState`), in input order, with
+            the extra key ``stream`` (the state slot).
+        states: The final state of each stream, keyed by slot.
+    """
+
+    outputs: list[Any] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    states: dict[Hashable, StreamState] = field(default_factory=dict)
+
+
+def _as_frame(item: Any) -> StreamFrame:
+    if isinstance(item, StreamFrame):
+        return item
+    if isinstance(item, dict):
+        try:
+            return StreamFrame(
+                x=item['x'],
+                video_id=item['video_id'],
+                frame_id=item['frame_id'],
+                stream=item.get('stream'),
+            )
+        except KeyError as e:
+            raise ValueError(
+                f'a frame dict needs the keys x, video_id, frame_id (and optionally '
+                f'stream); missing {e}'
+            ) from e
+    if isinstance(item, tuple) and len(item) in (3, 4):
+        return StreamFrame(item[2], item[0], item[1], *item[3:])
+    raise TypeError(
+        'a frame must be a StreamFrame, a dict(x=, video_id=, frame_id=) or a tuple '
+        f'(video_id, frame_id, x[, stream]), got {type(item).__name__}'
+    )
+
+
+def _is_single(item: Any) -> bool:
+    return isinstance(item, (StreamFrame, dict)) or (
+        isinstance(item, tuple) and len(item) in (3, 4) and isinstance(item[2], Tensor)
+    )
+
+
+def split_outputs(out: Any, n: int) -> list[Any]:
+    """Cut a batched step output into ``n`` per-stream outputs.
+
+    Tensors with a leading dimension ``n`` are sliced to batch size 1; lists, tuples and dicts
+    are cut element-wise; ``None`` is repeated. With ``n == 1`` the output is returned as is.
+
+    Args:
+        out: The step function's output for a batch of ``n`` streams.
+        n: Number of streams.
+
+    Returns:
+        list: ``n`` outputs.
+    """
+    if n == 1:
+        return [out]
+    if out is None:
+        return [None] * n
+    if isinstance(out, Tensor):
+        if out.dim() == 0 or out.shape[0] != n:
+            raise ValueError(
+                f'cannot split an output of shape {tuple(out.shape)} into {n} '
+                'streams: step outputs must have the batch dimension first'
+            )
+        return [out[b : b + 1] for b in range(n)]
+    if isinstance(out, (list, tuple)):
+        parts = [split_outputs(o, n) for o in out]
+        return [
+            type(out)(p[b] for p in parts)
+            if not hasattr(out, '_fields')
+            else type(out)(*(p[b] for p in parts))
+            for b in range(n)
+        ]
+    if isinstance(out, dict):
+        parts = {k: split_outputs(v, n) for k, v in out.items()}
+        return [{k: v[b] for k, v in parts.items()} for b in range(n)]
+    raise TypeError(
+        f'cannot split a step output of type {type(out).__name__} into {n} streams; '
+        'return tensors (batch first), lists/tuples/dicts of them, or None'
+    )
+
+
+def group_plans(plans: Sequence[FramePlan]) -> list[list[int]]:
+    """Group frame plans that can share one solver call (equal ``max_iter`` and ``tol``).
+
+    Args:
+        plans: Plans of the frames of one time step, one per stream.
+
+    Returns:
+        list[list[int]]: Indices into ``plans``, in first-seen order.
+    """
+    groups: dict[tuple[int, float | None], list[int]] = {}
+    for i, p in enumerate(plans):
+        groups.setdefault((p.max_iter, p.tol), []).append(i)
+    return list(groups.values())
+
+
+def _solve(
+    step_fn: StepFn,
+    xs: list[Tensor],
+    z0s: list[list[Tensor] | None],
+    max_iter: int,
+    tol: float | None,
+    zeros_like_fn: Callable[[Tensor], Sequence[Tensor]] | None,
+    clock: Callable[[], float],
+) -> tuple[list[Any], list[list[Tensor]], list[Any], Any, float]:
+    n = len(xs)
+    try:
+        x = xs[0] if n == 1 else torch.cat(xs, dim=0)
+    except RuntimeError as e:
+        raise ValueError(
+            'frames solved together must have equal shapes; give frames of '
+            f'different sizes in different steps ({e})'
+        ) from e
+    if all(z is None for z in z0s):
+        z0 = None
+    else:
+        fn = None if zeros_like_fn is None else (lambda j: zeros_like_fn(xs[j]))
+        z0 = stack_states(z0s, zeros_like_fn=fn)
+    t0 = clock()
+    result = step_fn(x, z0, max_iter, tol)
+    ms = (clock() - t0) * 1000.0
+    if not isinstance(result, tuple) or len(result) != 3:
+        raise TypeError(
+            'step_fn(x, z0, max_iter, tol) must return a tuple (outputs, z, stats), '
+            f'got {type(result).__name__}'
+        )
+    out, z, stats = result
+    z_list = as_state_list(z, 'z returned by step_fn')
+    return (
+        split_outputs(out, n),
+        split_state(z_list, n),
+        split_stats(stats, n) if n > 1 else [stats],
+        stats,
+        ms,
+    )
+
+
+def run_stream(
+    step_fn: StepFn,
+    frames: Iterable[Any],
+    policy: StreamPolicy,
+    *,
+    states: dict[Hashable, StreamState] | None = None,
+    zeros_like_fn: Callable[[Tensor], Sequence[Tensor]] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> StreamRun:
+    """Run streaming DEQ inference over frames.
+
+    Each element of ``frames`` is one time step: either one frame or a list of frames of
+    distinct streams that are solved together (batched; frames whose plans have equal
+    ``max_iter``/``tol`` share a ``step_fn`` call). A frame is a :class:`StreamFrame`, a dict
+    ``dict(x=..., video_id=..., frame_id=..., stream=...)`` or a tuple
+    ``(video_id, frame_id, x[, stream])``. Per frame the policy plans the solve
+    (:meth:`StreamPolicy.begin_frame`), the step runs, a residual-detected shot change may add a
+    follow-up solve, and the state is updated (:meth:`StreamPolicy.end_frame`). The budget is
+    told the cost of every ``step_fn`` call once.
+
+    Batched streams give the same results as streams run alone (up to floating-point
+    reassociation): the DEQ core freezes each sample at its own stopping step. A record's
+    ``iters`` is what the shared solve cost (the batch's evaluations); ``nstep`` is per stream.
+
+    Args:
+        step_fn: ``step_fn(x, z0, max_iter, tol) -> (outputs, z, stats)``: ``x`` ``(B, ...)``,
+            ``z0`` ``S`` tensors ``(B, C_s, H_s, W_s)`` or ``None`` (start from zeros), returns the
+            fixed-point estimate ``z`` (``S`` tensors ``(B, ...)``) and its ``SolverStats``.
+        frames: Time steps (see above).
+        policy: The stream policy.
+        states: States to continue from, keyed by stream slot (updated in place); default empty.
+        zeros_like_fn: ``zeros_like_fn(x) -> list[Tensor]`` the zero state for a frame ``x``
+            ``(1, ...)`` (e.g. ``net.init_state``), used when cold and warm streams are batched;
+            default: zeros shaped like a warm stream's state.
+        clock: Time source in seconds (inject a fake one in tests).
+
+    Returns:
+        StreamRun: Per-frame outputs and records, and the final states.
+    """
+    if not isinstance(policy, StreamPolicy):
+        raise TypeError(f'policy must be a StreamPolicy, got {type(policy).__name__}')
+    if not callable(step_fn):
+        raise TypeError('step_fn must be callable as step_fn(x, z0, max_iter, tol)')
+    run = StreamRun(states={} if states is None else states)
+    for step in frames:
+        batch = [_as_frame(step)] if _is_single(step) else [_as_frame(f) for f in step]
+        if not batch:
+            continue
+        keys = [f.key for f in batch]
+        if len(set(keys)) != len(keys):
+            raise ValueError(
+                f'a time step holds two frames of the same stream ({keys}); give a '
+                'stream one frame per step'
+            )
+        for f in batch:
+            if not isinstance(f.x, Tensor) or f.x.dim() == 0 or f.x.shape[0] != 1:
+                raise ValueError(
+                    f'frame {f.frame_id} of video {f.video_id!r}: x must be a tensor '
+                    'with a leading batch dimension of 1, e.g. (1, 3, H, W)'
+                )
+        sts = [run.states.setdefault(k, policy.init_state()) for k in keys]
+        plans = [
+            policy.begin_frame(s, f.x, f.video_id, f.frame_id)
+            for s, f in zip(sts, batch, strict=True)
+        ]
+        n = len(batch)
+        outs: list[Any] = [None] * n
+        zs: list[list[Tensor] | None] = [None] * n
+        stats: list[Any] = [None] * n
+        ms = [0.0] * n
+        todo = list(enumerate(plans))
+        while todo:
+            for group in group_plans([p for _, p in todo]):
+                idx = [todo[g][0] for g in group]
+                p0 = todo[group[0]][1]
+                o, z, s, s_batch, t = _solve(
+                    step_fn,
+                    [batch[i].x for i in idx],
+                    [todo[g][1].z0 for g in group],
+                    p0.max_iter,
+                    p0.tol,
+                    zeros_like_fn,
+                    clock,
+                )
+                policy.observe(s_batch, t)
+                for j, i in enumerate(idx):
+                    outs[i], zs[i], stats[i] = o[j], z[j], s[j]
+                    ms[i] += t
+            # residual-jump shot changes: at most one follow-up solve per frame
+            todo = [(i, policy.followup(sts[i], p, zs[i], stats[i])) for i, p in todo]
+            todo = [(i, p) for i, p in todo if p is not None]
+            for i, p in todo:
+                plans[i] = p
+        for i in range(n):
+            policy.end_frame(sts[i], plans[i], zs[i], stats[i], ms[i], update_budget=False)
+            run.outputs.append(outs[i])
+            run.records.append(dict(sts[i].history[-1], stream=keys[i]))
+    return run

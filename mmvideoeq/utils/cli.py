@@ -1,0 +1,113 @@
+"""Shared command-line plumbing of ``tools/train.py`` and ``tools/test.py``.
+
+mmengine reports a bad config or checkpoint deep inside the runner, as a long traceback. The tools
+check their inputs first and turn the known failure kinds into one line that names the problem:
+a missing config or checkpoint file, a ``--cfg-options`` key that does not exist, an unknown
+registry type, a checkpoint refused by the weights-only unpickler.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+import re
+import sys
+import traceback
+from typing import Any, Callable
+
+from mmengine.config import Config, DictAction  # noqa: F401  (re-exported for the tools)
+
+from .checkpoint import UnsafeCheckpointError, unsafe_checkpoint_error
+
+
+class CLIError(Exception):
+    """An error in the command-line input; printed as one line, exit status 2."""
+
+
+def require_file(path: str | None, what: str) -> None:
+    """Raise :class:`CLIError` if ``path`` is given and is not an existing file."""
+    if path is not None and not os.path.isfile(path):
+        raise CLIError(f'{what} not found: {path!r}')
+
+
+def _walk(cfg: Any, key: str) -> None:
+    node = cfg
+    parts = key.split('.')
+    for i, part in enumerate(parts):
+        here = '.'.join(parts[:i + 1])
+        if isinstance(node, (list, tuple)):
+            if not part.isdigit() or int(part) >= len(node):
+                raise CLIError(f'--cfg-options key {key!r} does not exist in the config: '
+                               f'{".".join(parts[:i])!r} is a list of {len(node)} items')
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if part not in node:
+                near = ', '.join(sorted(str(k) for k in node.keys())[:12])
+                raise CLIError(f'--cfg-options key {key!r} does not exist in the config '
+                               f'(no {here!r}; keys there: {near})')
+            node = node[part]
+        else:
+            raise CLIError(f'--cfg-options key {key!r} does not exist in the config: '
+                           f'{".".join(parts[:i])!r} is a {type(node).__name__}, not a dict')
+
+
+def load_config(path: str, cfg_options: dict | None = None,
+                new_keys: tuple[str, ...] = ()) -> Config:
+    """Load ``path`` and merge ``cfg_options``, refusing keys that do not exist in it.
+
+    Args:
+        path: Config file.
+        cfg_options: ``--cfg-options`` pairs (``'a.b.c': value``).
+        new_keys: Top-level keys that may be created by ``cfg_options`` (e.g. ``'work_dir'``).
+    """
+    require_file(path, 'config file')
+    cfg = Config.fromfile(path)
+    for key in (cfg_options or {}):
+        if key.split('.')[0] in new_keys:
+            continue
+        _walk(cfg._cfg_dict, key)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+_REGISTRY_MISS = re.compile(r'(\S+) is not in the (\S+) registry')
+
+
+def describe_error(err: BaseException) -> str | None:
+    """One-line description of a known user-input error, or ``None`` for anything else."""
+    if isinstance(err, (CLIError, UnsafeCheckpointError)):
+        return str(err)
+    if isinstance(err, FileNotFoundError):
+        return f'file not found: {err}'
+    if isinstance(err, pickle.UnpicklingError):
+        return str(unsafe_checkpoint_error('<checkpoint>', err))
+    text = str(err.args[0]) if getattr(err, 'args', None) else str(err)
+    m = _REGISTRY_MISS.search(text)
+    if isinstance(err, KeyError) and m:
+        return (f'unknown type {m.group(1)} in the {m.group(2)} registry: check the spelling, '
+                "the scope prefix ('mmdet.', 'mmseg.') and that the module is imported")
+    return None
+
+
+def cli_main(main: Callable[[], Any]) -> Callable[[], Any]:
+    """Decorate a tool's ``main``: known input errors end with ``error: ...`` and exit code 2.
+
+    Set ``MMVIDEOEQ_DEBUG=1`` to see the full traceback.
+    """
+
+    @functools.wraps(main)
+    def wrapper() -> Any:
+        try:
+            return main()
+        except Exception as err:  # noqa: BLE001
+            msg = describe_error(err)
+            if msg is None or os.environ.get('MMVIDEOEQ_DEBUG'):
+                raise
+            # the cause is often wrapped by mmengine's build_from_cfg: unwrap once for the line
+            print(f'error: {msg}', file=sys.stderr)
+            if os.environ.get('MMVIDEOEQ_TRACE'):
+                traceback.print_exc()
+            sys.exit(2)
+
+    return wrapper

@@ -1,0 +1,309 @@
+"""Tests of the fixed-point solvers (``mmvideoeq.deq.solve``): convergence, iteration counts,
+per-sample statistics, divergence handling and input validation."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmvideoeq.deq import SolverStats, solve
+
+METHODS = ['fixed_point', 'anderson', 'broyden']
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_converges_to_newton_reference(method, tanh_problem):
+    z, stats = solve(tanh_problem.f, tanh_problem.z0(), method=method, max_iter=100, tol=1e-11,
+                     stop_mode='abs')
+    ref = tanh_problem.reference()
+    assert isinstance(z, list) and len(z) == 1 and z[0].shape == (2, 6)
+    torch.testing.assert_close(z[0], ref, atol=1e-10, rtol=0)
+    residual = (tanh_problem.f(z)[0] - z[0]).norm(dim=1)
+    assert (residual < 1e-11).all()
+    assert (stats.final_abs < 1e-11).all()
+    assert not stats.diverged.any()
+    assert stats.method == method
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_multiscale_state_with_different_shapes(method, linear_multiscale):
+    z, stats = solve(linear_multiscale.f, linear_multiscale.z0(), method=method, max_iter=200,
+                     tol=1e-12, stop_mode='rel')
+    ref = linear_multiscale.reference()
+    assert [tuple(t.shape) for t in z] == [(2, 2, 3, 3), (2, 3, 2, 2)]
+    assert all(t.is_contiguous() for t in z)
+    for a, b in zip(z, ref):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    assert (stats.final_rel < 1e-12).all()
+
+
+@pytest.mark.parametrize('method', METHODS)
+@pytest.mark.parametrize('max_iter', [1, 2, 5])
+def test_max_iter_is_exact_without_tol(method, max_iter, tanh_problem):
+    for tol in (None, 0):
+        tanh_problem.calls = 0
+        _, stats = solve(tanh_problem.f, tanh_problem.z0(), method=method, max_iter=max_iter,
+                         tol=tol)
+        assert tanh_problem.calls == max_iter
+        assert stats.abs_trace.shape == (2, max_iter)
+        assert stats.rel_trace.shape == (2, max_iter)
+        assert stats.n_eval == max_iter
+        # Residuals of a contraction decrease, so the last evaluation's image is returned.
+        assert stats.nstep.tolist() == [max_iter, max_iter]
+
+
+def test_fixed_point_returns_f_applied_m_times(tanh_problem):
+    z = tanh_problem.z0()
+    for _ in range(4):
+        z = tanh_problem.f(z)
+    out, _ = solve(tanh_problem.f, tanh_problem.z0(), method='fixed_point', max_iter=4,
+                   tol=None)
+    torch.testing.assert_close(out[0], z[0], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_one_iteration_is_one_layer_application(method, tanh_problem):
+    z0 = [torch.full((2, 6), 0.3, dtype=torch.float64)]
+    out, stats = solve(tanh_problem.f, z0, method=method, max_iter=1, tol=None)
+    fz0 = torch.tanh(z0[0] @ tanh_problem.W.T + tanh_problem.x)
+    torch.testing.assert_close(out[0], fz0, atol=0, rtol=0)
+    abs0 = (fz0 - z0[0]).norm(dim=1)
+    torch.testing.assert_close(stats.abs_trace[:, 0], abs0)
+    torch.testing.assert_close(stats.first_rel, abs0 / (fz0.norm(dim=1) + 1e-8))
+    assert stats.nstep.tolist() == [1, 1]
+
+
+@pytest.mark.parametrize('method', ['anderson', 'broyden'])
+def test_second_iterate_is_a_plain_fixed_point_step(method, tanh_problem):
+    # Broyden starts from B_0 = -I and Anderson with one stored residual (beta=1) does not mix,
+    # so both evaluate f at f(z0) second and return f(f(z0)) after two iterations.
+    out, _ = solve(tanh_problem.f, tanh_problem.z0(), method=method, max_iter=2, tol=None)
+    expected = tanh_problem.f(tanh_problem.f(tanh_problem.z0()))[0]
+    torch.testing.assert_close(out[0], expected, atol=1e-15, rtol=0)
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_per_sample_stopping_is_batch_invariant(method, tanh_problem, make_tanh):
+    ref = tanh_problem.reference()
+    z0 = [torch.stack([ref[0] + 1e-6, torch.zeros(6, dtype=torch.float64)])]  # warm, cold
+    z, stats = solve(tanh_problem.f, z0, method=method, max_iter=60, tol=1e-9,
+                     stop_mode='abs')
+    assert stats.nstep[0] < stats.nstep[1]
+    assert stats.n_eval == int(stats.nstep.max())
+    for b in range(2):
+        single = make_tanh()
+        single.x = single.x[b:b + 1]
+        zb, sb = solve(single.f, [z0[0][b:b + 1]], method=method, max_iter=60, tol=1e-9,
+                       stop_mode='abs')
+        torch.testing.assert_close(z[0][b:b + 1], zb[0], atol=1e-13, rtol=0)
+        assert int(sb.nstep[0]) == int(stats.nstep[b])
+        n = sb.n_eval
+        torch.testing.assert_close(stats.abs_trace[b, :n], sb.abs_trace[0], atol=1e-13, rtol=0)
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_warm_start_needs_fewer_steps(method, tanh_problem):
+    ref = tanh_problem.reference()
+    warm = [ref + 1e-3 * torch.ones_like(ref)]
+    _, cold_stats = solve(tanh_problem.f, tanh_problem.z0(), method=method, max_iter=100,
+                          tol=1e-10, stop_mode='abs')
+    _, warm_stats = solve(tanh_problem.f, warm, method=method, max_iter=100, tol=1e-10,
+                          stop_mode='abs')
+    assert (warm_stats.nstep < cold_stats.nstep).all()
+    assert (warm_stats.first_abs < cold_stats.first_abs).all()
+
+
+def test_expanding_map_is_flagged_and_lowest_image_returned():
+    def f(z):
+        return [2 * z[0] + 1]                # z_k = 2^k - 1, residual 2^k: grows
+
+    z0 = [torch.zeros(2, 3, dtype=torch.float64)]
+    z, stats = solve(f, z0, method='fixed_point', max_iter=15, tol=None, stop_mode='abs')
+    assert stats.diverged.all()
+    assert stats.nstep.tolist() == [1, 1]
+    torch.testing.assert_close(z[0], torch.ones(2, 3, dtype=torch.float64))
+    z_last, stats_last = solve(f, z0, method='fixed_point', max_iter=15, tol=None,
+                               stop_mode='abs', return_lowest=False)
+    torch.testing.assert_close(z_last[0], torch.full((2, 3), 2.0 ** 15 - 1, dtype=torch.float64))
+    assert stats_last.nstep.tolist() == [15, 15]
+    assert stats_last.diverged.all()
+    # The relative residual 2^k / (2^(k+1) - 1) decreases, so 'rel' picks the last image, but
+    # the absolute residual still grew past the divergence factor.
+    _, stats_rel = solve(f, z0, method='fixed_point', max_iter=15, tol=None, stop_mode='rel')
+    assert stats_rel.nstep.tolist() == [15, 15] and stats_rel.diverged.all()
+
+
+def test_short_growth_below_factor_is_not_divergence():
+    def f(z):
+        return [2 * z[0] + 1]
+
+    _, stats = solve(f, [torch.zeros(1, 3)], method='fixed_point', max_iter=5, tol=None)
+    assert not stats.diverged.any()          # 2^4 = 16 < divergence_factor (1e3)
+    _, stats = solve(f, [torch.zeros(1, 3)], method='fixed_point', max_iter=5, tol=None,
+                     divergence_factor=10.0)
+    assert stats.diverged.all()
+
+
+def test_broyden_finds_root_of_non_contractive_map():
+    def f(z):
+        return [2 * z[0] + 1]                # fixed point -1, not reachable by iteration
+
+    z, stats = solve(f, [torch.zeros(2, 3, dtype=torch.float64)], method='broyden',
+                     max_iter=20, tol=1e-12, stop_mode='abs')
+    torch.testing.assert_close(z[0], -torch.ones(2, 3, dtype=torch.float64), atol=1e-10, rtol=0)
+    assert not stats.diverged.any()
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_nan_in_one_sample_is_never_returned(method, tanh_problem, make_tanh):
+    def f(z):
+        out = tanh_problem.f(z)[0].clone()
+        if tanh_problem.calls >= 3:
+            out[1] = float('nan')
+        return [out]
+
+    z, stats = solve(f, tanh_problem.z0(), method=method, max_iter=10, tol=None)
+    assert torch.isfinite(z[0]).all()
+    assert stats.diverged.tolist() == [False, True]
+    assert not torch.isfinite(stats.abs_trace[1, 2:]).any()
+    # Sample 1: the lowest-residual finite image, from the 2nd evaluation, i.e. f(f(z0)).
+    assert int(stats.nstep[1]) == 2
+    two_steps = tanh_problem.f(tanh_problem.f(tanh_problem.z0()))[0]
+    torch.testing.assert_close(z[0][1], two_steps[1], atol=1e-15, rtol=0)
+    # Sample 0 is unaffected by its neighbour's blow-up.
+    clean = make_tanh()
+    z_clean, _ = solve(clean.f, clean.z0(), method=method, max_iter=10, tol=None)
+    torch.testing.assert_close(z[0][0], z_clean[0][0], atol=1e-14, rtol=0)
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_nan_from_first_evaluation_returns_z0(method):
+    def f(z):
+        return [torch.full_like(z[0], float('nan'))]
+
+    z0 = [torch.randn(2, 4)]
+    z, stats = solve(f, z0, method=method, max_iter=5, tol=1e-3)
+    torch.testing.assert_close(z[0], z0[0])
+    assert stats.diverged.all()
+    assert stats.nstep.tolist() == [0, 0]
+    assert stats.n_eval == 1                 # every sample stopped: nothing left to iterate
+    assert torch.isinf(stats.abs_lowest).all()
+
+
+def test_exact_start_is_not_flagged():
+    def f(z):
+        return [0.5 * z[0]]
+
+    z, stats = solve(f, [torch.zeros(2, 3)], method='broyden', max_iter=4, tol=None)
+    assert not stats.diverged.any()
+    assert (z[0] == 0).all()
+    assert stats.abs_trace.abs().max() == 0
+
+
+def test_single_tensor_state(tanh_problem):
+    def f(z):
+        return torch.tanh(z @ tanh_problem.W.T + tanh_problem.x)
+
+    z, stats = solve(f, torch.zeros(2, 6, dtype=torch.float64), method='anderson', max_iter=80,
+                     tol=1e-11, stop_mode='abs')
+    assert isinstance(z, torch.Tensor)
+    torch.testing.assert_close(z, tanh_problem.reference(), atol=1e-10, rtol=0)
+    assert isinstance(stats, SolverStats)
+
+
+def test_relative_residual_definition(linear_multiscale):
+    _, stats = solve(linear_multiscale.f, linear_multiscale.z0(), method='fixed_point',
+                     max_iter=3, tol=None)
+    z1 = linear_multiscale.f(linear_multiscale.z0())
+    z2 = linear_multiscale.f(z1)
+    flat = [torch.cat([t.reshape(2, -1) for t in s], dim=1) for s in (z1, z2)]
+    abs1 = (flat[1] - flat[0]).norm(dim=1)
+    torch.testing.assert_close(stats.abs_trace[:, 1], abs1)
+    torch.testing.assert_close(stats.rel_trace[:, 1], abs1 / (flat[1].norm(dim=1) + 1e-8))
+    torch.testing.assert_close(stats.final_rel, stats.rel_trace[:, 2])
+    torch.testing.assert_close(stats.rel_lowest, stats.rel_trace.min(dim=1).values)
+
+
+@pytest.mark.parametrize('kwargs', [dict(memory=2), dict(line_search=True),
+                                    dict(line_search=True, memory=3)])
+def test_broyden_options_converge(kwargs, tanh_problem):
+    z, stats = solve(tanh_problem.f, tanh_problem.z0(), method='broyden', max_iter=60,
+                     tol=1e-10, stop_mode='abs', **kwargs)
+    torch.testing.assert_close(z[0], tanh_problem.reference(), atol=1e-9, rtol=0)
+    assert tanh_problem.calls == stats.n_eval <= 60
+
+
+def test_broyden_line_search_halves_a_rejected_step():
+    # g(z) = -3 tanh(z) - z from z0 = 2: the full first step z1 = f(z0) increases ||g||, so the
+    # Armijo search evaluates the half step z0 + 0.5 g(z0) next (and counts it as an iteration).
+    def f(z):
+        return [-3 * torch.tanh(z[0])]
+
+    z0 = [torch.full((2, 3), 2.0, dtype=torch.float64)]
+    g0 = -3 * torch.tanh(torch.tensor(2.0, dtype=torch.float64)) - 2
+    g1 = -3 * torch.tanh(2 + g0) - (2 + g0)
+    half = 2 + 0.5 * g0
+    g_half = -3 * torch.tanh(half) - half
+    assert abs(g1) > abs(g0)                                   # the full step is rejected
+    _, stats = solve(f, z0, method='broyden', max_iter=3, tol=None, stop_mode='abs',
+                     line_search=True)
+    expected = torch.stack([g0, g1, g_half]).abs() * 3 ** 0.5  # ||g|| over 3 equal entries
+    torch.testing.assert_close(stats.abs_trace, expected.expand(2, 3))
+    z, stats = solve(f, z0, method='broyden', max_iter=30, tol=1e-12, stop_mode='abs',
+                     line_search=True)
+    assert z[0].abs().max() < 1e-12 and stats.n_eval <= 30
+
+
+@pytest.mark.parametrize('kwargs', [dict(m=2), dict(beta=0.7), dict(lam=0.0)])
+def test_anderson_options_converge(kwargs, tanh_problem):
+    z, _ = solve(tanh_problem.f, tanh_problem.z0(), method='anderson', max_iter=100,
+                 tol=1e-11, stop_mode='abs', **kwargs)
+    torch.testing.assert_close(z[0], tanh_problem.reference(), atol=1e-10, rtol=0)
+
+
+def test_float32_state_statistics_dtype(make_tanh):
+    p = make_tanh()
+    p.W, p.x = p.W.float(), p.x.float()
+    z, stats = solve(p.f, [torch.zeros(2, 6)], method='broyden', max_iter=30, tol=1e-5)
+    assert z[0].dtype == torch.float32
+    assert stats.abs_trace.dtype == torch.float32 and stats.nstep.dtype == torch.long
+    assert (stats.final_rel < 1e-5).all()
+
+
+@pytest.mark.parametrize('kwargs, exc, match', [
+    (dict(method='newton'), ValueError, 'Unknown solver method'),
+    (dict(stop_mode='max'), ValueError, "stop_mode must be 'rel' or 'abs'"),
+    (dict(max_iter=0), ValueError, 'max_iter must be >= 1'),
+    (dict(max_iter=2.5), TypeError, 'max_iter must be an int'),
+    (dict(tol=-1e-3), ValueError, 'tol must be >= 0'),
+    (dict(tol='1e-3'), TypeError, 'tol must be a float or None'),
+    (dict(method='broyden', m=3), TypeError, r"Unexpected solver option\(s\) \['m'\]"),
+    (dict(method='anderson', beta=1.5), ValueError, 'beta must be in'),
+    (dict(method='broyden', memory=0), ValueError, 'memory must be >= 1'),
+    (dict(divergence_factor=0.5), ValueError, 'divergence_factor must be > 1'),
+])
+def test_bad_arguments(kwargs, exc, match, tanh_problem):
+    args = dict(method='fixed_point', max_iter=3, tol=1e-3)
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        solve(tanh_problem.f, tanh_problem.z0(), **args)
+
+
+def test_bad_states_and_outputs(tanh_problem):
+    with pytest.raises(ValueError, match='empty list'):
+        solve(tanh_problem.f, [], method='fixed_point')
+    with pytest.raises(TypeError, match='must be a Tensor or a list/tuple'):
+        solve(tanh_problem.f, 3.0, method='fixed_point')
+    with pytest.raises(TypeError, match='floating-point'):
+        solve(tanh_problem.f, [torch.zeros(2, 6, dtype=torch.long)], method='fixed_point')
+    with pytest.raises(ValueError, match='batch size 3'):
+        solve(lambda z: z, [torch.zeros(2, 4), torch.zeros(3, 4)], method='fixed_point')
+    with pytest.raises(ValueError, match='NaN or inf'):
+        solve(tanh_problem.f, [torch.full((2, 6), float('nan'))], method='fixed_point')
+    with pytest.raises(ValueError, match='returned 2 tensors but the state has 1'):
+        solve(lambda z: [z[0], z[0]], [torch.zeros(2, 4)], method='broyden')
+    with pytest.raises(ValueError, match=r'has shape \(2, 5\) but the state has \(2, 4\)'):
+        solve(lambda z: [torch.zeros(2, 5)], [torch.zeros(2, 4)], method='anderson')
+    with pytest.raises(TypeError, match=r'f\(z\) must return a list/tuple'):
+        solve(lambda z: z[0], [torch.zeros(2, 4)], method='fixed_point')
+    with pytest.raises(TypeError, match='f must return a single tensor'):
+        solve(lambda z: [z], torch.zeros(2, 4), method='fixed_point')

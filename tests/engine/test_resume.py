@@ -1,0 +1,114 @@
+"""A training killed by SIGKILL resumes from its last checkpoint with ``tools/train.py --resume``
+and ends with the same weights as an uninterrupted run (issue 2)."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmvideoeq.utils.checkpoint import safe_load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TOY = textwrap.dedent('''
+    import os
+    import signal
+
+    import torch
+    from mmengine.dataset import BaseDataset
+    from mmengine.hooks import Hook
+    from mmengine.model import BaseModel
+
+    from mmvideoeq.registry import DATASETS, HOOKS, MODELS
+
+
+    @MODELS.register_module(force=True)
+    class ToyResumeModel(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 1)
+
+        def forward(self, inputs, targets, mode='loss'):
+            pred = self.linear(torch.stack(inputs))
+            return dict(loss=((pred.squeeze(1) - torch.stack(targets)) ** 2).mean())
+
+
+    @DATASETS.register_module(force=True)
+    class ToyResumeDataset(BaseDataset):
+        def __init__(self, n=16, **kwargs):
+            self.n = n
+            super().__init__(serialize_data=False, lazy_init=False, **kwargs)
+
+        def load_data_list(self):
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(self.n, 2, generator=g)
+            return [dict(inputs=x[i], targets=x[i].sum() * 0.5) for i in range(self.n)]
+
+        def prepare_data(self, idx):
+            return self.get_data_info(idx)
+
+
+    @HOOKS.register_module(force=True)
+    class KillAtIterHook(Hook):
+        """Kills the process with SIGKILL (no clean-up) after the given global iteration."""
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            at = int(os.environ.get('TOY_KILL_AT_ITER', '-1'))
+            if runner.iter + 1 == at:
+                os.kill(os.getpid(), signal.SIGKILL)
+    ''')
+
+CONFIG = textwrap.dedent('''
+    default_scope = 'mmvideoeq'
+    custom_imports = dict(imports=['toy_resume_modules'], allow_failed_imports=False)
+    model = dict(type='ToyResumeModel')
+    train_dataloader = dict(
+        batch_size=4, num_workers=0,
+        dataset=dict(type='ToyResumeDataset', n=16),
+        sampler=dict(type='DefaultSampler', shuffle=True),
+        collate_fn=dict(type='default_collate'))
+    train_cfg = dict(by_epoch=True, max_epochs=4)
+    optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9))
+    param_scheduler = [dict(type='MultiStepLR', milestones=[2], gamma=0.5, by_epoch=True)]
+    default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1),
+                         logger=dict(type='LoggerHook', interval=1))
+    custom_hooks = [dict(type='KillAtIterHook')]
+    randomness = dict(seed=3)
+    ''')
+
+
+def _train(cfg_path, work_dir, env, *extra):
+    cmd = [sys.executable, str(ROOT / 'tools' / 'train.py'), str(cfg_path), '--work-dir',
+           str(work_dir), *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_last_checkpoint(tmp_path):
+    (tmp_path / 'toy_resume_modules.py').write_text(TOY)
+    cfg = tmp_path / 'toy_resume.py'
+    cfg.write_text(CONFIG)
+    env = dict(os.environ, PYTHONPATH=f'{tmp_path}{os.pathsep}{ROOT}')
+
+    full = _train(cfg, tmp_path / 'full', env)
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    # 4 iterations per epoch: killed during epoch 3, after epoch_2.pth was written
+    killed = _train(cfg, tmp_path / 'killed', dict(env, TOY_KILL_AT_ITER='10'))
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    ckpts = sorted(p.name for p in (tmp_path / 'killed').glob('epoch_*.pth'))
+    assert ckpts == ['epoch_1.pth', 'epoch_2.pth']
+
+    resumed = _train(cfg, tmp_path / 'killed', env, '--resume')
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = resumed.stdout + resumed.stderr
+    assert 'resumed epoch: 2, iter: 8' in log
+
+    a = safe_load_checkpoint(str(tmp_path / 'full' / 'epoch_4.pth'))['state_dict']
+    b = safe_load_checkpoint(str(tmp_path / 'killed' / 'epoch_4.pth'))['state_dict']
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)

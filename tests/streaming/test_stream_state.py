@@ -1,0 +1,113 @@
+import pytest
+import torch
+
+from mmvideoeq.deq import solve
+from mmvideoeq.streaming import (
+    StreamState,
+    final_rel,
+    first_rel,
+    num_evaluations,
+    split_state,
+    split_stats,
+    stack_states,
+)
+
+
+def _state(value: float) -> list[torch.Tensor]:
+    return [torch.full((1, 2, 4, 4), value), torch.full((1, 3, 2, 2), value)]
+
+
+def test_stream_state_defaults_are_cold_and_independent():
+    a, b = StreamState('v'), StreamState('w')
+    assert a.frame_index == -1 and a.z is None and a.is_cold and a.since_reset == -1
+    a.history.append({'frame_id': 0})
+    assert b.history == []  # no shared mutable default
+
+
+def test_stack_then_split_roundtrip():
+    z = stack_states([_state(1.0), StreamState('v', z=_state(2.0)), _state(3.0)])
+    assert [t.shape for t in z] == [(3, 2, 4, 4), (3, 3, 2, 2)]
+    assert z[0][:, 0, 0, 0].tolist() == [1.0, 2.0, 3.0]
+    assert z[1][:, 2, 1, 1].tolist() == [1.0, 2.0, 3.0]
+    parts = split_state(z, 3)
+    assert len(parts) == 3
+    for b, value in enumerate([1.0, 2.0, 3.0]):
+        assert [t.shape for t in parts[b]] == [(1, 2, 4, 4), (1, 3, 2, 2)]
+        assert all(torch.equal(t, u) for t, u in zip(parts[b], _state(value), strict=True))
+
+
+def test_stack_fills_cold_states_with_zeros_like_a_warm_state():
+    z = stack_states([None, _state(5.0), StreamState('cold')])
+    assert z[0][:, 0, 0, 0].tolist() == [0.0, 5.0, 0.0]
+    assert z[1].shape == (3, 3, 2, 2)
+    assert z[1][0].abs().sum().item() == 0.0 and z[1][2].abs().sum().item() == 0.0
+
+
+def test_stack_uses_zeros_like_fn_with_the_cold_position():
+    seen = []
+
+    def zeros_like_fn(i):
+        seen.append(i)
+        return _state(-1.0)  # a recognisable "zero" state
+
+    z = stack_states([_state(4.0), None], zeros_like_fn=zeros_like_fn)
+    assert seen == [1]
+    assert z[0][:, 1, 2, 3].tolist() == [4.0, -1.0]
+
+
+def test_stack_all_cold_without_zeros_like_fn_raises():
+    with pytest.raises(ValueError, match='all states are cold'):
+        stack_states([None, StreamState('a')])
+
+
+def test_stack_rejects_bad_states():
+    with pytest.raises(ValueError, match='batch size 1'):
+        stack_states([[torch.zeros(2, 2, 4, 4)]])
+    with pytest.raises(ValueError, match='equal frame sizes'):
+        stack_states([[torch.zeros(1, 2, 4, 4)], [torch.zeros(1, 2, 8, 8)]])
+    with pytest.raises(ValueError, match='same model'):
+        stack_states([_state(1.0), _state(1.0)[:1]])
+    with pytest.raises(ValueError, match='non-empty'):
+        stack_states([])
+    with pytest.raises(TypeError, match='must be a Tensor'):
+        stack_states([[1.0]])
+
+
+def test_split_state_rejects_wrong_batch():
+    with pytest.raises(ValueError, match='batch size 3 but n=2'):
+        split_state([torch.zeros(3, 1)], 2)
+    with pytest.raises(ValueError, match='positive int'):
+        split_state([torch.zeros(3, 1)], 0)
+
+
+def test_split_stats_slices_every_per_sample_field():
+    torch.manual_seed(0)
+    w = torch.tensor([[0.5, 0.0], [0.0, 0.25]])
+    x = torch.tensor([[1.0, -1.0], [2.0, 0.5]])
+    z, stats = solve(
+        lambda z: [z[0] @ w + x],
+        [torch.zeros(2, 2)],
+        method='fixed_point',
+        max_iter=3,
+        tol=None,
+        return_lowest=False,
+    )
+    parts = split_stats(stats, 2)
+    assert len(parts) == 2
+    for b in range(2):
+        assert torch.equal(parts[b].rel_trace, stats.rel_trace[b : b + 1])
+        assert torch.equal(parts[b].nstep, stats.nstep[b : b + 1])
+        assert parts[b].method == stats.method
+        assert num_evaluations(parts[b]) == 3
+    # at z0 = 0: f(0) = x, so the relative residual ||x - 0|| / ||x|| is exactly 1
+    assert first_rel(parts[0]) == pytest.approx(1.0)
+    # per-sample values come from the right sample (the two samples' residuals differ)
+    assert stats.final_rel[0] != stats.final_rel[1]
+    for b in range(2):
+        assert final_rel(parts[b]) == pytest.approx(float(stats.final_rel[b]))
+    with pytest.raises(ValueError, match='split_stats'):
+        first_rel(stats)
+    with pytest.raises(ValueError, match='batch size 2 but n=3'):
+        split_stats(stats, 3)
+    with pytest.raises(TypeError, match='SolverStats'):
+        split_stats({'rel_trace': stats.rel_trace}, 2)

@@ -1,0 +1,128 @@
+"""Test (evaluate) a model from a config and a checkpoint (mmdet 3.x ``tools/test.py`` flags).
+
+Plain evaluation runs the config's ``test_cfg`` loop. ``--streaming`` switches to the registered
+``StreamingTestLoop``: every video is walked in frame order and the DEQ solver of each frame is
+started from the previous frame's fixed point (StreamDEQ, thesis Eq. 3.5) with a budget of M
+iterations, for every M of ``--iters`` in one command, next to the same budgets without the warm
+start and the full solve. Results: ``<work_dir>/streaming/results.json``, ``curves.png`` and a table
+in the log.
+
+Examples:
+    python tools/test.py CONFIG CKPT
+    python tools/test.py CONFIG CKPT --streaming --iters 1 2 4 8
+    python tools/test.py CONFIG CKPT --streaming --iters 2 --init reference --budget adaptive --tol 1e-2
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
+
+from mmengine.config import DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from mmvideoeq.utils import register_all_modules  # noqa: E402
+from mmvideoeq.utils.cli import cli_main, load_config, require_file  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a mmvideoeq model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the directory to save evaluation results')
+    parser.add_argument('--out', type=str, help='dump predictions to a pickle file (.pkl)')
+    parser.add_argument('--show', action='store_true', help='show prediction results')
+    parser.add_argument('--show-dir', help='directory where painted images will be saved')
+    parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings in the config, key=value (the key must exist)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    stream = parser.add_argument_group('streaming (StreamDEQ inference)')
+    stream.add_argument('--streaming', action='store_true',
+                        help='walk each video in frame order, warm-starting each frame')
+    stream.add_argument('--iters', type=int, nargs='+', default=None,
+                        help='iteration budgets M per frame to sweep (default: 1 2 4 8)')
+    stream.add_argument('--no-warm-start', action='store_true',
+                        help='evaluate only the non-streaming baseline (cold start each frame)')
+    stream.add_argument('--no-baseline', action='store_true',
+                        help='skip the cold-start baseline runs')
+    stream.add_argument('--no-full-solve', action='store_true', help='skip the full-solve run')
+    stream.add_argument('--init', choices=['zeros', 'reference'], default=None,
+                        help="first frame: zeros (Eq. 3.5, default) or a full solve (Eq. 3.4)")
+    stream.add_argument('--budget', choices=['fixed', 'adaptive', 'time'], default=None,
+                        help='per-frame iteration budget policy')
+    stream.add_argument('--tol', type=float, default=None,
+                        help='relative-residual tolerance of the adaptive budget')
+    stream.add_argument('--ms-per-frame', type=float, default=None,
+                        help='time budget per frame in milliseconds (--budget time)')
+    stream.add_argument('--shot-change', choices=['none', 'extra_iters', 'reset'], default=None,
+                        help='response to a detected shot change')
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def apply_streaming_args(cfg, args) -> None:
+    """Turn the streaming flags into the ``StreamingTestLoop`` config (flags win over config)."""
+    loop = dict(cfg.get('streaming_test_cfg', dict()))
+    loop['type'] = 'StreamingTestLoop'
+    if args.iters is not None:
+        loop['iters'] = list(args.iters)
+    if args.no_warm_start:
+        loop['warm_start'] = False
+        loop['baseline'] = True
+    if args.no_baseline:
+        loop['baseline'] = False
+    if args.no_full_solve:
+        loop['full_solve'] = False
+    for key, value in (('init', args.init), ('budget', args.budget), ('tol', args.tol),
+                       ('ms_per_frame', args.ms_per_frame), ('shot_change', args.shot_change)):
+        if value is not None:
+            loop[key] = value
+    cfg.test_cfg = loop
+
+
+@cli_main
+def main():
+    args = parse_args()
+    register_all_modules(init_default_scope=False)
+    require_file(args.checkpoint, 'checkpoint')
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if args.streaming:
+        apply_streaming_args(cfg, args)
+    elif any(v for v in (args.iters, args.no_warm_start, args.init, args.budget)):
+        from mmvideoeq.utils.cli import CLIError
+        raise CLIError('--iters/--no-warm-start/--init/--budget need --streaming')
+    if args.show or args.show_dir:
+        hook = cfg.default_hooks.get('visualization', None)
+        if hook is None:
+            from mmvideoeq.utils.cli import CLIError
+            raise CLIError('--show/--show-dir need `default_hooks.visualization` in the config')
+        hook['draw'] = True
+        if args.show:
+            hook['show'] = True
+            hook['wait_time'] = args.wait_time
+        if args.show_dir:
+            hook['test_out_dir'] = args.show_dir
+    runner = Runner.from_cfg(cfg)
+    if args.out is not None:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            from mmvideoeq.utils.cli import CLIError
+            raise CLIError(f'--out must be a .pkl file, got {args.out!r}')
+        from mmengine.evaluator import DumpResults
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
