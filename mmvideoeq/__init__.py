@@ -5,6 +5,7 @@ Importing the top-level package is cheap and imports no OpenMMLab library: ``mmv
 mm modules live in ``mmvideoeq.models``, ``mmvideoeq.datasets``, ``mmvideoeq.evaluation`` and
 ``mmvideoeq.engine``; ``mmvideoeq.utils.register_all_modules()`` imports them all.
 """
+
 from .version import __version__
 
 __all__ = ['__version__']

@@ -11,6 +11,7 @@ registry and then its ancestors only, so with mmengine's roots as parents such d
 be found. Through mmdet's registries, the chain is mmvideoeq -> mmdet -> mmengine. mmseg modules
 are always named with their ``mmseg.`` prefix in the configs.
 """
+
 from mmdet.registry import DATA_SAMPLERS as MMDET_DATA_SAMPLERS
 from mmdet.registry import DATASETS as MMDET_DATASETS
 from mmdet.registry import EVALUATOR as MMDET_EVALUATOR
@@ -35,27 +36,33 @@ RUNNERS = Registry('runner', parent=MMDET_RUNNERS, locations=['mmvideoeq.engine'
 LOOPS = Registry('loop', parent=MMDET_LOOPS, locations=['mmvideoeq.engine.loops'])
 HOOKS = Registry('hook', parent=MMDET_HOOKS, locations=['mmvideoeq.engine.hooks'])
 DATASETS = Registry('dataset', parent=MMDET_DATASETS, locations=['mmvideoeq.datasets'])
-DATA_SAMPLERS = Registry('data sampler', parent=MMDET_DATA_SAMPLERS,
-                         locations=['mmvideoeq.datasets'])
-TRANSFORMS = Registry('transform', parent=MMDET_TRANSFORMS,
-                      locations=['mmvideoeq.datasets.transforms'])
+DATA_SAMPLERS = Registry(
+    'data sampler', parent=MMDET_DATA_SAMPLERS, locations=['mmvideoeq.datasets']
+)
+TRANSFORMS = Registry(
+    'transform', parent=MMDET_TRANSFORMS, locations=['mmvideoeq.datasets.transforms']
+)
 MODELS = Registry('model', parent=MMDET_MODELS, locations=['mmvideoeq.models'])
-MODEL_WRAPPERS = Registry('model_wrapper', parent=MMDET_MODEL_WRAPPERS,
-                          locations=['mmvideoeq.models'])
+MODEL_WRAPPERS = Registry(
+    'model_wrapper', parent=MMDET_MODEL_WRAPPERS, locations=['mmvideoeq.models']
+)
 OPTIMIZERS = Registry('optimizer', parent=MMDET_OPTIMIZERS, locations=['mmvideoeq.engine'])
-OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMDET_OPTIM_WRAPPERS,
-                          locations=['mmvideoeq.engine'])
-OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor',
-                                      parent=MMDET_OPTIM_WRAPPER_CONSTRUCTORS,
-                                      locations=['mmvideoeq.engine'])
-PARAM_SCHEDULERS = Registry('parameter scheduler', parent=MMDET_PARAM_SCHEDULERS,
-                            locations=['mmvideoeq.engine'])
+OPTIM_WRAPPERS = Registry(
+    'optim_wrapper', parent=MMDET_OPTIM_WRAPPERS, locations=['mmvideoeq.engine']
+)
+OPTIM_WRAPPER_CONSTRUCTORS = Registry(
+    'optimizer wrapper constructor',
+    parent=MMDET_OPTIM_WRAPPER_CONSTRUCTORS,
+    locations=['mmvideoeq.engine'],
+)
+PARAM_SCHEDULERS = Registry(
+    'parameter scheduler', parent=MMDET_PARAM_SCHEDULERS, locations=['mmvideoeq.engine']
+)
 METRICS = Registry('metric', parent=MMDET_METRICS, locations=['mmvideoeq.evaluation'])
 EVALUATOR = Registry('evaluator', parent=MMDET_EVALUATOR, locations=['mmvideoeq.evaluation'])
 TASK_UTILS = Registry('task util', parent=MMDET_TASK_UTILS, locations=['mmvideoeq.models'])
-VISUALIZERS = Registry('visualizer', parent=MMDET_VISUALIZERS,
-                       locations=['mmvideoeq.engine'])
-VISBACKENDS = Registry('vis_backend', parent=MMDET_VISBACKENDS,
-                       locations=['mmvideoeq.engine'])
-LOG_PROCESSORS = Registry('log_processor', parent=MMDET_LOG_PROCESSORS,
-                          locations=['mmvideoeq.engine'])
+VISUALIZERS = Registry('visualizer', parent=MMDET_VISUALIZERS, locations=['mmvideoeq.engine'])
+VISBACKENDS = Registry('vis_backend', parent=MMDET_VISBACKENDS, locations=['mmvideoeq.engine'])
+LOG_PROCESSORS = Registry(
+    'log_processor', parent=MMDET_LOG_PROCESSORS, locations=['mmvideoeq.engine']
+)

@@ -3,6 +3,7 @@
 Shrinking keeps the structure (model types, heads, losses, data pipeline types) and cuts the sizes:
 MDEQ branch widths, solver iterations, FPN/head widths, image size.
 """
+
 from __future__ import annotations
 
 import re
@@ -10,78 +11,59 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, ConfigDict
+
+from mmvideoeq.testing import shrink_model_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (ROOT / 'configs').rglob('*.py') if '_base_' not in p.parts)
-TINY_CHANNELS = [4, 8, 8, 8]
 
 
 def _rel(p: Path) -> str:
     return str(p.relative_to(ROOT))
 
 
-def shrink_model(model: dict) -> dict:
-    """Tiny widths and iteration counts, same structure."""
-    bb = model['backbone']
-    if bb['type'] in ('MDEQ', 'mmvideoeq.MDEQ'):
-        n = len(bb.get('num_channels') or TINY_CHANNELS)
-        ch = TINY_CHANNELS[:n]
-        bb.update(num_channels=ch, num_blocks=[1] * n, expansion=1, num_groups=2,
-                  head_channels=ch)
-        deq = bb.setdefault('deq_cfg', {})
-        for key in ('train_max_iter', 'test_max_iter', 'unroll_iters', 'unroll_max',
-                    'backward_max_iter'):
-            if key in deq:
-                deq[key] = min(int(deq[key]), 3)
-        channels = ch
-    else:
-        raise AssertionError(f'unknown backbone {bb["type"]}: teach shrink_model about it')
-    if 'neck' in model and model['neck']:
-        model['neck'].update(in_channels=channels, out_channels=8)
-        width = 8
-    else:
-        width = None
-    if 'rpn_head' in model:
-        model['rpn_head'].update(in_channels=width, feat_channels=8)
-        roi = model['roi_head']
-        roi['bbox_roi_extractor']['out_channels'] = width
-        roi['bbox_head'].update(in_channels=width, fc_out_channels=16)
-        model['train_cfg']['rpn']['sampler']['num'] = 16
-        model['train_cfg']['rcnn']['sampler']['num'] = 16
-        model['train_cfg']['rpn_proposal'].update(nms_pre=50, max_per_img=20)
-        model['test_cfg']['rpn'].update(nms_pre=50, max_per_img=20)
-    if 'decode_head' in model:
-        model['decode_head'].update(in_channels=channels, channels=sum(channels))
-    return model
-
-
 def _det_batch(num_classes: int, h: int = 64, w: int = 96):
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
+
     torch.manual_seed(0)
     samples = []
     for i in range(2):
-        s = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w),
-                                        scale_factor=(1.0, 1.0), video_id=i, frame_id=0))
-        s.gt_instances = InstanceData(bboxes=torch.tensor([[8.0, 10.0, 40.0, 50.0]]),
-                                      labels=torch.tensor([i % num_classes]))
+        s = DetDataSample(
+            metainfo=dict(
+                img_shape=(h, w),
+                ori_shape=(h, w),
+                pad_shape=(h, w),
+                scale_factor=(1.0, 1.0),
+                video_id=i,
+                frame_id=0,
+            )
+        )
+        s.gt_instances = InstanceData(
+            bboxes=torch.tensor([[8.0, 10.0, 40.0, 50.0]]), labels=torch.tensor([i % num_classes])
+        )
         samples.append(s)
-    return dict(inputs=[torch.randint(0, 255, (3, h, w), dtype=torch.uint8) for _ in range(2)],
-                data_samples=samples)
+    return dict(
+        inputs=[torch.randint(0, 255, (3, h, w), dtype=torch.uint8) for _ in range(2)],
+        data_samples=samples,
+    )
 
 
 def _seg_batch(num_classes: int, h: int = 64, w: int = 96):
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
+
     torch.manual_seed(0)
     samples = []
     for _ in range(2):
         s = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
         s.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, h, w)))
         samples.append(s)
-    return dict(inputs=[torch.randint(0, 255, (3, h, w), dtype=torch.uint8) for _ in range(2)],
-                data_samples=samples)
+    return dict(
+        inputs=[torch.randint(0, 255, (3, h, w), dtype=torch.uint8) for _ in range(2)],
+        data_samples=samples,
+    )
 
 
 def test_configs_exist():
@@ -93,11 +75,12 @@ def test_configs_exist():
 def test_config_builds_and_runs_one_forward(path):
     from mmvideoeq.registry import MODELS
     from mmvideoeq.utils import register_all_modules
+
     register_all_modules()
     cfg = Config.fromfile(str(path))
     assert cfg.default_scope == 'mmvideoeq'
-    model_cfg = shrink_model(cfg.model.to_dict())
-    model = MODELS.build(model_cfg)
+    model_cfg = shrink_model_cfg(cfg.model.to_dict())
+    model = MODELS.build(ConfigDict(model_cfg))
     model.init_weights()
     model.train()
     if 'rpn_head' in model_cfg:
@@ -107,16 +90,23 @@ def test_config_builds_and_runs_one_forward(path):
         n = model_cfg['decode_head']['num_classes']
         data = model.data_preprocessor(_seg_batch(n), True)
     losses = model(**data, mode='loss')
-    total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
-                for k, v in losses.items() if 'loss' in k)
+    total = sum(
+        v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
+        for k, v in losses.items()
+        if 'loss' in k
+    )
     assert torch.isfinite(total)
     total.backward()
     grads = [p.grad for p in model.backbone.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     model.eval()
     with torch.no_grad():
-        preds = model(**model.data_preprocessor(
-            _det_batch(n) if 'rpn_head' in model_cfg else _seg_batch(n), False), mode='predict')
+        preds = model(
+            **model.data_preprocessor(
+                _det_batch(n) if 'rpn_head' in model_cfg else _seg_batch(n), False
+            ),
+            mode='predict',
+        )
     assert len(preds) == 2
 
 

@@ -18,6 +18,7 @@ and prints the measured speed-up next to the ideal one, ``(fixed + N f) / (fixed
 Targets: measured >= 0.9 x ideal; bookkeeping < 2 % of a frame. Random weights suffice (the cost
 does not depend on them); ``--checkpoint`` loads trained ones.
 """
+
 import argparse
 import json
 import os.path as osp
@@ -44,8 +45,12 @@ def parse_args(argv=None):
     p.add_argument('config')
     p.add_argument('--checkpoint', default=None)
     p.add_argument('--iters', type=int, nargs='+', default=[1, 2, 4])
-    p.add_argument('--full-iters', type=int, default=None,
-                   help='N of the full solve (default: the backbone test setting)')
+    p.add_argument(
+        '--full-iters',
+        type=int,
+        default=None,
+        help='N of the full solve (default: the backbone test setting)',
+    )
     p.add_argument('--frames', type=int, default=20, help='frames of the first test video')
     p.add_argument('--repeats', type=int, default=3, help='passes over the frames')
     p.add_argument('--device', default='cpu')
@@ -97,8 +102,10 @@ def measure(model, frames, iters, full_iters, repeats, device):
         with frozen_weight_norm(net.layer):
             f = lambda z: net.layer(z, inj)
             k = max(full_iters, 4)
-            t, _ = _timed(lambda: solve(f, net.init_state(x), method=net.deq.solver, max_iter=k,
-                                        tol=0.0), device)
+            t, _ = _timed(
+                lambda: solve(f, net.init_state(x), method=net.deq.solver, max_iter=k, tol=0.0),
+                device,
+            )
             solve_ms.append(t / k)
             z = net.init_state(x)
             t, _ = _timed(lambda: [f(z) for _ in range(k)], device)
@@ -125,8 +132,9 @@ def measure(model, frames, iters, full_iters, repeats, device):
                 tb0 = time.perf_counter()
                 plan = pol.begin_frame(st, None, 'bench', fid)
                 tb1 = time.perf_counter()
-                preds, z, stats = model.stream_step(data['inputs'], data['data_samples'],
-                                                    plan.z0, max_iter=plan.max_iter, tol=None)
+                preds, z, stats = model.stream_step(
+                    data['inputs'], data['data_samples'], plan.z0, max_iter=plan.max_iter, tol=None
+                )
                 _sync(device)
                 tb2 = time.perf_counter()
                 states[m] = pol.end_frame(st, plan, z, stats, 1.0)
@@ -136,19 +144,32 @@ def measure(model, frames, iters, full_iters, repeats, device):
 
             def full():
                 data = model.data_preprocessor(batch, False)
-                return model.stream_step(data['inputs'], data['data_samples'], None,
-                                         max_iter=full_iters, tol=None)
+                return model.stream_step(
+                    data['inputs'], data['data_samples'], None, max_iter=full_iters, tol=None
+                )
 
             lat['full'].append(_timed(full, device)[0])
-    res = dict(fixed_ms=fixed, iter_ms=per_iter, f_ms=med(f_ms), pre_ms=med(pre),
-               injection_ms=med(inj_ms), heads_ms=med(head_ms), full_iters=full_iters,
-               full_ms=med(lat['full']), settings={})
+    res = dict(
+        fixed_ms=fixed,
+        iter_ms=per_iter,
+        f_ms=med(f_ms),
+        pre_ms=med(pre),
+        injection_ms=med(inj_ms),
+        heads_ms=med(head_ms),
+        full_iters=full_iters,
+        full_ms=med(lat['full']),
+        settings={},
+    )
     for m in iters:
         measured = res['full_ms'] / med(lat[m])
         ideal = (fixed + full_iters * per_iter) / (fixed + m * per_iter)
-        res['settings'][m] = dict(ms=med(lat[m]), speedup=measured, ideal=ideal,
-                                  ratio=measured / ideal,
-                                  bookkeeping_pct=100 * med(book[m]) / med(lat[m]))
+        res['settings'][m] = dict(
+            ms=med(lat[m]),
+            speedup=measured,
+            ideal=ideal,
+            ratio=measured / ideal,
+            bookkeeping_pct=100 * med(book[m]) / med(lat[m]),
+        )
     return res
 
 
@@ -167,21 +188,29 @@ def main(argv=None):
     frames = load_frames(cfg, args.frames)
     measure(model, frames[:2], args.iters, full_iters, 1, device)  # warm-up
     res = measure(model, frames, args.iters, full_iters, args.repeats, device)
-    print(f'device: {device} ({platform.processor() or platform.machine()}, '
-          f'{torch.get_num_threads()} threads), frames: {len(frames)} x {args.repeats}, '
-          f'torch {torch.__version__}')
-    print(f"fixed cost per frame: {res['fixed_ms']:.2f} ms (pre-processing "
-          f"{res['pre_ms']:.2f} + stem/injection {res['injection_ms']:.2f} + neck/heads/post "
-          f"{res['heads_ms']:.2f}); one iteration f: {res['iter_ms']:.2f} ms "
-          f"(f alone {res['f_ms']:.2f} ms)")
+    print(
+        f'device: {device} ({platform.processor() or platform.machine()}, '
+        f'{torch.get_num_threads()} threads), frames: {len(frames)} x {args.repeats}, '
+        f'torch {torch.__version__}'
+    )
+    print(
+        f"fixed cost per frame: {res['fixed_ms']:.2f} ms (pre-processing "
+        f"{res['pre_ms']:.2f} + stem/injection {res['injection_ms']:.2f} + neck/heads/post "
+        f"{res['heads_ms']:.2f}); one iteration f: {res['iter_ms']:.2f} ms "
+        f"(f alone {res['f_ms']:.2f} ms)"
+    )
     print(f"full solve, N={full_iters}: {res['full_ms']:.2f} ms/frame")
-    print('| M | ms/frame | measured speed-up | ideal speed-up | measured/ideal (>= 0.90) '
-          '| bookkeeping % (< 2) |')
+    print(
+        '| M | ms/frame | measured speed-up | ideal speed-up | measured/ideal (>= 0.90) '
+        '| bookkeeping % (< 2) |'
+    )
     print('|---|---|---|---|---|---|')
     for m, s in res['settings'].items():
-        print(f"| {m} | {s['ms']:.2f} | {s['speedup']:.2f} | {s['ideal']:.2f} | "
-              f"{s['ratio']:.3f} {'ok' if s['ratio'] >= 0.9 else 'MISSED'} | "
-              f"{s['bookkeeping_pct']:.2f} {'ok' if s['bookkeeping_pct'] < 2 else 'MISSED'} |")
+        print(
+            f"| {m} | {s['ms']:.2f} | {s['speedup']:.2f} | {s['ideal']:.2f} | "
+            f"{s['ratio']:.3f} {'ok' if s['ratio'] >= 0.9 else 'MISSED'} | "
+            f"{s['bookkeeping_pct']:.2f} {'ok' if s['bookkeeping_pct'] < 2 else 'MISSED'} |"
+        )
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(res, f, indent=1)

@@ -10,8 +10,9 @@ in the log.
 Examples:
     python tools/test.py CONFIG CKPT
     python tools/test.py CONFIG CKPT --streaming --iters 1 2 4 8
-    python tools/test.py CONFIG CKPT --streaming --iters 2 --init reference --budget adaptive --tol 1e-2
+    python tools/test.py CONFIG CKPT --streaming --iters 8 --budget adaptive --tol 1e-2
 """
+
 import argparse
 import os
 import os.path as osp
@@ -23,6 +24,7 @@ from mmengine.config import DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmvideoeq.utils import register_all_modules  # noqa: E402
+from mmvideoeq.utils.checkpoint import check_checkpoint_globals  # noqa: E402
 from mmvideoeq.utils.cli import cli_main, load_config, require_file  # noqa: E402
 
 
@@ -35,31 +37,68 @@ def parse_args(argv=None):
     parser.add_argument('--show', action='store_true', help='show prediction results')
     parser.add_argument('--show-dir', help='directory where painted images will be saved')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings in the config, key=value (the key must exist)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in the config, key=value (the key must exist)',
+    )
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher',
+    )
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     stream = parser.add_argument_group('streaming (StreamDEQ inference)')
-    stream.add_argument('--streaming', action='store_true',
-                        help='walk each video in frame order, warm-starting each frame')
-    stream.add_argument('--iters', type=int, nargs='+', default=None,
-                        help='iteration budgets M per frame to sweep (default: 1 2 4 8)')
-    stream.add_argument('--no-warm-start', action='store_true',
-                        help='evaluate only the non-streaming baseline (cold start each frame)')
-    stream.add_argument('--no-baseline', action='store_true',
-                        help='skip the cold-start baseline runs')
+    stream.add_argument(
+        '--streaming',
+        action='store_true',
+        help='walk each video in frame order, warm-starting each frame',
+    )
+    stream.add_argument(
+        '--iters',
+        type=int,
+        nargs='+',
+        default=None,
+        help='iteration budgets M per frame to sweep (default: 1 2 4 8)',
+    )
+    stream.add_argument(
+        '--no-warm-start',
+        action='store_true',
+        help='evaluate only the non-streaming baseline (cold start each frame)',
+    )
+    stream.add_argument(
+        '--no-baseline', action='store_true', help='skip the cold-start baseline runs'
+    )
     stream.add_argument('--no-full-solve', action='store_true', help='skip the full-solve run')
-    stream.add_argument('--init', choices=['zeros', 'reference'], default=None,
-                        help="first frame: zeros (Eq. 3.5, default) or a full solve (Eq. 3.4)")
-    stream.add_argument('--budget', choices=['fixed', 'adaptive', 'time'], default=None,
-                        help='per-frame iteration budget policy')
-    stream.add_argument('--tol', type=float, default=None,
-                        help='relative-residual tolerance of the adaptive budget')
-    stream.add_argument('--ms-per-frame', type=float, default=None,
-                        help='time budget per frame in milliseconds (--budget time)')
-    stream.add_argument('--shot-change', choices=['none', 'extra_iters', 'reset'], default=None,
-                        help='response to a detected shot change')
+    stream.add_argument(
+        '--init',
+        choices=['zeros', 'reference'],
+        default=None,
+        help='first frame: zeros (Eq. 3.5, default) or a full solve (Eq. 3.4)',
+    )
+    stream.add_argument(
+        '--budget',
+        choices=['fixed', 'adaptive', 'time'],
+        default=None,
+        help='per-frame iteration budget policy',
+    )
+    stream.add_argument(
+        '--tol', type=float, default=None, help='relative-residual tolerance of the adaptive budget'
+    )
+    stream.add_argument(
+        '--ms-per-frame',
+        type=float,
+        default=None,
+        help='time budget per frame in milliseconds (--budget time)',
+    )
+    stream.add_argument(
+        '--shot-change',
+        choices=['none', 'extra_iters', 'reset'],
+        default=None,
+        help='response to a detected shot change',
+    )
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -79,8 +118,13 @@ def apply_streaming_args(cfg, args) -> None:
         loop['baseline'] = False
     if args.no_full_solve:
         loop['full_solve'] = False
-    for key, value in (('init', args.init), ('budget', args.budget), ('tol', args.tol),
-                       ('ms_per_frame', args.ms_per_frame), ('shot_change', args.shot_change)):
+    for key, value in (
+        ('init', args.init),
+        ('budget', args.budget),
+        ('tol', args.tol),
+        ('ms_per_frame', args.ms_per_frame),
+        ('shot_change', args.shot_change),
+    ):
         if value is not None:
             loop[key] = value
     cfg.test_cfg = loop
@@ -91,6 +135,7 @@ def main():
     args = parse_args()
     register_all_modules(init_default_scope=False)
     require_file(args.checkpoint, 'checkpoint')
+    check_checkpoint_globals(args.checkpoint)
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
@@ -102,11 +147,13 @@ def main():
         apply_streaming_args(cfg, args)
     elif any(v for v in (args.iters, args.no_warm_start, args.init, args.budget)):
         from mmvideoeq.utils.cli import CLIError
+
         raise CLIError('--iters/--no-warm-start/--init/--budget need --streaming')
     if args.show or args.show_dir:
         hook = cfg.default_hooks.get('visualization', None)
         if hook is None:
             from mmvideoeq.utils.cli import CLIError
+
             raise CLIError('--show/--show-dir need `default_hooks.visualization` in the config')
         hook['draw'] = True
         if args.show:
@@ -118,8 +165,10 @@ def main():
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             from mmvideoeq.utils.cli import CLIError
+
             raise CLIError(f'--out must be a .pkl file, got {args.out!r}')
         from mmengine.evaluator import DumpResults
+
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     runner.test()
 

@@ -4,6 +4,7 @@ Example:
     python tools/train.py configs/streamdeq_vid.py --work-dir work_dirs/vid
     bash tools/dist_train.sh configs/streamdeq_vid.py 8      # 8 GPUs, torchrun + mmengine DDP
 """
+
 import argparse
 import os
 import os.path as osp
@@ -15,6 +16,7 @@ from mmengine.config import DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmvideoeq.utils import register_all_modules  # noqa: E402
+from mmvideoeq.utils.checkpoint import check_checkpoint_globals  # noqa: E402
 from mmvideoeq.utils.cli import CLIError, cli_main, load_config, require_file  # noqa: E402
 
 
@@ -23,16 +25,31 @@ def parse_args(argv=None):
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--amp', action='store_true', help='enable automatic mixed precision')
-    parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the learning rate by the total batch size')
     parser.add_argument(
-        '--resume', nargs='?', type=str, const='auto',
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the learning rate by the total batch size',
+    )
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
         help='resume from the given checkpoint, or from the latest checkpoint in the work dir '
-        'when no path is given')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings in the config, key=value (the key must exist)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
+        'when no path is given',
+    )
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in the config, key=value (the key must exist)',
+    )
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher',
+    )
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -62,6 +79,7 @@ def build_cfg(args):
         cfg.load_from = None
     elif args.resume is not None:
         require_file(args.resume, 'checkpoint to resume from')
+        check_checkpoint_globals(args.resume)
         cfg.resume = True
         cfg.load_from = args.resume
     return cfg
@@ -74,10 +92,12 @@ def main():
     cfg = build_cfg(args)
     if cfg.get('load_from') and not cfg.resume:
         require_file(cfg.load_from, 'checkpoint in load_from')
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else None
-    if runner is None:
+    if 'runner_type' in cfg:
         from mmvideoeq.registry import RUNNERS
+
         runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
     runner.train()
 
 

@@ -2,7 +2,17 @@
 # unrollings with plain backpropagation; inference by fixed-point iteration.
 _base_ = './faster-rcnn_mdeq-xl-broyden26_7e_imagenet-vid.py'
 model = dict(
-    backbone=dict(deq_cfg=dict(_delete_=True, solver='fixed_point', train_mode='unroll',
-                               grad='unroll', unroll_iters=20, train_max_iter=20,
-                               test_max_iter=20, tol=None)))
+    backbone=dict(
+        deq_cfg=dict(
+            _delete_=True,
+            solver='fixed_point',
+            train_mode='unroll',
+            grad='unroll',
+            unroll_iters=20,
+            train_max_iter=20,
+            test_max_iter=20,
+            tol=None,
+        )
+    )
+)
 streaming_test_cfg = dict(full_iters=20)

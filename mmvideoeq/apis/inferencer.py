@@ -9,6 +9,7 @@ The inferencer owns one :class:`~mmvideoeq.streaming.StreamState` and one
 :class:`~mmvideoeq.streaming.StreamPolicy`; the model stays stateless (the streaming protocol of
 ``mmvideoeq.models.streaming``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,8 +30,9 @@ def _test_pipeline(cfg: Config) -> list[dict]:
     pipeline = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
     pipeline = [t for t in pipeline if 'LoadAnnotations' not in t['type']]
     if not pipeline or 'LoadImage' not in pipeline[0]['type']:
-        raise ValueError('the test pipeline must start with an image loading transform, got '
-                         f'{pipeline[:1]}')
+        raise ValueError(
+            'the test pipeline must start with an image loading transform, got ' f'{pipeline[:1]}'
+        )
     pipeline[0] = dict(type='mmdet.LoadImageFromNDArray')
     for t in pipeline:
         if 'Pack' in t['type'] and 'meta_keys' in t:
@@ -50,10 +52,18 @@ class StreamingInferencer:
         cfg: The config, when ``model`` is a built model (for the test pipeline).
     """
 
-    def __init__(self, model: Any, checkpoint: str | None = None, *, device: str = 'cpu',
-                 iters: int = 2, policy: dict | StreamPolicy | None = None,
-                 cfg: Config | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        checkpoint: str | None = None,
+        *,
+        device: str = 'cpu',
+        iters: int = 2,
+        policy: dict | StreamPolicy | None = None,
+        cfg: Config | None = None,
+    ) -> None:
         from mmvideoeq.utils import register_all_modules
+
         register_all_modules(init_default_scope=True)
         if isinstance(model, (str, Config)):
             cfg = Config.fromfile(model) if isinstance(model, str) else model
@@ -70,8 +80,9 @@ class StreamingInferencer:
         self.pipeline = Compose(_test_pipeline(cfg))
         if policy is None:
             policy = dict(budget=dict(type='FixedBudget', iters=int(iters)))
-        self.policy = policy if isinstance(policy, StreamPolicy) else StreamPolicy.from_cfg(
-            dict(policy))
+        self.policy = (
+            policy if isinstance(policy, StreamPolicy) else StreamPolicy.from_cfg(dict(policy))
+        )
         self.video = 0
         self.reset()
 
@@ -87,23 +98,27 @@ class StreamingInferencer:
         """Predict one frame (BGR ``(H, W, 3)`` uint8 array or an image path)."""
         if isinstance(frame, str):
             import mmcv
+
             frame = mmcv.imread(frame)
         if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
-            raise ValueError(f'frame must be an (H, W, 3) BGR array or a path, got '
-                             f'{getattr(frame, "shape", type(frame))}')
+            raise ValueError(
+                f'frame must be an (H, W, 3) BGR array or a path, got '
+                f'{getattr(frame, "shape", type(frame))}'
+            )
         t0 = time.perf_counter()
         self.frame_index += 1
         data = self.pipeline(dict(img=frame, img_id=self.frame_index))
         data = self.model.data_preprocessor(pseudo_collate([data]), False)
         inputs, samples = data['inputs'], data['data_samples']
-        plan = self.policy.begin_frame(self.state, inputs, self.state.stream_id,
-                                       self.frame_index)
-        preds, z, stats = self.model.stream_step(inputs, samples, plan.z0,
-                                                 max_iter=plan.max_iter, tol=plan.tol)
+        plan = self.policy.begin_frame(self.state, inputs, self.state.stream_id, self.frame_index)
+        preds, z, stats = self.model.stream_step(
+            inputs, samples, plan.z0, max_iter=plan.max_iter, tol=plan.tol
+        )
         extra = self.policy.followup(self.state, plan, z, stats)
         if extra is not None:
-            preds, z, stats = self.model.stream_step(inputs, samples, extra.z0,
-                                                     max_iter=extra.max_iter, tol=extra.tol)
+            preds, z, stats = self.model.stream_step(
+                inputs, samples, extra.z0, max_iter=extra.max_iter, tol=extra.tol
+            )
             plan = extra
         self.last_ms = (time.perf_counter() - t0) * 1000.0
         self.state = self.policy.end_frame(self.state, plan, z, stats, self.last_ms)

@@ -2,11 +2,20 @@
 
 Nothing in this package imports an OpenMMLab library. See ``docs/deq_core.md``.
 """
+
 from .core import DEQSolver
 from .grad import implicit_layer, phantom_layer
 from .jacobian import jac_frobenius_estimate
 from .mdeq import MDEQNet
 from .solvers import METHODS, SolverStats, solve
 
-__all__ = ['solve', 'SolverStats', 'DEQSolver', 'METHODS', 'implicit_layer', 'phantom_layer',
-           'jac_frobenius_estimate', 'MDEQNet']
+__all__ = [
+    'solve',
+    'SolverStats',
+    'DEQSolver',
+    'METHODS',
+    'implicit_layer',
+    'phantom_layer',
+    'jac_frobenius_estimate',
+    'MDEQNet',
+]

@@ -15,6 +15,7 @@ Evaluation (``training=False``) always runs ``solver`` for ``test_max_iter`` ite
 tolerance ``tol`` under ``torch.no_grad()``; ``max_iter``/``tol`` given to the call override
 these for that call only (streaming budgets: ``tol=0`` means exactly ``max_iter`` iterations).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -79,15 +80,31 @@ class DEQSolver:
             tolerance or weight, or a ``grad`` that contradicts ``train_mode``.
     """
 
-    def __init__(self, *, solver: str = 'broyden', train_max_iter: int = 26,
-                 test_max_iter: int = 26, tol: float | None = 1e-3, stop_mode: str = 'rel',
-                 grad: str | None = None, train_mode: str = 'implicit', unroll_iters: int = 20,
-                 unroll_max: int = 20, train_tol: float | None = None,
-                 backward_solver: str | None = None, backward_max_iter: int | None = None,
-                 backward_tol: float | None = None, phantom_steps: int = 5,
-                 phantom_tau: float = 1.0, jac_reg_weight: float = 0.0, jac_reg_vecs: int = 1,
-                 return_lowest: bool = True, solver_kwargs: dict | None = None,
-                 backward_solver_kwargs: dict | None = None, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        solver: str = 'broyden',
+        train_max_iter: int = 26,
+        test_max_iter: int = 26,
+        tol: float | None = 1e-3,
+        stop_mode: str = 'rel',
+        grad: str | None = None,
+        train_mode: str = 'implicit',
+        unroll_iters: int = 20,
+        unroll_max: int = 20,
+        train_tol: float | None = None,
+        backward_solver: str | None = None,
+        backward_max_iter: int | None = None,
+        backward_tol: float | None = None,
+        phantom_steps: int = 5,
+        phantom_tau: float = 1.0,
+        jac_reg_weight: float = 0.0,
+        jac_reg_vecs: int = 1,
+        return_lowest: bool = True,
+        solver_kwargs: dict | None = None,
+        backward_solver_kwargs: dict | None = None,
+        seed: int | None = None,
+    ) -> None:
         if solver not in METHODS:
             raise ValueError(f'Unknown solver {solver!r}; choose one of {METHODS}.')
         if train_mode not in TRAIN_MODES:
@@ -95,15 +112,18 @@ class DEQSolver:
         if grad is not None and grad not in GRADS:
             raise ValueError(f'Unknown grad {grad!r}; choose one of {GRADS}.')
         if train_mode != 'implicit' and grad not in (None, 'unroll'):
-            raise ValueError(f"train_mode={train_mode!r} backpropagates through its unrolled "
-                             f"iterations; grad={grad!r} only applies to "
-                             "train_mode='implicit'. Leave grad=None (or 'unroll').")
+            raise ValueError(
+                f'train_mode={train_mode!r} backpropagates through its unrolled '
+                f'iterations; grad={grad!r} only applies to '
+                "train_mode='implicit'. Leave grad=None (or 'unroll')."
+            )
         if stop_mode not in ('rel', 'abs'):
             raise ValueError(f"stop_mode must be 'rel' or 'abs', got {stop_mode!r}.")
         backward_solver = solver if backward_solver is None else backward_solver
         if backward_solver not in METHODS:
-            raise ValueError(f'Unknown backward_solver {backward_solver!r}; choose one of '
-                             f'{METHODS}.')
+            raise ValueError(
+                f'Unknown backward_solver {backward_solver!r}; choose one of ' f'{METHODS}.'
+            )
         self.solver = solver
         self.train_max_iter = _check_int('train_max_iter', train_max_iter, 1)
         self.test_max_iter = _check_int('test_max_iter', test_max_iter, 1)
@@ -117,9 +137,12 @@ class DEQSolver:
         self.backward_solver = backward_solver
         self.backward_max_iter = _check_int(
             'backward_max_iter',
-            train_max_iter if backward_max_iter is None else backward_max_iter, 1)
-        self.backward_tol = self.tol if backward_tol is None else _check_tol(
-            'backward_tol', backward_tol)
+            train_max_iter if backward_max_iter is None else backward_max_iter,
+            1,
+        )
+        self.backward_tol = (
+            self.tol if backward_tol is None else _check_tol('backward_tol', backward_tol)
+        )
         self.phantom_steps = _check_int('phantom_steps', phantom_steps, 1)
         if not 0 < phantom_tau <= 1:
             raise ValueError(f'phantom_tau must be in (0, 1], got {phantom_tau}.')
@@ -140,19 +163,27 @@ class DEQSolver:
             self.generator.manual_seed(int(seed))
 
     def __repr__(self) -> str:
-        return (f'{type(self).__name__}(solver={self.solver!r}, train_mode={self.train_mode!r}, '
-                f'grad={self.grad!r}, train_max_iter={self.train_max_iter}, '
-                f'test_max_iter={self.test_max_iter}, tol={self.tol}, '
-                f'stop_mode={self.stop_mode!r})')
+        return (
+            f'{type(self).__name__}(solver={self.solver!r}, train_mode={self.train_mode!r}, '
+            f'grad={self.grad!r}, train_max_iter={self.train_max_iter}, '
+            f'test_max_iter={self.test_max_iter}, tol={self.tol}, '
+            f'stop_mode={self.stop_mode!r})'
+        )
 
     def draw_unroll_iters(self) -> int:
         """Draws ``N ~ U{1, ..., unroll_max}`` for stochastic unrolling (SUR)."""
         n = torch.randint(1, self.unroll_max + 1, (1,), generator=self.generator)
         return int(n.item())
 
-    def __call__(self, f: StateFn | Callable[[Tensor], Tensor], z0: Tensor | Sequence[Tensor], *,
-                 training: bool, max_iter: int | None = None, tol: float | None = None
-                 ) -> tuple[Tensor | list[Tensor], SolverStats, dict]:
+    def __call__(
+        self,
+        f: StateFn | Callable[[Tensor], Tensor],
+        z0: Tensor | Sequence[Tensor],
+        *,
+        training: bool,
+        max_iter: int | None = None,
+        tol: float | None = None,
+    ) -> tuple[Tensor | list[Tensor], SolverStats, dict]:
         """Finds the equilibrium ``z* = f(z*)`` starting from ``z0``.
 
         Args:
@@ -173,13 +204,16 @@ class DEQSolver:
             modes) and, after backward of the implicit gradient, ``'backward_stats'``.
         """
         if not isinstance(training, bool):
-            raise TypeError(f'training must be a bool (pass module.training), got '
-                            f'{type(training).__name__}.')
+            raise TypeError(
+                f'training must be a bool (pass module.training), got '
+                f'{type(training).__name__}.'
+            )
         if max_iter is not None:
             _check_int('max_iter', max_iter, 1)
         tol = _check_tol('tol', tol)
         single = isinstance(z0, Tensor)
         if single:
+
             def fn(zs: list[Tensor]) -> list[Tensor]:
                 return [f(zs[0])]
         else:
@@ -190,15 +224,21 @@ class DEQSolver:
         else:
             with torch.no_grad():
                 out, _, stats = solve_with_preimage(
-                    fn, zs, method=self.solver,
+                    fn,
+                    zs,
+                    method=self.solver,
                     max_iter=self.test_max_iter if max_iter is None else max_iter,
-                    tol=self.tol if tol is None else tol, stop_mode=self.stop_mode,
-                    return_lowest=self.return_lowest, **self.solver_kwargs)
+                    tol=self.tol if tol is None else tol,
+                    stop_mode=self.stop_mode,
+                    return_lowest=self.return_lowest,
+                    **self.solver_kwargs,
+                )
             aux = {}
         return (out[0] if single else out), stats, aux
 
-    def _train(self, f: StateFn, z0: list[Tensor], max_iter: int | None, tol: float | None
-               ) -> tuple[list[Tensor], SolverStats, dict]:
+    def _train(
+        self, f: StateFn, z0: list[Tensor], max_iter: int | None, tol: float | None
+    ) -> tuple[list[Tensor], SolverStats, dict]:
         aux: dict = {}
         jac = self.jac_reg_weight > 0 and torch.is_grad_enabled()
         if self.train_mode != 'implicit':
@@ -210,8 +250,15 @@ class DEQSolver:
                 n = self.draw_unroll_iters()
             aux['unroll_iters'] = n
             out, pre, stats = solve_with_preimage(
-                f, z0, method='fixed_point', max_iter=n, tol=None, stop_mode=self.stop_mode,
-                return_lowest=False, keep_preimage=jac)
+                f,
+                z0,
+                method='fixed_point',
+                max_iter=n,
+                tol=None,
+                stop_mode=self.stop_mode,
+                return_lowest=False,
+                keep_preimage=jac,
+            )
             if jac:
                 aux['jac_loss'] = self._jac_loss_at(f, pre)
             return out, stats, aux
@@ -220,27 +267,51 @@ class DEQSolver:
         ttol = self.train_tol if tol is None else tol
         if self.grad == 'unroll' or not torch.is_grad_enabled():
             out, pre, stats = solve_with_preimage(
-                f, z0, method=self.solver, max_iter=budget, tol=ttol, stop_mode=self.stop_mode,
-                return_lowest=self.return_lowest, keep_preimage=jac, **self.solver_kwargs)
+                f,
+                z0,
+                method=self.solver,
+                max_iter=budget,
+                tol=ttol,
+                stop_mode=self.stop_mode,
+                return_lowest=self.return_lowest,
+                keep_preimage=jac,
+                **self.solver_kwargs,
+            )
             if jac:
                 aux['jac_loss'] = self._jac_loss_at(f, pre)
             return out, stats, aux
 
         with torch.no_grad():
             _, pre, stats = solve_with_preimage(
-                f, z0, method=self.solver, max_iter=budget, tol=ttol, stop_mode=self.stop_mode,
-                return_lowest=self.return_lowest, keep_preimage=True, **self.solver_kwargs)
+                f,
+                z0,
+                method=self.solver,
+                max_iter=budget,
+                tol=ttol,
+                stop_mode=self.stop_mode,
+                return_lowest=self.return_lowest,
+                keep_preimage=True,
+                **self.solver_kwargs,
+            )
         if self.grad == 'implicit':
             out, z_leaf, fz = implicit_layer(
-                f, pre, method=self.backward_solver, max_iter=self.backward_max_iter,
-                tol=self.backward_tol, stop_mode=self.stop_mode, record=aux,
-                **self.backward_solver_kwargs)
+                f,
+                pre,
+                method=self.backward_solver,
+                max_iter=self.backward_max_iter,
+                tol=self.backward_tol,
+                stop_mode=self.stop_mode,
+                record=aux,
+                **self.backward_solver_kwargs,
+            )
         else:
-            out, z_leaf, fz = phantom_layer(f, pre, steps=self.phantom_steps,
-                                            tau=self.phantom_tau, leaf_requires_grad=jac)
+            out, z_leaf, fz = phantom_layer(
+                f, pre, steps=self.phantom_steps, tau=self.phantom_tau, leaf_requires_grad=jac
+            )
         if jac:
             aux['jac_loss'] = self.jac_reg_weight * jac_frobenius_estimate(
-                fz, z_leaf, n_vecs=self.jac_reg_vecs)
+                fz, z_leaf, n_vecs=self.jac_reg_vecs
+            )
         return out, stats, aux
 
     def _jac_loss_at(self, f: StateFn, z: list[Tensor]) -> Tensor:

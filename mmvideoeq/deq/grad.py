@@ -17,6 +17,7 @@ parameters of ``f`` (and anything ``f`` closes over, e.g. the input injection):
 * Plain backprop through the iterations needs no helper: call :func:`~.solvers.solve` with grad
   mode on.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -35,8 +36,11 @@ class _AdjointGate(torch.autograd.Function):
     """Identity in forward; backward maps the incoming gradients through ``adjoint``."""
 
     @staticmethod
-    def forward(ctx, adjoint: Callable[[list[Tensor]], list[Tensor]],  # type: ignore[override]
-                *fz: Tensor) -> tuple[Tensor, ...]:
+    def forward(
+        ctx,
+        adjoint: Callable[[list[Tensor]], list[Tensor]],  # type: ignore[override]
+        *fz: Tensor,
+    ) -> tuple[Tensor, ...]:
         ctx.adjoint = adjoint
         return tuple(t.view_as(t) for t in fz)
 
@@ -45,10 +49,17 @@ class _AdjointGate(torch.autograd.Function):
         return (None, *ctx.adjoint(list(grads)))
 
 
-def implicit_layer(f: StateFn, z_pre: Sequence[Tensor], *, method: str = 'broyden',
-                   max_iter: int = 30, tol: float | None = None, stop_mode: str = 'rel',
-                   record: dict | None = None, **method_kwargs
-                   ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+def implicit_layer(
+    f: StateFn,
+    z_pre: Sequence[Tensor],
+    *,
+    method: str = 'broyden',
+    max_iter: int = 30,
+    tol: float | None = None,
+    stop_mode: str = 'rel',
+    record: dict | None = None,
+    **method_kwargs,
+) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
     """Re-evaluates ``f`` at a fixed point with autograd and implicit (IFT) gradients.
 
     Args:
@@ -82,8 +93,14 @@ def implicit_layer(f: StateFn, z_pre: Sequence[Tensor], *, method: str = 'broyde
 
         with torch.no_grad():
             w, _, stats = solve_with_preimage(
-                h, [torch.zeros_like(t) for t in v], method=method, max_iter=max_iter, tol=tol,
-                stop_mode=stop_mode, **method_kwargs)
+                h,
+                [torch.zeros_like(t) for t in v],
+                method=method,
+                max_iter=max_iter,
+                tol=tol,
+                stop_mode=stop_mode,
+                **method_kwargs,
+            )
         if record is not None:
             record['backward_stats'] = stats
         return w
@@ -92,9 +109,14 @@ def implicit_layer(f: StateFn, z_pre: Sequence[Tensor], *, method: str = 'broyde
     return out, z_leaf, fz
 
 
-def phantom_layer(f: StateFn, z_pre: Sequence[Tensor], *, steps: int = 5, tau: float = 1.0,
-                  leaf_requires_grad: bool = False
-                  ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+def phantom_layer(
+    f: StateFn,
+    z_pre: Sequence[Tensor],
+    *,
+    steps: int = 5,
+    tau: float = 1.0,
+    leaf_requires_grad: bool = False,
+) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
     """``steps`` damped, differentiable iterations from the fixed point (phantom gradient).
 
     Args:
@@ -120,4 +142,3 @@ def phantom_layer(f: StateFn, z_pre: Sequence[Tensor], *, steps: int = 5, tau: f
                 first = fz
             z = fz if tau == 1.0 else [tau * a + (1.0 - tau) * b for a, b in zip(fz, z)]
     return z, z_leaf, first
-

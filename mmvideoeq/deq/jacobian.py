@@ -6,6 +6,7 @@ Hutchinson estimator ``||J||_F^2 = E_{eps ~ N(0, I)} ||eps^T J||_2^2``, one vect
 product per random vector. Normalised by the state size like locuslab/deq ``lib/jacobian.py``
 (``jac_loss_estimate``, MIT licence), whose formula this follows.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -16,8 +17,9 @@ from torch import Tensor
 __all__ = ['jac_frobenius_estimate']
 
 
-def jac_frobenius_estimate(fz: Sequence[Tensor], z: Sequence[Tensor], *, n_vecs: int = 1,
-                           create_graph: bool = True) -> Tensor:
+def jac_frobenius_estimate(
+    fz: Sequence[Tensor], z: Sequence[Tensor], *, n_vecs: int = 1, create_graph: bool = True
+) -> Tensor:
     """Hutchinson estimate of ``||J_f(z)||_F^2 / D`` averaged over the batch.
 
     Args:
@@ -37,14 +39,17 @@ def jac_frobenius_estimate(fz: Sequence[Tensor], z: Sequence[Tensor], *, n_vecs:
         raise ValueError(f'n_vecs must be >= 1, got {n_vecs}.')
     fz, z = list(fz), list(z)
     if not all(t.requires_grad for t in z) or not any(t.requires_grad for t in fz):
-        raise ValueError('jac_frobenius_estimate needs f(z) computed with autograd from a z that '
-                         'requires grad; call it inside torch.enable_grad().')
+        raise ValueError(
+            'jac_frobenius_estimate needs f(z) computed with autograd from a z that '
+            'requires grad; call it inside torch.enable_grad().'
+        )
     numel = sum(t.numel() for t in z)
     total = fz[0].new_zeros(())
     for i in range(n_vecs):
         vecs = [torch.randn_like(t) for t in fz]
-        vjp = torch.autograd.grad(fz, z, vecs, retain_graph=True, create_graph=create_graph,
-                                  allow_unused=True)
+        vjp = torch.autograd.grad(
+            fz, z, vecs, retain_graph=True, create_graph=create_graph, allow_unused=True
+        )
         for g in vjp:
             if g is not None:
                 total = total + g.pow(2).sum()

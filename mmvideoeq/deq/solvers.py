@@ -43,6 +43,7 @@ Written for mmvideoeq; the Broyden update and the Anderson least-squares problem
 formulas of locuslab/mdeq ``lib/modules/broyden.py`` (MIT licence) and locuslab/deq /
 torchdeq ``torchdeq/solver/anderson.py`` (MIT licence); no code was copied.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -127,7 +128,7 @@ class _Selection:
 
     def __init__(self, init: Tensor) -> None:
         self.value = init
-        self.owned = False          # ``value`` is a buffer of ours that may be written in place
+        self.owned = False  # ``value`` is a buffer of ours that may be written in place
 
     def update(self, mask: Tensor, new: Tensor) -> None:
         if new.requires_grad or self.value.requires_grad:
@@ -158,8 +159,16 @@ class _Tracker:
     tolerance is set (and the free mask reads of :class:`_Selection` on CPU).
     """
 
-    def __init__(self, x0: Tensor, max_iter: int, tol: float | None, stop_mode: str,
-                 return_lowest: bool, divergence_factor: float, keep_preimage: bool) -> None:
+    def __init__(
+        self,
+        x0: Tensor,
+        max_iter: int,
+        tol: float | None,
+        stop_mode: str,
+        return_lowest: bool,
+        divergence_factor: float,
+        keep_preimage: bool,
+    ) -> None:
         b = x0.shape[0]
         dev = x0.device
         self.sdt = norm_dtype(x0.dtype)
@@ -197,7 +206,7 @@ class _Tracker:
         res = torch.div(abs_res, fn.add_(_REL_EPS), out=self.rel_trace[:, k])
         if not self.use_rel:
             res = abs_res
-        take = res < self.best_res                  # False for NaN/inf residuals
+        take = res < self.best_res  # False for NaN/inf residuals
         if self.active is not None:
             take = take & self.active
         self.best_res = torch.where(take, res, self.best_res)
@@ -252,14 +261,23 @@ class _Tracker:
             # lowest-residual finite one (never return what came out of a blow-up).
             keep_last = ~nonfinite[:, None]
             out = torch.where(keep_last, self.last.value, self.best.value)
-            pre = (torch.where(keep_last, self.last_pre.value, self.best_pre.value)
-                   if self.last_pre is not None else out)
+            pre = (
+                torch.where(keep_last, self.last_pre.value, self.best_pre.value)
+                if self.last_pre is not None
+                else out
+            )
             nstep = torch.where(keep_last[:, 0], n_used, nstep_low)
         abs_used = torch.where(used & (abs_trace < inf), abs_trace, inf)
         rel_used = torch.where(used & (rel_trace < inf), rel_trace, inf)
-        stats = SolverStats(nstep=nstep, abs_trace=abs_trace, rel_trace=rel_trace,
-                            abs_lowest=abs_used.amin(dim=1), rel_lowest=rel_used.amin(dim=1),
-                            diverged=diverged, method=method)
+        stats = SolverStats(
+            nstep=nstep,
+            abs_trace=abs_trace,
+            rel_trace=rel_trace,
+            abs_lowest=abs_used.amin(dim=1),
+            rel_lowest=rel_used.amin(dim=1),
+            diverged=diverged,
+            method=method,
+        )
         return out, pre, stats
 
 
@@ -291,8 +309,9 @@ def _put(buf: Tensor, slot: int, val: Tensor, inplace: bool) -> Tensor:
     return buf.index_copy(1, idx, val.unsqueeze(1))
 
 
-def _fixed_point(f: StateFn, z0: list[Tensor], layout: StateLayout, tracker: _Tracker,
-                 max_iter: int) -> None:
+def _fixed_point(
+    f: StateFn, z0: list[Tensor], layout: StateLayout, tracker: _Tracker, max_iter: int
+) -> None:
     """Plain fixed-point iteration ``z_{k+1} = f(z_k)`` (thesis Eq. 3.1).
 
     ``f`` gets its own output back as a list; the packed copy (one concatenation per step, none
@@ -313,8 +332,17 @@ def _fixed_point(f: StateFn, z0: list[Tensor], layout: StateLayout, tracker: _Tr
         z, x = list(fz), fx
 
 
-def _anderson(f: StateFn, z0: list[Tensor], layout: StateLayout, tracker: _Tracker,
-              max_iter: int, *, m: int = 5, beta: float = 1.0, lam: float = 1e-4) -> None:
+def _anderson(
+    f: StateFn,
+    z0: list[Tensor],
+    layout: StateLayout,
+    tracker: _Tracker,
+    max_iter: int,
+    *,
+    m: int = 5,
+    beta: float = 1.0,
+    lam: float = 1e-4,
+) -> None:
     """Anderson acceleration (type II) with window ``m`` (Walker & Ni 2011, Eq. 1.2/Alg. AA).
 
     Step ``k >= 1`` mixes the last ``n = min(k, m)`` images ``F_i = f(x_i)`` and residuals
@@ -347,18 +375,18 @@ def _anderson(f: StateFn, z0: list[Tensor], layout: StateLayout, tracker: _Track
         n = min(k + 1, mm)
         F = _put(F, slot, fx, inplace)
         if inplace:
-            row = _rows_dot(G[:, :n], gx)                               # (B, n) Gram row
+            row = _rows_dot(G[:, :n], gx)  # (B, n) Gram row
             gram[:, slot, :n] = row
             gram[:, :n, slot] = row
             gram_n = gram[:, :n, :n]
-        else:                                   # autograd records: rebuild, no in-place writes
+        else:  # autograd records: rebuild, no in-place writes
             G = _put(G, slot, gx, inplace)
             gram_n = torch.bmm(G[:, :n], G[:, :n].transpose(1, 2))
         if n == 1:
             alpha = torch.ones(b, 1, dtype=x.dtype, device=x.device)
         else:
             alpha = _anderson_weights(gram_n, lam, slot)
-        a = alpha.unsqueeze(1)                                           # (B, 1, n)
+        a = alpha.unsqueeze(1)  # (B, 1, n)
         x = torch.bmm(a, F[:, :n]).squeeze(1)
         if beta != 1.0:
             x = x - (1.0 - beta) * torch.bmm(a, G[:, :n]).squeeze(1)
@@ -384,15 +412,24 @@ def _anderson_weights(gram: Tensor, lam: float, latest: int) -> Tensor:
     ones = torch.ones(b, n, 1, dtype=h.dtype, device=h.device)
     w = torch.linalg.solve_ex(h, ones)[0].squeeze(2)
     alpha = w / w.sum(dim=1, keepdim=True)
-    bad = ~(alpha.abs().sum(dim=1, keepdim=True) < float('inf'))   # NaN/inf: singular system
+    bad = ~(alpha.abs().sum(dim=1, keepdim=True) < float('inf'))  # NaN/inf: singular system
     fallback = torch.zeros(1, n, dtype=h.dtype, device=h.device)
     fallback[0, latest] = 1.0
     return torch.where(bad, fallback, alpha).to(gram.dtype)
 
 
-def _broyden(f: StateFn, z0: list[Tensor], layout: StateLayout, tracker: _Tracker,
-             max_iter: int, *, memory: int | None = None, line_search: bool = False,
-             ls_max_halvings: int = 3, ls_c1: float = 1e-4) -> None:
+def _broyden(
+    f: StateFn,
+    z0: list[Tensor],
+    layout: StateLayout,
+    tracker: _Tracker,
+    max_iter: int,
+    *,
+    memory: int | None = None,
+    line_search: bool = False,
+    ls_max_halvings: int = 3,
+    ls_c1: float = 1e-4,
+) -> None:
     """Broyden's good method on ``g(z) = f(z) - z`` with ``B ~ J_g^{-1} = -I + U V^T``.
 
     Follows MDEQ's solver (locuslab/mdeq ``lib/modules/broyden.py``, MIT): ``B_0 = -I`` so the
@@ -435,8 +472,8 @@ def _broyden(f: StateFn, z0: list[Tensor], layout: StateLayout, tracker: _Tracke
         U = torch.empty(b, cap, d, dtype=x.dtype, device=x.device)
         V = torch.empty(b, cap, d, dtype=x.dtype, device=x.device)
     k = 1
-    update = g                                      # d_0 = -B_0 g_0 with B_0 = -I
-    gnorm = tracker.abs_trace[:, 0]                 # ||g|| of the accepted iterate (line search)
+    update = g  # d_0 = -B_0 g_0 with B_0 = -I
+    gnorm = tracker.abs_trace[:, 0]  # ||g|| of the accepted iterate (line search)
     while not done(k):
         x_new = x + update
         g_new = evaluate(x_new, k)
@@ -466,10 +503,12 @@ def _broyden(f: StateFn, z0: list[Tensor], layout: StateLayout, tracker: _Tracke
         if n > 0:
             Uc, Vc = U[:, :n], V[:, :n]
             # B_k g_{k+1} = -g_{k+1} + U (V g_{k+1});  v^T = dx^T B_k = -dx^T + (dx^T U^T) V
-            bg_new = torch.baddbmm(g_new.unsqueeze(1), _rows_dot(Vc, g_new).unsqueeze(1), Uc,
-                                   beta=-1).squeeze(1)
-            vt = torch.baddbmm(update.unsqueeze(1), _rows_dot(Uc, update).unsqueeze(1), Vc,
-                               beta=-1).squeeze(1)
+            bg_new = torch.baddbmm(
+                g_new.unsqueeze(1), _rows_dot(Vc, g_new).unsqueeze(1), Uc, beta=-1
+            ).squeeze(1)
+            vt = torch.baddbmm(
+                update.unsqueeze(1), _rows_dot(Uc, update).unsqueeze(1), Vc, beta=-1
+            ).squeeze(1)
         else:
             bg_new = -g_new
             vt = -update
@@ -481,11 +520,11 @@ def _broyden(f: StateFn, z0: list[Tensor], layout: StateLayout, tracker: _Tracke
         denom = vtg + (_dot(update, update) if step is None else step * _dot(update, update))
         if inplace:
             inv = torch.nan_to_num(torch.reciprocal(denom), nan=0.0, posinf=0.0, neginf=0.0)
-        else:                                       # differentiable: no inf * 0 in backward
+        else:  # differentiable: no inf * 0 in backward
             ok = (denom != 0) & (denom.abs() < float('inf'))
             inv = torch.where(ok, 1.0 / torch.where(ok, denom, 1.0), 0.0)
         if step is None:
-            u = bg_new * inv.neg()                  # dx - B_k dg = -B_k g_{k+1}
+            u = bg_new * inv.neg()  # dx - B_k dg = -B_k g_{k+1}
         else:
             u = ((step - 1) * update - bg_new) * inv
         slot = n_upd % cap
@@ -508,8 +547,9 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     return value
 
 
-def _check_solver_args(method: str, max_iter: int, tol: float | None, stop_mode: str,
-                       divergence_factor: float) -> float | None:
+def _check_solver_args(
+    method: str, max_iter: int, tol: float | None, stop_mode: str, divergence_factor: float
+) -> float | None:
     if method not in METHODS:
         raise ValueError(f'Unknown solver method {method!r}; choose one of {METHODS}.')
     _check_int('max_iter', max_iter, 1)
@@ -519,8 +559,9 @@ def _check_solver_args(method: str, max_iter: int, tol: float | None, stop_mode:
         if isinstance(tol, bool) or not isinstance(tol, (int, float)):
             raise TypeError(f'tol must be a float or None, got {type(tol).__name__}.')
         if tol < 0:
-            raise ValueError(f'tol must be >= 0 (or None for exactly max_iter iterations), '
-                             f'got {tol}.')
+            raise ValueError(
+                f'tol must be >= 0 (or None for exactly max_iter iterations), ' f'got {tol}.'
+            )
         if tol == 0:
             tol = None
     if not divergence_factor > 1:
@@ -538,8 +579,10 @@ _METHOD_KWARGS = {
 def _check_method_kwargs(method: str, kwargs: dict) -> None:
     unknown = set(kwargs) - _METHOD_KWARGS[method]
     if unknown:
-        raise TypeError(f'Unexpected solver option(s) {sorted(unknown)} for method={method!r}; '
-                        f'it accepts {sorted(_METHOD_KWARGS[method]) or "none"}.')
+        raise TypeError(
+            f'Unexpected solver option(s) {sorted(unknown)} for method={method!r}; '
+            f'it accepts {sorted(_METHOD_KWARGS[method]) or "none"}.'
+        )
     if method == 'anderson':
         if 'm' in kwargs:
             _check_int('m', kwargs['m'], 1)
@@ -555,10 +598,18 @@ def _check_method_kwargs(method: str, kwargs: dict) -> None:
 
 
 def solve_with_preimage(
-        f: StateFn, z0: list[Tensor], *, method: str = 'broyden', max_iter: int = 30,
-        tol: float | None = 1e-3, stop_mode: str = 'rel', return_lowest: bool = True,
-        divergence_factor: float = 1e3, keep_preimage: bool = False,
-        **method_kwargs) -> tuple[list[Tensor], list[Tensor], SolverStats]:
+    f: StateFn,
+    z0: list[Tensor],
+    *,
+    method: str = 'broyden',
+    max_iter: int = 30,
+    tol: float | None = 1e-3,
+    stop_mode: str = 'rel',
+    return_lowest: bool = True,
+    divergence_factor: float = 1e3,
+    keep_preimage: bool = False,
+    **method_kwargs,
+) -> tuple[list[Tensor], list[Tensor], SolverStats]:
     """Like :func:`solve` on a list state, also returning the pre-image ``z_k`` of the output.
 
     ``keep_preimage=False`` skips tracking the pre-image (it is then returned equal to the
@@ -570,8 +621,9 @@ def solve_with_preimage(
     if not bool(torch.stack([torch.isfinite(t).all() for t in z0]).all()):  # one host sync
         raise ValueError('z0 contains NaN or inf; start from a finite state (e.g. zeros).')
     layout = StateLayout(z0)
-    tracker = _Tracker(layout.pack(z0), max_iter, tol, stop_mode, return_lowest,
-                       divergence_factor, keep_preimage)
+    tracker = _Tracker(
+        layout.pack(z0), max_iter, tol, stop_mode, return_lowest, divergence_factor, keep_preimage
+    )
     if method == 'fixed_point':
         _fixed_point(f, z0, layout, tracker, max_iter)
     elif method == 'anderson':
@@ -584,10 +636,18 @@ def solve_with_preimage(
     return out, pre, stats
 
 
-def solve(f: StateFn | Callable[[Tensor], Tensor], z0: Tensor | Sequence[Tensor], *,
-          method: str = 'broyden', max_iter: int = 30, tol: float | None = 1e-3,
-          stop_mode: str = 'rel', return_lowest: bool = True, divergence_factor: float = 1e3,
-          **method_kwargs) -> tuple[Tensor | list[Tensor], SolverStats]:
+def solve(
+    f: StateFn | Callable[[Tensor], Tensor],
+    z0: Tensor | Sequence[Tensor],
+    *,
+    method: str = 'broyden',
+    max_iter: int = 30,
+    tol: float | None = 1e-3,
+    stop_mode: str = 'rel',
+    return_lowest: bool = True,
+    divergence_factor: float = 1e3,
+    **method_kwargs,
+) -> tuple[Tensor | list[Tensor], SolverStats]:
     """Solves ``z = f(z)`` for a batched (multiscale) state; see the module docstring.
 
     Autograd: the iterations are recorded if grad mode is on (backprop through the solver, the
@@ -626,15 +686,26 @@ def solve(f: StateFn | Callable[[Tensor], Tensor], z0: Tensor | Sequence[Tensor]
     if not callable(f):
         raise TypeError(f'f must be callable, got {type(f).__name__}.')
     if single:
+
         def fn(zs: list[Tensor]) -> list[Tensor]:
             out = f(zs[0])
             if not isinstance(out, Tensor):
-                raise TypeError('z0 is a single tensor, so f must return a single tensor, got '
-                                f'{type(out).__name__}.')
+                raise TypeError(
+                    'z0 is a single tensor, so f must return a single tensor, got '
+                    f'{type(out).__name__}.'
+                )
             return [out]
     else:
         fn = f
     out, _, stats = solve_with_preimage(
-        fn, as_state_list(z0), method=method, max_iter=max_iter, tol=tol, stop_mode=stop_mode,
-        return_lowest=return_lowest, divergence_factor=divergence_factor, **method_kwargs)
+        fn,
+        as_state_list(z0),
+        method=method,
+        max_iter=max_iter,
+        tol=tol,
+        stop_mode=stop_mode,
+        return_lowest=return_lowest,
+        divergence_factor=divergence_factor,
+        **method_kwargs,
+    )
     return (out[0] if single else out), stats

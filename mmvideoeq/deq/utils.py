@@ -5,6 +5,7 @@ A DEQ *state* is a list of tensors ``[z_1, ..., z_S]``, each ``(B, *shape_s)`` (
 ``D = sum_s prod(shape_s)``; :class:`StateLayout` converts between the two without copying on
 the way out (``unpack`` returns views).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -36,28 +37,38 @@ def as_state_list(z: Tensor | Sequence[Tensor], name: str = 'z0') -> list[Tensor
     elif isinstance(z, (list, tuple)):
         zs = list(z)
     else:
-        raise TypeError(f'{name} must be a Tensor or a list/tuple of Tensors (one per scale), '
-                        f'got {type(z).__name__}.')
+        raise TypeError(
+            f'{name} must be a Tensor or a list/tuple of Tensors (one per scale), '
+            f'got {type(z).__name__}.'
+        )
     if not zs:
         raise ValueError(f'{name} is an empty list; pass at least one tensor (B, ...).')
     for i, t in enumerate(zs):
         if not isinstance(t, Tensor):
             raise TypeError(f'{name}[{i}] must be a Tensor, got {type(t).__name__}.')
         if not t.is_floating_point():
-            raise TypeError(f'{name}[{i}] must be a floating-point tensor, got {t.dtype}; '
-                            'cast the state with .float().')
+            raise TypeError(
+                f'{name}[{i}] must be a floating-point tensor, got {t.dtype}; '
+                'cast the state with .float().'
+            )
         if t.dim() < 2:
-            raise ValueError(f'{name}[{i}] has shape {tuple(t.shape)}; every state tensor needs a '
-                             'batch dimension and at least one feature dimension, (B, ...).')
+            raise ValueError(
+                f'{name}[{i}] has shape {tuple(t.shape)}; every state tensor needs a '
+                'batch dimension and at least one feature dimension, (B, ...).'
+            )
     first = zs[0]
     for i, t in enumerate(zs[1:], start=1):
         if t.shape[0] != first.shape[0]:
-            raise ValueError(f'{name}[{i}] has batch size {t.shape[0]} but {name}[0] has '
-                             f'{first.shape[0]}; all scales must share the batch dimension.')
+            raise ValueError(
+                f'{name}[{i}] has batch size {t.shape[0]} but {name}[0] has '
+                f'{first.shape[0]}; all scales must share the batch dimension.'
+            )
         if t.dtype != first.dtype or t.device != first.device:
-            raise ValueError(f'{name}[{i}] is {t.dtype} on {t.device} but {name}[0] is '
-                             f'{first.dtype} on {first.device}; move all scales to one '
-                             'dtype/device.')
+            raise ValueError(
+                f'{name}[{i}] is {t.dtype} on {t.device} but {name}[0] is '
+                f'{first.dtype} on {first.device}; move all scales to one '
+                'dtype/device.'
+            )
     return zs
 
 
@@ -77,17 +88,23 @@ def check_state_like(out: object, ref: list[Tensor], what: str = 'f(z)') -> list
         ValueError: If the number of scales or a shape differs from ``ref``.
     """
     if not isinstance(out, (list, tuple)):
-        raise TypeError(f'{what} must return a list/tuple of {len(ref)} tensors (one per scale), '
-                        f'got {type(out).__name__}.')
+        raise TypeError(
+            f'{what} must return a list/tuple of {len(ref)} tensors (one per scale), '
+            f'got {type(out).__name__}.'
+        )
     if len(out) != len(ref):
-        raise ValueError(f'{what} returned {len(out)} tensors but the state has {len(ref)} '
-                         'scales; f must map the state to a state of the same structure.')
+        raise ValueError(
+            f'{what} returned {len(out)} tensors but the state has {len(ref)} '
+            'scales; f must map the state to a state of the same structure.'
+        )
     for i, (o, r) in enumerate(zip(out, ref)):
         if not isinstance(o, Tensor):
             raise TypeError(f'{what}[{i}] must be a Tensor, got {type(o).__name__}.')
         if o.shape != r.shape:
-            raise ValueError(f'{what}[{i}] has shape {tuple(o.shape)} but the state has '
-                             f'{tuple(r.shape)}; f must preserve every scale\'s shape.')
+            raise ValueError(
+                f'{what}[{i}] has shape {tuple(o.shape)} but the state has '
+                f"{tuple(r.shape)}; f must preserve every scale's shape."
+            )
     return list(out)
 
 
@@ -121,5 +138,6 @@ class StateLayout:
         """Splits ``(B, D)`` into S views ``(B, *shape_s)`` (no copy; differentiable)."""
         if len(self.sizes) == 1:
             return [x.view(self.batch, *self.shapes[0])]
-        return [p.view(self.batch, *s)
-                for p, s in zip(torch.split(x, self.sizes, dim=1), self.shapes)]
+        return [
+            p.view(self.batch, *s) for p, s in zip(torch.split(x, self.sizes, dim=1), self.shapes)
+        ]

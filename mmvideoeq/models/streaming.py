@@ -13,6 +13,7 @@ the states and decides resets, as StreamDEQ (thesis ch. 3.2) prescribes. Only th
 feature extraction differs between the per-frame and the streaming path; the heads are the
 model's own.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -37,11 +38,18 @@ class StreamingMixin:
         if not hasattr(self.backbone, 'forward_stream'):
             raise TypeError(
                 f'{type(self.backbone).__name__} has no forward_stream(); streaming needs a DEQ '
-                'backbone such as mmvideoeq.MDEQ')
+                'backbone such as mmvideoeq.MDEQ'
+            )
 
     @torch.no_grad()
-    def stream_step(self, inputs: Tensor, data_samples: Sequence, z0: list[Tensor] | None,
-                    max_iter: int | None = None, tol: float | None = None):
+    def stream_step(
+        self,
+        inputs: Tensor,
+        data_samples: Sequence,
+        z0: list[Tensor] | None,
+        max_iter: int | None = None,
+        tol: float | None = None,
+    ):
         """Run one streaming step on a batch of frames.
 
         Args:

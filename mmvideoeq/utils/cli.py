@@ -5,6 +5,7 @@ check their inputs first and turn the known failure kinds into one line that nam
 a missing config or checkpoint file, a ``--cfg-options`` key that does not exist, an unknown
 registry type, a checkpoint refused by the weights-only unpickler.
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,25 +35,32 @@ def _walk(cfg: Any, key: str) -> None:
     node = cfg
     parts = key.split('.')
     for i, part in enumerate(parts):
-        here = '.'.join(parts[:i + 1])
+        here = '.'.join(parts[: i + 1])
         if isinstance(node, (list, tuple)):
             if not part.isdigit() or int(part) >= len(node):
-                raise CLIError(f'--cfg-options key {key!r} does not exist in the config: '
-                               f'{".".join(parts[:i])!r} is a list of {len(node)} items')
+                raise CLIError(
+                    f'--cfg-options key {key!r} does not exist in the config: '
+                    f'{".".join(parts[:i])!r} is a list of {len(node)} items'
+                )
             node = node[int(part)]
         elif isinstance(node, dict):
             if part not in node:
                 near = ', '.join(sorted(str(k) for k in node.keys())[:12])
-                raise CLIError(f'--cfg-options key {key!r} does not exist in the config '
-                               f'(no {here!r}; keys there: {near})')
+                raise CLIError(
+                    f'--cfg-options key {key!r} does not exist in the config '
+                    f'(no {here!r}; keys there: {near})'
+                )
             node = node[part]
         else:
-            raise CLIError(f'--cfg-options key {key!r} does not exist in the config: '
-                           f'{".".join(parts[:i])!r} is a {type(node).__name__}, not a dict')
+            raise CLIError(
+                f'--cfg-options key {key!r} does not exist in the config: '
+                f'{".".join(parts[:i])!r} is a {type(node).__name__}, not a dict'
+            )
 
 
-def load_config(path: str, cfg_options: dict | None = None,
-                new_keys: tuple[str, ...] = ()) -> Config:
+def load_config(
+    path: str, cfg_options: dict | None = None, new_keys: tuple[str, ...] = ()
+) -> Config:
     """Load ``path`` and merge ``cfg_options``, refusing keys that do not exist in it.
 
     Args:
@@ -62,7 +70,7 @@ def load_config(path: str, cfg_options: dict | None = None,
     """
     require_file(path, 'config file')
     cfg = Config.fromfile(path)
-    for key in (cfg_options or {}):
+    for key in cfg_options or {}:
         if key.split('.')[0] in new_keys:
             continue
         _walk(cfg._cfg_dict, key)
@@ -85,8 +93,10 @@ def describe_error(err: BaseException) -> str | None:
     text = str(err.args[0]) if getattr(err, 'args', None) else str(err)
     m = _REGISTRY_MISS.search(text)
     if isinstance(err, KeyError) and m:
-        return (f'unknown type {m.group(1)} in the {m.group(2)} registry: check the spelling, '
-                "the scope prefix ('mmdet.', 'mmseg.') and that the module is imported")
+        return (
+            f'unknown type {m.group(1)} in the {m.group(2)} registry: check the spelling, '
+            "the scope prefix ('mmdet.', 'mmseg.') and that the module is imported"
+        )
     return None
 
 

@@ -1,4 +1,5 @@
 """Registration of all mmvideoeq modules (the mmdet/mmseg ``register_all_modules`` pattern)."""
+
 import datetime
 import warnings
 
@@ -25,20 +26,25 @@ def register_all_modules(init_default_scope: bool = True) -> None:
     import mmvideoeq.models  # noqa: F401
 
     from .checkpoint import allow_mmengine_checkpoint_types
+
     allow_mmengine_checkpoint_types()
 
     if init_default_scope:
-        never_created = (DefaultScope.get_current_instance() is None
-                         or not DefaultScope.check_instance_created('mmvideoeq'))
+        never_created = (
+            DefaultScope.get_current_instance() is None
+            or not DefaultScope.check_instance_created('mmvideoeq')
+        )
         if never_created:
             DefaultScope.get_instance('mmvideoeq', scope_name='mmvideoeq')
             return
         current_scope = DefaultScope.get_current_instance()
         if current_scope.scope_name != 'mmvideoeq':
-            warnings.warn('The current default scope '
-                          f'"{current_scope.scope_name}" is not "mmvideoeq", '
-                          '`register_all_modules` will force the current '
-                          'default scope to be "mmvideoeq". If this is not '
-                          'expected, please set `init_default_scope=False`.')
+            warnings.warn(
+                'The current default scope '
+                f'"{current_scope.scope_name}" is not "mmvideoeq", '
+                '`register_all_modules` will force the current '
+                'default scope to be "mmvideoeq". If this is not '
+                'expected, please set `init_default_scope=False`.'
+            )
             new_instance_name = f'mmvideoeq-{datetime.datetime.now()}'
             DefaultScope.get_instance(new_instance_name, scope_name='mmvideoeq')

@@ -5,6 +5,7 @@ code: pycocotools loads the ImageNet-VID annotation files, boxes are recomputed 
 rendered instance maps, the Cityscapes label ids are checked against ``cityscapesscripts``' label
 table, and ILSVRC XML files are read the way mmtracking's ``imagenet2coco_vid.py`` reads them.
 """
+
 import dataclasses
 import hashlib
 import importlib.util
@@ -43,19 +44,65 @@ cli = _load_module('make_benchmark_cli', REPO / 'tools/data/make_benchmark.py', 
 # The 30 ImageNet VID classes in the order of mmtracking's imagenet2coco_vid.py (ids 1..30) and
 # their WordNet ids, typed from mmtracking's converter.
 MMTRACK_VID_CLASSES = (
-    'airplane', 'antelope', 'bear', 'bicycle', 'bird', 'bus', 'car', 'cattle', 'dog',
-    'domestic_cat', 'elephant', 'fox', 'giant_panda', 'hamster', 'horse', 'lion', 'lizard',
-    'monkey', 'motorcycle', 'rabbit', 'red_panda', 'sheep', 'snake', 'squirrel', 'tiger', 'train',
-    'turtle', 'watercraft', 'whale', 'zebra')
-MMTRACK_WNIDS = {'airplane': 'n02691156', 'domestic_cat': 'n02121808', 'horse': 'n02374451',
-                 'zebra': 'n02391049'}
+    'airplane',
+    'antelope',
+    'bear',
+    'bicycle',
+    'bird',
+    'bus',
+    'car',
+    'cattle',
+    'dog',
+    'domestic_cat',
+    'elephant',
+    'fox',
+    'giant_panda',
+    'hamster',
+    'horse',
+    'lion',
+    'lizard',
+    'monkey',
+    'motorcycle',
+    'rabbit',
+    'red_panda',
+    'sheep',
+    'snake',
+    'squirrel',
+    'tiger',
+    'train',
+    'turtle',
+    'watercraft',
+    'whale',
+    'zebra',
+)
+MMTRACK_WNIDS = {
+    'airplane': 'n02691156',
+    'domestic_cat': 'n02121808',
+    'horse': 'n02374451',
+    'zebra': 'n02391049',
+}
 # The documented mappings (data/README.md) of the renderer's classes.
-EXPECTED_VID = {'person': None, 'horse': 'horse', 'domestic_cat': 'domestic_cat',
-                'airplane': 'airplane', 'zebra': 'zebra'}
-EXPECTED_CITYSCAPES = {'unlabeled': 'unlabeled', 'road': 'road', 'sidewalk': 'sidewalk',
-                       'terrain': 'terrain', 'building': 'building', 'vegetation': 'vegetation',
-                       'sky': 'sky', 'person': 'person', 'horse': 'dynamic',
-                       'domestic_cat': 'dynamic', 'airplane': 'dynamic', 'zebra': 'dynamic'}
+EXPECTED_VID = {
+    'person': None,
+    'horse': 'horse',
+    'domestic_cat': 'domestic_cat',
+    'airplane': 'airplane',
+    'zebra': 'zebra',
+}
+EXPECTED_CITYSCAPES = {
+    'unlabeled': 'unlabeled',
+    'road': 'road',
+    'sidewalk': 'sidewalk',
+    'terrain': 'terrain',
+    'building': 'building',
+    'vegetation': 'vegetation',
+    'sky': 'sky',
+    'person': 'person',
+    'horse': 'dynamic',
+    'domestic_cat': 'dynamic',
+    'airplane': 'dynamic',
+    'zebra': 'dynamic',
+}
 SMALL = synth.PRESETS['small']
 
 
@@ -65,8 +112,11 @@ def _read(path: Path) -> np.ndarray:
 
 
 def _tree_hashes(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob('*')) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob('*'))
+        if p.is_file()
+    }
 
 
 def _boxes_from_instances(instance: np.ndarray, classes: dict, min_area: int) -> list:
@@ -79,31 +129,47 @@ def _boxes_from_instances(instance: np.ndarray, classes: dict, min_area: int) ->
         vid_name = EXPECTED_VID[classes[int(tid)]]
         if vid_name is None or ys.size < min_area:
             continue
-        out.append((vid_name, [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
-                               int(ys.max() - ys.min() + 1)]))
+        out.append(
+            (
+                vid_name,
+                [
+                    int(xs.min()),
+                    int(ys.min()),
+                    int(xs.max() - xs.min() + 1),
+                    int(ys.max() - ys.min() + 1),
+                ],
+            )
+        )
     return sorted(out)
 
 
 @pytest.fixture(scope='module')
 def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp('bundled')
-    meta = synth.generate_benchmark(out, preset='small', seed=0,
-                                    formats=('vid', 'cityscapes', 'kitti'))
+    meta = synth.generate_benchmark(
+        out, preset='small', seed=0, formats=('vid', 'cityscapes', 'kitti')
+    )
     return out, meta
 
 
 @pytest.fixture(scope='module')
 def vid_renders(bench):
     _, meta = bench
-    return {(split, e['index']): synth.render_benchmark_video('vid', split, e['index'])
-            for split in ('train', 'val') for e in meta['vid'][split]}
+    return {
+        (split, e['index']): synth.render_benchmark_video('vid', split, e['index'])
+        for split in ('train', 'val')
+        for e in meta['vid'][split]
+    }
 
 
 @pytest.fixture(scope='module')
 def cityscapes_renders(bench):
     _, meta = bench
-    return {(split, e['name']): synth.render_benchmark_video('cityscapes', split, e['index'])
-            for split in ('train', 'val') for e in meta['cityscapes'][split]}
+    return {
+        (split, e['name']): synth.render_benchmark_video('cityscapes', split, e['index'])
+        for split in ('train', 'val')
+        for e in meta['cityscapes'][split]
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -129,8 +195,10 @@ def test_vid_json_loads_and_boxes_match_rendered_objects(bench, vid_renders, spl
         assert video['name'].startswith(f'{split}/')
         assert video['shot_changes'] == entry['shot_changes']
         render = vid_renders[(split, entry['index'])]
-        images = sorted((img for img in coco.dataset['images'] if img['video_id'] == video['id']),
-                        key=lambda img: img['frame_id'])
+        images = sorted(
+            (img for img in coco.dataset['images'] if img['video_id'] == video['id']),
+            key=lambda img: img['frame_id'],
+        )
         assert [img['frame_id'] for img in images] == list(range(SMALL.vid.frames))
         train_flags = [img['is_vid_train_frame'] for img in images]
         assert sum(train_flags) == (15 if split == 'train' else 0)
@@ -145,15 +213,18 @@ def test_vid_json_loads_and_boxes_match_rendered_objects(bench, vid_renders, spl
             assert errors.argmin() == t and errors[t] < 6.0
             anns = coco.loadAnns(coco.getAnnIds(imgIds=[img['id']]))
             got = sorted((coco.cats[a['category_id']]['name'], a['bbox']) for a in anns)
-            assert got == _boxes_from_instances(render.instance[t], render.track_classes,
-                                                SMALL.vid.min_box_area)
+            assert got == _boxes_from_instances(
+                render.instance[t], render.track_classes, SMALL.vid.min_box_area
+            )
             for a in anns:
                 x, y, w, h = a['bbox']
                 assert a['area'] == w * h and a['iscrowd'] is False and a['generated'] is False
                 assert 0 <= x and x + w <= width and 0 <= y and y + h <= height
                 key = a['instance_id']
                 assert seen_instances.setdefault(key, (video['id'], a['category_id'])) == (
-                    video['id'], a['category_id']), 'an instance id spans videos or classes'
+                    video['id'],
+                    a['category_id'],
+                ), 'an instance id spans videos or classes'
 
 
 def test_vid_xml_and_lists_agree_with_json(bench):
@@ -168,26 +239,39 @@ def test_vid_xml_and_lists_agree_with_json(bench):
             tree = ET.parse(xml).getroot()
             size = tree.find('size')
             assert (int(size.find('width').text), int(size.find('height').text)) == (
-                img['width'], img['height'])
+                img['width'],
+                img['height'],
+            )
             from_xml = []
             for obj in tree.findall('object'):
                 box = obj.find('bndbox')
                 x1, y1, x2, y2 = (int(box.find(k).text) for k in ('xmin', 'ymin', 'xmax', 'ymax'))
-                from_xml.append((wnid_to_id[obj.find('name').text], [x1, y1, x2 - x1, y2 - y1],
-                                 obj.find('occluded').text == '1'))
+                from_xml.append(
+                    (
+                        wnid_to_id[obj.find('name').text],
+                        [x1, y1, x2 - x1, y2 - y1],
+                        obj.find('occluded').text == '1',
+                    )
+                )
             anns = coco.loadAnns(coco.getAnnIds(imgIds=[img['id']]))
             assert sorted(from_xml) == sorted(
-                (a['category_id'], a['bbox'], a['occluded']) for a in anns)
+                (a['category_id'], a['bbox'], a['occluded']) for a in anns
+            )
     lines = (root / 'Lists' / 'VID_train_15frames.txt').read_text().split('\n')[:-1]
     train = json.loads((root / 'annotations' / 'imagenet_vid_train.json').read_text())
-    flagged = {(v['name'], img['frame_id'] + 1) for v in train['videos'] for img in train['images']
-               if img['video_id'] == v['id'] and img['is_vid_train_frame']}
+    flagged = {
+        (v['name'], img['frame_id'] + 1)
+        for v in train['videos']
+        for img in train['images']
+        if img['video_id'] == v['id'] and img['is_vid_train_frame']
+    }
     assert {(ln.split()[0], int(ln.split()[2])) for ln in lines} == flagged
     assert all(int(ln.split()[3]) == SMALL.vid.frames for ln in lines)
     val_lines = (root / 'Lists' / 'VID_val_videos.txt').read_text().split('\n')[:-1]
     assert [ln.split() for ln in val_lines] == [
         [e['name'], str(1 + i * SMALL.vid.frames), '0', str(SMALL.vid.frames)]
-        for i, e in enumerate(meta['vid']['val'])]
+        for i, e in enumerate(meta['vid']['val'])
+    ]
 
 
 def test_vid_content_exercises_streaming(bench, vid_renders):
@@ -229,8 +313,10 @@ def test_frames_are_smooth_except_at_reported_shot_changes(bench):
     all_inside, all_cuts = [], []
     for split in ('train', 'val'):
         for e in meta['vid'][split]:
-            frames = [_read(out / 'ILSVRC/Data/VID' / e['name'] / f'{t:06d}.JPEG')
-                      for t in range(e['num_frames'])]
+            frames = [
+                _read(out / 'ILSVRC/Data/VID' / e['name'] / f'{t:06d}.JPEG')
+                for t in range(e['num_frames'])
+            ]
             diffs = _mean_abs_diffs(frames)  # diffs[t - 1]: frame t vs t - 1
             cuts = e['shot_changes']
             inside = [d for t, d in enumerate(diffs, 1) if t not in cuts]
@@ -241,14 +327,23 @@ def test_frames_are_smooth_except_at_reported_shot_changes(bench):
             all_inside += inside
             all_cuts += at_cuts
         for e in meta['cityscapes'][split]:
-            frames = [_read(out / 'cityscapes/leftImg8bit_sequence' / split / e['city'] /
-                            f'{e["name"]}_{t:06d}_leftImg8bit.png') for t in range(30)]
+            frames = [
+                _read(
+                    out
+                    / 'cityscapes/leftImg8bit_sequence'
+                    / split
+                    / e['city']
+                    / f'{e["name"]}_{t:06d}_leftImg8bit.png'
+                )
+                for t in range(30)
+            ]
             assert e['shot_changes'] == []
             assert _mean_abs_diffs(frames).max() < 15
     # a threshold half way between separates the reported cuts from all other frame pairs
     # one shot change in every odd-indexed video of the small preset
     assert len(all_cuts) == sum(i % 2 for i in range(SMALL.vid.train_videos)) + sum(
-        i % 2 for i in range(SMALL.vid.val_videos))
+        i % 2 for i in range(SMALL.vid.val_videos)
+    )
     assert max(all_inside) < min(all_cuts)
 
 
@@ -292,12 +387,14 @@ def test_cityscapes_labels_agree_with_cityscapesscripts(bench, cityscapes_render
             base = root / folder / split / city / f'{name}_{t:06d}_gtFine_'
             label_ids = _read(Path(f'{base}labelIds.png'))
             expected = np.vectorize(lambda c: name2label[EXPECTED_CITYSCAPES[classes[c]]].id)(
-                render.semantic[t])
+                render.semantic[t]
+            )
             np.testing.assert_array_equal(label_ids, expected)
             instance_ids = _read(Path(f'{base}instanceIds.png')).astype(np.int64)
             person = render.semantic[t] == classes.index('person')
-            np.testing.assert_array_equal(instance_ids[person],
-                                          24000 + render.instance[t][person] - 1)
+            np.testing.assert_array_equal(
+                instance_ids[person], 24000 + render.instance[t][person] - 1
+            )
 
 
 def test_cityscapes_layout_disparity_and_camera(bench, cityscapes_renders):
@@ -316,13 +413,15 @@ def test_cityscapes_layout_disparity_and_camera(bench, cityscapes_renders):
             stem = f'{e["name"]}_000019'
             np.testing.assert_array_equal(
                 _read(root / 'leftImg8bit' / split / city / f'{stem}_leftImg8bit.png'),
-                _read(root / 'leftImg8bit_sequence' / split / city / f'{stem}_leftImg8bit.png'))
+                _read(root / 'leftImg8bit_sequence' / split / city / f'{stem}_leftImg8bit.png'),
+            )
             np.testing.assert_array_equal(
                 _read(root / 'gtFine' / split / city / f'{stem}_gtFine_labelTrainIds.png'),
-                _read(root / 'gtFine_sequence' / split / city /
-                      f'{stem}_gtFine_labelTrainIds.png'))
+                _read(root / 'gtFine_sequence' / split / city / f'{stem}_gtFine_labelTrainIds.png'),
+            )
             camera = json.loads(
-                (root / 'camera' / split / city / f'{stem}_camera.json').read_text())
+                (root / 'camera' / split / city / f'{stem}_camera.json').read_text()
+            )
             fx, baseline = camera['intrinsic']['fx'], camera['extrinsic']['baseline']
             # Cityscapes disparity: d = (p - 1) / 256 for p > 0; depth = fx * baseline / d
             raw = _read(root / 'disparity' / split / city / f'{stem}_disparity.png')
@@ -378,8 +477,15 @@ def test_kitti_layout_and_depth(bench):
             render = synth.render_benchmark_video('kitti', split, e['index'])
             assert p_rect[0] == pytest.approx(render.focal[0])
             images = sorted((root / 'raw/2000_01_01' / e['name'] / 'image_02/data').glob('*.png'))
-            gts = sorted((root / 'data_depth_annotated' / split / e['name'] /
-                          'proj_depth/groundtruth/image_02').glob('*.png'))
+            gts = sorted(
+                (
+                    root
+                    / 'data_depth_annotated'
+                    / split
+                    / e['name']
+                    / 'proj_depth/groundtruth/image_02'
+                ).glob('*.png')
+            )
             assert [p.name for p in images] == [f'{t:010d}.png' for t in range(30)]
             assert [p.name for p in gts] == [p.name for p in images]
             for t in (0, 29):
@@ -419,10 +525,20 @@ def test_cli_writes_the_same_vid_benchmark(bench, tmp_path, capsys):
 
 def test_sources_are_bundled_with_licences(bench):
     _, meta = bench
-    expected = {'astronaut': 'public domain', 'coffee': 'CC0', 'chelsea': 'CC0',
-                'rocket': 'public domain', 'camera': 'CC0', 'horse': 'CC0', 'grass': 'CC0',
-                'gravel': 'CC0', 'brick': 'CC0', 'china': 'CC BY 2.0', 'flower': 'CC BY 2.0',
-                'grace_hopper': 'public domain'}
+    expected = {
+        'astronaut': 'public domain',
+        'coffee': 'CC0',
+        'chelsea': 'CC0',
+        'rocket': 'public domain',
+        'camera': 'CC0',
+        'horse': 'CC0',
+        'grass': 'CC0',
+        'gravel': 'CC0',
+        'brick': 'CC0',
+        'china': 'CC BY 2.0',
+        'flower': 'CC BY 2.0',
+        'grace_hopper': 'public domain',
+    }
     assert set(meta['sources']) == set(expected)
     for key, licence in expected.items():
         assert meta['sources'][key]['licence'].startswith(licence)
@@ -458,20 +574,22 @@ def test_bad_arguments_raise(tmp_path):
     foreign = tmp_path / 'foreign'
     (foreign / 'ILSVRC').mkdir(parents=True)
     with pytest.raises(ValueError, match='overwrite'):
-        synth.generate_benchmark(foreign, formats=('vid', ))
+        synth.generate_benchmark(foreign, formats=('vid',))
     with pytest.raises(ValueError, match='not written by this generator'):
-        synth.generate_benchmark(foreign, formats=('vid', ), overwrite=True)
+        synth.generate_benchmark(foreign, formats=('vid',), overwrite=True)
     assert (foreign / 'ILSVRC').is_dir()
 
 
 def test_overwrite_replaces_own_output(tmp_path):
     tiny = dataclasses.replace(
-        SMALL, name='tiny', vid=dataclasses.replace(SMALL.vid, size=(32, 48), train_videos=1,
-                                                   val_videos=1, frames=4))
-    synth.generate_benchmark(tmp_path, preset=tiny, formats=('vid', ))
+        SMALL,
+        name='tiny',
+        vid=dataclasses.replace(SMALL.vid, size=(32, 48), train_videos=1, val_videos=1, frames=4),
+    )
+    synth.generate_benchmark(tmp_path, preset=tiny, formats=('vid',))
     stale = tmp_path / 'ILSVRC' / 'stale.txt'
     stale.write_text('from an older run')
-    meta = synth.generate_benchmark(tmp_path, preset=tiny, formats=('vid', ), overwrite=True)
+    meta = synth.generate_benchmark(tmp_path, preset=tiny, formats=('vid',), overwrite=True)
     assert not stale.exists()
     assert meta['preset']['name'] == 'tiny'
     assert len(list((tmp_path / 'ILSVRC/Data/VID').rglob('*.JPEG'))) == 8

@@ -1,4 +1,5 @@
 """Small fixed-point problems with independently computed solutions, shared by the DEQ tests."""
+
 from __future__ import annotations
 
 import pytest
@@ -31,8 +32,8 @@ class TanhProblem:
         eye = torch.eye(self.W.shape[0], dtype=torch.float64)
         for _ in range(50):
             t = torch.tanh(z @ self.W.T + self.x)
-            res = z - t                                           # root of z - f(z)
-            jac = (1 - t * t)[:, :, None] * self.W[None]          # df/dz per sample
+            res = z - t  # root of z - f(z)
+            jac = (1 - t * t)[:, :, None] * self.W[None]  # df/dz per sample
             z = z - torch.linalg.solve(eye - jac, res.unsqueeze(2)).squeeze(2)
         return z
 

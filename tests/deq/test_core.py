@@ -1,5 +1,6 @@
 """Tests of ``DEQSolver``: evaluation budgets and overrides, training modes (implicit, UR, SUR),
 Jacobian regularisation and argument validation."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,10 +13,10 @@ def test_eval_uses_test_budget_and_call_overrides(tanh_problem):
     deq = DEQSolver(solver='broyden', test_max_iter=7, tol=1e-2, train_max_iter=3)
     z, stats, aux = deq(tanh_problem.f, tanh_problem.z0(), training=False)
     assert aux == {} and not z[0].requires_grad
-    assert stats.n_eval < 7 and (stats.final_rel < 1e-2).all()      # stopped by tol
+    assert stats.n_eval < 7 and (stats.final_rel < 1e-2).all()  # stopped by tol
     tanh_problem.calls = 0
     _, stats, _ = deq(tanh_problem.f, tanh_problem.z0(), training=False, tol=0)
-    assert tanh_problem.calls == 7 == stats.n_eval                    # tol=0: exact budget
+    assert tanh_problem.calls == 7 == stats.n_eval  # tol=0: exact budget
     tanh_problem.calls = 0
     _, stats, _ = deq(tanh_problem.f, tanh_problem.z0(), training=False, max_iter=2, tol=0)
     assert tanh_problem.calls == 2 and stats.nstep.tolist() == [2, 2]
@@ -28,8 +29,9 @@ def test_eval_uses_test_budget_and_call_overrides(tanh_problem):
 def test_eval_runs_without_graph_even_with_grad_enabled(tanh_problem):
     w = tanh_problem.W.clone().requires_grad_()
     deq = DEQSolver(solver='anderson', test_max_iter=5)
-    z, _, _ = deq(lambda s: [torch.tanh(s[0] @ w.T + tanh_problem.x)], tanh_problem.z0(),
-                  training=False)
+    z, _, _ = deq(
+        lambda s: [torch.tanh(s[0] @ w.T + tanh_problem.x)], tanh_problem.z0(), training=False
+    )
     assert z[0].grad_fn is None
 
 
@@ -86,7 +88,7 @@ def test_stochastic_unroll_draws_cover_range_and_are_seeded(tanh_problem):
         draws.append(aux['unroll_iters'])
     assert set(draws) == set(range(1, 7))
     counts = torch.bincount(torch.tensor(draws), minlength=7)[1:]
-    assert counts.min() >= 8                      # ~20 expected per value for a uniform draw
+    assert counts.min() >= 8  # ~20 expected per value for a uniform draw
     again = DEQSolver(train_mode='stochastic_unroll', unroll_max=6, seed=123)
     assert [again.draw_unroll_iters() for _ in range(120)] == draws
     other = DEQSolver(train_mode='stochastic_unroll', unroll_max=6, seed=124)
@@ -94,15 +96,28 @@ def test_stochastic_unroll_draws_cover_range_and_are_seeded(tanh_problem):
 
 
 def test_stochastic_unroll_eval_uses_solver_budget(tanh_problem):
-    deq = DEQSolver(solver='fixed_point', train_mode='stochastic_unroll', unroll_max=20,
-                    test_max_iter=5, tol=None, seed=0)
+    deq = DEQSolver(
+        solver='fixed_point',
+        train_mode='stochastic_unroll',
+        unroll_max=20,
+        test_max_iter=5,
+        tol=None,
+        seed=0,
+    )
     _, stats, aux = deq(tanh_problem.f, tanh_problem.z0(), training=False)
     assert stats.n_eval == 5 and aux == {}
 
 
-@pytest.mark.parametrize('cfg', [dict(grad='implicit'), dict(grad='phantom'),
-                                 dict(grad='unroll'), dict(train_mode='unroll'),
-                                 dict(train_mode='stochastic_unroll', seed=0)])
+@pytest.mark.parametrize(
+    'cfg',
+    [
+        dict(grad='implicit'),
+        dict(grad='phantom'),
+        dict(grad='unroll'),
+        dict(train_mode='unroll'),
+        dict(train_mode='stochastic_unroll', seed=0),
+    ],
+)
 def test_jacobian_regulariser_in_training_only(cfg, tanh_problem):
     w = tanh_problem.W.clone().requires_grad_()
 
@@ -128,44 +143,52 @@ def test_training_without_grad_mode_builds_no_graph(tanh_problem):
     w = tanh_problem.W.clone().requires_grad_()
     deq = DEQSolver(train_max_iter=4, tol=None, jac_reg_weight=1.0)
     with torch.no_grad():
-        z, stats, aux = deq(lambda s: [torch.tanh(s[0] @ w.T + tanh_problem.x)],
-                            tanh_problem.z0(), training=True)
+        z, stats, aux = deq(
+            lambda s: [torch.tanh(s[0] @ w.T + tanh_problem.x)], tanh_problem.z0(), training=True
+        )
     assert z[0].grad_fn is None and stats.n_eval == 4 and 'jac_loss' not in aux
 
 
 def test_single_tensor_state_round_trip(tanh_problem):
     deq = DEQSolver(solver='anderson', test_max_iter=60, tol=1e-10, stop_mode='abs')
-    z, _, _ = deq(lambda t: torch.tanh(t @ tanh_problem.W.T + tanh_problem.x),
-                  torch.zeros(2, 6, dtype=torch.float64), training=False)
+    z, _, _ = deq(
+        lambda t: torch.tanh(t @ tanh_problem.W.T + tanh_problem.x),
+        torch.zeros(2, 6, dtype=torch.float64),
+        training=False,
+    )
     assert isinstance(z, torch.Tensor)
     torch.testing.assert_close(z, tanh_problem.reference(), atol=1e-9, rtol=0)
 
 
 def test_solver_kwargs_are_forwarded(tanh_problem):
-    deq = DEQSolver(solver='broyden', test_max_iter=3, tol=None,
-                    solver_kwargs=dict(line_search=True))
-    f = lambda z: [-3 * torch.tanh(z[0])]        # noqa: E731 - first full step is rejected
+    deq = DEQSolver(
+        solver='broyden', test_max_iter=3, tol=None, solver_kwargs=dict(line_search=True)
+    )
+    f = lambda z: [-3 * torch.tanh(z[0])]  # noqa: E731 - first full step is rejected
     z0 = [torch.full((1, 2), 2.0, dtype=torch.float64)]
     _, with_ls, _ = deq(f, z0, training=False)
     _, without, _ = DEQSolver(solver='broyden', test_max_iter=3, tol=None)(f, z0, training=False)
     assert not torch.equal(with_ls.abs_trace[:, 2], without.abs_trace[:, 2])
 
 
-@pytest.mark.parametrize('kwargs, exc, match', [
-    (dict(solver='newton'), ValueError, 'Unknown solver'),
-    (dict(train_mode='sur'), ValueError, 'Unknown train_mode'),
-    (dict(grad='ift'), ValueError, 'Unknown grad'),
-    (dict(train_mode='unroll', grad='implicit'), ValueError, 'only applies to'),
-    (dict(train_max_iter=0), ValueError, 'train_max_iter must be >= 1'),
-    (dict(test_max_iter=1.5), TypeError, 'test_max_iter must be an int'),
-    (dict(tol=-1.0), ValueError, 'tol must be >= 0'),
-    (dict(phantom_tau=0.0), ValueError, 'phantom_tau must be in'),
-    (dict(jac_reg_weight=-1.0), ValueError, 'jac_reg_weight must be >= 0'),
-    (dict(unroll_max=0), ValueError, 'unroll_max must be >= 1'),
-    (dict(backward_solver='lbfgs'), ValueError, 'Unknown backward_solver'),
-    (dict(solver='anderson', solver_kwargs=dict(memory=3)), TypeError, 'Unexpected solver'),
-    (dict(stop_mode='l2'), ValueError, "stop_mode must be 'rel' or 'abs'"),
-])
+@pytest.mark.parametrize(
+    'kwargs, exc, match',
+    [
+        (dict(solver='newton'), ValueError, 'Unknown solver'),
+        (dict(train_mode='sur'), ValueError, 'Unknown train_mode'),
+        (dict(grad='ift'), ValueError, 'Unknown grad'),
+        (dict(train_mode='unroll', grad='implicit'), ValueError, 'only applies to'),
+        (dict(train_max_iter=0), ValueError, 'train_max_iter must be >= 1'),
+        (dict(test_max_iter=1.5), TypeError, 'test_max_iter must be an int'),
+        (dict(tol=-1.0), ValueError, 'tol must be >= 0'),
+        (dict(phantom_tau=0.0), ValueError, 'phantom_tau must be in'),
+        (dict(jac_reg_weight=-1.0), ValueError, 'jac_reg_weight must be >= 0'),
+        (dict(unroll_max=0), ValueError, 'unroll_max must be >= 1'),
+        (dict(backward_solver='lbfgs'), ValueError, 'Unknown backward_solver'),
+        (dict(solver='anderson', solver_kwargs=dict(memory=3)), TypeError, 'Unexpected solver'),
+        (dict(stop_mode='l2'), ValueError, "stop_mode must be 'rel' or 'abs'"),
+    ],
+)
 def test_bad_constructor_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         DEQSolver(**kwargs)

@@ -1,5 +1,6 @@
 """Gradient tests: implicit (IFT) vs. autograd through unrolled iterations, gradcheck, phantom
 gradients, backprop through the solvers, and the Jacobian regulariser."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,8 +25,9 @@ def _unrolled_reference_grads(problem, weights, n_iter=200):
 
 def _deq_grads(deq, problem, weights):
     w, x = _params(problem)
-    z, stats, aux = deq(lambda s: [torch.tanh(s[0] @ w.T + x)], [torch.zeros_like(x)],
-                        training=True)
+    z, stats, aux = deq(
+        lambda s: [torch.tanh(s[0] @ w.T + x)], [torch.zeros_like(x)], training=True
+    )
     (z[0] * weights).sum().backward()
     return w.grad, x.grad, stats, aux
 
@@ -34,8 +36,9 @@ def _deq_grads(deq, problem, weights):
 def test_implicit_gradient_equals_unrolled_autograd(solver, tanh_problem):
     weights = torch.linspace(-1, 2, 6, dtype=torch.float64).expand(2, 6)
     ref_w, ref_x = _unrolled_reference_grads(tanh_problem, weights)
-    deq = DEQSolver(solver=solver, train_max_iter=60, tol=None, grad='implicit',
-                    backward_max_iter=60)
+    deq = DEQSolver(
+        solver=solver, train_max_iter=60, tol=None, grad='implicit', backward_max_iter=60
+    )
     gw, gx, _, aux = _deq_grads(deq, tanh_problem, weights)
     torch.testing.assert_close(gw, ref_w, atol=1e-12, rtol=0)
     torch.testing.assert_close(gx, ref_x, atol=1e-12, rtol=0)
@@ -49,8 +52,7 @@ def test_implicit_layer_passes_gradcheck(make_tanh):
     deq = DEQSolver(solver='broyden', train_max_iter=30, tol=None, backward_max_iter=30)
 
     def layer(w, x):
-        z, _, _ = deq(lambda s: [torch.tanh(s[0] @ w.T + x)], [torch.zeros_like(x)],
-                      training=True)
+        z, _, _ = deq(lambda s: [torch.tanh(s[0] @ w.T + x)], [torch.zeros_like(x)], training=True)
         return z[0]
 
     w, x = _params(problem)
@@ -61,8 +63,9 @@ def test_implicit_gradient_on_multiscale_state(linear_multiscale):
     # Linear map: z* = (I - A)^{-1} c, so d(sum(u * z*))/dc = (I - A)^{-T} u exactly.
     p = linear_multiscale
     c = p.c.clone().requires_grad_()
-    u = torch.randn(2, p.A.shape[0], dtype=torch.float64,
-                    generator=torch.Generator().manual_seed(3))
+    u = torch.randn(
+        2, p.A.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(3)
+    )
 
     def f(z):
         v = torch.cat([t.reshape(2, -1) for t in z], dim=1) @ p.A.T + c
@@ -94,14 +97,15 @@ def test_phantom_gradient_approaches_implicit_with_more_steps(tanh_problem):
     ref = torch.cat([g.flatten() for g in _unrolled_reference_grads(tanh_problem, weights)])
     errors = []
     for steps in (1, 3, 10):
-        deq = DEQSolver(train_max_iter=40, tol=None, grad='phantom', phantom_steps=steps,
-                        phantom_tau=0.8)
+        deq = DEQSolver(
+            train_max_iter=40, tol=None, grad='phantom', phantom_steps=steps, phantom_tau=0.8
+        )
         gw, gx, _, _ = _deq_grads(deq, tanh_problem, weights)
         g = torch.cat([gw.flatten(), gx.flatten()])
         errors.append(float((g - ref).norm() / ref.norm()))
         assert torch.nn.functional.cosine_similarity(g, ref, dim=0) > 0.95
     assert errors[0] > errors[1] > errors[2]
-    assert errors[2] < 1e-4            # (1 - tau (1 - 0.5))^10 = 0.6^10 ~ 6e-3 bound, far inside
+    assert errors[2] < 1e-4  # (1 - tau (1 - 0.5))^10 = 0.6^10 ~ 6e-3 bound, far inside
 
 
 def test_phantom_layer_value_and_damping(tanh_problem):
@@ -129,9 +133,9 @@ def test_jacobian_estimate_of_linear_map():
     fz = [z[0] @ a.T + 1.0]
     torch.manual_seed(0)
     est = jac_frobenius_estimate(fz, z, n_vecs=4000)
-    expected = (a.detach() ** 2).sum() / 3          # E||eps^T A||^2 / D = ||A||_F^2 / D
+    expected = (a.detach() ** 2).sum() / 3  # E||eps^T A||^2 / D = ||A||_F^2 / D
     assert abs(float(est.detach()) / float(expected) - 1) < 0.05
-    est.backward()                                  # differentiable w.r.t. the layer weights
+    est.backward()  # differentiable w.r.t. the layer weights
     torch.testing.assert_close(a.grad, 2 * a.detach() / 3, atol=0.1, rtol=0.1)
 
 

@@ -1,5 +1,6 @@
 """Tests of the fixed-point solvers (``mmvideoeq.deq.solve``): convergence, iteration counts,
 per-sample statistics, divergence handling and input validation."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,8 +13,9 @@ METHODS = ['fixed_point', 'anderson', 'broyden']
 
 @pytest.mark.parametrize('method', METHODS)
 def test_converges_to_newton_reference(method, tanh_problem):
-    z, stats = solve(tanh_problem.f, tanh_problem.z0(), method=method, max_iter=100, tol=1e-11,
-                     stop_mode='abs')
+    z, stats = solve(
+        tanh_problem.f, tanh_problem.z0(), method=method, max_iter=100, tol=1e-11, stop_mode='abs'
+    )
     ref = tanh_problem.reference()
     assert isinstance(z, list) and len(z) == 1 and z[0].shape == (2, 6)
     torch.testing.assert_close(z[0], ref, atol=1e-10, rtol=0)
@@ -26,8 +28,14 @@ def test_converges_to_newton_reference(method, tanh_problem):
 
 @pytest.mark.parametrize('method', METHODS)
 def test_multiscale_state_with_different_shapes(method, linear_multiscale):
-    z, stats = solve(linear_multiscale.f, linear_multiscale.z0(), method=method, max_iter=200,
-                     tol=1e-12, stop_mode='rel')
+    z, stats = solve(
+        linear_multiscale.f,
+        linear_multiscale.z0(),
+        method=method,
+        max_iter=200,
+        tol=1e-12,
+        stop_mode='rel',
+    )
     ref = linear_multiscale.reference()
     assert [tuple(t.shape) for t in z] == [(2, 2, 3, 3), (2, 3, 2, 2)]
     assert all(t.is_contiguous() for t in z)
@@ -41,8 +49,9 @@ def test_multiscale_state_with_different_shapes(method, linear_multiscale):
 def test_max_iter_is_exact_without_tol(method, max_iter, tanh_problem):
     for tol in (None, 0):
         tanh_problem.calls = 0
-        _, stats = solve(tanh_problem.f, tanh_problem.z0(), method=method, max_iter=max_iter,
-                         tol=tol)
+        _, stats = solve(
+            tanh_problem.f, tanh_problem.z0(), method=method, max_iter=max_iter, tol=tol
+        )
         assert tanh_problem.calls == max_iter
         assert stats.abs_trace.shape == (2, max_iter)
         assert stats.rel_trace.shape == (2, max_iter)
@@ -55,8 +64,7 @@ def test_fixed_point_returns_f_applied_m_times(tanh_problem):
     z = tanh_problem.z0()
     for _ in range(4):
         z = tanh_problem.f(z)
-    out, _ = solve(tanh_problem.f, tanh_problem.z0(), method='fixed_point', max_iter=4,
-                   tol=None)
+    out, _ = solve(tanh_problem.f, tanh_problem.z0(), method='fixed_point', max_iter=4, tol=None)
     torch.testing.assert_close(out[0], z[0], atol=0, rtol=0)
 
 
@@ -85,16 +93,16 @@ def test_second_iterate_is_a_plain_fixed_point_step(method, tanh_problem):
 def test_per_sample_stopping_is_batch_invariant(method, tanh_problem, make_tanh):
     ref = tanh_problem.reference()
     z0 = [torch.stack([ref[0] + 1e-6, torch.zeros(6, dtype=torch.float64)])]  # warm, cold
-    z, stats = solve(tanh_problem.f, z0, method=method, max_iter=60, tol=1e-9,
-                     stop_mode='abs')
+    z, stats = solve(tanh_problem.f, z0, method=method, max_iter=60, tol=1e-9, stop_mode='abs')
     assert stats.nstep[0] < stats.nstep[1]
     assert stats.n_eval == int(stats.nstep.max())
     for b in range(2):
         single = make_tanh()
-        single.x = single.x[b:b + 1]
-        zb, sb = solve(single.f, [z0[0][b:b + 1]], method=method, max_iter=60, tol=1e-9,
-                       stop_mode='abs')
-        torch.testing.assert_close(z[0][b:b + 1], zb[0], atol=1e-13, rtol=0)
+        single.x = single.x[b : b + 1]
+        zb, sb = solve(
+            single.f, [z0[0][b : b + 1]], method=method, max_iter=60, tol=1e-9, stop_mode='abs'
+        )
+        torch.testing.assert_close(z[0][b : b + 1], zb[0], atol=1e-13, rtol=0)
         assert int(sb.nstep[0]) == int(stats.nstep[b])
         n = sb.n_eval
         torch.testing.assert_close(stats.abs_trace[b, :n], sb.abs_trace[0], atol=1e-13, rtol=0)
@@ -104,26 +112,29 @@ def test_per_sample_stopping_is_batch_invariant(method, tanh_problem, make_tanh)
 def test_warm_start_needs_fewer_steps(method, tanh_problem):
     ref = tanh_problem.reference()
     warm = [ref + 1e-3 * torch.ones_like(ref)]
-    _, cold_stats = solve(tanh_problem.f, tanh_problem.z0(), method=method, max_iter=100,
-                          tol=1e-10, stop_mode='abs')
-    _, warm_stats = solve(tanh_problem.f, warm, method=method, max_iter=100, tol=1e-10,
-                          stop_mode='abs')
+    _, cold_stats = solve(
+        tanh_problem.f, tanh_problem.z0(), method=method, max_iter=100, tol=1e-10, stop_mode='abs'
+    )
+    _, warm_stats = solve(
+        tanh_problem.f, warm, method=method, max_iter=100, tol=1e-10, stop_mode='abs'
+    )
     assert (warm_stats.nstep < cold_stats.nstep).all()
     assert (warm_stats.first_abs < cold_stats.first_abs).all()
 
 
 def test_expanding_map_is_flagged_and_lowest_image_returned():
     def f(z):
-        return [2 * z[0] + 1]                # z_k = 2^k - 1, residual 2^k: grows
+        return [2 * z[0] + 1]  # z_k = 2^k - 1, residual 2^k: grows
 
     z0 = [torch.zeros(2, 3, dtype=torch.float64)]
     z, stats = solve(f, z0, method='fixed_point', max_iter=15, tol=None, stop_mode='abs')
     assert stats.diverged.all()
     assert stats.nstep.tolist() == [1, 1]
     torch.testing.assert_close(z[0], torch.ones(2, 3, dtype=torch.float64))
-    z_last, stats_last = solve(f, z0, method='fixed_point', max_iter=15, tol=None,
-                               stop_mode='abs', return_lowest=False)
-    torch.testing.assert_close(z_last[0], torch.full((2, 3), 2.0 ** 15 - 1, dtype=torch.float64))
+    z_last, stats_last = solve(
+        f, z0, method='fixed_point', max_iter=15, tol=None, stop_mode='abs', return_lowest=False
+    )
+    torch.testing.assert_close(z_last[0], torch.full((2, 3), 2.0**15 - 1, dtype=torch.float64))
     assert stats_last.nstep.tolist() == [15, 15]
     assert stats_last.diverged.all()
     # The relative residual 2^k / (2^(k+1) - 1) decreases, so 'rel' picks the last image, but
@@ -137,18 +148,25 @@ def test_short_growth_below_factor_is_not_divergence():
         return [2 * z[0] + 1]
 
     _, stats = solve(f, [torch.zeros(1, 3)], method='fixed_point', max_iter=5, tol=None)
-    assert not stats.diverged.any()          # 2^4 = 16 < divergence_factor (1e3)
-    _, stats = solve(f, [torch.zeros(1, 3)], method='fixed_point', max_iter=5, tol=None,
-                     divergence_factor=10.0)
+    assert not stats.diverged.any()  # 2^4 = 16 < divergence_factor (1e3)
+    _, stats = solve(
+        f, [torch.zeros(1, 3)], method='fixed_point', max_iter=5, tol=None, divergence_factor=10.0
+    )
     assert stats.diverged.all()
 
 
 def test_broyden_finds_root_of_non_contractive_map():
     def f(z):
-        return [2 * z[0] + 1]                # fixed point -1, not reachable by iteration
+        return [2 * z[0] + 1]  # fixed point -1, not reachable by iteration
 
-    z, stats = solve(f, [torch.zeros(2, 3, dtype=torch.float64)], method='broyden',
-                     max_iter=20, tol=1e-12, stop_mode='abs')
+    z, stats = solve(
+        f,
+        [torch.zeros(2, 3, dtype=torch.float64)],
+        method='broyden',
+        max_iter=20,
+        tol=1e-12,
+        stop_mode='abs',
+    )
     torch.testing.assert_close(z[0], -torch.ones(2, 3, dtype=torch.float64), atol=1e-10, rtol=0)
     assert not stats.diverged.any()
 
@@ -185,7 +203,7 @@ def test_nan_from_first_evaluation_returns_z0(method):
     torch.testing.assert_close(z[0], z0[0])
     assert stats.diverged.all()
     assert stats.nstep.tolist() == [0, 0]
-    assert stats.n_eval == 1                 # every sample stopped: nothing left to iterate
+    assert stats.n_eval == 1  # every sample stopped: nothing left to iterate
     assert torch.isinf(stats.abs_lowest).all()
 
 
@@ -203,16 +221,23 @@ def test_single_tensor_state(tanh_problem):
     def f(z):
         return torch.tanh(z @ tanh_problem.W.T + tanh_problem.x)
 
-    z, stats = solve(f, torch.zeros(2, 6, dtype=torch.float64), method='anderson', max_iter=80,
-                     tol=1e-11, stop_mode='abs')
+    z, stats = solve(
+        f,
+        torch.zeros(2, 6, dtype=torch.float64),
+        method='anderson',
+        max_iter=80,
+        tol=1e-11,
+        stop_mode='abs',
+    )
     assert isinstance(z, torch.Tensor)
     torch.testing.assert_close(z, tanh_problem.reference(), atol=1e-10, rtol=0)
     assert isinstance(stats, SolverStats)
 
 
 def test_relative_residual_definition(linear_multiscale):
-    _, stats = solve(linear_multiscale.f, linear_multiscale.z0(), method='fixed_point',
-                     max_iter=3, tol=None)
+    _, stats = solve(
+        linear_multiscale.f, linear_multiscale.z0(), method='fixed_point', max_iter=3, tol=None
+    )
     z1 = linear_multiscale.f(linear_multiscale.z0())
     z2 = linear_multiscale.f(z1)
     flat = [torch.cat([t.reshape(2, -1) for t in s], dim=1) for s in (z1, z2)]
@@ -223,11 +248,19 @@ def test_relative_residual_definition(linear_multiscale):
     torch.testing.assert_close(stats.rel_lowest, stats.rel_trace.min(dim=1).values)
 
 
-@pytest.mark.parametrize('kwargs', [dict(memory=2), dict(line_search=True),
-                                    dict(line_search=True, memory=3)])
+@pytest.mark.parametrize(
+    'kwargs', [dict(memory=2), dict(line_search=True), dict(line_search=True, memory=3)]
+)
 def test_broyden_options_converge(kwargs, tanh_problem):
-    z, stats = solve(tanh_problem.f, tanh_problem.z0(), method='broyden', max_iter=60,
-                     tol=1e-10, stop_mode='abs', **kwargs)
+    z, stats = solve(
+        tanh_problem.f,
+        tanh_problem.z0(),
+        method='broyden',
+        max_iter=60,
+        tol=1e-10,
+        stop_mode='abs',
+        **kwargs,
+    )
     torch.testing.assert_close(z[0], tanh_problem.reference(), atol=1e-9, rtol=0)
     assert tanh_problem.calls == stats.n_eval <= 60
 
@@ -243,20 +276,29 @@ def test_broyden_line_search_halves_a_rejected_step():
     g1 = -3 * torch.tanh(2 + g0) - (2 + g0)
     half = 2 + 0.5 * g0
     g_half = -3 * torch.tanh(half) - half
-    assert abs(g1) > abs(g0)                                   # the full step is rejected
-    _, stats = solve(f, z0, method='broyden', max_iter=3, tol=None, stop_mode='abs',
-                     line_search=True)
-    expected = torch.stack([g0, g1, g_half]).abs() * 3 ** 0.5  # ||g|| over 3 equal entries
+    assert abs(g1) > abs(g0)  # the full step is rejected
+    _, stats = solve(
+        f, z0, method='broyden', max_iter=3, tol=None, stop_mode='abs', line_search=True
+    )
+    expected = torch.stack([g0, g1, g_half]).abs() * 3**0.5  # ||g|| over 3 equal entries
     torch.testing.assert_close(stats.abs_trace, expected.expand(2, 3))
-    z, stats = solve(f, z0, method='broyden', max_iter=30, tol=1e-12, stop_mode='abs',
-                     line_search=True)
+    z, stats = solve(
+        f, z0, method='broyden', max_iter=30, tol=1e-12, stop_mode='abs', line_search=True
+    )
     assert z[0].abs().max() < 1e-12 and stats.n_eval <= 30
 
 
 @pytest.mark.parametrize('kwargs', [dict(m=2), dict(beta=0.7), dict(lam=0.0)])
 def test_anderson_options_converge(kwargs, tanh_problem):
-    z, _ = solve(tanh_problem.f, tanh_problem.z0(), method='anderson', max_iter=100,
-                 tol=1e-11, stop_mode='abs', **kwargs)
+    z, _ = solve(
+        tanh_problem.f,
+        tanh_problem.z0(),
+        method='anderson',
+        max_iter=100,
+        tol=1e-11,
+        stop_mode='abs',
+        **kwargs,
+    )
     torch.testing.assert_close(z[0], tanh_problem.reference(), atol=1e-10, rtol=0)
 
 
@@ -269,18 +311,21 @@ def test_float32_state_statistics_dtype(make_tanh):
     assert (stats.final_rel < 1e-5).all()
 
 
-@pytest.mark.parametrize('kwargs, exc, match', [
-    (dict(method='newton'), ValueError, 'Unknown solver method'),
-    (dict(stop_mode='max'), ValueError, "stop_mode must be 'rel' or 'abs'"),
-    (dict(max_iter=0), ValueError, 'max_iter must be >= 1'),
-    (dict(max_iter=2.5), TypeError, 'max_iter must be an int'),
-    (dict(tol=-1e-3), ValueError, 'tol must be >= 0'),
-    (dict(tol='1e-3'), TypeError, 'tol must be a float or None'),
-    (dict(method='broyden', m=3), TypeError, r"Unexpected solver option\(s\) \['m'\]"),
-    (dict(method='anderson', beta=1.5), ValueError, 'beta must be in'),
-    (dict(method='broyden', memory=0), ValueError, 'memory must be >= 1'),
-    (dict(divergence_factor=0.5), ValueError, 'divergence_factor must be > 1'),
-])
+@pytest.mark.parametrize(
+    'kwargs, exc, match',
+    [
+        (dict(method='newton'), ValueError, 'Unknown solver method'),
+        (dict(stop_mode='max'), ValueError, "stop_mode must be 'rel' or 'abs'"),
+        (dict(max_iter=0), ValueError, 'max_iter must be >= 1'),
+        (dict(max_iter=2.5), TypeError, 'max_iter must be an int'),
+        (dict(tol=-1e-3), ValueError, 'tol must be >= 0'),
+        (dict(tol='1e-3'), TypeError, 'tol must be a float or None'),
+        (dict(method='broyden', m=3), TypeError, r"Unexpected solver option\(s\) \['m'\]"),
+        (dict(method='anderson', beta=1.5), ValueError, 'beta must be in'),
+        (dict(method='broyden', memory=0), ValueError, 'memory must be >= 1'),
+        (dict(divergence_factor=0.5), ValueError, 'divergence_factor must be > 1'),
+    ],
+)
 def test_bad_arguments(kwargs, exc, match, tanh_problem):
     args = dict(method='fixed_point', max_iter=3, tol=1e-3)
     args.update(kwargs)

@@ -1,5 +1,6 @@
 """A training killed by SIGKILL resumes from its last checkpoint with ``tools/train.py --resume``
 and ends with the same weights as an uninterrupted run (issue 2)."""
+
 import os
 import subprocess
 import sys
@@ -31,9 +32,9 @@ TOY = textwrap.dedent('''
             super().__init__()
             self.linear = torch.nn.Linear(2, 1)
 
-        def forward(self, inputs, targets, mode='loss'):
-            pred = self.linear(torch.stack(inputs))
-            return dict(loss=((pred.squeeze(1) - torch.stack(targets)) ** 2).mean())
+        def forward(self, inputs, targets, mode='loss', **unused):
+            pred = self.linear(inputs)  # default_collate stacked the batch
+            return dict(loss=((pred.squeeze(1) - targets) ** 2).mean())
 
 
     @DATASETS.register_module(force=True)
@@ -61,7 +62,7 @@ TOY = textwrap.dedent('''
                 os.kill(os.getpid(), signal.SIGKILL)
     ''')
 
-CONFIG = textwrap.dedent('''
+CONFIG = textwrap.dedent("""
     default_scope = 'mmvideoeq'
     custom_imports = dict(imports=['toy_resume_modules'], allow_failed_imports=False)
     model = dict(type='ToyResumeModel')
@@ -77,12 +78,18 @@ CONFIG = textwrap.dedent('''
                          logger=dict(type='LoggerHook', interval=1))
     custom_hooks = [dict(type='KillAtIterHook')]
     randomness = dict(seed=3)
-    ''')
+    """)
 
 
 def _train(cfg_path, work_dir, env, *extra):
-    cmd = [sys.executable, str(ROOT / 'tools' / 'train.py'), str(cfg_path), '--work-dir',
-           str(work_dir), *extra]
+    cmd = [
+        sys.executable,
+        str(ROOT / 'tools' / 'train.py'),
+        str(cfg_path),
+        '--work-dir',
+        str(work_dir),
+        *extra,
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 

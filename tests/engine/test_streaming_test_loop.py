@@ -1,4 +1,5 @@
 """StreamingTestLoop on a toy DEQ model (issue 4): isolation, batching, resets, order, results."""
+
 import json
 
 import pytest
@@ -87,9 +88,13 @@ class ToyVideoDataset(BaseDataset):
 
     def prepare_data(self, idx):
         info = self.get_data_info(idx)
-        sample = BaseDataElement(metainfo=dict(video_id=info['video_id'],
-                                               frame_id=info['frame_id'],
-                                               video_length=info['video_length']))
+        sample = BaseDataElement(
+            metainfo=dict(
+                video_id=info['video_id'],
+                frame_id=info['frame_id'],
+                video_length=info['video_length'],
+            )
+        )
         return dict(inputs=_frame(info['video'], info['frame_id']), data_samples=sample)
 
 
@@ -107,35 +112,49 @@ class ToyRecordMetric(BaseMetric):
 
     def compute_metrics(self, results):
         n = max(o for o, _ in results) + 1
-        curve = [sum(v for o, v in results if o == k) / sum(1 for o, _ in results if o == k)
-                 for k in range(n)]
-        return dict(mean_abs=sum(v for _, v in results) / len(results),
-                    **{'offset_curve/mean_abs': curve})
+        curve = [
+            sum(v for o, v in results if o == k) / sum(1 for o, _ in results if o == k)
+            for k in range(n)
+        ]
+        return dict(
+            mean_abs=sum(v for _, v in results) / len(results), **{'offset_curve/mean_abs': curve}
+        )
 
 
 def _collate(batch):
-    return dict(inputs=[b['inputs'] for b in batch], data_samples=[b['data_samples']
-                                                                   for b in batch])
+    return dict(
+        inputs=[b['inputs'] for b in batch], data_samples=[b['data_samples'] for b in batch]
+    )
 
 
 def _run(tmp_path, *, videos=((0, 5), (1, 4)), batch=1, reverse=False, **loop):
     RECORDS.clear()
-    loader = dict(batch_size=batch, num_workers=0, collate_fn=_collate,
-                  dataset=dict(type='ToyVideoDataset', videos=videos, reverse=reverse),
-                  sampler=dict(type='DefaultSampler', shuffle=False))
+    loader = dict(
+        batch_size=batch,
+        num_workers=0,
+        collate_fn=_collate,
+        dataset=dict(type='ToyVideoDataset', videos=videos, reverse=reverse),
+        sampler=dict(type='DefaultSampler', shuffle=False),
+    )
     if batch > 1:
         loader['batch_sampler'] = dict(type='VideoInterleavedBatchSampler')
-    runner = Runner(model=dict(type='ToyStreamModel'), work_dir=str(tmp_path),
-                    test_dataloader=loader, test_evaluator=dict(type='ToyRecordMetric'),
-                    test_cfg=dict(type='StreamingTestLoop', **loop), default_scope='mmvideoeq',
-                    default_hooks=dict(logger=None, checkpoint=None), log_level='WARNING')
+    runner = Runner(
+        model=dict(type='ToyStreamModel'),
+        work_dir=str(tmp_path),
+        test_dataloader=loader,
+        test_evaluator=dict(type='ToyRecordMetric'),
+        test_cfg=dict(type='StreamingTestLoop', **loop),
+        default_scope='mmvideoeq',
+        default_hooks=dict(logger=None, checkpoint=None),
+        log_level='WARNING',
+    )
     metrics = runner.test()
     return metrics, RECORDS[:]
 
 
 def _by_setting(records, n_frames):
     """Split the flat record list into consecutive settings of n_frames each."""
-    return [records[i:i + n_frames] for i in range(0, len(records), n_frames)]
+    return [records[i : i + n_frames] for i in range(0, len(records), n_frames)]
 
 
 def _key(s):
@@ -153,8 +172,7 @@ def test_two_videos_in_one_pass_equal_each_alone_and_batched(tmp_path):
     for s in both + batched:
         torch.testing.assert_close(s['pred'], ref[_key(s)], rtol=0, atol=1e-6)
     # the warm start matters: streaming frame 4 differs from a cold 2-iteration solve
-    _, cold = _run(tmp_path / 'e', videos=((0, 5),), iters=[2], warm_start=False,
-                      full_solve=False)
+    _, cold = _run(tmp_path / 'e', videos=((0, 5),), iters=[2], warm_start=False, full_solve=False)
     cold_ref = {_key(s): s['pred'] for s in cold}
     assert (ref[('v0', 4)] - cold_ref[('v0', 4)]).abs().max() > 1e-3
 
@@ -171,8 +189,15 @@ def test_reset_at_video_boundary_and_offsets(tmp_path):
 
 
 def test_init_reference_equals_full_solve_on_frame0(tmp_path):
-    _, recs = _run(tmp_path, videos=((0, 3),), iters=[1], init='reference',
-                      reference_iters=FULL, baseline=False, full_solve=True)
+    _, recs = _run(
+        tmp_path,
+        videos=((0, 3),),
+        iters=[1],
+        init='reference',
+        reference_iters=FULL,
+        baseline=False,
+        full_solve=True,
+    )
     stream, full = _by_setting(recs, 3)
     torch.testing.assert_close(stream[0]['pred'], full[0]['pred'], rtol=0, atol=1e-6)
     assert (stream[1]['pred'] - full[1]['pred']).abs().max() > 0  # then only 1 iteration per frame
@@ -187,13 +212,22 @@ def test_repeated_frame_stream_converges_to_full_solve(tmp_path):
             return out
 
     RECORDS.clear()
-    loader = dict(batch_size=1, num_workers=0, collate_fn=_collate,
-                  dataset=dict(type='StaticVideo', videos=((0, 40),)),
-                  sampler=dict(type='DefaultSampler', shuffle=False))
-    runner = Runner(model=dict(type='ToyStreamModel'), work_dir=str(tmp_path),
-                    test_dataloader=loader, test_evaluator=dict(type='ToyRecordMetric'),
-                    test_cfg=dict(type='StreamingTestLoop', iters=[1], baseline=False),
-                    default_scope='mmvideoeq', log_level='WARNING')
+    loader = dict(
+        batch_size=1,
+        num_workers=0,
+        collate_fn=_collate,
+        dataset=dict(type='StaticVideo', videos=((0, 40),)),
+        sampler=dict(type='DefaultSampler', shuffle=False),
+    )
+    runner = Runner(
+        model=dict(type='ToyStreamModel'),
+        work_dir=str(tmp_path),
+        test_dataloader=loader,
+        test_evaluator=dict(type='ToyRecordMetric'),
+        test_cfg=dict(type='StreamingTestLoop', iters=[1], baseline=False),
+        default_scope='mmvideoeq',
+        log_level='WARNING',
+    )
     runner.test()
     stream, full = _by_setting(RECORDS, 40)
     first_err = (stream[0]['pred'] - full[0]['pred']).abs().max()

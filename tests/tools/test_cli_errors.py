@@ -1,4 +1,5 @@
 """Bad command-line input ends with one line naming the problem, not a traceback (issue 2)."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,13 @@ CFG = ROOT / 'configs' / 'streamdeq_vid.py'
 
 
 def _run(tool, *args):
-    out = subprocess.run([sys.executable, str(ROOT / 'tools' / tool), *map(str, args)],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / 'tools' / tool), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     return out.returncode, out.stderr.strip()
 
 
@@ -29,8 +35,9 @@ def test_missing_config(tmp_path):
 
 
 def test_unknown_cfg_options_key(tmp_path):
-    rc, err = _run('train.py', CFG, '--work-dir', tmp_path,
-                   '--cfg-options', 'model.backbone.no_such_key=3')
+    rc, err = _run(
+        'train.py', CFG, '--work-dir', tmp_path, '--cfg-options', 'model.backbone.no_such_key=3'
+    )
     _one_line_error(rc, err, r"key 'model\.backbone\.no_such_key' does not exist")
 
 

@@ -1,4 +1,5 @@
 """Checkpoint safety under torch's weights-only unpickler (issue 2)."""
+
 import os
 import subprocess
 import sys
@@ -8,8 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from mmvideoeq.utils.checkpoint import (UnsafeCheckpointError, mmengine_checkpoint_safe_globals,
-                                        safe_load_checkpoint)
+from mmvideoeq.utils.checkpoint import (
+    UnsafeCheckpointError,
+    mmengine_checkpoint_safe_globals,
+    safe_load_checkpoint,
+)
 
 
 class _Payload:
@@ -24,13 +28,19 @@ class _Payload:
 
 def _mmengine_like_checkpoint():
     from mmengine.logging import MessageHub
+
     hub = MessageHub.get_instance('test_checkpoint_hub')
     hub.update_scalar('train/loss', np.float64(0.5))
     hub.update_scalar('train/loss', 0.25)
     hub.update_info('iter', 3)
     return dict(
-        meta=dict(epoch=1, iter=3, seed=np.int64(7), lr=np.float32(0.01),
-                  dataset_meta=dict(classes=('a', 'b'), palette=[(0, 0, 0)])),
+        meta=dict(
+            epoch=1,
+            iter=3,
+            seed=np.int64(7),
+            lr=np.float32(0.01),
+            dataset_meta=dict(classes=('a', 'b'), palette=[(0, 0, 0)]),
+        ),
         state_dict=dict(w=torch.arange(4.0)),
         message_hub=hub.state_dict(),
         arr=np.arange(6, dtype=np.int64).reshape(2, 3),
@@ -74,8 +84,10 @@ def test_arbitrary_callable_is_refused(tmp_path):
 
 
 def test_allow_list_is_specific():
-    names = {t[1] if isinstance(t, tuple) else f'{t.__module__}.{t.__qualname__}'
-             for t in mmengine_checkpoint_safe_globals()}
+    names = {
+        t[1] if isinstance(t, tuple) else f'{t.__module__}.{t.__qualname__}'
+        for t in mmengine_checkpoint_safe_globals()
+    }
     assert 'mmengine.logging.history_buffer.HistoryBuffer' in names
     assert not any(n.startswith(('os.', 'posix.', 'subprocess.')) for n in names)
     # the only builtin is getattr, bound to a function restricted to HistoryBuffer methods
@@ -91,8 +103,10 @@ def test_getattr_is_restricted_to_history_buffer_statistics():
     from mmengine.logging.history_buffer import HistoryBuffer
 
     from mmvideoeq.utils.checkpoint import _history_buffer_method
+
     assert _history_buffer_method(HistoryBuffer, 'mean') is HistoryBuffer.mean
     import pickle
+
     with pytest.raises(pickle.UnpicklingError, match='not a HistoryBuffer statistics'):
         _history_buffer_method(os, 'system')
     with pytest.raises(pickle.UnpicklingError, match='not a HistoryBuffer statistics'):

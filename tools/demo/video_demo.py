@@ -8,6 +8,7 @@ Each frame is solved with ``--iters`` iterations started from the previous frame
 (``StreamingInferencer``); boxes (detectors) or a class overlay (segmentors) are drawn together
 with the frame's latency and solver iterations.
 """
+
 import argparse
 import os.path as osp
 import sys
@@ -46,20 +47,28 @@ def draw(frame: np.ndarray, pred, classes, score_thr: float, text: str) -> np.nd
     if 'pred_instances' in pred:
         inst = pred.pred_instances
         keep = inst.scores >= score_thr
-        for box, label, score in zip(inst.bboxes[keep].tolist(), inst.labels[keep].tolist(),
-                                     inst.scores[keep].tolist()):
+        for box, label, score in zip(
+            inst.bboxes[keep].tolist(), inst.labels[keep].tolist(), inst.scores[keep].tolist()
+        ):
             x1, y1, x2, y2 = (int(round(v)) for v in box)
             c = tuple(int(v) for v in colors[label % len(colors)])
             cv2.rectangle(out, (x1, y1), (x2, y2), c, 2)
             name = classes[label] if label < len(classes) else str(label)
-            cv2.putText(out, f'{name} {score:.2f}', (x1, max(y1 - 3, 10)),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, c, 1, cv2.LINE_AA)
+            cv2.putText(
+                out,
+                f'{name} {score:.2f}',
+                (x1, max(y1 - 3, 10)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.4,
+                c,
+                1,
+                cv2.LINE_AA,
+            )
     elif 'pred_sem_seg' in pred:
         seg = pred.pred_sem_seg.data[0].cpu().numpy()
         overlay = colors[seg % len(colors)]
         out = cv2.addWeighted(out, 0.5, overlay, 0.5, 0)
-    cv2.putText(out, text, (5, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
-                cv2.LINE_AA)
+    cv2.putText(out, text, (5, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     return out
 
 
@@ -73,10 +82,12 @@ def main():
     if not cap.isOpened():
         raise CLIError(f'cannot read video {args.video!r} (unsupported codec or not a video)')
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    infer = StreamingInferencer(args.config, args.checkpoint, device=args.device,
-                                iters=args.iters)
-    classes = list(infer.model.dataset_meta['classes']) if getattr(
-        infer.model, 'dataset_meta', None) else []
+    infer = StreamingInferencer(args.config, args.checkpoint, device=args.device, iters=args.iters)
+    classes = (
+        list(infer.model.dataset_meta['classes'])
+        if getattr(infer.model, 'dataset_meta', None)
+        else []
+    )
     if not classes:
         classes = list(infer.cfg.get('metainfo', {}).get('classes', []))
     writer = None
@@ -100,8 +111,10 @@ def main():
     if writer is None:
         raise CLIError(f'no frame could be read from {args.video!r}')
     writer.release()
-    print(f'wrote {n} frames to {args.out}; latency per frame: mean {np.mean(lat):.1f} ms, '
-          f'first {lat[0]:.1f} ms, median {np.median(lat):.1f} ms')
+    print(
+        f'wrote {n} frames to {args.out}; latency per frame: mean {np.mean(lat):.1f} ms, '
+        f'first {lat[0]:.1f} ms, median {np.median(lat):.1f} ms'
+    )
 
 
 if __name__ == '__main__':

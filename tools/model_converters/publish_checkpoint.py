@@ -6,6 +6,7 @@ Example:
 The published file holds tensors, strings and numbers only, so it loads with torch's
 ``weights_only`` unpickler without any allow-list, and is a few MB for the bundled models.
 """
+
 import argparse
 import hashlib
 import os.path as osp
@@ -25,9 +26,15 @@ def main(argv=None):
     args = p.parse_args(argv)
     ckpt = safe_load_checkpoint(args.src)
     meta = ckpt.get('meta', {})
-    out = dict(state_dict={k: v.detach().clone() for k, v in ckpt['state_dict'].items()},
-               meta=dict(dataset_meta=meta.get('dataset_meta'), epoch=meta.get('epoch'),
-                         iter=meta.get('iter'), source=osp.basename(args.src)))
+    out = dict(
+        state_dict={k: v.detach().clone() for k, v in ckpt['state_dict'].items()},
+        meta=dict(
+            dataset_meta=meta.get('dataset_meta'),
+            epoch=meta.get('epoch'),
+            iter=meta.get('iter'),
+            source=osp.basename(args.src),
+        ),
+    )
     torch.save(out, args.dst)
     sha = hashlib.sha256(open(args.dst, 'rb').read()).hexdigest()[:8]
     print(f'saved {args.dst} ({osp.getsize(args.dst) / 1e6:.2f} MB, sha256 {sha})')

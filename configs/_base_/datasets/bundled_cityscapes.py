@@ -22,13 +22,18 @@ train_dataloader = dict(
     num_workers=0,
     persistent_workers=False,
     sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(data_root=data_root,
-                 data_prefix=dict(img_path='leftImg8bit_sequence/train',
-                                  seg_map_path='gtFine_sequence/train'),
-                 pipeline=train_pipeline))
+    dataset=dict(
+        data_root=data_root,
+        data_prefix=dict(
+            img_path='leftImg8bit_sequence/train', seg_map_path='gtFine_sequence/train'
+        ),
+        pipeline=train_pipeline,
+    ),
+)
 val_dataloader = dict(
     num_workers=0,
     persistent_workers=False,
     # clips of 1..20 frames ending on each annotated frame: the by-frame-offset curve (Fig. 4.2)
-    dataset=dict(data_root=data_root, clip_length=[1, 2, 5, 10, 20], pipeline=test_pipeline))
+    dataset=dict(data_root=data_root, clip_length=[1, 2, 5, 10, 20], pipeline=test_pipeline),
+)
 test_dataloader = val_dataloader

@@ -31,11 +31,14 @@ train_dataloader = dict(
         data_prefix=dict(img_path='Data/VID'),
         train_frame_sampling='all',
         filter_cfg=dict(filter_empty_gt=True, min_size=4),
-        pipeline=train_pipeline))
+        pipeline=train_pipeline,
+    ),
+)
 val_dataloader = dict(
     num_workers=0,
     persistent_workers=False,
-    dataset=dict(data_root=data_root, pipeline=test_pipeline))
+    dataset=dict(data_root=data_root, pipeline=test_pipeline),
+)
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/imagenet_vid_val.json')
 test_evaluator = val_evaluator

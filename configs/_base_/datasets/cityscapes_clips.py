@@ -3,9 +3,22 @@
 # classes. Training uses mmseg's own CityscapesDataset. See docs/cityscapes_clips.md.
 data_root = 'data/cityscapes/'
 crop_size = (512, 1024)
-seg_meta_keys = ('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape',
-                 'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label', 'video_id',
-                 'frame_id', 'video_length', 'is_annotated', 'is_init_frame')
+seg_meta_keys = (
+    'img_path',
+    'seg_map_path',
+    'ori_shape',
+    'img_shape',
+    'pad_shape',
+    'scale_factor',
+    'flip',
+    'flip_direction',
+    'reduce_zero_label',
+    'video_id',
+    'frame_id',
+    'video_length',
+    'is_annotated',
+    'is_init_frame',
+)
 train_pipeline = [
     dict(type='mmseg.LoadImageFromFile'),
     dict(type='mmseg.LoadAnnotations'),
@@ -26,9 +39,13 @@ train_dataloader = dict(
     num_workers=2,
     persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(type='mmseg.CityscapesDataset', data_root=data_root,
-                 data_prefix=dict(img_path='leftImg8bit/train', seg_map_path='gtFine/train'),
-                 pipeline=train_pipeline))
+    dataset=dict(
+        type='mmseg.CityscapesDataset',
+        data_root=data_root,
+        data_prefix=dict(img_path='leftImg8bit/train', seg_map_path='gtFine/train'),
+        pipeline=train_pipeline,
+    ),
+)
 val_dataloader = dict(
     batch_size=1,
     num_workers=2,
@@ -41,7 +58,9 @@ val_dataloader = dict(
         label_type='trainIds',
         data_prefix=dict(img_path='leftImg8bit_sequence/val', seg_map_path='gtFine/val'),
         pipeline=test_pipeline,
-        test_mode=True))
+        test_mode=True,
+    ),
+)
 test_dataloader = val_dataloader
 val_evaluator = dict(type='StreamingIoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator

@@ -4,14 +4,51 @@
 dataset_type = 'ImagenetVIDDataset'
 data_root = 'data/ILSVRC/'
 classes = (
-    'airplane', 'antelope', 'bear', 'bicycle', 'bird', 'bus', 'car', 'cattle', 'dog',
-    'domestic_cat', 'elephant', 'fox', 'giant_panda', 'hamster', 'horse', 'lion', 'lizard',
-    'monkey', 'motorcycle', 'rabbit', 'red_panda', 'sheep', 'snake', 'squirrel', 'tiger', 'train',
-    'turtle', 'watercraft', 'whale', 'zebra')
+    'airplane',
+    'antelope',
+    'bear',
+    'bicycle',
+    'bird',
+    'bus',
+    'car',
+    'cattle',
+    'dog',
+    'domestic_cat',
+    'elephant',
+    'fox',
+    'giant_panda',
+    'hamster',
+    'horse',
+    'lion',
+    'lizard',
+    'monkey',
+    'motorcycle',
+    'rabbit',
+    'red_panda',
+    'sheep',
+    'snake',
+    'squirrel',
+    'tiger',
+    'train',
+    'turtle',
+    'watercraft',
+    'whale',
+    'zebra',
+)
 metainfo = dict(classes=classes)
 backend_args = None
-video_meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
-                   'flip_direction', 'video_id', 'frame_id', 'video_length')
+video_meta_keys = (
+    'img_id',
+    'img_path',
+    'ori_shape',
+    'img_shape',
+    'scale_factor',
+    'flip',
+    'flip_direction',
+    'video_id',
+    'frame_id',
+    'video_length',
+)
 train_pipeline = [
     dict(type='mmdet.LoadImageFromFile', backend_args=backend_args),
     dict(type='mmdet.LoadAnnotations', with_bbox=True),
@@ -34,24 +71,46 @@ train_dataloader = dict(
     dataset=dict(
         type='ConcatDataset',
         datasets=[
-            dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
-                 ann_file='annotations/imagenet_vid_train.json',
-                 data_prefix=dict(img_path='Data/VID'), train_frame_sampling='flag',
-                 filter_cfg=dict(filter_empty_gt=True, min_size=16), pipeline=train_pipeline),
-            dict(type=dataset_type, data_root=data_root, metainfo=metainfo, ann_format='coco',
-                 ann_file='annotations/imagenet_det_30plus1cls.json',
-                 data_prefix=dict(img_path='Data/DET'), train_frame_sampling='flag',
-                 filter_cfg=dict(filter_empty_gt=True, min_size=16), pipeline=train_pipeline),
-        ]))
+            dict(
+                type=dataset_type,
+                data_root=data_root,
+                metainfo=metainfo,
+                ann_file='annotations/imagenet_vid_train.json',
+                data_prefix=dict(img_path='Data/VID'),
+                train_frame_sampling='flag',
+                filter_cfg=dict(filter_empty_gt=True, min_size=16),
+                pipeline=train_pipeline,
+            ),
+            dict(
+                type=dataset_type,
+                data_root=data_root,
+                metainfo=metainfo,
+                ann_format='coco',
+                ann_file='annotations/imagenet_det_30plus1cls.json',
+                data_prefix=dict(img_path='Data/DET'),
+                train_frame_sampling='flag',
+                filter_cfg=dict(filter_empty_gt=True, min_size=16),
+                pipeline=train_pipeline,
+            ),
+        ],
+    ),
+)
 val_dataloader = dict(
     batch_size=1,
     num_workers=2,
     persistent_workers=True,
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
-                 ann_file='annotations/imagenet_vid_val.json',
-                 data_prefix=dict(img_path='Data/VID'), test_mode=True, pipeline=test_pipeline))
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file='annotations/imagenet_vid_val.json',
+        data_prefix=dict(img_path='Data/VID'),
+        test_mode=True,
+        pipeline=test_pipeline,
+    ),
+)
 test_dataloader = val_dataloader
 val_evaluator = dict(type='VIDMetric', ann_file=data_root + 'annotations/imagenet_vid_val.json')
 test_evaluator = val_evaluator

@@ -14,13 +14,21 @@ model = dict(
         bgr_to_rgb=True,
         pad_val=0,
         seg_pad_val=255,
-        size_divisor=32),
+        size_divisor=32,
+    ),
     backbone=dict(
         type='MDEQ',
         arch='xl',
         task='seg',
-        deq_cfg=dict(solver='broyden', train_mode='implicit', grad='implicit',
-                     train_max_iter=26, test_max_iter=27, tol=None)),
+        deq_cfg=dict(
+            solver='broyden',
+            train_mode='implicit',
+            grad='implicit',
+            train_max_iter=26,
+            test_max_iter=27,
+            tol=None,
+        ),
+    ),
     decode_head=dict(
         type='mmseg.FCNHead',
         in_channels=mdeq_channels,
@@ -34,6 +42,8 @@ model = dict(
         num_classes=19,
         norm_cfg=norm_cfg,
         align_corners=False,
-        loss_decode=dict(type='mmseg.CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
+        loss_decode=dict(type='mmseg.CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
+    ),
     train_cfg=dict(),
-    test_cfg=dict(mode='whole'))
+    test_cfg=dict(mode='whole'),
+)

@@ -1,4 +1,5 @@
 """A batch sampler whose batches hold frames of *different* videos, for streaming inference."""
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -33,8 +34,10 @@ class VideoInterleavedBatchSampler(BatchSampler):
             raise ValueError('drop_last=True would skip frames; streaming evaluates every frame')
         dataset = getattr(sampler, 'dataset', None)
         if dataset is None:
-            raise TypeError('VideoInterleavedBatchSampler needs a sampler with a .dataset '
-                            '(e.g. DefaultSampler)')
+            raise TypeError(
+                'VideoInterleavedBatchSampler needs a sampler with a .dataset '
+                '(e.g. DefaultSampler)'
+            )
         self.sampler = sampler
         self.batch_size = batch_size
         self.drop_last = False
@@ -42,8 +45,10 @@ class VideoInterleavedBatchSampler(BatchSampler):
         for i in range(len(dataset)):
             info = dataset.get_data_info(i)
             if info.get('video_id') is None or info.get('frame_id') is None:
-                raise ValueError(f'data_info {i} has no video_id/frame_id: '
-                                 'VideoInterleavedBatchSampler needs a video dataset')
+                raise ValueError(
+                    f'data_info {i} has no video_id/frame_id: '
+                    'VideoInterleavedBatchSampler needs a video dataset'
+                )
             videos.setdefault(info['video_id'], []).append((info['frame_id'], i))
         self.videos = [[i for _, i in sorted(frames)] for frames in videos.values()]
         self._len = sum(1 for _ in self._batches())

@@ -19,34 +19,54 @@ Cityscapes classes and instances, and depth (Cityscapes disparity, KITTI depth P
 
 Plain numpy / OpenCV / Pillow: nothing here imports an OpenMMLab package.
 """
+
 from .benchmark import (
-                        FORMAT_DIRS,
-                        FORMATS,
-                        META_FILE,
-                        PRESETS,
-                        BenchmarkPreset,
-                        CityscapesPreset,
-                        KittiPreset,
-                        VidPreset,
-                        generate_benchmark,
-                        get_preset,
-                        render_benchmark_video,
+    FORMAT_DIRS,
+    FORMATS,
+    META_FILE,
+    PRESETS,
+    BenchmarkPreset,
+    CityscapesPreset,
+    KittiPreset,
+    VidPreset,
+    generate_benchmark,
+    get_preset,
+    render_benchmark_video,
 )
 from .classes import (
-                        CITYSCAPES_LABELS,
-                        CLASSES,
-                        TO_CITYSCAPES,
-                        TO_VID,
-                        VID_CATEGORY_IDS,
-                        VID_CLASSES,
+    CITYSCAPES_LABELS,
+    CLASSES,
+    TO_CITYSCAPES,
+    TO_VID,
+    VID_CATEGORY_IDS,
+    VID_CLASSES,
 )
 from .scene import RenderedVideo, SceneStyle, render_video, sample_video
 from .sources import SOURCES
 from .writers import visible_boxes
 
 __all__ = [
-    'generate_benchmark', 'render_benchmark_video', 'get_preset', 'PRESETS', 'BenchmarkPreset',
-    'VidPreset', 'CityscapesPreset', 'KittiPreset', 'FORMATS', 'FORMAT_DIRS', 'META_FILE',
-    'CLASSES', 'VID_CLASSES', 'VID_CATEGORY_IDS', 'CITYSCAPES_LABELS', 'TO_VID', 'TO_CITYSCAPES',
-    'RenderedVideo', 'SceneStyle', 'render_video', 'sample_video', 'SOURCES', 'visible_boxes'
+    'generate_benchmark',
+    'render_benchmark_video',
+    'get_preset',
+    'PRESETS',
+    'BenchmarkPreset',
+    'VidPreset',
+    'CityscapesPreset',
+    'KittiPreset',
+    'FORMATS',
+    'FORMAT_DIRS',
+    'META_FILE',
+    'CLASSES',
+    'VID_CLASSES',
+    'VID_CATEGORY_IDS',
+    'CITYSCAPES_LABELS',
+    'TO_VID',
+    'TO_CITYSCAPES',
+    'RenderedVideo',
+    'SceneStyle',
+    'render_video',
+    'sample_video',
+    'SOURCES',
+    'visible_boxes',
 ]

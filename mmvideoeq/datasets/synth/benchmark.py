@@ -5,6 +5,7 @@ video does not depend on which other videos or formats are generated, and
 :func:`render_benchmark_video` re-renders any one of them (with its per-pixel ground truth) without
 writing anything.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,9 +23,18 @@ from .sources import SOURCES
 from .writers import CityscapesWriter, KittiWriter, VidWriter
 
 __all__ = [
-    'VidPreset', 'CityscapesPreset', 'KittiPreset', 'BenchmarkPreset', 'PRESETS', 'FORMATS',
-    'FORMAT_DIRS', 'META_FILE', 'KITTI_DRIVING', 'generate_benchmark', 'render_benchmark_video',
-    'get_preset'
+    'VidPreset',
+    'CityscapesPreset',
+    'KittiPreset',
+    'BenchmarkPreset',
+    'PRESETS',
+    'FORMATS',
+    'FORMAT_DIRS',
+    'META_FILE',
+    'KITTI_DRIVING',
+    'generate_benchmark',
+    'render_benchmark_video',
+    'get_preset',
 ]
 
 #: Output formats and the folder each is written to under ``out_dir``.
@@ -37,8 +47,9 @@ _FORMAT_KEYS = {'vid': 1, 'cityscapes': 2, 'kitti': 3}
 _SPLIT_KEYS = {'train': 0, 'val': 1}
 
 #: Driving scenes with one camera for every drive (KITTI keeps one calibration per date).
-KITTI_DRIVING = dataclasses.replace(DRIVING, name='driving_kitti', horizon=(0.46, 0.46),
-                                    cam_height=(1.65, 1.65))
+KITTI_DRIVING = dataclasses.replace(
+    DRIVING, name='driving_kitti', horizon=(0.46, 0.46), cam_height=(1.65, 1.65)
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,7 @@ class VidPreset:
         min_box_area (int): Objects with fewer visible pixels get no box.
         train_frames_per_video (int): Frames per training video flagged ``is_vid_train_frame``.
     """
+
     size: Tuple[int, int]
     train_videos: int
     val_videos: int
@@ -79,6 +91,7 @@ class CityscapesPreset:
         dense_labels (bool): Write ``gtFine_sequence`` labels for every frame.
         disparity (bool): Write disparity and camera files.
     """
+
     size: Tuple[int, int]
     train_snippets: int
     val_snippets: int
@@ -98,6 +111,7 @@ class KittiPreset:
         val_drives (int): Drives in ``val``.
         frames (int): Frames per drive.
     """
+
     size: Tuple[int, int]
     train_drives: int
     val_drives: int
@@ -107,6 +121,7 @@ class KittiPreset:
 @dataclass(frozen=True)
 class BenchmarkPreset:
     """Sizes of every part of the benchmark."""
+
     name: str
     vid: VidPreset
     cityscapes: CityscapesPreset
@@ -117,17 +132,31 @@ PRESETS: Dict[str, BenchmarkPreset] = {
     # CPU: a tiny model trains and streams through it in minutes on 2 cores
     'small': BenchmarkPreset(
         'small',
-        vid=VidPreset(size=(96, 160), train_videos=8, val_videos=4, frames=20, cuts_per_video=1,
-                      min_box_area=24),
+        vid=VidPreset(
+            size=(96, 160),
+            train_videos=8,
+            val_videos=4,
+            frames=20,
+            cuts_per_video=1,
+            min_box_area=24,
+        ),
         cityscapes=CityscapesPreset(size=(64, 128), train_snippets=4, val_snippets=2),
-        kitti=KittiPreset(size=(64, 208), train_drives=2, val_drives=1, frames=30)),
+        kitti=KittiPreset(size=(64, 208), train_drives=2, val_drives=1, frames=30),
+    ),
     # GPU runs
     'large': BenchmarkPreset(
         'large',
-        vid=VidPreset(size=(288, 512), train_videos=32, val_videos=8, frames=60,
-                      cuts_per_video=2, min_box_area=100),
+        vid=VidPreset(
+            size=(288, 512),
+            train_videos=32,
+            val_videos=8,
+            frames=60,
+            cuts_per_video=2,
+            min_box_area=100,
+        ),
         cityscapes=CityscapesPreset(size=(256, 512), train_snippets=24, val_snippets=8),
-        kitti=KittiPreset(size=(192, 640), train_drives=8, val_drives=2, frames=60)),
+        kitti=KittiPreset(size=(192, 640), train_drives=8, val_drives=2, frames=60),
+    ),
 }
 
 
@@ -156,39 +185,53 @@ def _check_seed(seed: int) -> int:
     return int(seed)
 
 
-def _video_plan(fmt: str, preset: BenchmarkPreset) -> Tuple[SceneStyle, Tuple[int, int], int,
-                                                              Dict[str, int], int]:
+def _video_plan(
+    fmt: str, preset: BenchmarkPreset
+) -> Tuple[SceneStyle, Tuple[int, int], int, Dict[str, int], int]:
     """Style, size, frames, videos per split and cuts per cut video of a format."""
     if fmt == 'vid':
         p = preset.vid
-        return HANDHELD, p.size, p.frames, dict(train=p.train_videos,
-                                                val=p.val_videos), p.cuts_per_video
+        return (
+            HANDHELD,
+            p.size,
+            p.frames,
+            dict(train=p.train_videos, val=p.val_videos),
+            p.cuts_per_video,
+        )
     if fmt == 'cityscapes':
         c = preset.cityscapes
         return DRIVING, c.size, c.frames, dict(train=c.train_snippets, val=c.val_snippets), 0
     if fmt == 'kitti':
         k = preset.kitti
-        return KITTI_DRIVING, k.size, k.frames, dict(train=k.train_drives,
-                                                     val=k.val_drives), 0
+        return KITTI_DRIVING, k.size, k.frames, dict(train=k.train_drives, val=k.val_drives), 0
     raise ValueError(f'unknown format {fmt!r}; choose from {FORMATS}')
 
 
-def _shot_changes(rng: np.random.Generator, num_frames: int, count: int,
-                  min_gap: int = 5) -> List[int]:
+def _shot_changes(
+    rng: np.random.Generator, num_frames: int, count: int, min_gap: int = 5
+) -> List[int]:
     """``count`` cut frames, at least ``min_gap`` frames from each other and from both ends."""
     cuts: List[int] = []
     for _ in range(count):
-        free = [t for t in range(min_gap, num_frames - min_gap + 1)
-                if all(abs(t - c) >= min_gap for c in cuts)]
+        free = [
+            t
+            for t in range(min_gap, num_frames - min_gap + 1)
+            if all(abs(t - c) >= min_gap for c in cuts)
+        ]
         if not free:
             break
         cuts.append(int(free[int(rng.integers(len(free)))]))
     return sorted(cuts)
 
 
-def render_benchmark_video(fmt: str, split: str, index: int, *,
-                           preset: Union[str, BenchmarkPreset] = 'small',
-                           seed: int = 0) -> RenderedVideo:
+def render_benchmark_video(
+    fmt: str,
+    split: str,
+    index: int,
+    *,
+    preset: Union[str, BenchmarkPreset] = 'small',
+    seed: int = 0,
+) -> RenderedVideo:
     """Render one video of the benchmark with its dense ground truth, writing nothing.
 
     Args:
@@ -210,8 +253,10 @@ def render_benchmark_video(fmt: str, split: str, index: int, *,
     if split not in SPLITS:
         raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
     if not 0 <= index < counts[split]:
-        raise ValueError(f'{fmt} {split} has {counts[split]} videos in preset {preset.name!r}; '
-                         f'index {index} is out of range')
+        raise ValueError(
+            f'{fmt} {split} has {counts[split]} videos in preset {preset.name!r}; '
+            f'index {index} is out of range'
+        )
     rng = np.random.default_rng([seed, _FORMAT_KEYS[fmt], _SPLIT_KEYS[split], index])
     changes = _shot_changes(rng, frames, cuts if index % 2 == 1 else 0)
     return render_video(sample_video(rng, style, size, frames, changes))
@@ -225,13 +270,17 @@ def _prepare_out_dir(out_dir: Path, formats: Sequence[str], overwrite: bool) -> 
     if not existing:
         return
     if not overwrite:
-        raise ValueError(f'{", ".join(str(p) for p in existing)} already exist(s); pass '
-                         'overwrite=True (--overwrite) to replace a benchmark written before, or '
-                         'choose another out_dir')
+        raise ValueError(
+            f'{", ".join(str(p) for p in existing)} already exist(s); pass '
+            'overwrite=True (--overwrite) to replace a benchmark written before, or '
+            'choose another out_dir'
+        )
     if not (out_dir / META_FILE).is_file():
-        raise ValueError(f'{", ".join(str(p) for p in existing)} exist(s) but {out_dir} holds no '
-                         f'{META_FILE}: not written by this generator, so it is not deleted; '
-                         'choose another out_dir')
+        raise ValueError(
+            f'{", ".join(str(p) for p in existing)} exist(s) but {out_dir} holds no '
+            f'{META_FILE}: not written by this generator, so it is not deleted; '
+            'choose another out_dir'
+        )
     for path in targets:
         if path.is_dir():
             shutil.rmtree(path)
@@ -239,10 +288,14 @@ def _prepare_out_dir(out_dir: Path, formats: Sequence[str], overwrite: bool) -> 
             path.unlink()
 
 
-def generate_benchmark(out_dir: Union[str, Path], *,
-                       preset: Union[str, BenchmarkPreset] = 'small', seed: int = 0,
-                       formats: Sequence[str] = ('vid', 'cityscapes'),
-                       overwrite: bool = False) -> dict:
+def generate_benchmark(
+    out_dir: Union[str, Path],
+    *,
+    preset: Union[str, BenchmarkPreset] = 'small',
+    seed: int = 0,
+    formats: Sequence[str] = ('vid', 'cityscapes'),
+    overwrite: bool = False,
+) -> dict:
     """Render the bundled benchmark and write it in the real datasets' formats.
 
     Writes, under ``out_dir``: ``ILSVRC/`` (ImageNet-VID, ``'vid'``), ``cityscapes/``
@@ -267,26 +320,36 @@ def generate_benchmark(out_dir: Union[str, Path], *,
     preset = get_preset(preset)
     seed = _check_seed(seed)
     if isinstance(formats, str):
-        formats = (formats, )
+        formats = (formats,)
     formats = tuple(formats)
     unknown = [f for f in formats if f not in FORMAT_DIRS]
     if not formats or unknown or len(set(formats)) != len(formats):
-        raise ValueError(f'formats must be a non-empty list of distinct formats from {FORMATS}, '
-                         f'got {list(formats)}')
+        raise ValueError(
+            f'formats must be a non-empty list of distinct formats from {FORMATS}, '
+            f'got {list(formats)}'
+        )
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, formats, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     meta: dict = dict(
-        generator='mmvideoeq.datasets.synth', version=1, preset=dataclasses.asdict(preset),
-        seed=seed, formats=list(formats),
+        generator='mmvideoeq.datasets.synth',
+        version=1,
+        preset=dataclasses.asdict(preset),
+        seed=seed,
+        formats=list(formats),
         sources={k: dataclasses.asdict(s) for k, s in SOURCES.items()},
         classes=dict(
-            vid={k: dict(name=v, category_id=VID_CATEGORY_IDS[v]) if v else None
-                 for k, v in TO_VID.items()},
-            cityscapes={k: dict(name=v, id=CITYSCAPES_LABELS[v].id,
-                                trainId=CITYSCAPES_LABELS[v].train_id)
-                        for k, v in TO_CITYSCAPES.items()}))
+            vid={
+                k: dict(name=v, category_id=VID_CATEGORY_IDS[v]) if v else None
+                for k, v in TO_VID.items()
+            },
+            cityscapes={
+                k: dict(name=v, id=CITYSCAPES_LABELS[v].id, trainId=CITYSCAPES_LABELS[v].train_id)
+                for k, v in TO_CITYSCAPES.items()
+            },
+        ),
+    )
     for fmt in formats:
         _, size, _, counts, _ = _video_plan(fmt, preset)
         part: dict = dict(root=FORMAT_DIRS[fmt], size=list(size))
@@ -296,14 +359,21 @@ def generate_benchmark(out_dir: Union[str, Path], *,
         for split in SPLITS:
             entries = []
             if fmt == 'vid':
-                writer = VidWriter(root, split, jpeg_quality=preset.vid.jpeg_quality,
-                                   min_box_area=preset.vid.min_box_area,
-                                   train_frames_per_video=preset.vid.train_frames_per_video)
+                writer = VidWriter(
+                    root,
+                    split,
+                    jpeg_quality=preset.vid.jpeg_quality,
+                    min_box_area=preset.vid.min_box_area,
+                    train_frames_per_video=preset.vid.train_frames_per_video,
+                )
             elif fmt == 'cityscapes':
-                writer = CityscapesWriter(root, split,
-                                          annotated_index=preset.cityscapes.annotated_index,
-                                          dense_labels=preset.cityscapes.dense_labels,
-                                          disparity=preset.cityscapes.disparity)
+                writer = CityscapesWriter(
+                    root,
+                    split,
+                    annotated_index=preset.cityscapes.annotated_index,
+                    dense_labels=preset.cityscapes.dense_labels,
+                    disparity=preset.cityscapes.disparity,
+                )
             else:
                 writer = KittiWriter(root, split)
             for index in range(counts[split]):

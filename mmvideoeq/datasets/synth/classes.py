@@ -12,20 +12,42 @@ for the moving objects. The writers translate them:
   cityscapesscripts). Animals are ``dynamic`` (id 5, ignored in evaluation), as in the Cityscapes
   annotation guidelines (so is the airplane, which never appears in driving scenes).
 """
+
 from __future__ import annotations
 
 from typing import Dict, NamedTuple, Optional, Tuple
 
 __all__ = [
-    'CLASSES', 'CLASS_IDS', 'STUFF_CLASSES', 'THING_CLASSES', 'VID_CLASSES', 'VID_WNIDS',
-    'VID_CATEGORY_IDS', 'CityscapesLabel', 'CITYSCAPES_LABELS', 'TO_CITYSCAPES', 'TO_VID',
-    'vid_categories'
+    'CLASSES',
+    'CLASS_IDS',
+    'STUFF_CLASSES',
+    'THING_CLASSES',
+    'VID_CLASSES',
+    'VID_WNIDS',
+    'VID_CATEGORY_IDS',
+    'CityscapesLabel',
+    'CITYSCAPES_LABELS',
+    'TO_CITYSCAPES',
+    'TO_VID',
+    'vid_categories',
 ]
 
 #: Internal class names; the index is the value of the semantic maps the renderer returns.
 #: 0 is never rendered (every pixel is background or an object).
-CLASSES: Tuple[str, ...] = ('unlabeled', 'road', 'sidewalk', 'terrain', 'building', 'vegetation',
-                            'sky', 'person', 'horse', 'domestic_cat', 'airplane', 'zebra')
+CLASSES: Tuple[str, ...] = (
+    'unlabeled',
+    'road',
+    'sidewalk',
+    'terrain',
+    'building',
+    'vegetation',
+    'sky',
+    'person',
+    'horse',
+    'domestic_cat',
+    'airplane',
+    'zebra',
+)
 CLASS_IDS: Dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
 STUFF_CLASSES: Tuple[str, ...] = ('road', 'sidewalk', 'terrain', 'building', 'vegetation', 'sky')
 THING_CLASSES: Tuple[str, ...] = ('person', 'horse', 'domestic_cat', 'airplane', 'zebra')
@@ -33,16 +55,69 @@ THING_CLASSES: Tuple[str, ...] = ('person', 'horse', 'domestic_cat', 'airplane',
 #: The 30 ImageNet VID classes in the order of mmtracking's ``imagenet2coco_vid.py`` (category id
 #: = index + 1) and their WordNet ids (``encode_name``).
 VID_CLASSES: Tuple[str, ...] = (
-    'airplane', 'antelope', 'bear', 'bicycle', 'bird', 'bus', 'car', 'cattle', 'dog',
-    'domestic_cat', 'elephant', 'fox', 'giant_panda', 'hamster', 'horse', 'lion', 'lizard',
-    'monkey', 'motorcycle', 'rabbit', 'red_panda', 'sheep', 'snake', 'squirrel', 'tiger', 'train',
-    'turtle', 'watercraft', 'whale', 'zebra')
+    'airplane',
+    'antelope',
+    'bear',
+    'bicycle',
+    'bird',
+    'bus',
+    'car',
+    'cattle',
+    'dog',
+    'domestic_cat',
+    'elephant',
+    'fox',
+    'giant_panda',
+    'hamster',
+    'horse',
+    'lion',
+    'lizard',
+    'monkey',
+    'motorcycle',
+    'rabbit',
+    'red_panda',
+    'sheep',
+    'snake',
+    'squirrel',
+    'tiger',
+    'train',
+    'turtle',
+    'watercraft',
+    'whale',
+    'zebra',
+)
 VID_WNIDS: Tuple[str, ...] = (
-    'n02691156', 'n02419796', 'n02131653', 'n02834778', 'n01503061', 'n02924116', 'n02958343',
-    'n02402425', 'n02084071', 'n02121808', 'n02503517', 'n02118333', 'n02510455', 'n02342885',
-    'n02374451', 'n02129165', 'n01674464', 'n02484322', 'n03790512', 'n02324045', 'n02509815',
-    'n02411705', 'n01726692', 'n02355227', 'n02129604', 'n04468005', 'n01662784', 'n04530566',
-    'n02062744', 'n02391049')
+    'n02691156',
+    'n02419796',
+    'n02131653',
+    'n02834778',
+    'n01503061',
+    'n02924116',
+    'n02958343',
+    'n02402425',
+    'n02084071',
+    'n02121808',
+    'n02503517',
+    'n02118333',
+    'n02510455',
+    'n02342885',
+    'n02374451',
+    'n02129165',
+    'n01674464',
+    'n02484322',
+    'n03790512',
+    'n02324045',
+    'n02509815',
+    'n02411705',
+    'n01726692',
+    'n02355227',
+    'n02129604',
+    'n04468005',
+    'n01662784',
+    'n04530566',
+    'n02062744',
+    'n02391049',
+)
 VID_CATEGORY_IDS: Dict[str, int] = {name: i + 1 for i, name in enumerate(VID_CLASSES)}
 
 #: Internal thing class -> ImageNet-VID class name (None: not annotated in VID).
@@ -57,6 +132,7 @@ TO_VID: Dict[str, Optional[str]] = {
 
 class CityscapesLabel(NamedTuple):
     """One row of the Cityscapes label table (``cityscapesscripts.helpers.labels``)."""
+
     name: str
     id: int
     train_id: int

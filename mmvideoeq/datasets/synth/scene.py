@@ -25,6 +25,7 @@ id, as the same animal seen by another camera).
 Everything is drawn from one ``numpy.random.Generator``: the same generator state gives the same
 video bit for bit (on the same platform and library versions).
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,8 +46,19 @@ from .sources import (
 )
 
 __all__ = [
-    'ClassSpec', 'CLASS_SPECS', 'SceneStyle', 'HANDHELD', 'DRIVING', 'STYLES', 'Shot',
-    'ObjectIdentity', 'Placement', 'VideoSpec', 'RenderedVideo', 'sample_video', 'render_video'
+    'ClassSpec',
+    'CLASS_SPECS',
+    'SceneStyle',
+    'HANDHELD',
+    'DRIVING',
+    'STYLES',
+    'Shot',
+    'ObjectIdentity',
+    'Placement',
+    'VideoSpec',
+    'RenderedVideo',
+    'sample_video',
+    'render_video',
 ]
 
 Range = Tuple[float, float]
@@ -64,6 +76,7 @@ class ClassSpec:
         silhouette (str): ``'blob'`` (smooth random shape) or ``'horse'`` (the real silhouette).
         bob (float): Amplitude (m) of a vertical gait bounce.
     """
+
     height: Range
     depth: Range
     speed: Range
@@ -76,13 +89,16 @@ class ClassSpec:
 #: resolutions.
 CLASS_SPECS: Dict[str, ClassSpec] = {
     'person': ClassSpec(height=(1.6, 1.85), depth=(2.5, 9.0), speed=(0.03, 0.12), bob=0.03),
-    'horse': ClassSpec(height=(1.7, 2.0), depth=(3.5, 11.0), speed=(0.06, 0.25),
-                       silhouette='horse', bob=0.04),
+    'horse': ClassSpec(
+        height=(1.7, 2.0), depth=(3.5, 11.0), speed=(0.06, 0.25), silhouette='horse', bob=0.04
+    ),
     'domestic_cat': ClassSpec(height=(0.7, 0.9), depth=(1.8, 5.0), speed=(0.02, 0.08)),
-    'airplane': ClassSpec(height=(2.5, 3.5), depth=(4.5, 12.0), speed=(0.06, 0.22),
-                          elevation=(0.3, 2.0), bob=0.05),
-    'zebra': ClassSpec(height=(1.5, 1.8), depth=(3.5, 11.0), speed=(0.06, 0.25),
-                       silhouette='horse', bob=0.04),
+    'airplane': ClassSpec(
+        height=(2.5, 3.5), depth=(4.5, 12.0), speed=(0.06, 0.22), elevation=(0.3, 2.0), bob=0.05
+    ),
+    'zebra': ClassSpec(
+        height=(1.5, 1.8), depth=(3.5, 11.0), speed=(0.06, 0.25), silhouette='horse', bob=0.04
+    ),
 }
 
 
@@ -112,6 +128,7 @@ class SceneStyle:
         flicker (float): Relative amplitude of the slow exposure change.
         grounds (tuple[str, ...]): Ground classes a shot may have when not ``street``.
     """
+
     name: str
     classes: Tuple[str, ...]
     class_weights: Tuple[float, ...]
@@ -134,18 +151,44 @@ class SceneStyle:
 
 
 HANDHELD = SceneStyle(
-    name='handheld', classes=('airplane', 'domestic_cat', 'horse', 'zebra', 'person'),
-    class_weights=(0.22, 0.22, 0.2, 0.2, 0.16), objects=(1, 3),
-    backdrops=('china', 'rocket', 'flower', 'coffee'), street=False, cam_height=(0.7, 1.4),
-    horizon=(0.25, 0.5), focal=1.0, zoom=(0.9, 1.2), zoom_rate=0.012, pan_rate=0.012,
-    pan_wobble=0.04, tilt_wobble=0.015, forward=(0.0, 0.08), wall=(25.0, 50.0),
-    grounds=('road', 'terrain'))  # no brick sidewalk under brick-striped zebras
+    name='handheld',
+    classes=('airplane', 'domestic_cat', 'horse', 'zebra', 'person'),
+    class_weights=(0.22, 0.22, 0.2, 0.2, 0.16),
+    objects=(1, 3),
+    backdrops=('china', 'rocket', 'flower', 'coffee'),
+    street=False,
+    cam_height=(0.7, 1.4),
+    horizon=(0.25, 0.5),
+    focal=1.0,
+    zoom=(0.9, 1.2),
+    zoom_rate=0.012,
+    pan_rate=0.012,
+    pan_wobble=0.04,
+    tilt_wobble=0.015,
+    forward=(0.0, 0.08),
+    wall=(25.0, 50.0),
+    grounds=('road', 'terrain'),
+)  # no brick sidewalk under brick-striped zebras
 
 DRIVING = SceneStyle(
-    name='driving', classes=('person', 'horse', 'domestic_cat'), class_weights=(0.7, 0.15, 0.15),
-    objects=(3, 6), backdrops=('china', 'rocket', 'flower'), street=True, cam_height=(1.2, 1.5),
-    horizon=(0.42, 0.5), focal=1.1, zoom=(1.0, 1.0), zoom_rate=0.0, pan_rate=0.002,
-    pan_wobble=0.01, tilt_wobble=0.004, forward=(0.3, 0.6), wall=(70.0, 120.0), flicker=0.02)
+    name='driving',
+    classes=('person', 'horse', 'domestic_cat'),
+    class_weights=(0.7, 0.15, 0.15),
+    objects=(3, 6),
+    backdrops=('china', 'rocket', 'flower'),
+    street=True,
+    cam_height=(1.2, 1.5),
+    horizon=(0.42, 0.5),
+    focal=1.1,
+    zoom=(1.0, 1.0),
+    zoom_rate=0.0,
+    pan_rate=0.002,
+    pan_wobble=0.01,
+    tilt_wobble=0.004,
+    forward=(0.3, 0.6),
+    wall=(70.0, 120.0),
+    flicker=0.02,
+)
 
 STYLES: Dict[str, SceneStyle] = {s.name: s for s in (HANDHELD, DRIVING)}
 
@@ -162,6 +205,7 @@ class ObjectIdentity:
         sprite (list[np.ndarray]): Pyramid of premultiplied RGBA float32 textures ``(h, w, 4)``,
             finest first; alpha in ``[0, 1]``.
     """
+
     track_id: int
     cls: str
     height: float
@@ -176,6 +220,7 @@ class Placement:
     ``x(tau) = x + vx (tau - t_ref)``, ``z(tau) = z + vz (tau - t_ref)`` and the base at
     ``elevation + bob |sin(bob_freq tau + bob_phase)|`` metres above the ground.
     """
+
     identity: ObjectIdentity
     x: float
     z: float
@@ -203,6 +248,7 @@ class Shot:
     position ``cam_x = cx0 + vcx tau``, ``cam_z = vf tau``, exposure gain
     ``1 + ag sin(wg tau + phg)``.
     """
+
     start: int
     end: int
     backdrop: str
@@ -226,7 +272,8 @@ class Shot:
             z=c['z0'] * math.exp(c['vz'] * tau + c['az'] * math.sin(c['wz'] * tau + c['phz'])),
             cam_x=c['cx0'] + c['vcx'] * tau,
             cam_z=c['vf'] * tau,
-            gain=1.0 + c['ag'] * math.sin(c['wg'] * tau + c['phg']))
+            gain=1.0 + c['ag'] * math.sin(c['wg'] * tau + c['phg']),
+        )
 
 
 @dataclass
@@ -241,6 +288,7 @@ class VideoSpec:
         identities (list[ObjectIdentity]): All objects of the video (track ids 1..N).
         noise_seed (int): Seed of the sensor noise.
     """
+
     size: Tuple[int, int]
     num_frames: int
     style: SceneStyle
@@ -281,6 +329,7 @@ class RenderedVideo:
         shot_changes (list[int]): Frame ids where a new shot starts.
         shots (list[dict]): Per shot: ``start``, ``end``, ``backdrop``, ``ground`` classes.
     """
+
     frames: np.ndarray
     semantic: np.ndarray
     instance: np.ndarray
@@ -334,8 +383,9 @@ def _blob_alpha(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip((radius - rho) / soft + 0.5, 0, 1).astype(np.float32)
 
 
-def _make_identity(rng: np.random.Generator, track_id: int, cls: str,
-                   sprite_height: int) -> ObjectIdentity:
+def _make_identity(
+    rng: np.random.Generator, track_id: int, cls: str, sprite_height: int
+) -> ObjectIdentity:
     """Sample an object: texture crop (jittered), silhouette, colour, facing and size."""
     spec = CLASS_SPECS[cls]
     sources = SPRITE_SOURCES[cls]
@@ -362,8 +412,13 @@ def _make_identity(rng: np.random.Generator, track_id: int, cls: str,
         rgb, alpha = rgb[:, ::-1], alpha[:, ::-1]
     rgba = np.concatenate([rgb * alpha[..., None], alpha[..., None]], axis=2)
     height = float(rng.uniform(*spec.height))
-    return ObjectIdentity(track_id=track_id, cls=cls, height=height, width=height * ws / hs,
-                          sprite=_pyramid(np.ascontiguousarray(rgba, dtype=np.float32)))
+    return ObjectIdentity(
+        track_id=track_id,
+        cls=cls,
+        height=height,
+        width=height * ws / hs,
+        sprite=_pyramid(np.ascontiguousarray(rgba, dtype=np.float32)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,17 +431,23 @@ def _sample_camera(rng: np.random.Generator, style: SceneStyle, width: int) -> D
         p0=rng.uniform(-0.1, 0.1) * w,
         vp=rng.uniform(-1, 1) * style.pan_rate * w,
         ap=rng.uniform(0.3, 1.0) * style.pan_wobble * w,
-        wp=rng.uniform(0.08, 0.25), php=rng.uniform(0, 2 * np.pi),
+        wp=rng.uniform(0.08, 0.25),
+        php=rng.uniform(0, 2 * np.pi),
         aq=rng.uniform(0.3, 1.0) * style.tilt_wobble,  # times H, set by the caller
-        wq=rng.uniform(0.1, 0.35), phq=rng.uniform(0, 2 * np.pi),
+        wq=rng.uniform(0.1, 0.35),
+        phq=rng.uniform(0, 2 * np.pi),
         z0=rng.uniform(*style.zoom),
         vz=rng.uniform(-1, 1) * 0.6 * style.zoom_rate,
         az=rng.uniform(0.0, 1.0) * 2.0 * style.zoom_rate,
-        wz=rng.uniform(0.1, 0.3), phz=rng.uniform(0, 2 * np.pi),
-        cx0=0.0, vcx=0.0,
+        wz=rng.uniform(0.1, 0.3),
+        phz=rng.uniform(0, 2 * np.pi),
+        cx0=0.0,
+        vcx=0.0,
         vf=rng.uniform(*style.forward),
         ag=rng.uniform(0.3, 1.0) * style.flicker,
-        wg=rng.uniform(0.05, 0.2), phg=rng.uniform(0, 2 * np.pi))
+        wg=rng.uniform(0.05, 0.2),
+        phg=rng.uniform(0, 2 * np.pi),
+    )
 
 
 def _weighted_class(rng: np.random.Generator, style: SceneStyle) -> str:
@@ -394,8 +455,14 @@ def _weighted_class(rng: np.random.Generator, style: SceneStyle) -> str:
     return style.classes[int(rng.choice(len(style.classes), p=weights / weights.sum()))]
 
 
-def _place(rng: np.random.Generator, identity: ObjectIdentity, shot: Shot, style: SceneStyle,
-           size: Tuple[int, int], f0: float) -> Placement:
+def _place(
+    rng: np.random.Generator,
+    identity: ObjectIdentity,
+    shot: Shot,
+    style: SceneStyle,
+    size: Tuple[int, int],
+    f0: float,
+) -> Placement:
     """Choose where and how an object moves during a shot.
 
     Handheld: the object is inside the central 80 % of the view at a random time ``t_ref`` of the
@@ -444,8 +511,18 @@ def _place(rng: np.random.Generator, identity: ObjectIdentity, shot: Shot, style
             z_end = z_rel + vz * (t_end - t_ref)
             if not z_lo * 0.8 <= z_end <= z_hi * 1.2:
                 vz = 0.0
-        return Placement(identity, x=x, z=z_rel + cam['cam_z'], t_ref=t_ref, vx=speed, vz=vz,
-                         elevation=elevation, bob=spec.bob, bob_freq=bob_freq, bob_phase=bob_phase)
+        return Placement(
+            identity,
+            x=x,
+            z=z_rel + cam['cam_z'],
+            t_ref=t_ref,
+            vx=speed,
+            vz=vz,
+            elevation=elevation,
+            bob=spec.bob,
+            bob_freq=bob_freq,
+            bob_phase=bob_phase,
+        )
     road_half = shot.ground[2][1]
     sidewalk = shot.ground[3][1] - shot.ground[3][0]
     # driving: ground bands terrain | sidewalk | road | sidewalk | terrain
@@ -466,12 +543,28 @@ def _place(rng: np.random.Generator, identity: ObjectIdentity, shot: Shot, style
         x = side * (road_half + sidewalk + rng.uniform(0.0, 1.5))
         z = float(rng.uniform(12.0, 28.0 + travel))
         vx, vz = float(rng.uniform(-0.3, 0.3)) * speed, speed
-    return Placement(identity, x=x, z=z, t_ref=0.0, vx=vx, vz=vz, elevation=elevation,
-                     bob=spec.bob, bob_freq=bob_freq, bob_phase=bob_phase)
+    return Placement(
+        identity,
+        x=x,
+        z=z,
+        t_ref=0.0,
+        vx=vx,
+        vz=vz,
+        elevation=elevation,
+        bob=spec.bob,
+        bob_freq=bob_freq,
+        bob_phase=bob_phase,
+    )
 
 
-def _sample_shot(rng: np.random.Generator, style: SceneStyle, size: Tuple[int, int], start: int,
-                 end: int, previous: Optional[Shot]) -> Shot:
+def _sample_shot(
+    rng: np.random.Generator,
+    style: SceneStyle,
+    size: Tuple[int, int],
+    start: int,
+    end: int,
+    previous: Optional[Shot],
+) -> Shot:
     """Background, ground and camera of a new shot (objects are added by the caller)."""
     h, w = size
     choices = [b for b in style.backdrops if previous is None or b != previous.backdrop]
@@ -479,11 +572,13 @@ def _sample_shot(rng: np.random.Generator, style: SceneStyle, size: Tuple[int, i
     if style.street:
         road_half = float(rng.uniform(3.0, 5.0))
         walk = float(rng.uniform(2.0, 3.5))
-        ground = [(-math.inf, -road_half - walk, 'terrain'),
-                  (-road_half - walk, -road_half, 'sidewalk'),
-                  (-road_half, road_half, 'road'),
-                  (road_half, road_half + walk, 'sidewalk'),
-                  (road_half + walk, math.inf, 'terrain')]
+        ground = [
+            (-math.inf, -road_half - walk, 'terrain'),
+            (-road_half - walk, -road_half, 'sidewalk'),
+            (-road_half, road_half, 'road'),
+            (road_half, road_half + walk, 'sidewalk'),
+            (road_half + walk, math.inf, 'terrain'),
+        ]
     else:
         ground_cls = style.grounds[int(rng.integers(len(style.grounds)))]
         ground = [(-math.inf, math.inf, ground_cls)]
@@ -492,17 +587,30 @@ def _sample_shot(rng: np.random.Generator, style: SceneStyle, size: Tuple[int, i
     if style.street:
         cam['cx0'] = float(rng.uniform(0.3, 0.6)) * ground[2][1]  # drive on the right
         cam['vcx'] = float(rng.uniform(-0.01, 0.01))
-    return Shot(start=start, end=end, backdrop=backdrop, backdrop_col=float(rng.uniform(0.3, 0.7)),
-                backdrop_width=float(rng.uniform(1.3, 2.0)), backdrop_row=float(rng.uniform(0, 1)),
-                ground=ground, ground_offset=(float(rng.uniform(0, 100)),
-                                              float(rng.uniform(0, 100))),
-                cam_height=float(rng.uniform(*style.cam_height)),
-                horizon=float(rng.uniform(*style.horizon)) * h,
-                wall=float(rng.uniform(*style.wall)), cam=cam, objects=[])
+    return Shot(
+        start=start,
+        end=end,
+        backdrop=backdrop,
+        backdrop_col=float(rng.uniform(0.3, 0.7)),
+        backdrop_width=float(rng.uniform(1.3, 2.0)),
+        backdrop_row=float(rng.uniform(0, 1)),
+        ground=ground,
+        ground_offset=(float(rng.uniform(0, 100)), float(rng.uniform(0, 100))),
+        cam_height=float(rng.uniform(*style.cam_height)),
+        horizon=float(rng.uniform(*style.horizon)) * h,
+        wall=float(rng.uniform(*style.wall)),
+        cam=cam,
+        objects=[],
+    )
 
 
-def sample_video(rng: np.random.Generator, style: SceneStyle, size: Tuple[int, int],
-                 num_frames: int, shot_changes: Sequence[int] = ()) -> VideoSpec:
+def sample_video(
+    rng: np.random.Generator,
+    style: SceneStyle,
+    size: Tuple[int, int],
+    num_frames: int,
+    shot_changes: Sequence[int] = (),
+) -> VideoSpec:
     """Sample the content of a video.
 
     Args:
@@ -526,8 +634,10 @@ def sample_video(rng: np.random.Generator, style: SceneStyle, size: Tuple[int, i
         raise ValueError(f'num_frames must be >= 1, got {num_frames}')
     cuts = [int(c) for c in shot_changes]
     if any(not 0 < c < num_frames for c in cuts) or any(a >= b for a, b in zip(cuts, cuts[1:])):
-        raise ValueError(f'shot_changes must increase strictly within [1, {num_frames}), '
-                         f'got {list(shot_changes)}')
+        raise ValueError(
+            f'shot_changes must increase strictly within [1, {num_frames}), '
+            f'got {list(shot_changes)}'
+        )
     f0 = style.focal * w
     sprite_height = int(np.clip(2 * h, 64, 384))
     bounds = [0] + cuts + [num_frames]
@@ -542,14 +652,21 @@ def sample_video(rng: np.random.Generator, style: SceneStyle, size: Tuple[int, i
         count = int(rng.integers(style.objects[0], style.objects[1] + 1))
         new = max(count - len(carried), 0 if carried else 1)
         for _ in range(new):
-            identity = _make_identity(rng, len(identities) + 1, _weighted_class(rng, style),
-                                      sprite_height)
+            identity = _make_identity(
+                rng, len(identities) + 1, _weighted_class(rng, style), sprite_height
+            )
             identities.append(identity)
             carried.append(identity)
         shot.objects = [_place(rng, ident, shot, style, (h, w), f0) for ident in carried]
         shots.append(shot)
-    return VideoSpec(size=(h, w), num_frames=num_frames, style=style, shots=shots,
-                     identities=identities, noise_seed=int(rng.integers(2**31)))
+    return VideoSpec(
+        size=(h, w),
+        num_frames=num_frames,
+        style=style,
+        shots=shots,
+        identities=identities,
+        noise_seed=int(rng.integers(2**31)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -560,8 +677,9 @@ def _wrap(x: np.ndarray, period: int) -> np.ndarray:
     return (x - np.floor(x / period) * period).astype(np.float32)
 
 
-def _sample_ground(pyramid: Sequence[np.ndarray], cu: np.ndarray, cv: np.ndarray,
-                   level: np.ndarray) -> np.ndarray:
+def _sample_ground(
+    pyramid: Sequence[np.ndarray], cu: np.ndarray, cv: np.ndarray, level: np.ndarray
+) -> np.ndarray:
     """Trilinear lookup of a periodic texture pyramid, with one pyramid level per image row.
 
     Args:
@@ -576,7 +694,7 @@ def _sample_ground(pyramid: Sequence[np.ndarray], cu: np.ndarray, cv: np.ndarray
         np.ndarray: ``(R, W, 3)`` float32 samples.
     """
     cv = np.broadcast_to(cv, cu.shape)
-    out = np.zeros(cu.shape + (3, ), np.float32)
+    out = np.zeros(cu.shape + (3,), np.float32)
     top = len(pyramid) - 1
     level = np.clip(level, 0, top)
     base = np.minimum(np.floor(level).astype(np.int64), max(top - 1, 0))
@@ -589,8 +707,9 @@ def _sample_ground(pyramid: Sequence[np.ndarray], cu: np.ndarray, cv: np.ndarray
             scale = 2.0**-li
             mu = _wrap(u * scale - 0.5, tex.shape[1])
             mv = _wrap(v * scale - 0.5, tex.shape[0])
-            out[rows] += weight * cv2.remap(tex, mu, mv, cv2.INTER_LINEAR,
-                                            borderMode=cv2.BORDER_WRAP)
+            out[rows] += weight * cv2.remap(
+                tex, mu, mv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP
+            )
     return out
 
 
@@ -612,8 +731,11 @@ class _BackdropTile:
         photo = load_photo(shot.backdrop)
         labels = backdrop_labels(shot.backdrop)
         need_rows = 1.05 * need / self.metres_per_px
-        rows = max(8, int(math.ceil(need_rows)),
-                   int(round(shot.backdrop_width * w * photo.shape[0] / photo.shape[1])))
+        rows = max(
+            8,
+            int(math.ceil(need_rows)),
+            int(round(shot.backdrop_width * w * photo.shape[0] / photo.shape[1])),
+        )
         cols = max(8, int(round(rows * photo.shape[1] / photo.shape[0])))
         # photo row at the base of the wall: the visible window lies inside the photo
         self.base_row = need_rows + shot.backdrop_row * (rows - need_rows)
@@ -626,8 +748,9 @@ class _BackdropTile:
         self.col0 = shot.backdrop_col * cols
 
 
-def _warp_sprite(sprite: Sequence[np.ndarray], scale: float, ub: float, vb: float,
-                 size: Tuple[int, int]) -> Optional[Tuple[int, int, np.ndarray]]:
+def _warp_sprite(
+    sprite: Sequence[np.ndarray], scale: float, ub: float, vb: float, size: Tuple[int, int]
+) -> Optional[Tuple[int, int, np.ndarray]]:
     """Draw a sprite pyramid with its bottom centre at ``(ub, vb)``, ``scale`` px per texel.
 
     The two pyramid levels around the minification are blended (trilinear filtering), so the
@@ -661,11 +784,21 @@ def _warp_sprite(sprite: Sequence[np.ndarray], scale: float, ub: float, vb: floa
             continue
         tex = sprite[li]
         kx, ky = tex.shape[1] / ws, tex.shape[0] / hs
-        m = np.array([[kx / scale, 0, kx * ((x0 + 0.5 - ub) / scale + ws / 2) - 0.5],
-                      [0, ky / scale, ky * ((y0 + 0.5 - vb) / scale + hs) - 0.5]], np.float64)
-        out += weight * cv2.warpAffine(tex, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR
-                                       | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
-                                       borderValue=0)
+        m = np.array(
+            [
+                [kx / scale, 0, kx * ((x0 + 0.5 - ub) / scale + ws / 2) - 0.5],
+                [0, ky / scale, ky * ((y0 + 0.5 - vb) / scale + hs) - 0.5],
+            ],
+            np.float64,
+        )
+        out += weight * cv2.warpAffine(
+            tex,
+            m,
+            (x1 - x0, y1 - y0),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
     # nothing below the base line (magnified texels would bleed past it)
     below = np.arange(y0, y1) + 0.5 > vb
     out[below] = 0
@@ -746,12 +879,15 @@ def render_video(spec: VideoSpec) -> RenderedVideo:
                 col = _wrap(tile.col0 + bx / tile.metres_per_px - 0.5, 2 * tile.cols)
                 row = np.clip(tile.base_row - bh / tile.metres_per_px - 0.5, 0, tile.rows - 1)
                 col = np.ascontiguousarray(np.broadcast_to(col, (split, w)))
-                row = np.ascontiguousarray(np.broadcast_to(row[:, None], (split, w)),
-                                           dtype=np.float32)
-                img[:split] = cv2.remap(tile.image, col, row, cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_WRAP)
-                blab = cv2.remap(tile.labels, col, row, cv2.INTER_NEAREST,
-                                 borderMode=cv2.BORDER_WRAP)
+                row = np.ascontiguousarray(
+                    np.broadcast_to(row[:, None], (split, w)), dtype=np.float32
+                )
+                img[:split] = cv2.remap(
+                    tile.image, col, row, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP
+                )
+                blab = cv2.remap(
+                    tile.labels, col, row, cv2.INTER_NEAREST, borderMode=cv2.BORDER_WRAP
+                )
                 sem[:split] = blab
                 dep[:split] = np.where(blab == sky_id, 0.0, z_rel_wall)
 
@@ -771,8 +907,7 @@ def render_video(spec: VideoSpec) -> RenderedVideo:
                 vb = shot.horizon + zoom * (f0 * (shot.cam_height - elev) / z_rel - cam['q'])
                 drawn.append((z_rel, ident.track_id, ident, scale, ub, vb))
             areas: Dict[int, int] = {}
-            for z_rel, track_id, ident, scale, ub, vb in sorted(drawn, key=lambda d: (-d[0],
-                                                                                       d[1])):
+            for z_rel, track_id, ident, scale, ub, vb in sorted(drawn, key=lambda d: (-d[0], d[1])):
                 drawn_patch = _warp_sprite(ident.sprite, scale, ub, vb, (h, w))
                 if drawn_patch is None:
                     continue
@@ -795,9 +930,23 @@ def render_video(spec: VideoSpec) -> RenderedVideo:
             unoccluded.append({k: v for k, v in areas.items() if v > 0})
 
     return RenderedVideo(
-        frames=frames, semantic=semantic, instance=instance, depth=depth,
-        track_classes={i.track_id: i.cls for i in spec.identities}, unoccluded_area=unoccluded,
-        focal=focal, horizon=horizon, cam_height=cam_height, shot_changes=spec.shot_changes,
-        shots=[dict(start=s.start, end=s.end, backdrop=s.backdrop,
-                    ground=sorted({g[2] for g in s.ground})) for s in spec.shots])
-
+        frames=frames,
+        semantic=semantic,
+        instance=instance,
+        depth=depth,
+        track_classes={i.track_id: i.cls for i in spec.identities},
+        unoccluded_area=unoccluded,
+        focal=focal,
+        horizon=horizon,
+        cam_height=cam_height,
+        shot_changes=spec.shot_changes,
+        shots=[
+            dict(
+                start=s.start,
+                end=s.end,
+                backdrop=s.backdrop,
+                ground=sorted({g[2] for g in s.ground}),
+            )
+            for s in spec.shots
+        ],
+    )

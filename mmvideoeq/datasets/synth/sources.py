@@ -16,6 +16,7 @@ Backdrop photographs are labelled (sky / vegetation / building) by a per-photo c
 recipe (:func:`backdrop_labels`): the labels are what this benchmark *declares*, a deterministic
 function of the photograph, not a human annotation.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,8 +32,16 @@ from PIL import Image
 from .classes import CLASS_IDS
 
 __all__ = [
-    'PhotoSource', 'SOURCES', 'SpriteSource', 'SPRITE_SOURCES', 'GROUND_TEXTURES',
-    'BACKDROPS', 'load_photo', 'horse_silhouette', 'backdrop_labels', 'source_path'
+    'PhotoSource',
+    'SOURCES',
+    'SpriteSource',
+    'SPRITE_SOURCES',
+    'GROUND_TEXTURES',
+    'BACKDROPS',
+    'load_photo',
+    'horse_silhouette',
+    'backdrop_labels',
+    'source_path',
 ]
 
 
@@ -48,6 +57,7 @@ class PhotoSource:
         licence (str): Licence, as stated by the package.
         attribution (str): Author / origin, as stated by the package.
     """
+
     key: str
     package: str
     relpath: str
@@ -60,46 +70,106 @@ _SK = 'scikit-image ``skimage.data``'
 SOURCES: Dict[str, PhotoSource] = {
     s.key: s
     for s in (
-        PhotoSource('astronaut', 'skimage', 'data/astronaut.png',
-                    'Eileen Collins, NASA astronaut, with a space-shuttle model',
-                    'public domain ("No known copyright restrictions, released into the public '
-                    'domain")', f'NASA Great Images database, via {_SK}'),
-        PhotoSource('coffee', 'skimage', 'data/coffee.png', 'coffee cup on a wooden table',
-                    'CC0 ("No copyright restrictions. CC0 by the photographer")',
-                    f'Rachel Michetti, courtesy of Pikolo Espresso Bar, via {_SK}'),
-        PhotoSource('chelsea', 'skimage', 'data/chelsea.png', 'Chelsea the cat',
-                    'CC0 ("No copyright restrictions. CC0 by the photographer")',
-                    f'Stefan van der Walt, via {_SK}'),
-        PhotoSource('rocket', 'skimage', 'data/rocket.jpg',
-                    'DSCOVR on Falcon 9 at Cape Canaveral launch complex 40, at dusk',
-                    'public domain (released by SpaceX)', f'SpaceX, via {_SK}'),
-        PhotoSource('camera', 'skimage', 'data/camera.png', 'man with a film camera on a tripod '
-                    '(grey)', 'CC0 ("No copyright restrictions. CC0 by the photographer")',
-                    f'Lav Varshney, via {_SK}'),
-        PhotoSource('horse', 'skimage', 'data/horse.png', 'black silhouette of a horse',
-                    'CC0 ("No copyright restrictions. CC0 given by owner")',
-                    f'Andreas Preuss (marauder), openclipart.org, via {_SK}'),
-        PhotoSource('grass', 'skimage', 'data/grass.png', 'grass (grey)',
-                    'CC0 (Creative Commons CC0 License)',
-                    f'linolafett, DeviantArt "Grass-01", via {_SK}'),
-        PhotoSource('gravel', 'skimage', 'data/gravel.png', 'gravel (grey)',
-                    'CC0 (Creative Commons CC0 License)', f'CC0Textures "Gravel04", via {_SK}'),
-        PhotoSource('brick', 'skimage', 'data/brick.png', 'brick wall (grey)',
-                    'CC0 (Creative Commons CC0 License)', f'CC0Textures "Bricks25", via {_SK}'),
-        PhotoSource('china', 'sklearn', 'datasets/images/china.jpg',
-                    'Tower of Buddhist Incense, Summer Palace, Beijing',
-                    'CC BY 2.0 (https://creativecommons.org/licenses/by/2.0/)',
-                    '"Some rights reserved by danielbuechele" '
-                    '(https://www.flickr.com/photos/danielbuechele/6061409035/), retrieved by '
-                    'Robert Layton, via scikit-learn ``load_sample_image``'),
-        PhotoSource('flower', 'sklearn', 'datasets/images/flower.jpg', 'orange dahlia',
-                    'CC BY 2.0 (https://creativecommons.org/licenses/by/2.0/)',
-                    'flickr user vultilion (https://www.flickr.com/photos/vultilion/6056698931/; '
-                    'scikit-learn\'s README names "danielbuechele"), retrieved by Robert Layton, '
-                    'via scikit-learn ``load_sample_image``'),
-        PhotoSource('grace_hopper', 'matplotlib', 'mpl-data/sample_data/grace_hopper.jpg',
-                    'Rear Admiral Grace M. Hopper', 'public domain (official U.S. Navy '
-                    'photograph)', 'U.S. Navy, via matplotlib ``cbook.get_sample_data``'),
+        PhotoSource(
+            'astronaut',
+            'skimage',
+            'data/astronaut.png',
+            'Eileen Collins, NASA astronaut, with a space-shuttle model',
+            'public domain ("No known copyright restrictions, released into the public ' 'domain")',
+            f'NASA Great Images database, via {_SK}',
+        ),
+        PhotoSource(
+            'coffee',
+            'skimage',
+            'data/coffee.png',
+            'coffee cup on a wooden table',
+            'CC0 ("No copyright restrictions. CC0 by the photographer")',
+            f'Rachel Michetti, courtesy of Pikolo Espresso Bar, via {_SK}',
+        ),
+        PhotoSource(
+            'chelsea',
+            'skimage',
+            'data/chelsea.png',
+            'Chelsea the cat',
+            'CC0 ("No copyright restrictions. CC0 by the photographer")',
+            f'Stefan van der Walt, via {_SK}',
+        ),
+        PhotoSource(
+            'rocket',
+            'skimage',
+            'data/rocket.jpg',
+            'DSCOVR on Falcon 9 at Cape Canaveral launch complex 40, at dusk',
+            'public domain (released by SpaceX)',
+            f'SpaceX, via {_SK}',
+        ),
+        PhotoSource(
+            'camera',
+            'skimage',
+            'data/camera.png',
+            'man with a film camera on a tripod ' '(grey)',
+            'CC0 ("No copyright restrictions. CC0 by the photographer")',
+            f'Lav Varshney, via {_SK}',
+        ),
+        PhotoSource(
+            'horse',
+            'skimage',
+            'data/horse.png',
+            'black silhouette of a horse',
+            'CC0 ("No copyright restrictions. CC0 given by owner")',
+            f'Andreas Preuss (marauder), openclipart.org, via {_SK}',
+        ),
+        PhotoSource(
+            'grass',
+            'skimage',
+            'data/grass.png',
+            'grass (grey)',
+            'CC0 (Creative Commons CC0 License)',
+            f'linolafett, DeviantArt "Grass-01", via {_SK}',
+        ),
+        PhotoSource(
+            'gravel',
+            'skimage',
+            'data/gravel.png',
+            'gravel (grey)',
+            'CC0 (Creative Commons CC0 License)',
+            f'CC0Textures "Gravel04", via {_SK}',
+        ),
+        PhotoSource(
+            'brick',
+            'skimage',
+            'data/brick.png',
+            'brick wall (grey)',
+            'CC0 (Creative Commons CC0 License)',
+            f'CC0Textures "Bricks25", via {_SK}',
+        ),
+        PhotoSource(
+            'china',
+            'sklearn',
+            'datasets/images/china.jpg',
+            'Tower of Buddhist Incense, Summer Palace, Beijing',
+            'CC BY 2.0 (https://creativecommons.org/licenses/by/2.0/)',
+            '"Some rights reserved by danielbuechele" '
+            '(https://www.flickr.com/photos/danielbuechele/6061409035/), retrieved by '
+            'Robert Layton, via scikit-learn ``load_sample_image``',
+        ),
+        PhotoSource(
+            'flower',
+            'sklearn',
+            'datasets/images/flower.jpg',
+            'orange dahlia',
+            'CC BY 2.0 (https://creativecommons.org/licenses/by/2.0/)',
+            'flickr user vultilion (https://www.flickr.com/photos/vultilion/6056698931/; '
+            'scikit-learn\'s README names "danielbuechele"), retrieved by Robert Layton, '
+            'via scikit-learn ``load_sample_image``',
+        ),
+        PhotoSource(
+            'grace_hopper',
+            'matplotlib',
+            'mpl-data/sample_data/grace_hopper.jpg',
+            'Rear Admiral Grace M. Hopper',
+            'public domain (official U.S. Navy ' 'photograph)',
+            'U.S. Navy, via matplotlib ``cbook.get_sample_data``',
+        ),
     )
 }
 
@@ -113,6 +183,7 @@ class SpriteSource:
         box (tuple[int, int, int, int]): Crop ``(y0, y1, x0, x1)`` in pixels of the photograph.
         rotate (int): Quarter turns (``np.rot90``) applied after cropping.
     """
+
     photo: str
     box: Tuple[int, int, int, int]
     rotate: int = 0
@@ -122,13 +193,17 @@ class SpriteSource:
 #: the coffee table, the zebra the same silhouette filled with the striped brick wall; the other
 #: classes use a smooth random silhouette around a crop.
 SPRITE_SOURCES: Dict[str, Tuple[SpriteSource, ...]] = {
-    'person': (SpriteSource('astronaut', (0, 512, 60, 330)),
-               SpriteSource('grace_hopper', (20, 600, 120, 420)),
-               SpriteSource('camera', (50, 512, 0, 215))),
-    'domestic_cat': (SpriteSource('chelsea', (0, 300, 60, 420)),
-                     SpriteSource('chelsea', (15, 290, 110, 400))),
-    'horse': (SpriteSource('coffee', (0, 400, 465, 600), rotate=1), ),
-    'airplane': (SpriteSource('astronaut', (0, 292, 348, 472)), ),
+    'person': (
+        SpriteSource('astronaut', (0, 512, 60, 330)),
+        SpriteSource('grace_hopper', (20, 600, 120, 420)),
+        SpriteSource('camera', (50, 512, 0, 215)),
+    ),
+    'domestic_cat': (
+        SpriteSource('chelsea', (0, 300, 60, 420)),
+        SpriteSource('chelsea', (15, 290, 110, 400)),
+    ),
+    'horse': (SpriteSource('coffee', (0, 400, 465, 600), rotate=1),),
+    'airplane': (SpriteSource('astronaut', (0, 292, 348, 472)),),
     'zebra': (SpriteSource('brick', (0, 512, 0, 512)), SpriteSource('brick', (100, 400, 50, 500))),
 }
 
@@ -143,15 +218,57 @@ GROUND_TEXTURES: Dict[str, Tuple[str, float, Tuple[float, float, float]]] = {
 BACKDROPS: Dict[str, Dict[str, object]] = {
     # the tower, outlined by hand (x, y pixels of china.jpg)
     # the lake (smooth, blue, below the far shore at row 212) has no Cityscapes class: unlabeled
-    'china': dict(sky=True, green=True, texture_vegetation=True, sky_max_row=212,
-                  buildings=(((200, 28), (216, 28), (220, 62), (260, 85), (322, 118), (318, 135),
-                              (296, 142), (298, 160), (332, 172), (330, 190), (322, 196),
-                              (324, 236), (354, 250), (350, 268), (340, 290), (340, 305),
-                              (350, 315), (374, 332), (352, 362), (312, 392), (300, 427),
-                              (290, 427), (292, 396), (205, 392), (200, 360), (150, 345),
-                              (76, 345), (74, 330), (80, 292), (62, 280), (62, 260), (100, 238),
-                              (100, 196), (84, 190), (82, 172), (120, 158), (120, 140), (95, 135),
-                              (95, 107), (150, 90), (190, 62)), )),
+    'china': dict(
+        sky=True,
+        green=True,
+        texture_vegetation=True,
+        sky_max_row=212,
+        buildings=(
+            (
+                (200, 28),
+                (216, 28),
+                (220, 62),
+                (260, 85),
+                (322, 118),
+                (318, 135),
+                (296, 142),
+                (298, 160),
+                (332, 172),
+                (330, 190),
+                (322, 196),
+                (324, 236),
+                (354, 250),
+                (350, 268),
+                (340, 290),
+                (340, 305),
+                (350, 315),
+                (374, 332),
+                (352, 362),
+                (312, 392),
+                (300, 427),
+                (290, 427),
+                (292, 396),
+                (205, 392),
+                (200, 360),
+                (150, 345),
+                (76, 345),
+                (74, 330),
+                (80, 292),
+                (62, 280),
+                (62, 260),
+                (100, 238),
+                (100, 196),
+                (84, 190),
+                (82, 172),
+                (120, 158),
+                (120, 140),
+                (95, 135),
+                (95, 107),
+                (150, 90),
+                (190, 62),
+            ),
+        ),
+    ),
     'rocket': dict(sky=True),
     'flower': dict(constant='vegetation'),
     'coffee': dict(constant='building'),
@@ -176,12 +293,16 @@ def source_path(key: str) -> Path:
     src = SOURCES[key]
     spec = importlib.util.find_spec(src.package)
     if spec is None or spec.origin is None:
-        raise FileNotFoundError(f'photo {key!r} ships with the package {src.package!r}, which is '
-                                'not installed; install the requirements (requirements.txt)')
+        raise FileNotFoundError(
+            f'photo {key!r} ships with the package {src.package!r}, which is '
+            'not installed; install the requirements (requirements.txt)'
+        )
     path = Path(spec.origin).parent / src.relpath
     if not path.is_file():
-        raise FileNotFoundError(f'photo {key!r} not found at {path}: the installed {src.package} '
-                                'does not bundle it (reinstall the package from its wheel)')
+        raise FileNotFoundError(
+            f'photo {key!r} not found at {path}: the installed {src.package} '
+            'does not bundle it (reinstall the package from its wheel)'
+        )
     return path
 
 
@@ -217,7 +338,7 @@ def horse_silhouette() -> np.ndarray:
     mask = grey < 128  # black horse on white
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
-    mask = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].copy()
+    mask = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].copy()
     mask.setflags(write=False)
     return mask
 

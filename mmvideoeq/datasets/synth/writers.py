@@ -15,6 +15,7 @@ project's dataset classes read the real data and the bundled benchmark alike:
 
 Boxes and annotations follow the real conventions; see ``data/README.md``.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,13 @@ from .classes import (
 from .scene import RenderedVideo
 
 __all__ = [
-    'VidWriter', 'CityscapesWriter', 'KittiWriter', 'visible_boxes', 'uniform_train_frames',
-    'cityscapes_lookup', 'CITYSCAPES_BASELINE'
+    'VidWriter',
+    'CityscapesWriter',
+    'KittiWriter',
+    'visible_boxes',
+    'uniform_train_frames',
+    'cityscapes_lookup',
+    'CITYSCAPES_BASELINE',
 ]
 
 #: Stereo baseline (m) written to Cityscapes camera files and used to turn depth into disparity
@@ -100,8 +106,13 @@ def visible_boxes(instance: np.ndarray, min_area: int) -> Dict[int, Tuple[int, i
         mask = instance == tid
         rows = np.flatnonzero(mask.any(axis=1))
         cols = np.flatnonzero(mask.any(axis=0))
-        out[tid] = (int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1),
-                    int(rows[-1] - rows[0] + 1), int(count))
+        out[tid] = (
+            int(cols[0]),
+            int(rows[0]),
+            int(cols[-1] - cols[0] + 1),
+            int(rows[-1] - rows[0] + 1),
+            int(count),
+        )
     return out
 
 
@@ -118,8 +129,16 @@ class VidWriter:
         train_frames_per_video (int): Frames per training video marked ``is_vid_train_frame``.
     """
 
-    def __init__(self, root: Path, split: str, *, jpeg_quality: int = 90, min_box_area: int = 16,
-                 occluded_ratio: float = 0.9, train_frames_per_video: int = 15) -> None:
+    def __init__(
+        self,
+        root: Path,
+        split: str,
+        *,
+        jpeg_quality: int = 90,
+        min_box_area: int = 16,
+        occluded_ratio: float = 0.9,
+        train_frames_per_video: int = 15,
+    ) -> None:
         if split not in ('train', 'val'):
             raise ValueError(f"ImageNet-VID split must be 'train' or 'val', got {split!r}")
         self.root, self.split = Path(root), split
@@ -152,11 +171,19 @@ class VidWriter:
         name = self.video_name(index)
         num_frames, height, width = video.frames.shape[:3]
         vid_id = len(self.coco['videos']) + 1
-        train_frames = (uniform_train_frames(num_frames, self.train_frames_per_video)
-                        if self.split == 'train' else [])
+        train_frames = (
+            uniform_train_frames(num_frames, self.train_frames_per_video)
+            if self.split == 'train'
+            else []
+        )
         self.coco['videos'].append(
-            dict(id=vid_id, name=name, vid_train_frames=train_frames,
-                 shot_changes=list(video.shot_changes)))
+            dict(
+                id=vid_id,
+                name=name,
+                vid_train_frames=train_frames,
+                shot_changes=list(video.shot_changes),
+            )
+        )
         instance_ids: Dict[int, int] = {}
         for t in range(num_frames):
             img_id = len(self.coco['images']) + 1
@@ -165,11 +192,20 @@ class VidWriter:
             _mkdir(path.parent)
             Image.fromarray(video.frames[t]).save(path, format='JPEG', quality=self.jpeg_quality)
             self.coco['images'].append(
-                dict(file_name=file_name, height=height, width=width, id=img_id, frame_id=t,
-                     video_id=vid_id, is_vid_train_frame=t in train_frames))
+                dict(
+                    file_name=file_name,
+                    height=height,
+                    width=width,
+                    id=img_id,
+                    frame_id=t,
+                    video_id=vid_id,
+                    is_vid_train_frame=t in train_frames,
+                )
+            )
             objects = []
-            for tid, (x, y, w, h, area) in visible_boxes(video.instance[t],
-                                                         self.min_box_area).items():
+            for tid, (x, y, w, h, area) in visible_boxes(
+                video.instance[t], self.min_box_area
+            ).items():
                 vid_name = TO_VID[video.track_classes[tid]]
                 if vid_name is None:
                     continue
@@ -179,10 +215,19 @@ class VidWriter:
                 occluded = area < self.occluded_ratio * video.unoccluded_area[t].get(tid, area)
                 objects.append((tid, vid_name, x, y, w, h, occluded))
                 self.coco['annotations'].append(
-                    dict(id=len(self.coco['annotations']) + 1, video_id=vid_id, image_id=img_id,
-                         category_id=VID_CATEGORY_IDS[vid_name], instance_id=instance_ids[tid],
-                         bbox=[x, y, w, h], area=w * h, iscrowd=False, occluded=occluded,
-                         generated=False))
+                    dict(
+                        id=len(self.coco['annotations']) + 1,
+                        video_id=vid_id,
+                        image_id=img_id,
+                        category_id=VID_CATEGORY_IDS[vid_name],
+                        instance_id=instance_ids[tid],
+                        bbox=[x, y, w, h],
+                        area=w * h,
+                        iscrowd=False,
+                        occluded=occluded,
+                        generated=False,
+                    )
+                )
             self._write_xml(name, t, width, height, objects)
             self.frame_lines.append(f'{name}/{t:06d} {self._global_frame}')
             self._global_frame += 1
@@ -191,27 +236,45 @@ class VidWriter:
         else:
             start = self._global_frame - num_frames
             self.list_lines.append(f'{name} {start} 0 {num_frames}')
-        return dict(name=name, num_frames=num_frames, shot_changes=list(video.shot_changes),
-                    shots=video.shots, tracks={str(k): v for k, v in video.track_classes.items()})
+        return dict(
+            name=name,
+            num_frames=num_frames,
+            shot_changes=list(video.shot_changes),
+            shots=video.shots,
+            tracks={str(k): v for k, v in video.track_classes.items()},
+        )
 
-    def _write_xml(self, name: str, t: int, width: int, height: int,
-                   objects: Sequence[tuple]) -> None:
+    def _write_xml(
+        self, name: str, t: int, width: int, height: int, objects: Sequence[tuple]
+    ) -> None:
         """ILSVRC VID XML of a frame (``xmax = x + w``: the box's right edge)."""
         lines = [
-            '<annotation>', f'\t<folder>{escape(name.split("/", 1)[1])}</folder>',
-            f'\t<filename>{t:06d}</filename>', '\t<source>',
-            '\t\t<database>ILSVRC_2015 (mmvideoeq bundled benchmark)</database>', '\t</source>',
-            '\t<size>', f'\t\t<width>{width}</width>', f'\t\t<height>{height}</height>',
-            '\t</size>'
+            '<annotation>',
+            f'\t<folder>{escape(name.split("/", 1)[1])}</folder>',
+            f'\t<filename>{t:06d}</filename>',
+            '\t<source>',
+            '\t\t<database>ILSVRC_2015 (mmvideoeq bundled benchmark)</database>',
+            '\t</source>',
+            '\t<size>',
+            f'\t\t<width>{width}</width>',
+            f'\t\t<height>{height}</height>',
+            '\t</size>',
         ]
         for tid, vid_name, x, y, w, h, occluded in objects:
             wnid = VID_WNIDS[VID_CLASSES.index(vid_name)]
             lines += [
-                '\t<object>', f'\t\t<trackid>{tid - 1}</trackid>', f'\t\t<name>{wnid}</name>',
-                '\t\t<bndbox>', f'\t\t\t<xmax>{x + w}</xmax>', f'\t\t\t<xmin>{x}</xmin>',
-                f'\t\t\t<ymax>{y + h}</ymax>', f'\t\t\t<ymin>{y}</ymin>', '\t\t</bndbox>',
-                f'\t\t<occluded>{int(occluded)}</occluded>', '\t\t<generated>0</generated>',
-                '\t</object>'
+                '\t<object>',
+                f'\t\t<trackid>{tid - 1}</trackid>',
+                f'\t\t<name>{wnid}</name>',
+                '\t\t<bndbox>',
+                f'\t\t\t<xmax>{x + w}</xmax>',
+                f'\t\t\t<xmin>{x}</xmin>',
+                f'\t\t\t<ymax>{y + h}</ymax>',
+                f'\t\t\t<ymin>{y}</ymin>',
+                '\t\t</bndbox>',
+                f'\t\t<occluded>{int(occluded)}</occluded>',
+                '\t\t<generated>0</generated>',
+                '\t</object>',
             ]
         lines.append('</annotation>')
         path = self.root / 'Annotations' / 'VID' / name / f'{t:06d}.xml'
@@ -244,8 +307,12 @@ def cityscapes_lookup() -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     color = np.zeros((n, 3), np.uint8)
     for i, name in enumerate(CLASSES):
         label = CITYSCAPES_LABELS[TO_CITYSCAPES[name]]
-        label_id[i], train_id[i], has_inst[i], color[i] = (label.id, label.train_id,
-                                                           label.has_instances, label.color)
+        label_id[i], train_id[i], has_inst[i], color[i] = (
+            label.id,
+            label.train_id,
+            label.has_instances,
+            label.color,
+        )
     return label_id, train_id, has_inst, color
 
 
@@ -260,8 +327,15 @@ class CityscapesWriter:
         disparity (bool): Write ``disparity``/``disparity_sequence`` and ``camera`` files.
     """
 
-    def __init__(self, root: Path, split: str, *, annotated_index: int = 19,
-                 dense_labels: bool = True, disparity: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        split: str,
+        *,
+        annotated_index: int = 19,
+        dense_labels: bool = True,
+        disparity: bool = True,
+    ) -> None:
         if split not in ('train', 'val', 'test'):
             raise ValueError(f"Cityscapes split must be 'train', 'val' or 'test', got {split!r}")
         self.root, self.split = Path(root), split
@@ -270,8 +344,9 @@ class CityscapesWriter:
         self.disparity = disparity
         self.label_id, self.train_id, self.has_inst, self.color = cityscapes_lookup()
 
-    def label_maps(self, semantic: np.ndarray,
-                   instance: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def label_maps(
+        self, semantic: np.ndarray, instance: np.ndarray
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Cityscapes ``labelIds``, ``labelTrainIds`` and ``instanceIds`` of a frame.
 
         ``instanceIds`` is ``labelId * 1000 + k`` on objects of a class with instances
@@ -287,8 +362,9 @@ class CityscapesWriter:
         label_ids = self.label_id[semantic]
         instance_ids = label_ids.astype(np.uint16)
         things = self.has_inst[semantic] & (instance > 0)
-        instance_ids[things] = (label_ids[things].astype(np.uint16) * 1000 +
-                                (instance[things] - 1).astype(np.uint16))
+        instance_ids[things] = label_ids[things].astype(np.uint16) * 1000 + (
+            instance[things] - 1
+        ).astype(np.uint16)
         return label_ids, self.train_id[semantic], instance_ids
 
     def add(self, city: str, seq: int, video: RenderedVideo) -> dict:
@@ -306,22 +382,29 @@ class CityscapesWriter:
             raise ValueError(f'a Cityscapes city name must not contain "_", got {city!r}')
         num_frames = video.frames.shape[0]
         if not 0 <= self.annotated_index < num_frames:
-            raise ValueError(f'annotated_index {self.annotated_index} is outside the snippet of '
-                             f'{num_frames} frames')
+            raise ValueError(
+                f'annotated_index {self.annotated_index} is outside the snippet of '
+                f'{num_frames} frames'
+            )
         sub = Path(self.split) / city
         for t in range(num_frames):
             stem = f'{city}_{seq:06d}_{t:06d}'
-            _save_png(self.root / 'leftImg8bit_sequence' / sub / f'{stem}_leftImg8bit.png',
-                      video.frames[t])
+            _save_png(
+                self.root / 'leftImg8bit_sequence' / sub / f'{stem}_leftImg8bit.png',
+                video.frames[t],
+            )
             annotated = t == self.annotated_index
             if annotated:
-                _save_png(self.root / 'leftImg8bit' / sub / f'{stem}_leftImg8bit.png',
-                          video.frames[t])
+                _save_png(
+                    self.root / 'leftImg8bit' / sub / f'{stem}_leftImg8bit.png', video.frames[t]
+                )
             if annotated or self.dense_labels:
-                label_ids, train_ids, instance_ids = self.label_maps(video.semantic[t],
-                                                                     video.instance[t])
-                folders = (['gtFine'] if annotated else []) + (['gtFine_sequence']
-                                                              if self.dense_labels else [])
+                label_ids, train_ids, instance_ids = self.label_maps(
+                    video.semantic[t], video.instance[t]
+                )
+                folders = (['gtFine'] if annotated else []) + (
+                    ['gtFine_sequence'] if self.dense_labels else []
+                )
                 for folder in folders:
                     base = self.root / folder / sub / f'{stem}_gtFine_'
                     _save_png(Path(f'{base}labelIds.png'), label_ids)
@@ -329,8 +412,12 @@ class CityscapesWriter:
                     _save_png(Path(f'{base}instanceIds.png'), instance_ids)
                 if annotated:
                     rgba = np.concatenate(
-                        [self.color[video.semantic[t]],
-                         np.full(label_ids.shape + (1, ), 255, np.uint8)], axis=2)
+                        [
+                            self.color[video.semantic[t]],
+                            np.full(label_ids.shape + (1,), 255, np.uint8),
+                        ],
+                        axis=2,
+                    )
                     _save_png(self.root / 'gtFine' / sub / f'{stem}_gtFine_color.png', rgba)
             if self.disparity:
                 disp = self._disparity(video.depth[t], video.focal[t])
@@ -338,10 +425,15 @@ class CityscapesWriter:
                 if annotated:
                     _save_png(self.root / 'disparity' / sub / f'{stem}_disparity.png', disp)
                     self._write_camera(sub / f'{stem}_camera.json', video, t)
-        return dict(name=f'{city}_{seq:06d}', city=city, num_frames=num_frames,
-                    annotated_frame=f'{city}_{seq:06d}_{self.annotated_index:06d}',
-                    shot_changes=list(video.shot_changes), shots=video.shots,
-                    tracks={str(k): v for k, v in video.track_classes.items()})
+        return dict(
+            name=f'{city}_{seq:06d}',
+            city=city,
+            num_frames=num_frames,
+            annotated_frame=f'{city}_{seq:06d}_{self.annotated_index:06d}',
+            shot_changes=list(video.shot_changes),
+            shots=video.shots,
+            tracks={str(k): v for k, v in video.track_classes.items()},
+        )
 
     @staticmethod
     def _disparity(depth: np.ndarray, focal: float) -> np.ndarray:
@@ -357,10 +449,24 @@ class CityscapesWriter:
         width = video.frames.shape[2]
         _dump_json(
             self.root / 'camera' / rel,
-            dict(extrinsic=dict(baseline=CITYSCAPES_BASELINE, pitch=0.0, roll=0.0, yaw=0.0,
-                                x=0.0, y=0.0, z=float(video.cam_height[t])),
-                 intrinsic=dict(fx=float(video.focal[t]), fy=float(video.focal[t]),
-                                u0=width / 2 - 0.5, v0=float(video.horizon[t]) - 0.5)))
+            dict(
+                extrinsic=dict(
+                    baseline=CITYSCAPES_BASELINE,
+                    pitch=0.0,
+                    roll=0.0,
+                    yaw=0.0,
+                    x=0.0,
+                    y=0.0,
+                    z=float(video.cam_height[t]),
+                ),
+                intrinsic=dict(
+                    fx=float(video.focal[t]),
+                    fy=float(video.focal[t]),
+                    u0=width / 2 - 0.5,
+                    v0=float(video.horizon[t]) - 0.5,
+                ),
+            ),
+        )
 
 
 class KittiWriter:
@@ -389,32 +495,50 @@ class KittiWriter:
         """
         drive = f'{self.date}_drive_{index:04d}_sync'
         raw = self.root / 'raw' / self.date / drive / 'image_02' / 'data'
-        gt = (self.root / 'data_depth_annotated' / self.split / drive / 'proj_depth' /
-              'groundtruth' / 'image_02')
+        gt = (
+            self.root
+            / 'data_depth_annotated'
+            / self.split
+            / drive
+            / 'proj_depth'
+            / 'groundtruth'
+            / 'image_02'
+        )
         for t in range(video.frames.shape[0]):
             _save_png(raw / f'{t:010d}.png', video.frames[t])
             depth = np.clip(np.rint(video.depth[t].astype(np.float64) * 256), 0, 65535)
             _save_png(gt / f'{t:010d}.png', depth.astype(np.uint16))
         self._write_calib(video)
-        return dict(name=drive, num_frames=int(video.frames.shape[0]),
-                    shot_changes=list(video.shot_changes), shots=video.shots,
-                    tracks={str(k): v for k, v in video.track_classes.items()})
+        return dict(
+            name=drive,
+            num_frames=int(video.frames.shape[0]),
+            shot_changes=list(video.shot_changes),
+            shots=video.shots,
+            tracks={str(k): v for k, v in video.track_classes.items()},
+        )
 
     def _write_calib(self, video: RenderedVideo) -> None:
         """``calib_cam_to_cam.txt`` with the rectified camera 2 of the drive's first frame."""
         height, width = video.frames.shape[1:3]
         f = float(video.focal[0])
         cx, cy = width / 2 - 0.5, float(video.horizon[0]) - 0.5
-        k = f'{f:e} 0.000000e+00 {cx:e} 0.000000e+00 {f:e} {cy:e} 0.000000e+00 0.000000e+00 ' \
+        k = (
+            f'{f:e} 0.000000e+00 {cx:e} 0.000000e+00 {f:e} {cy:e} 0.000000e+00 0.000000e+00 '
             '1.000000e+00'
-        p = f'{f:e} 0.000000e+00 {cx:e} 0.000000e+00 0.000000e+00 {f:e} {cy:e} 0.000000e+00 ' \
+        )
+        p = (
+            f'{f:e} 0.000000e+00 {cx:e} 0.000000e+00 0.000000e+00 {f:e} {cy:e} 0.000000e+00 '
             '0.000000e+00 0.000000e+00 1.000000e+00 0.000000e+00'
+        )
         path = self.root / 'raw' / self.date / 'calib_cam_to_cam.txt'
-        text = (f'S_02: {width:e} {height:e}\nK_02: {k}\nS_rect_02: {width:e} {height:e}\n'
-                f'P_rect_02: {p}\n')
+        text = (
+            f'S_02: {width:e} {height:e}\nK_02: {k}\nS_rect_02: {width:e} {height:e}\n'
+            f'P_rect_02: {p}\n'
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() and path.read_text() != text:
-            raise ValueError(f'{path} already describes another camera; KITTI drives of one date '
-                             'must share the camera (same frame size and focal length)')
+            raise ValueError(
+                f'{path} already describes another camera; KITTI drives of one date '
+                'must share the camera (same frame size and focal length)'
+            )
         path.write_text(text)
-

@@ -17,6 +17,7 @@ The loop owns the stream states (one :class:`~mmvideoeq.streaming.StreamState` p
 asks one :class:`~mmvideoeq.streaming.StreamPolicy` per setting where each frame starts and how
 many iterations it gets; boundaries (new video, shot change) are decided there only.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,8 @@ def _metainfo_ids(sample: Any, index: int) -> tuple[Any, Any]:
             f'sample {index} of the batch ({meta.get("img_path", "?")}) has no '
             f'{"video_id" if video_id is None else "frame_id"} in its metainfo: streaming needs '
             "both; add them to the dataset's data_info and to PackDetInputs/PackSegInputs "
-            'meta_keys')
+            'meta_keys'
+        )
     return video_id, frame_id
 
 
@@ -77,16 +79,32 @@ class StreamingTestLoop(BaseLoop):
         fp16: Run under autocast.
     """
 
-    def __init__(self, runner, dataloader, evaluator, *, iters: Sequence[int] = (1, 2, 4, 8),
-                 warm_start: bool = True, baseline: bool = True, full_solve: bool = True,
-                 full_iters: int | None = None, init: str = 'zeros',
-                 reference_iters: int | None = None, budget: str = 'fixed',
-                 tol: float | None = None, ms_per_frame: float | None = None,
-                 shot_change: str | None = None, shot_change_cfg: dict | None = None,
-                 out_dir: str | None = None, plot: bool = True, fp16: bool = False) -> None:
+    def __init__(
+        self,
+        runner,
+        dataloader,
+        evaluator,
+        *,
+        iters: Sequence[int] = (1, 2, 4, 8),
+        warm_start: bool = True,
+        baseline: bool = True,
+        full_solve: bool = True,
+        full_iters: int | None = None,
+        init: str = 'zeros',
+        reference_iters: int | None = None,
+        budget: str = 'fixed',
+        tol: float | None = None,
+        ms_per_frame: float | None = None,
+        shot_change: str | None = None,
+        shot_change_cfg: dict | None = None,
+        out_dir: str | None = None,
+        plot: bool = True,
+        fp16: bool = False,
+    ) -> None:
         super().__init__(runner, dataloader)
-        self.evaluator = runner.build_evaluator(evaluator) if isinstance(
-            evaluator, (dict, list)) else evaluator
+        self.evaluator = (
+            runner.build_evaluator(evaluator) if isinstance(evaluator, (dict, list)) else evaluator
+        )
         if getattr(self.dataloader.dataset, 'metainfo', None) is not None:
             self.evaluator.dataset_meta = self.dataloader.dataset.metainfo
         iters = [int(m) for m in iters]
@@ -139,17 +157,39 @@ class StreamingTestLoop(BaseLoop):
         ref_iters = self.reference_iters or self._full_iters()
         for m in self.iters:
             if self.warm_start:
-                out.append(dict(name=f'stream@{m}', iters=m, warm=True, policy=dict(
-                    budget=self._budget_cfg(m), init=self.init, reference_iters=ref_iters,
-                    shot_change=shot)))
+                out.append(
+                    dict(
+                        name=f'stream@{m}',
+                        iters=m,
+                        warm=True,
+                        policy=dict(
+                            budget=self._budget_cfg(m),
+                            init=self.init,
+                            reference_iters=ref_iters,
+                            shot_change=shot,
+                        ),
+                    )
+                )
         for m in self.iters:
             if self.baseline:
-                out.append(dict(name=f'cold@{m}', iters=m, warm=False,
-                                policy=dict(budget=dict(type='FixedBudget', iters=m))))
+                out.append(
+                    dict(
+                        name=f'cold@{m}',
+                        iters=m,
+                        warm=False,
+                        policy=dict(budget=dict(type='FixedBudget', iters=m)),
+                    )
+                )
         if self.full_solve:
             n = self._full_iters()
-            out.append(dict(name='full', iters=n, warm=False,
-                            policy=dict(budget=dict(type='FixedBudget', iters=n))))
+            out.append(
+                dict(
+                    name='full',
+                    iters=n,
+                    warm=False,
+                    policy=dict(budget=dict(type='FixedBudget', iters=n)),
+                )
+            )
         return out
 
     # ------------------------------------------------------------------ running
@@ -200,8 +240,9 @@ class StreamingTestLoop(BaseLoop):
         for idx, data_batch in enumerate(self.dataloader):
             self.runner.call_hook('before_test_iter', batch_idx=idx, data_batch=data_batch)
             with autocast(enabled=self.fp16):
-                preds, records = self.run_batch(model, policy, states, positions, data_batch,
-                                                warm=setting['warm'])
+                preds, records = self.run_batch(
+                    model, policy, states, positions, data_batch, warm=setting['warm']
+                )
             for pred, rec in zip(preds, records):
                 pred.set_metainfo(dict(frame_offset=rec['offset'], stream_iters=rec['iters']))
                 frames += 1
@@ -209,20 +250,35 @@ class StreamingTestLoop(BaseLoop):
                 ms_used += rec['ms']
                 resets += int(rec['reset'] and rec['offset'] > 0)
             self.evaluator.process(data_samples=preds, data_batch=data_batch)
-            self.runner.call_hook('after_test_iter', batch_idx=idx, data_batch=data_batch,
-                                  outputs=preds)
+            self.runner.call_hook(
+                'after_test_iter', batch_idx=idx, data_batch=data_batch, outputs=preds
+            )
             if bar is not None:
                 bar.update()
         if frames == 0:
             raise ValueError('the test dataloader produced no frame')
         metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
-        return dict(iters=setting['iters'], warm=setting['warm'], metrics=metrics,
-                    frames=frames, mean_iters=iters_used / frames, mean_ms=ms_used / frames,
-                    mid_stream_resets=resets)
+        return dict(
+            iters=setting['iters'],
+            warm=setting['warm'],
+            metrics=metrics,
+            frames=frames,
+            mean_iters=iters_used / frames,
+            mean_ms=ms_used / frames,
+            mid_stream_resets=resets,
+        )
 
     @torch.no_grad()
-    def run_batch(self, model, policy: StreamPolicy, states: dict, positions: dict,
-                  data_batch: dict, *, warm: bool) -> tuple[list, list[dict]]:
+    def run_batch(
+        self,
+        model,
+        policy: StreamPolicy,
+        states: dict,
+        positions: dict,
+        data_batch: dict,
+        *,
+        warm: bool,
+    ) -> tuple[list, list[dict]]:
         """One batch of frames (of different videos): plan, solve (grouped), record.
 
         ``states`` maps video id -> stream state (warm runs only); ``positions`` maps video id ->
@@ -233,18 +289,26 @@ class StreamingTestLoop(BaseLoop):
         n = inputs.shape[0]
         ids = [_metainfo_ids(s, i) for i, s in enumerate(samples)]
         if len({v for v, _ in ids}) < n:
-            raise ValueError('a batch holds two frames of the same video; a frame needs the '
-                             "previous one's fixed point: batch frames of different videos "
-                             '(VideoInterleavedSampler) or use batch_size=1')
+            raise ValueError(
+                'a batch holds two frames of the same video; a frame needs the '
+                "previous one's fixed point: batch frames of different videos "
+                '(VideoInterleavedSampler) or use batch_size=1'
+            )
         own: list[StreamState] = []
         offsets: list[int] = []
-        for vid, fid in ids:
+        for i, (vid, fid) in enumerate(ids):
             last = positions.get(vid)
             if last is not None and fid <= last[0]:
                 raise ValueError(
                     f'frame_id {fid} of video {vid!r} arrived after frame_id {last[0]}: frames '
-                    'of a video must come in increasing frame_id order (unshuffled sampler)')
-            offsets.append(0 if last is None else last[1])
+                    'of a video must come in increasing frame_id order (unshuffled sampler)'
+                )
+            # frames since the clip start; a shot-change init frame (``is_init_frame``: a frame of
+            # another clip put in front of this one) gets offset -1, so the clip starts at 0
+            if samples[i].metainfo.get('is_init_frame', False):
+                offsets.append(-1)
+            else:
+                offsets.append(0 if last is None else last[1])
             positions[vid] = (fid, offsets[-1] + 1)
             state = states.get(vid) if warm else None
             if state is None:
@@ -252,8 +316,10 @@ class StreamingTestLoop(BaseLoop):
                 if warm:
                     states[vid] = state
             own.append(state)
-        plans = [policy.begin_frame(st, inputs[i:i + 1], vid, fid)
-                 for i, (st, (vid, fid)) in enumerate(zip(own, ids))]
+        plans = [
+            policy.begin_frame(st, inputs[i : i + 1], vid, fid)
+            for i, (st, (vid, fid)) in enumerate(zip(own, ids))
+        ]
         preds: list = [None] * n
         results: list = [None] * n
         self._solve_groups(model, policy, inputs, samples, plans, preds, results)
@@ -262,8 +328,7 @@ class StreamingTestLoop(BaseLoop):
             todo = [i for i in range(n) if extra[i] is not None]
             sub_preds: list = [None] * n
             sub_res: list = [None] * n
-            self._solve_groups(model, policy, inputs, samples, extra, sub_preds, sub_res,
-                               only=todo)
+            self._solve_groups(model, policy, inputs, samples, extra, sub_preds, sub_res, only=todo)
             for i in todo:
                 plans[i], preds[i] = extra[i], sub_preds[i]
                 results[i] = (sub_res[i][0], sub_res[i][1], results[i][2] + sub_res[i][2])
@@ -277,11 +342,12 @@ class StreamingTestLoop(BaseLoop):
                 states.pop(ids[i][0], None)  # last frame of its video: free the fixed point
         return preds, records
 
-    def _solve_groups(self, model, policy, inputs, samples, plans, preds, results,
-                      only: list[int] | None = None) -> None:
+    def _solve_groups(
+        self, model, policy, inputs, samples, plans, preds, results, only: list[int] | None = None
+    ) -> None:
         """Solve frames with equal (max_iter, tol) together; fill ``preds``/``results``."""
         groups: dict[tuple, list[int]] = {}
-        for i in (only if only is not None else range(len(plans))):
+        for i in only if only is not None else range(len(plans)):
             groups.setdefault((plans[i].max_iter, plans[i].tol), []).append(i)
         backbone = model.backbone
         for (max_iter, tol), idx in groups.items():
@@ -289,12 +355,16 @@ class StreamingTestLoop(BaseLoop):
             if all(plans[i].z0 is None for i in idx):
                 z0 = None
             else:
-                z0 = stack_states([plans[i].z0 for i in idx],
-                                  zeros_like_fn=lambda j, idx=idx: backbone.init_stream_state(
-                                      inputs[idx[j]:idx[j] + 1]))
+                z0 = stack_states(
+                    [plans[i].z0 for i in idx],
+                    zeros_like_fn=lambda j, idx=idx: backbone.init_stream_state(
+                        inputs[idx[j] : idx[j] + 1]
+                    ),
+                )
             t0 = time.perf_counter()
-            out, z, stats = model.stream_step(sub, [samples[i] for i in idx], z0,
-                                              max_iter=max_iter, tol=tol)
+            out, z, stats = model.stream_step(
+                sub, [samples[i] for i in idx], z0, max_iter=max_iter, tol=tol
+            )
             ms = (time.perf_counter() - t0) * 1000.0
             policy.observe(stats, ms)
             zs, ss = split_state(z, len(idx)), split_stats(stats, len(idx))
@@ -316,8 +386,11 @@ class StreamingTestLoop(BaseLoop):
                 continue
             name = k.split('offset_curve/')[-1]
             if isinstance(v, dict):
-                return name, [str(x) for x in v], [float('nan') if y is None else float(y)
-                                                   for y in v.values()]
+                return (
+                    name,
+                    [str(x) for x in v],
+                    [float('nan') if y is None else float(y) for y in v.values()],
+                )
             if isinstance(v, (list, tuple)):
                 return name, [str(i) for i in range(len(v))], [float(y) for y in v]
         return None
@@ -335,8 +408,14 @@ class StreamingTestLoop(BaseLoop):
         head = ['setting', *keys, 'iters/frame', 'ms/frame']
         for name, res in report['settings'].items():
             m = res['metrics']
-            rows.append([name, *(f'{m[k]:.4f}' if k in m else '-' for k in keys),
-                         f"{res['mean_iters']:.2f}", f"{res['mean_ms']:.1f}"])
+            rows.append(
+                [
+                    name,
+                    *(f'{m[k]:.4f}' if k in m else '-' for k in keys),
+                    f"{res['mean_iters']:.2f}",
+                    f"{res['mean_ms']:.1f}",
+                ]
+            )
         widths = [max(len(str(r[c])) for r in [head, *rows]) for c in range(len(head))]
         line = lambda r: '| ' + ' | '.join(str(x).ljust(w) for x, w in zip(r, widths)) + ' |'
         sep = '|' + '|'.join('-' * (w + 2) for w in widths) + '|'
@@ -350,16 +429,17 @@ class StreamingTestLoop(BaseLoop):
         if not curves:
             return None
         import matplotlib
+
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
+
         fig, ax = plt.subplots(figsize=(7, 4.5))
         labels: list[str] = []
         for name, (metric, xs, ys) in curves.items():
             if len(xs) > len(labels):
                 labels = xs
             keep = [i for i, y in enumerate(ys) if not math.isnan(y)]
-            style = '-' if name.startswith('stream') else ('--' if name.startswith('cold')
-                                                           else ':')
+            style = '-' if name.startswith('stream') else ('--' if name.startswith('cold') else ':')
             ax.plot(keep, [ys[i] for i in keep], style, marker='o', ms=3, label=name)
             ax.set_ylabel(metric)
         ax.set_xticks(range(len(labels)))

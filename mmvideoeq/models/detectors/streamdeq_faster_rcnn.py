@@ -1,4 +1,5 @@
 """Faster R-CNN + FPN on a DEQ backbone, with the streaming protocol (thesis ch. 4.2)."""
+
 from __future__ import annotations
 
 from mmdet.models.detectors import FasterRCNN

@@ -1,4 +1,5 @@
 """mmseg ``EncoderDecoder`` on a DEQ backbone, with the streaming protocol (thesis ch. 4.1)."""
+
 from __future__ import annotations
 
 from mmseg.models.segmentors import EncoderDecoder
@@ -25,8 +26,10 @@ class StreamDEQEncoderDecoder(StreamingMixin, EncoderDecoder):
 
     def predict_from_feats(self, feats: tuple[Tensor, ...], data_samples: list) -> list:
         if self.test_cfg is not None and self.test_cfg.get('mode', 'whole') != 'whole':
-            raise ValueError("streaming needs test_cfg.mode='whole' (got "
-                             f"{self.test_cfg.get('mode')!r}); set model.test_cfg.mode='whole'")
+            raise ValueError(
+                "streaming needs test_cfg.mode='whole' (got "
+                f"{self.test_cfg.get('mode')!r}); set model.test_cfg.mode='whole'"
+            )
         x = self.neck(feats) if self.with_neck else feats
         metas = [s.metainfo for s in data_samples]
         seg_logits = self.decode_head.predict(x, metas, self.test_cfg)

@@ -1,0 +1,109 @@
+"""Shrink shipped configs to CPU-test size without changing their structure."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from mmengine.config import Config
+
+TINY_CHANNELS = [4, 8, 8, 8]
+
+
+def shrink_model_cfg(model: dict, *, iters: int = 3) -> dict:
+    """Tiny widths and iteration counts; same model types, heads, losses and solver modes.
+
+    Args:
+        model: A model config dict (``cfg.model.to_dict()``); it is not modified.
+        iters: Cap on every solver iteration count (train/test/unroll/backward).
+
+    Returns:
+        dict: The shrunk copy.
+    """
+    model = copy.deepcopy(model)
+    bb = model['backbone']
+    if bb['type'] not in ('MDEQ', 'mmvideoeq.MDEQ'):
+        raise ValueError(f'shrink_model_cfg knows MDEQ backbones only, got {bb["type"]}')
+    n = len(bb.get('num_channels') or TINY_CHANNELS)
+    channels = TINY_CHANNELS[:n]
+    bb.update(num_channels=channels, num_blocks=[1] * n, expansion=1, num_groups=2)
+    deq = bb.setdefault('deq_cfg', {})
+    for key in (
+        'train_max_iter',
+        'test_max_iter',
+        'unroll_iters',
+        'unroll_max',
+        'backward_max_iter',
+    ):
+        if key in deq:
+            deq[key] = min(int(deq[key]), iters)
+    width = None
+    if model.get('neck'):
+        model['neck'].update(in_channels=channels, out_channels=8)
+        width = 8
+    if 'rpn_head' in model:
+        model['rpn_head'].update(in_channels=width, feat_channels=8)
+        roi = model['roi_head']
+        roi['bbox_roi_extractor']['out_channels'] = width
+        roi['bbox_head'].update(in_channels=width, fc_out_channels=16)
+        model['train_cfg']['rpn']['sampler']['num'] = 16
+        model['train_cfg']['rcnn']['sampler']['num'] = 16
+        model['train_cfg']['rpn_proposal'].update(nms_pre=50, max_per_img=20)
+        model['test_cfg']['rpn'].update(nms_pre=50, max_per_img=20)
+    if 'decode_head' in model:
+        model['decode_head'].update(in_channels=channels, channels=sum(channels))
+    return model
+
+
+def tiny_benchmark(out_dir: str | Path, formats=('vid', 'cityscapes'), seed: int = 0) -> Path:
+    """Render a tiny bundled benchmark (a few short videos of 64x96) into ``out_dir``."""
+    from mmvideoeq.datasets.synth import (
+        BenchmarkPreset,
+        CityscapesPreset,
+        KittiPreset,
+        VidPreset,
+        generate_benchmark,
+    )
+
+    preset = BenchmarkPreset(
+        'tiny',
+        vid=VidPreset(
+            size=(64, 96),
+            train_videos=2,
+            val_videos=2,
+            frames=4,
+            cuts_per_video=1,
+            min_box_area=16,
+            train_frames_per_video=4,
+        ),
+        cityscapes=CityscapesPreset(size=(32, 64), train_snippets=1, val_snippets=1),
+        kitti=KittiPreset(size=(32, 96), train_drives=1, val_drives=1, frames=4),
+    )
+    generate_benchmark(out_dir, preset=preset, seed=seed, formats=formats)
+    return Path(out_dir)
+
+
+def tiny_data_cfg(cfg: Config, root: str | Path, family: str) -> Config:
+    """Point a config's data at a tiny benchmark (from :func:`tiny_benchmark`) under ``root``.
+
+    The data part is replaced by the bundled-benchmark base config of the family (``'vid'`` or
+    ``'seg'``) so that configs of the real datasets run on the tiny data too.
+    """
+    repo = Path(__file__).resolve().parents[2]
+    base = {'vid': 'bundled_vid.py', 'seg': 'bundled_cityscapes.py'}[family]
+    data = Config.fromfile(str(repo / 'configs' / '_base_' / 'datasets' / base))
+    sub = {'vid': 'ILSVRC/', 'seg': 'cityscapes/'}[family]
+    data_root = str(Path(root) / sub) + '/'
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = copy.deepcopy(data[key])
+        loader['dataset']['data_root'] = data_root
+        loader['batch_size'] = 2 if key == 'train_dataloader' else 1
+        if family == 'seg' and key == 'train_dataloader':
+            loader['sampler'] = dict(type='InfiniteSampler', shuffle=True)
+        cfg[key] = loader
+    for key in ('val_evaluator', 'test_evaluator'):
+        ev = copy.deepcopy(data[key])
+        if 'ann_file' in ev:
+            ev['ann_file'] = data_root + 'annotations/imagenet_vid_val.json'
+        cfg[key] = ev
+    return cfg
