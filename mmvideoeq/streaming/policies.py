@@ -537,7 +537,8 @@ class StreamPolicy:
         if not isinstance(state, StreamState):
             raise TypeError(f'state must be a StreamState, got {type(state).__name__}')
         video_id, frame_id = _check_ids(video_id, frame_id)
-        new_video = state.frame_index < 0 or state.stream_id != video_id
+        # num_frames, not frame_index: a shot-change init frame may carry frame_id -1
+        new_video = state.num_frames == 0 or state.stream_id != video_id
         if not new_video and frame_id <= state.frame_index:
             raise ValueError(
                 f'frame_id {frame_id} of video {video_id!r} is not greater than the previous '

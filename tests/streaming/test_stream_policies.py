@@ -223,3 +223,22 @@ def test_policy_config_validation():
         StreamPolicy.from_cfg(dict(budget=FixedBudget(1), iters=3))
     with pytest.raises(TypeError, match='missing 1 required keyword-only argument'):
         StreamPolicy.from_cfg(dict(init='zeros'))
+
+
+def test_init_frame_with_negative_frame_id_is_not_a_new_video():
+    """A shot-change init frame (frame_id -1) is followed by warm frames of the same clip."""
+    import torch
+
+    from mmvideoeq.deq import solve
+    from mmvideoeq.streaming import StreamPolicy
+
+    policy = StreamPolicy(budget=dict(type='FixedBudget', iters=1), init='reference',
+                          reference_iters=5)
+    state = policy.init_state('clip')
+    z = [torch.zeros(1, 2, 2, 2)]
+    plan = policy.begin_frame(state, None, 'clip', -1)
+    assert plan.reset and plan.init == 'reference' and plan.max_iter == 5
+    z, stats = solve(lambda v: [0.5 * v[0] + 1], z, method='fixed_point', max_iter=5, tol=None)
+    state = policy.end_frame(state, plan, z, stats, 1.0)
+    nxt = policy.begin_frame(state, None, 'clip', 0)
+    assert not nxt.reset and nxt.init == 'warm' and nxt.max_iter == 1

@@ -402,9 +402,9 @@ class StreamingTestLoop(BaseLoop):
         keys: list[str] = []
         for res in report['settings'].values():
             for k in _flat_scalar_metrics(res['metrics']):
-                if k not in keys:
+                if k not in keys and 'num_' not in k:
                     keys.append(k)
-        keys = keys[:6]
+        keys = keys[:5]
         head = ['setting', *keys, 'iters/frame', 'ms/frame']
         for name, res in report['settings'].items():
             m = res['metrics']

@@ -1,0 +1,51 @@
+"""StreamingInferencer keeps the stream state between calls (issue 4)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mmengine.config import Config, ConfigDict
+
+from mmvideoeq.testing import shrink_model_cfg
+
+ROOT = Path(__file__).resolve().parents[2]
+CFG = ROOT / 'configs' / 'streamdeq_vid' / 'faster-rcnn_mdeq-tiny-sur8_16e_bundled-vid.py'
+
+
+@pytest.fixture(scope='module')
+def inferencer():
+    from mmvideoeq.apis import StreamingInferencer
+    from mmvideoeq.registry import MODELS
+    from mmvideoeq.utils import register_all_modules
+
+    register_all_modules()
+    cfg = Config.fromfile(str(CFG))
+    model = MODELS.build(ConfigDict(shrink_model_cfg(cfg.model.to_dict())))
+    model.init_weights()
+    return StreamingInferencer(model, cfg=cfg, iters=2)
+
+
+def _frame(seed):
+    return np.random.default_rng(seed).integers(0, 255, (48, 80, 3), dtype=np.uint8)
+
+
+def test_state_is_kept_between_frames_and_reset(inferencer):
+    inferencer.reset()
+    pred0 = inferencer(_frame(0))
+    assert 'pred_instances' in pred0
+    rec0 = inferencer.state.history[-1]
+    assert rec0['init'] == 'zeros' and rec0['iters'] == 2
+    z0 = [t.clone() for t in inferencer.state.z]
+    inferencer(_frame(1))
+    rec1 = inferencer.state.history[-1]
+    assert rec1['init'] == 'warm' and rec1['frame_id'] == 1
+    assert any((a - b).abs().max() > 0 for a, b in zip(z0, inferencer.state.z))
+    assert inferencer.last_ms > 0
+    inferencer.reset()
+    inferencer(_frame(2))
+    assert inferencer.state.history[-1]['init'] == 'zeros'
+    assert len(inferencer.state.history) == 1
+
+
+def test_bad_frame_is_a_clear_error(inferencer):
+    with pytest.raises(ValueError, match=r'\(H, W, 3\) BGR array'):
+        inferencer(np.zeros((10, 10)))
