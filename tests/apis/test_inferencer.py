@@ -1,4 +1,5 @@
 """StreamingInferencer keeps the stream state between calls (issue 4)."""
+
 from pathlib import Path
 
 import numpy as np

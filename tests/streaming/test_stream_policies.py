@@ -232,8 +232,9 @@ def test_init_frame_with_negative_frame_id_is_not_a_new_video():
     from mmvideoeq.deq import solve
     from mmvideoeq.streaming import StreamPolicy
 
-    policy = StreamPolicy(budget=dict(type='FixedBudget', iters=1), init='reference',
-                          reference_iters=5)
+    policy = StreamPolicy(
+        budget=dict(type='FixedBudget', iters=1), init='reference', reference_iters=5
+    )
     state = policy.init_state('clip')
     z = [torch.zeros(1, 2, 2, 2)]
     plan = policy.begin_frame(state, None, 'clip', -1)
