@@ -20,3 +20,5 @@ log_processor = dict(type='LogProcessor', window_size=50, by_epoch=True)
 log_level = 'INFO'
 load_from = None
 resume = False
+# a checkpoint trained on another class list is an error, not silently mislabelled predictions
+custom_hooks = [dict(type='CheckpointClassesHook')]

@@ -452,12 +452,12 @@ def _broyden(
     U = V = None
     n_upd = 0
 
-    def evaluate(x: Tensor, k: int) -> Tensor:
+    def evaluate(x: Tensor, k: int, out: Tensor | None = None) -> Tensor:
         fz = f(layout.unpack(x))
         if k == 0:
             fz = check_state_like(fz, z0)
         fx = layout.pack(fz)
-        gx = fx - x
+        gx = fx - x if out is None else torch.sub(fx, x, out=out)
         tracker.record(k, x, fx, gx)
         return gx
 
@@ -471,6 +471,9 @@ def _broyden(
     if max_iter > 2:
         U = torch.empty(b, cap, d, dtype=x.dtype, device=x.device)
         V = torch.empty(b, cap, d, dtype=x.dtype, device=x.device)
+    if inplace and not line_search:
+        _broyden_inplace_loop(evaluate, done, x, g, U, V, cap)
+        return
     k = 1
     update = g  # d_0 = -B_0 g_0 with B_0 = -I
     gnorm = tracker.abs_trace[:, 0]  # ||g|| of the accepted iterate (line search)
@@ -537,6 +540,81 @@ def _broyden(
         else:
             update = -(bg_new + u * vtg)
         x, g = x_new, g_new
+
+
+def _broyden_inplace_loop(
+    evaluate: Callable[[Tensor, int, Tensor | None], Tensor],
+    done: Callable[[int], bool],
+    x: Tensor,
+    g: Tensor,
+    U: Tensor | None,
+    V: Tensor | None,
+    cap: int,
+) -> None:
+    """The Broyden iteration of :func:`_broyden` without autograd and line search (``s = 1``).
+
+    Same updates as the general loop, with the per-step state-sized work cut to what the update
+    needs: besides the four passes over the stored factors (``V g``, ``U d``, ``B g``,
+    ``d^T B``) one pass each for ``x + d``, the residual, ``u`` and the next ``d``, and no
+    allocation besides the new iterate (the same arithmetic, operation for operation, as the
+    general loop). The residual ``g_{k+1}`` goes to one of two reused buffers (the tracker keeps
+    no reference to it) and ``B_k g_{k+1}`` is formed in place there, ``u`` goes straight into
+    its slot of ``U``, and ``v^T = dx^T B_k`` is formed in place in ``d_k``, which, until the
+    memory wraps around, was written into the slot of ``V`` that ``v`` is stored in (nothing is
+    copied). After a wrap-around ``d_k`` stays in its residual buffer until ``v^T`` is copied
+    out, one step later; the next residual uses the other buffer.
+
+    Args:
+        evaluate: Evaluates ``f`` at a packed iterate, records it and returns the residual.
+        done: Whether the iteration budget or every sample's tolerance is reached.
+        x: Initial packed iterate ``(B, D)``.
+        g: Its residual ``f(x) - x`` (a buffer of ours).
+        U, V: Factor storage ``(B, cap, D)`` (``None`` when ``max_iter <= 2``).
+        cap: Number of stored updates.
+    """
+    k = 1
+    n_upd = 0
+    update = g  # d_0 = -B_0 g_0 with B_0 = -I
+    g_bufs: list[Tensor] = []
+    while not done(k):
+        x = x + update
+        if len(g_bufs) < 2:
+            g_bufs.append(torch.empty_like(x))
+        g_new = evaluate(x, k, g_bufs[k % 2])
+        k += 1
+        if done(k):
+            return
+        n = min(n_upd, cap)
+        slot = n_upd % cap
+        vt_dst = V[:, slot]
+        dd = _dot(update, update)
+        if n > 0:
+            Uc, Vc = U[:, :n], V[:, :n]
+            vg = _rows_dot(Vc, g_new).unsqueeze(1)
+            ud = _rows_dot(Uc, update).unsqueeze(1)
+            # v^T = dx^T B_k = -d_k^T + (d_k^T U^T) V, in place in d_k (Vc excludes d_k's slot).
+            update.unsqueeze(1).baddbmm_(ud, Vc, beta=-1)
+        else:
+            update.neg_()
+        vt = update
+        if vt.data_ptr() != vt_dst.data_ptr():  # first step, or the memory wrapped around
+            vt = vt_dst.copy_(vt)
+        vtg = _dot(vt, g_new)
+        # v^T dg = v^T g_{k+1} + ||d_k||^2; a zero or non-finite denominator skips the update.
+        inv = torch.nan_to_num(torch.reciprocal(vtg + dd), nan=0.0, posinf=0.0, neginf=0.0)
+        bg_new = g_new  # B_k g_{k+1} = -g_{k+1} + U (V g_{k+1}), in place
+        if n > 0:
+            bg_new.unsqueeze(1).baddbmm_(vg, Uc, beta=-1)
+        else:
+            bg_new.neg_()
+        u = torch.mul(bg_new, inv.neg(), out=U[:, slot])  # u = (dx - B_k dg) / (v^T dg)
+        n_upd += 1
+        # d_{k+1} = -(B_k g_{k+1} + u (v^T g_{k+1})); the next v^T goes to slot n_upd, outside
+        # the next step's factors, unless the memory wraps around.
+        if n_upd < cap:
+            update = torch.addcmul(bg_new, u, vtg, out=V[:, n_upd]).neg_()
+        else:
+            update = bg_new.addcmul_(u, vtg).neg_()
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:

@@ -88,6 +88,9 @@ def describe_error(err: BaseException) -> str | None:
         return str(err)
     if isinstance(err, FileNotFoundError):
         return f'file not found: {err}'
+    if isinstance(err, ValueError) and str(err):
+        # mmvideoeq's ValueErrors are written for users (bad data, config or checkpoint)
+        return f'{str(err).splitlines()[0]} (MMVIDEOEQ_DEBUG=1 shows the traceback)'
     if isinstance(err, pickle.UnpicklingError):
         return str(unsafe_checkpoint_error('<checkpoint>', err))
     text = str(err.args[0]) if getattr(err, 'args', None) else str(err)

@@ -265,6 +265,35 @@ def test_broyden_options_converge(kwargs, tanh_problem):
     assert tanh_problem.calls == stats.n_eval <= 60
 
 
+@pytest.mark.parametrize('memory', [None, 1, 3])
+@pytest.mark.parametrize('tol', [None, 1e-6])
+def test_broyden_in_place_loop_matches_recorded_loop(memory, tol):
+    """The allocation-free Broyden loop (no autograd) computes what the recorded loop does."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(2, 4, 4), (3, 2, 2)]
+    dims = [int(torch.Size(s).numel()) for s in shapes]
+    mats = [0.6 * torch.randn(d, d, generator=gen, dtype=torch.float64) / d**0.5 for d in dims]
+    inj = [torch.randn(3, *s, generator=gen, dtype=torch.float64) for s in shapes]
+
+    def f(z):
+        return [
+            torch.tanh((t.reshape(3, -1) @ a).reshape(t.shape) + c) for t, a, c in zip(z, mats, inj)
+        ]
+
+    z0 = [torch.zeros(3, *s, dtype=torch.float64) for s in shapes]
+    kw = dict(method='broyden', max_iter=12, tol=tol, stop_mode='abs', memory=memory)
+    with torch.no_grad():
+        z_fast, st_fast = solve(f, z0, **kw)
+    z_rec, st_rec = solve(f, [t.clone().requires_grad_() for t in z0], **kw)
+    assert z_rec[0].requires_grad and not z_fast[0].requires_grad
+    for a, b in zip(z_fast, z_rec):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(st_fast.abs_trace, st_rec.abs_trace, rtol=1e-10, atol=1e-14)
+    assert torch.equal(st_fast.nstep, st_rec.nstep)
+    assert torch.equal(st_fast.diverged, st_rec.diverged)
+    assert st_fast.n_eval == st_rec.n_eval
+
+
 def test_broyden_line_search_halves_a_rejected_step():
     # g(z) = -3 tanh(z) - z from z0 = 2: the full first step z1 = f(z0) increases ||g||, so the
     # Armijo search evaluates the half step z0 + 0.5 g(z0) next (and counts it as an iteration).

@@ -41,7 +41,7 @@ model = dict(
         dropout_ratio=-1,
         num_classes=19,
         norm_cfg=norm_cfg,
-        align_corners=False,
+        align_corners=True,  # as the reference head and loss
         loss_decode=dict(type='mmseg.CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
     ),
     train_cfg=dict(),

@@ -1,0 +1,3 @@
+from .checkpoint_classes_hook import CheckpointClassesHook
+
+__all__ = ['CheckpointClassesHook']
