@@ -575,11 +575,11 @@ def _broyden_inplace_loop(
     k = 1
     n_upd = 0
     update = g  # d_0 = -B_0 g_0 with B_0 = -I
-    g_bufs: list[Tensor] = []
+    g_bufs: tuple[Tensor, Tensor] | None = None
     while not done(k):
         x = x + update
-        if len(g_bufs) < 2:
-            g_bufs.append(torch.empty_like(x))
+        if g_bufs is None:
+            g_bufs = (torch.empty_like(x), torch.empty_like(x))
         g_new = evaluate(x, k, g_bufs[k % 2])
         k += 1
         if done(k):
