@@ -50,42 +50,14 @@ from pycocotools.coco import COCO
 
 from mmvideoeq.registry import DATASETS
 
+from .synth.classes import VID_CLASSES
+
 __all__ = ['ImagenetVIDDataset', 'IMAGENET_VID_CLASSES', 'uniform_frame_positions']
 
 #: The 30 ImageNet VID classes in the standard order (category ids 1..30 of OpenMMLab's
-#: conversion; WordNet ids n02691156 ... n02391049).
-IMAGENET_VID_CLASSES = (
-    'airplane',
-    'antelope',
-    'bear',
-    'bicycle',
-    'bird',
-    'bus',
-    'car',
-    'cattle',
-    'dog',
-    'domestic_cat',
-    'elephant',
-    'fox',
-    'giant_panda',
-    'hamster',
-    'horse',
-    'lion',
-    'lizard',
-    'monkey',
-    'motorcycle',
-    'rabbit',
-    'red_panda',
-    'sheep',
-    'snake',
-    'squirrel',
-    'tiger',
-    'train',
-    'turtle',
-    'watercraft',
-    'whale',
-    'zebra',
-)
+#: conversion; WordNet ids n02691156 ... n02391049). One list, kept in the bundled benchmark
+#: generator (whose package imports no mm* library) and shared here.
+IMAGENET_VID_CLASSES = VID_CLASSES
 
 _MODES = ('frame', 'video')
 _ANN_FORMATS = ('cocovid', 'coco')
