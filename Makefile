@@ -17,8 +17,8 @@ lint: install
 test: install lint
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q
 
-$(BENCH)/.done: install
-	$(PY) tools/data/make_benchmark.py --out $(BENCH) --preset small --seed 0
+$(BENCH)/.done: | install
+	$(PY) tools/data/make_benchmark.py --out $(BENCH) --preset small --seed 0 --overwrite
 	touch $@
 
 benchmark-data: $(BENCH)/.done
