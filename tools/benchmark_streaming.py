@@ -184,7 +184,7 @@ def main(argv=None):
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint, map_location='cpu')
     model = model.to(device).eval()
-    full_iters = args.full_iters or model.backbone.net.deq.test_max_iter
+    full_iters = args.full_iters or model.backbone.test_max_iter
     frames = load_frames(cfg, args.frames)
     measure(model, frames[:2], args.iters, full_iters, 1, device)  # warm-up
     res = measure(model, frames, args.iters, full_iters, args.repeats, device)

@@ -25,7 +25,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 from mmvideoeq.utils import register_all_modules  # noqa: E402
 from mmvideoeq.utils.checkpoint import check_checkpoint_globals  # noqa: E402
-from mmvideoeq.utils.cli import cli_main, load_config, require_file  # noqa: E402
+from mmvideoeq.utils.cli import CLIError, cli_main, load_config, require_file  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -146,14 +146,10 @@ def main():
     if args.streaming:
         apply_streaming_args(cfg, args)
     elif any(v for v in (args.iters, args.no_warm_start, args.init, args.budget)):
-        from mmvideoeq.utils.cli import CLIError
-
         raise CLIError('--iters/--no-warm-start/--init/--budget need --streaming')
     if args.show or args.show_dir:
         hook = cfg.default_hooks.get('visualization', None)
         if hook is None:
-            from mmvideoeq.utils.cli import CLIError
-
             raise CLIError('--show/--show-dir need `default_hooks.visualization` in the config')
         hook['draw'] = True
         if args.show:
@@ -164,8 +160,6 @@ def main():
     runner = Runner.from_cfg(cfg)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
-            from mmvideoeq.utils.cli import CLIError
-
             raise CLIError(f'--out must be a .pkl file, got {args.out!r}')
         from mmengine.evaluator import DumpResults
 

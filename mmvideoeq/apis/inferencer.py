@@ -23,7 +23,7 @@ from mmengine.dataset import Compose, pseudo_collate
 from mmengine.runner import load_checkpoint
 
 from mmvideoeq.registry import MODELS
-from mmvideoeq.streaming import StreamPolicy, StreamState
+from mmvideoeq.streaming import StreamFrame, StreamPolicy, StreamState, run_stream
 
 
 def _test_pipeline(cfg: Config) -> list[dict]:
@@ -89,9 +89,15 @@ class StreamingInferencer:
     def reset(self) -> None:
         """Start a new video: the next frame starts cold (per the policy's ``init``)."""
         self.video += 1
-        self.state: StreamState = self.policy.init_state(f'stream{self.video}')
+        self.stream_id = f'stream{self.video}'
+        self._states: dict[str, StreamState] = {}
         self.frame_index = -1
         self.last_ms = float('nan')
+
+    @property
+    def state(self) -> StreamState:
+        """The stream's state (cold before the first frame of a video)."""
+        return self._states.get(self.stream_id) or self.policy.init_state(self.stream_id)
 
     @torch.no_grad()
     def __call__(self, frame: np.ndarray | str) -> Any:
@@ -110,16 +116,18 @@ class StreamingInferencer:
         data = self.pipeline(dict(img=frame, img_id=self.frame_index))
         data = self.model.data_preprocessor(pseudo_collate([data]), False)
         inputs, samples = data['inputs'], data['data_samples']
-        plan = self.policy.begin_frame(self.state, inputs, self.state.stream_id, self.frame_index)
-        preds, z, stats = self.model.stream_step(
-            inputs, samples, plan.z0, max_iter=plan.max_iter, tol=plan.tol
+
+        def step(x, z0, max_iter, tol):
+            return self.model.stream_step(x, samples, z0, max_iter=max_iter, tol=tol)
+
+        # the policy's plan / shot-change follow-up / state update, as in every driver
+        run = run_stream(
+            step,
+            [StreamFrame(inputs, self.stream_id, self.frame_index)],
+            self.policy,
+            states=self._states,
+            zeros_like_fn=self.model.backbone.init_stream_state,
         )
-        extra = self.policy.followup(self.state, plan, z, stats)
-        if extra is not None:
-            preds, z, stats = self.model.stream_step(
-                inputs, samples, extra.z0, max_iter=extra.max_iter, tol=extra.tol
-            )
-            plan = extra
+        preds = run.outputs[0]
         self.last_ms = (time.perf_counter() - t0) * 1000.0
-        self.state = self.policy.end_frame(self.state, plan, z, stats, self.last_ms)
         return preds[0]

@@ -134,12 +134,13 @@ class StreamingTestLoop(BaseLoop):
     def _full_iters(self) -> int:
         if self.full_iters is not None:
             return int(self.full_iters)
-        backbone = getattr(self.runner.model, 'backbone', None)
-        for attr in ('test_max_iter', 'max_iter'):
-            n = getattr(backbone, attr, None)
-            if isinstance(n, int):
-                return n
-        return 26
+        n = getattr(getattr(self.runner.model, 'backbone', None), 'test_max_iter', None)
+        if not isinstance(n, int):
+            raise ValueError(
+                'full_iters is not set and the backbone has no test_max_iter; set '
+                'test_cfg.full_iters (streaming_test_cfg.full_iters)'
+            )
+        return n
 
     def _budget_cfg(self, m: int) -> dict:
         if self.budget == 'adaptive':

@@ -235,6 +235,11 @@ class MDEQ(BaseModule):
             self.last_aux = out.aux
         return self._select(out.features), [t.detach() for t in out.z], out.stats
 
+    @property
+    def test_max_iter(self) -> int:
+        """Solver iterations of a full (non-streaming) evaluation solve."""
+        return self.net.deq.test_max_iter
+
     def init_stream_state(self, x: Tensor) -> list[Tensor]:
         """Zero state for frames shaped like ``x`` ``(B, 3, H, W)``."""
         return self.net.init_state(x)
