@@ -5,7 +5,17 @@ Measures, side by side in one run, on one ``MDEQNet`` and one input (batch 1):
 1. inference: the time of one evaluation of ``f`` (the MDEQ layer with the input injection closed
    over), and the time per iteration of the Broyden, Anderson and fixed-point solvers run for
    exactly ``--iters`` iterations (``tol=0``); their ratio is the *solver overhead* (targets:
-   Broyden <= 1.10, fixed point <= 1.02);
+   Broyden <= 1.10, fixed point <= 1.02). Two estimates, from the same run:
+
+   * *interleaved* (the one checked against the targets): every ``f`` call the solver makes is
+     followed by one reference evaluation of ``f`` on a fixed state, timed separately; the
+     overhead of a solve is ``(solve time - reference time) / reference time``, i.e. the time of
+     an iteration (its own ``f`` plus everything the solver does, cache effects included) over
+     the time of an ``f`` measured a few milliseconds away. Load changes on the machine (on the
+     shared 2-core CPU, ``f`` alone varied from 52 to 108 ms between blocks of a few seconds)
+     then hit both sides alike;
+   * *blocks*: ``--iters`` evaluations of ``f`` in a row against a whole solve, alternated, as
+     a cross-check (sensitive to load changes between blocks; ratio of medians and of minima).
 2. training: forward + backward time of one step for the three StreamDEQ training modes of the
    thesis: implicit (``--train-iters`` Broyden iterations forward, the same number of adjoint
    Broyden iterations backward, both without early stop), UR (``--unroll`` weight-tied unrolled
@@ -13,9 +23,8 @@ Measures, side by side in one run, on one ``MDEQNet`` and one input (batch 1):
    time, the mean of the UR times at ``N = floor(E[N])`` and ``ceil(E[N])``, since a step costs
    linearly in ``N``), with ratios to the implicit step.
 
-Each timing is the median over ``--repeats`` repetitions after one warm-up (the inference table
-also gives the ratio of the minima); the variants are interleaved in every repetition so that
-load changes affect them alike.
+Each timing is the median over ``--repeats`` repetitions after one warm-up; the variants are
+alternated in every repetition so that load changes affect them alike.
 
 Run from a checkout (``sys.path`` gets the repository root), e.g.:
     python tools/benchmark_deq.py --arch small --size 256 512 --device cpu --repeats 3
@@ -40,6 +49,7 @@ from mmvideoeq.deq.mdeq import MDEQNet, frozen_weight_norm  # noqa: E402
 from mmvideoeq.deq.solvers import solve  # noqa: E402
 
 TARGETS = {'broyden': 1.10, 'anderson': None, 'fixed_point': 1.02}
+NO_SOLVER = 'no solver'  # calibration row of the interleaved estimate: z = f(z), nothing else
 
 
 def parse_args(argv=None):
@@ -111,18 +121,69 @@ def bench_inference(net: MDEQNet, x: torch.Tensor, args, device) -> dict:
             for _ in range(args.repeats):
                 for k, fn in runs.items():
                     times[k].append(timed(fn, device) / args.iters)
+            inter = {m: [] for m in (NO_SOLVER, *TARGETS)}
+            for _ in range(args.repeats):
+                for m in inter:
+                    inter[m].append(interleaved_solve(f, z0, z_mid, m, args.iters, device))
     med = {k: statistics.median(v) for k, v in times.items()}
     low = {k: min(v) for k, v in times.items()}
     out = {'f_ms': 1e3 * med['f'], 'f_ms_min': 1e3 * low['f'], 'solvers': {}}
-    for m in TARGETS:
+    for m in inter:
+        ratios = sorted(r['overhead'] for r in inter[m])
         out['solvers'][m] = dict(
-            ms_per_iter=1e3 * med[m],
-            overhead=med[m] / med['f'],
-            overhead_min=low[m] / low['f'],
-            target=TARGETS[m],
+            overhead=statistics.median(ratios),
+            overhead_range=(ratios[0], ratios[-1]),
+            solver_ms_per_iter=statistics.median(r['solver_ms'] for r in inter[m]),
+            f_ref_ms=statistics.median(r['f_ref_ms'] for r in inter[m]),
+            block_ms_per_iter=1e3 * med[m] if m in med else None,
+            block_overhead=med[m] / med['f'] if m in med else None,
+            block_overhead_min=low[m] / low['f'] if m in low else None,
+            target=TARGETS.get(m),
         )
     out['raw_s'] = times
+    out['interleaved'] = inter
     return out
+
+
+def interleaved_solve(f, z0, z_ref, method: str, iters: int, device) -> dict:
+    """One solve in which every ``f`` call is followed by a timed reference ``f(z_ref)``.
+
+    ``method=NO_SOLVER`` runs ``z = f(z)`` with no solver at all (no statistics, no selection):
+    its overhead is the estimator's own baseline (1 up to noise).
+
+    Returns the overhead ``(t_solve - t_ref) / t_ref`` (``t_ref``: the reference evaluations,
+    one per iteration) and its parts in ms per iteration: ``solver_ms`` is the time outside any
+    ``f`` (the solver's own work), ``f_ref_ms`` the reference ``f``.
+    """
+    t_ref = [0.0]
+    t_own = [0.0]
+
+    def f_timed(z):
+        t0 = time.perf_counter()
+        out = f(z)
+        sync(device)
+        t1 = time.perf_counter()
+        f(z_ref)
+        sync(device)
+        t_own[0] += t1 - t0
+        t_ref[0] += time.perf_counter() - t1
+        return out
+
+    def plain():
+        z = z0
+        for _ in range(iters):
+            z = f_timed(z)
+
+    if method == NO_SOLVER:
+        total = timed(plain, device)
+    else:
+        total = timed(lambda: solve(f_timed, z0, method=method, max_iter=iters, tol=0), device)
+    iteration = total - t_ref[0]
+    return dict(
+        overhead=iteration / t_ref[0],
+        solver_ms=1e3 * (iteration - t_own[0]) / iters,
+        f_ref_ms=1e3 * t_ref[0] / iters,
+    )
 
 
 def bench_training(net: MDEQNet, x: torch.Tensor, args, device) -> dict:
@@ -207,16 +268,27 @@ def main(argv=None) -> dict:
         f'iterations (tol=0)'
     )
     print(
-        f'(f min over repeats: {inf["f_ms_min"]:.2f} ms; "overhead" = ratio of medians, '
-        f'"min" = ratio of minima, less sensitive to other load)'
+        '"overhead" = iteration time / time of a reference f evaluated right after each of the '
+        "solver's f calls (median over repeats, [min, max]); \"solver ms\" = time per iteration "
+        'outside f; "blocks" = whole solves against blocks of f (ratio of medians / of minima; '
+        f'f min {inf["f_ms_min"]:.2f} ms)'
     )
-    print(f'{"solver":<12} {"ms/iter":>9} {"overhead":>9} {"min":>7} {"target":>8}')
+    print(
+        f'{"solver":<12} {"overhead":>9} {"[min, max]":>15} {"solver ms":>10} {"f ref ms":>9} '
+        f'{"blocks":>7} {"b-min":>6} {"target":>8}'
+    )
     for m, r in inf['solvers'].items():
         tgt = f'<={r["target"]:.2f}' if r['target'] else '-'
         ok = '' if r['target'] is None else ('  ok' if r['overhead'] <= r['target'] else '  MISS')
+        lo, hi = r['overhead_range']
+        blocks = (
+            '-'.rjust(7) + ' ' + '-'.rjust(6)
+            if r['block_overhead'] is None
+            else f'{r["block_overhead"]:>7.3f} {r["block_overhead_min"]:>6.3f}'
+        )
         print(
-            f'{m:<12} {r["ms_per_iter"]:>9.2f} {r["overhead"]:>9.3f} {r["overhead_min"]:>7.3f} '
-            f'{tgt:>8}{ok}'
+            f'{m:<12} {r["overhead"]:>9.3f} {f"[{lo:.3f}, {hi:.3f}]":>15} '
+            f'{r["solver_ms_per_iter"]:>10.2f} {r["f_ref_ms"]:>9.2f} {blocks} {tgt:>8}{ok}'
         )
     result = dict(args=vars(args), env=env, state_shapes=shapes, inference=inf)
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmvideoeq.deq import SolverStats, solve
+from mmvideoeq.deq import SolverStats, release_solver_buffers, solve
+from mmvideoeq.deq import solvers as solvers_module
+from mmvideoeq.deq.solvers import _residual_into
+from mmvideoeq.deq.utils import StateLayout
 
 METHODS = ['fixed_point', 'anderson', 'broyden']
 
@@ -292,6 +295,68 @@ def test_broyden_in_place_loop_matches_recorded_loop(memory, tol):
     assert torch.equal(st_fast.nstep, st_rec.nstep)
     assert torch.equal(st_fast.diverged, st_rec.diverged)
     assert st_fast.n_eval == st_rec.n_eval
+
+
+def test_broyden_keeps_an_image_that_aliases_the_iterate():
+    """``f`` may return (a view of) its input. Broyden updates its iterate in place without
+    autograd, so the selected image must be a copy, not the iterate's storage."""
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn(6, 6, generator=gen, dtype=torch.float64)
+    w = 0.5 * w / torch.linalg.matrix_norm(w, 2)
+    inj = torch.randn(2, 6, generator=gen, dtype=torch.float64)
+    seen = []
+
+    def f(z):
+        seen.append(z[0].clone())
+        if len(seen) == 3:  # residual 0: the lowest one, and its image is the iterate itself
+            return [z[0].view_as(z[0])]
+        return [torch.tanh(z[0] @ w.T + inj)]
+
+    with torch.no_grad():
+        z, stats = solve(
+            f, [torch.zeros(2, 6, dtype=torch.float64)], method='broyden', max_iter=8, tol=None
+        )
+    assert stats.nstep.tolist() == [3, 3]
+    assert not torch.equal(seen[-1], seen[2])  # the iterate moved on after evaluation 3
+    assert torch.equal(z[0], seen[2])
+
+
+def test_broyden_scratch_storage_is_reused_and_never_read_stale(make_tanh):
+    """The CPU Broyden loop keeps its step storage between solves (uninitialised memory of the
+    last solve): a solve after another one gives bit-identical results to a first solve."""
+    first, other = make_tanh(seed=0), make_tanh(seed=5)  # same (B, D): same storage
+    kw = dict(method='broyden', tol=None)
+    release_solver_buffers()
+    with torch.no_grad():
+        fresh, st_fresh = solve(first.f, first.z0(), max_iter=12, **kw)
+        assert len(solvers_module._BUFFERS._free) == 1  # kept for the next solve
+        solve(other.f, other.z0(), max_iter=20, **kw)  # a larger block, full of its steps
+        again, st_again = solve(first.f, first.z0(), max_iter=12, **kw)
+    (block,) = solvers_module._BUFFERS._free.values()
+    assert block.shape[1] == 19  # the 20-iteration block served the later 12-iteration solve
+    assert torch.equal(fresh[0], again[0])
+    assert torch.equal(st_fresh.abs_trace, st_again.abs_trace)
+    release_solver_buffers()
+    assert not solvers_module._BUFFERS._free
+
+
+@pytest.mark.parametrize('batch', [1, 3])
+def test_residual_norms_packed_and_per_scale_agree(batch):
+    """The residual helper's two forms (per scale on CPU, packed on accelerators) agree with a
+    direct computation."""
+    gen = torch.Generator().manual_seed(1)
+    shapes = [(2, 4, 4), (3, 2, 2), (5, 1, 1)]
+    fx = [torch.randn(batch, *s, generator=gen, dtype=torch.float64) for s in shapes]
+    x = [torch.randn(batch, *s, generator=gen, dtype=torch.float64) for s in shapes]
+    layout = StateLayout(x)
+    flat = torch.cat([a.reshape(batch, -1) for a in fx], 1)
+    want = flat - torch.cat([a.reshape(batch, -1) for a in x], 1)
+    for pack, x_arg in [(False, x), (False, layout.pack(x)), (True, x), (True, layout.pack(x))]:
+        out = torch.empty(batch, layout.dim, dtype=torch.float64)
+        res, fn = _residual_into(fx, x_arg, out, layout, torch.float64, pack=pack)
+        torch.testing.assert_close(out, want, rtol=0, atol=0)
+        torch.testing.assert_close(res, want.norm(dim=1), rtol=1e-14, atol=0)
+        torch.testing.assert_close(fn, flat.norm(dim=1), rtol=1e-14, atol=0)
 
 
 def test_broyden_line_search_halves_a_rejected_step():
