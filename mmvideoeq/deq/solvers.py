@@ -513,7 +513,7 @@ def _anderson(
         gx = torch.sub(fx, x, out=G[:, slot]) if inplace else fx - x
         fz = list(fz)
         tracker.record(
-            k, layout.unpack(x), fz, _row_norm(gx.detach(), tracker.sdt), _row_norm(fz, tracker.sdt)
+            k, layout.unpack(x), fz, _row_norm(gx, tracker.sdt), _row_norm(fz, tracker.sdt)
         )
         if k == max_iter - 1 or (tracker.tol is not None and tracker.all_stopped()):
             return
@@ -608,7 +608,7 @@ def _broyden(
         fz = check_state_like(fz, z0) if k == 0 else list(fz)
         if out is None:  # (differentiable when autograd records)
             gx = layout.pack(fz) - x
-            norms = _row_norm(gx.detach(), tracker.sdt), _row_norm(fz, tracker.sdt)
+            norms = _row_norm(gx, tracker.sdt), _row_norm(fz, tracker.sdt)
         else:  # scale by scale into the packed buffer (no packed copy of f(x))
             gx = out
             norms = _residual_into(fz, x, out, layout, tracker.sdt)
