@@ -1,5 +1,6 @@
 """Install mmvideoeq. The pinned stack lives in requirements.txt and is installed by
 ``tools/install.sh`` (mmcv 2.1.0 must be compiled with ops; see docs/install.md)."""
+
 from setuptools import find_packages, setup
 
 
@@ -16,6 +17,8 @@ setup(
     description='OpenMMLab 3.x extension for streaming video perception with deep-equilibrium '
     'and recursive backbones',
     packages=find_packages(include=['mmvideoeq', 'mmvideoeq.*']),
+    # C source of the optional residual kernel, compiled on first use (mmvideoeq/deq/native.py)
+    package_data={'mmvideoeq.deq': ['csrc/*.c']},
     python_requires='>=3.10',
     # Kept loose on purpose: the exact, tested pins are in requirements.txt. The DEQ core and the
     # streaming layer need only torch.

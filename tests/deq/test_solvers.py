@@ -93,7 +93,7 @@ def test_second_iterate_is_a_plain_fixed_point_step(method, tanh_problem):
 
 
 @pytest.mark.parametrize('method', METHODS)
-def test_per_sample_stopping_is_batch_invariant(method, tanh_problem, make_tanh):
+def test_per_sample_stopping_is_batch_invariant(method, tanh_problem, make_tanh, bookkeeping):
     ref = tanh_problem.reference()
     z0 = [torch.stack([ref[0] + 1e-6, torch.zeros(6, dtype=torch.float64)])]  # warm, cold
     z, stats = solve(tanh_problem.f, z0, method=method, max_iter=60, tol=1e-9, stop_mode='abs')
@@ -112,6 +112,30 @@ def test_per_sample_stopping_is_batch_invariant(method, tanh_problem, make_tanh)
 
 
 @pytest.mark.parametrize('method', METHODS)
+def test_backprop_with_per_sample_stopping_matches_solo_solves(method, make_tanh, bookkeeping):
+    """Under autograd, samples that stop at different steps keep their own graph: the gradient
+    of each sample equals that of solving it alone (the selection mixes images per sample)."""
+    prob = make_tanh()
+    ref = prob.reference()
+    z0 = [torch.stack([ref[0] + 1e-6, torch.zeros(6, dtype=torch.float64)])]  # warm, cold
+    weights = torch.linspace(-1, 2, 6, dtype=torch.float64)
+    x = prob.x.clone().requires_grad_(True)
+    prob.x = x
+    z, stats = solve(prob.f, z0, method=method, max_iter=60, tol=1e-9, stop_mode='abs')
+    assert stats.nstep[0] < stats.nstep[1]
+    (grad,) = torch.autograd.grad((z[0] * weights).sum(), x)
+    for b in range(2):
+        single = make_tanh()
+        xb = single.x[b : b + 1].clone().requires_grad_(True)
+        single.x = xb
+        zb, _ = solve(
+            single.f, [z0[0][b : b + 1]], method=method, max_iter=60, tol=1e-9, stop_mode='abs'
+        )
+        (gb,) = torch.autograd.grad((zb[0] * weights).sum(), xb)
+        torch.testing.assert_close(grad[b : b + 1], gb, atol=1e-10, rtol=0)  # rounding only
+
+
+@pytest.mark.parametrize('method', METHODS)
 def test_warm_start_needs_fewer_steps(method, tanh_problem):
     ref = tanh_problem.reference()
     warm = [ref + 1e-3 * torch.ones_like(ref)]
@@ -125,7 +149,7 @@ def test_warm_start_needs_fewer_steps(method, tanh_problem):
     assert (warm_stats.first_abs < cold_stats.first_abs).all()
 
 
-def test_expanding_map_is_flagged_and_lowest_image_returned():
+def test_expanding_map_is_flagged_and_lowest_image_returned(bookkeeping):
     def f(z):
         return [2 * z[0] + 1]  # z_k = 2^k - 1, residual 2^k: grows
 
@@ -175,7 +199,7 @@ def test_broyden_finds_root_of_non_contractive_map():
 
 
 @pytest.mark.parametrize('method', METHODS)
-def test_nan_in_one_sample_is_never_returned(method, tanh_problem, make_tanh):
+def test_nan_in_one_sample_is_never_returned(method, tanh_problem, make_tanh, bookkeeping):
     def f(z):
         out = tanh_problem.f(z)[0].clone()
         if tanh_problem.calls >= 3:
@@ -197,7 +221,27 @@ def test_nan_in_one_sample_is_never_returned(method, tanh_problem, make_tanh):
 
 
 @pytest.mark.parametrize('method', METHODS)
-def test_nan_from_first_evaluation_returns_z0(method):
+@pytest.mark.parametrize('tol', [None, 1e-12])
+def test_nothing_after_a_non_finite_residual_is_returned(method, tol, bookkeeping):
+    """f recovers after a NaN (e.g. a layer that sanitises its input): the sample still stops at
+    the NaN, so the returned image and nstep refer to the same, earlier evaluation."""
+    calls = [0]
+
+    def f(z):
+        calls[0] += 1
+        if calls[0] == 3:
+            return [z[0] * float('nan')]
+        return [0.5 * z[0].nan_to_num(0.0) + 1.0]  # later residuals fall below the early ones
+
+    z, stats = solve(f, [torch.zeros(1, 4)], method=method, max_iter=8, tol=tol)
+    assert stats.nstep.tolist() == [2] and stats.diverged.all()
+    torch.testing.assert_close(z[0], torch.full((1, 4), 1.5))  # f(f(z0)), the 2nd image
+    if tol is None:
+        assert stats.n_eval == 8  # without a tol the budget is still spent exactly
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_nan_from_first_evaluation_returns_z0(method, bookkeeping):
     def f(z):
         return [torch.full_like(z[0], float('nan'))]
 
@@ -438,6 +482,12 @@ def test_bad_states_and_outputs(tanh_problem):
         solve(lambda z: z, [torch.zeros(2, 4), torch.zeros(3, 4)], method='fixed_point')
     with pytest.raises(ValueError, match='NaN or inf'):
         solve(tanh_problem.f, [torch.full((2, 6), float('nan'))], method='fixed_point')
+    big = torch.full((2, 6), 3e38)  # finite, but its float32 sum overflows to inf
+    with pytest.raises(ValueError, match='NaN or inf'):
+        solve(
+            tanh_problem.f, [torch.zeros(2, 6), big.index_fill(1, torch.tensor([4]), -float('inf'))]
+        )
+    solve(lambda z: [0.5 * z[0]], [big], method='fixed_point', max_iter=2)  # accepted
     with pytest.raises(ValueError, match='returned 2 tensors but the state has 1'):
         solve(lambda z: [z[0], z[0]], [torch.zeros(2, 4)], method='broyden')
     with pytest.raises(ValueError, match=r'has shape \(2, 5\) but the state has \(2, 4\)'):
