@@ -1,5 +1,5 @@
 """Install mmvideoeq. The pinned stack lives in requirements.txt and is installed by
-``tools/install.sh`` (mmcv 2.1.0 must be compiled with ops; see docs/install.md)."""
+``tools/install.sh`` (mmcv 2.1.0 must be compiled with ops; see README.md, "Set-up")."""
 
 from setuptools import find_packages, setup
 
