@@ -134,7 +134,12 @@ def load() -> ctypes.CDLL | None:
         try:
             if shutil.which(cc) is None:
                 raise RuntimeError(f'no C compiler {cc!r} on PATH (set CC to use another)')
-            lib = ctypes.CDLL(_build(cc))
+            path = _build(cc)
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:  # a damaged cache entry (e.g. a disk that filled up): build again
+                os.unlink(path)
+                lib = ctypes.CDLL(_build(cc))
             if lib.mmveq_residual_norms_abi() != ABI:
                 raise RuntimeError('stale library: interface version mismatch')
             for name in ('mmveq_residual_norms_f32', 'mmveq_residual_norms_f64'):

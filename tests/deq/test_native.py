@@ -181,3 +181,17 @@ def test_fixed_point_uses_kernel_and_matches_torch_path(tol, monkeypatch):
 
     monkeypatch.setattr(solvers_module, '_residual_into', no_torch_path)
     solve(f, z0, method='fixed_point', max_iter=3, tol=tol)
+
+
+@needs_cc
+def test_damaged_cache_entry_is_rebuilt(fresh_native):
+    # build without loading (a library loaded by this process must not be overwritten), then
+    # damage the cached file as an interrupted copy or a full disk would
+    path = native._build(os.environ.get('CC', 'cc'))
+    with open(path, 'wb') as fh:
+        fh.write(b'not a shared library')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # rebuilt silently, no fallback warning
+        assert native.load() is not None
+    with open(path, 'rb') as fh:
+        assert fh.read(4) == b'\x7fELF'
