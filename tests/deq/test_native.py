@@ -26,6 +26,12 @@ def _state(batch: int, dtype: torch.dtype, seed: int) -> list[torch.Tensor]:
     return [torch.randn(batch, *s, generator=g, dtype=dtype) for s in SHAPES]
 
 
+@pytest.fixture(autouse=True)
+def kernel_allowed(monkeypatch):
+    """These tests are about the kernel: a user's MMVIDEOEQ_NATIVE=0 must not turn them off."""
+    monkeypatch.delenv('MMVIDEOEQ_NATIVE', raising=False)
+
+
 @pytest.fixture
 def fresh_native(tmp_path, monkeypatch):
     """A private build cache and a forgotten library; restored afterwards."""
