@@ -410,9 +410,11 @@ class _Tracker:
 
 
 class _BufferCache:
-    """Scratch storage of the Broyden loops without autograd, kept between solves on CPU.
+    """Scratch storage of the Broyden and Anderson loops without autograd, kept between solves
+    on CPU.
 
-    Why: the loops need ``(B, rows, D)`` of storage per solve (the steps or the factors). A fresh
+    Why: the loops need ``(B, rows, D)`` of storage per solve (the steps, the factors, or
+    Anderson's image and residual histories). A fresh
     block that size is mapped by glibc (above its mmap threshold), so every page is faulted in
     and zeroed on first write; and storage taken a state at a time from the heap instead makes
     ``f``'s own temporaries land on fresh pages (measured, MDEQ-Small at 256x512 on the 2-core
@@ -459,11 +461,12 @@ _BUFFERS = _BufferCache()
 
 
 def release_solver_buffers() -> None:
-    """Frees the scratch blocks the Broyden solver keeps between solves on CPU.
+    """Frees the scratch blocks the Broyden and Anderson solvers keep between solves on CPU.
 
-    The solver keeps the storage of its last solve (at most two blocks, ``(max_iter - 1) x B x
-    D`` floats each, e.g. 50 MB for MDEQ-Small at 256x512 and 26 iterations) so that the next
-    solve of the same size does not page it in again. Call this to return the memory.
+    The solvers keep the storage of their last solve (at most two blocks; Broyden's is
+    ``(max_iter - 1) x B x D`` floats, e.g. 50 MB for MDEQ-Small at 256x512 and 26 iterations,
+    Anderson's ``2 m x B x D``) so that the next solve of the same size does not page it in
+    again. Call this to return the memory.
     """
     _BUFFERS.clear()
 
@@ -557,45 +560,53 @@ def _anderson(
     b, d = layout.batch, layout.dim
     x = layout.pack(z0)
     mm = max(1, min(m, max_iter - 1))
-    F = G = gram = None
+    F = G = gram = store = None
     inplace = True
-    for k in range(max_iter):
-        fz = f(layout.unpack(x))
-        if k == 0:
-            fz = check_state_like(fz, z0)
-        fx = layout.pack(fz)
-        if k == 0:
-            # Write into the history in place unless autograd records the iterations.
-            inplace = not (fx.requires_grad or x.requires_grad)
-            F = torch.empty(b, mm, d, dtype=x.dtype, device=x.device)
-            G = torch.empty(b, mm, d, dtype=x.dtype, device=x.device)
-            gram = torch.empty(b, mm, mm, dtype=x.dtype, device=x.device)
-        slot = k % mm
-        gx = torch.sub(fx, x, out=G[:, slot]) if inplace else fx - x
-        fz = list(fz)
-        tracker.record(
-            k, layout.unpack(x), fz, _row_norm(gx, tracker.sdt), _row_norm(fz, tracker.sdt)
-        )
-        if k == max_iter - 1 or (tracker.tol is not None and tracker.all_stopped()):
-            return
-        n = min(k + 1, mm)
-        F = _put(F, slot, fx, inplace)
-        if inplace:
-            row = _rows_dot(G[:, :n], gx)  # (B, n) Gram row
-            gram[:, slot, :n] = row
-            gram[:, :n, slot] = row
-            gram_n = gram[:, :n, :n]
-        else:  # autograd records: rebuild, no in-place writes
-            G = _put(G, slot, gx, inplace)
-            gram_n = torch.bmm(G[:, :n], G[:, :n].transpose(1, 2))
-        if n == 1:
-            alpha = torch.ones(b, 1, dtype=x.dtype, device=x.device)
-        else:
-            alpha = _anderson_weights(gram_n, lam, slot)
-        a = alpha.unsqueeze(1)  # (B, 1, n)
-        x = torch.bmm(a, F[:, :n]).squeeze(1)
-        if beta != 1.0:
-            x = x - (1.0 - beta) * torch.bmm(a, G[:, :n]).squeeze(1)
+    try:
+        for k in range(max_iter):
+            fz = f(layout.unpack(x))
+            if k == 0:
+                fz = check_state_like(fz, z0)
+            fx = layout.pack(fz)
+            if k == 0:
+                # Write into the history in place unless autograd records the iterations.
+                inplace = not (fx.requires_grad or x.requires_grad)
+                if inplace:  # the history block of the last solve (see _BufferCache)
+                    store = _BUFFERS.take(b, 2 * mm, d, x.dtype, x.device)
+                    F, G = store[:, :mm], store[:, mm : 2 * mm]
+                else:
+                    F = torch.empty(b, mm, d, dtype=x.dtype, device=x.device)
+                    G = torch.empty(b, mm, d, dtype=x.dtype, device=x.device)
+                gram = torch.empty(b, mm, mm, dtype=x.dtype, device=x.device)
+            slot = k % mm
+            gx = torch.sub(fx, x, out=G[:, slot]) if inplace else fx - x
+            fz = list(fz)
+            tracker.record(
+                k, layout.unpack(x), fz, _row_norm(gx, tracker.sdt), _row_norm(fz, tracker.sdt)
+            )
+            if k == max_iter - 1 or (tracker.tol is not None and tracker.all_stopped()):
+                return
+            n = min(k + 1, mm)
+            F = _put(F, slot, fx, inplace)
+            if inplace:
+                row = _rows_dot(G[:, :n], gx)  # (B, n) Gram row
+                gram[:, slot, :n] = row
+                gram[:, :n, slot] = row
+                gram_n = gram[:, :n, :n]
+            else:  # autograd records: rebuild, no in-place writes
+                G = _put(G, slot, gx, inplace)
+                gram_n = torch.bmm(G[:, :n], G[:, :n].transpose(1, 2))
+            if n == 1:
+                alpha = torch.ones(b, 1, dtype=x.dtype, device=x.device)
+            else:
+                alpha = _anderson_weights(gram_n, lam, slot)
+            a = alpha.unsqueeze(1)  # (B, 1, n)
+            x = torch.bmm(a, F[:, :n]).squeeze(1)
+            if beta != 1.0:
+                x = x - (1.0 - beta) * torch.bmm(a, G[:, :n]).squeeze(1)
+    finally:
+        if store is not None:
+            _BUFFERS.give(store)
 
 
 def _anderson_weights(gram: Tensor, lam: float, latest: int) -> Tensor:

@@ -384,6 +384,25 @@ def test_broyden_scratch_storage_is_reused_and_never_read_stale(make_tanh):
     assert not solvers_module._BUFFERS._free
 
 
+def test_anderson_history_storage_is_reused_and_never_read_stale(make_tanh):
+    """Anderson takes its image/residual history from the same cache: a solve after another one
+    (other data, a larger window) gives bit-identical results to a first solve."""
+    first, other = make_tanh(seed=0), make_tanh(seed=5)
+    kw = dict(method='anderson', tol=None, max_iter=12)
+    release_solver_buffers()
+    with torch.no_grad():
+        fresh, st_fresh = solve(first.f, first.z0(), m=3, **kw)
+        (block,) = solvers_module._BUFFERS._free.values()
+        assert block.shape[1] == 6  # images and residuals of a window of 3
+        solve(other.f, other.z0(), m=5, **kw)  # a larger block, full of the other solve's data
+        again, st_again = solve(first.f, first.z0(), m=3, **kw)
+    (block,) = solvers_module._BUFFERS._free.values()
+    assert block.shape[1] == 10  # the m=5 block served the later m=3 solve
+    assert torch.equal(fresh[0], again[0])
+    assert torch.equal(st_fresh.abs_trace, st_again.abs_trace)
+    release_solver_buffers()
+
+
 @pytest.mark.parametrize('batch', [1, 3])
 def test_residual_norms_packed_and_per_scale_agree(batch):
     """The residual helper's two forms (per scale on CPU, packed on accelerators) agree with a
