@@ -220,20 +220,24 @@ def _residual_into(
         fn.append(torch.linalg.vector_norm(a.reshape(b, -1), dim=1, dtype=dtype))
         torch.sub(a, z.detach(), out=o)
         gn.append(torch.linalg.vector_norm(o.reshape(b, -1), dim=1, dtype=dtype))
-    if len(fx) == 1:
-        return gn[0], fn[0]
-    norm = torch.linalg.vector_norm
-    return norm(torch.stack(gn, 1), dim=1), norm(torch.stack(fn, 1), dim=1)
+    return _combine_scale_norms(gn), _combine_scale_norms(fn)
+
+
+def _combine_scale_norms(norms: list[Tensor]) -> Tensor:
+    """The per-sample norm ``(B,)`` over all scales from the per-scale norms ``(B,)``."""
+    return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms, 1), dim=1)
 
 
 def _row_norm(x: Tensor | list[Tensor], dtype: torch.dtype) -> Tensor:
     """Per-sample 2-norm ``(B,)`` of a packed ``(B, D)`` tensor or of a state list (all scales)."""
     if isinstance(x, Tensor):
         return torch.linalg.vector_norm(x.detach(), dim=1, dtype=dtype)
-    norms = [
-        torch.linalg.vector_norm(t.detach().reshape(t.shape[0], -1), dim=1, dtype=dtype) for t in x
-    ]
-    return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms, 1), dim=1)
+    return _combine_scale_norms(
+        [
+            torch.linalg.vector_norm(t.detach().reshape(t.shape[0], -1), dim=1, dtype=dtype)
+            for t in x
+        ]
+    )
 
 
 class _Tracker:
