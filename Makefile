@@ -11,8 +11,8 @@ install:
 	bash tools/install.sh
 
 lint: install
-	$(PY) -m ruff check mmvideoeq tools tests configs
-	$(PY) -m ruff format --check mmvideoeq tools tests configs
+	$(PY) -m ruff check mmvideoeq benchgen tools tests configs
+	$(PY) -m ruff format --check mmvideoeq benchgen tools tests configs
 
 test: install lint
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q

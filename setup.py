@@ -16,7 +16,8 @@ setup(
     version=read_version(),
     description='OpenMMLab 3.x extension for streaming video perception with deep-equilibrium '
     'and recursive backbones',
-    packages=find_packages(include=['mmvideoeq', 'mmvideoeq.*']),
+    # benchgen: the bundled-benchmark generator (a tool; mmvideoeq never imports it)
+    packages=find_packages(include=['mmvideoeq', 'mmvideoeq.*', 'benchgen', 'benchgen.*']),
     # C source of the optional residual kernel, compiled on first use (mmvideoeq/deq/native.py)
     package_data={'mmvideoeq.deq': ['csrc/*.c']},
     python_requires='>=3.10',

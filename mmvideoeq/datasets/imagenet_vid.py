@@ -50,7 +50,7 @@ from pycocotools.coco import COCO
 
 from mmvideoeq.registry import DATASETS
 
-from .synth.classes import VID_CLASSES
+from mmvideoeq.class_names import VID_CLASSES
 
 __all__ = ['ImagenetVIDDataset', 'IMAGENET_VID_CLASSES', 'uniform_frame_positions']
 

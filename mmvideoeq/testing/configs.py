@@ -55,36 +55,10 @@ def shrink_model_cfg(model: dict, *, iters: int = 3) -> dict:
     return model
 
 
-def tiny_benchmark(out_dir: str | Path, formats=('vid', 'cityscapes'), seed: int = 0) -> Path:
-    """Render a tiny bundled benchmark (a few short videos of 64x96) into ``out_dir``."""
-    from mmvideoeq.datasets.synth import (
-        BenchmarkPreset,
-        CityscapesPreset,
-        KittiPreset,
-        VidPreset,
-        generate_benchmark,
-    )
-
-    preset = BenchmarkPreset(
-        'tiny',
-        vid=VidPreset(
-            size=(64, 96),
-            train_videos=2,
-            val_videos=2,
-            frames=4,
-            cuts_per_video=1,
-            min_box_area=16,
-            train_frames_per_video=4,
-        ),
-        cityscapes=CityscapesPreset(size=(32, 64), train_snippets=1, val_snippets=1),
-        kitti=KittiPreset(size=(32, 96), train_drives=1, val_drives=1, frames=4),
-    )
-    generate_benchmark(out_dir, preset=preset, seed=seed, formats=formats)
-    return Path(out_dir)
-
-
 def tiny_data_cfg(cfg: Config, root: str | Path, family: str) -> Config:
-    """Point a config's data at a tiny benchmark (from :func:`tiny_benchmark`) under ``root``.
+    """Point a config's data at a tiny benchmark under ``root``.
+
+    The benchmark is rendered by ``benchgen.generate_benchmark(root, preset='tiny')``.
 
     The data part is replaced by the bundled-benchmark base config of the family (``'vid'`` or
     ``'seg'``) so that configs of the real datasets run on the tiny data too.

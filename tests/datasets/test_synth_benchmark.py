@@ -1,4 +1,4 @@
-"""Tests of the bundled benchmark generator (``mmvideoeq.datasets.synth``).
+"""Tests of the bundled benchmark generator (``benchgen``).
 
 The written files are checked with the reference readers and tables, not with the generator's own
 code: pycocotools loads the ImageNet-VID annotation files, boxes are recomputed here from the
@@ -11,7 +11,6 @@ import hashlib
 import importlib.util
 import json
 import re
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -21,25 +20,20 @@ from cityscapesscripts.helpers.labels import id2label, name2label
 from PIL import Image
 from pycocotools.coco import COCO
 
+import benchgen as synth
+
 REPO = Path(__file__).resolve().parents[2]
-SYNTH = 'mmvideoeq.datasets.synth'
 
 
-def _load_module(name: str, init: Path, package: bool):
-    """Import a module from a file (the generator needs no OpenMMLab package, so its parent
-    ``mmvideoeq.datasets``, which imports mmdet and mmseg, is not imported)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    kwargs = dict(submodule_search_locations=[str(init.parent)]) if package else {}
-    spec = importlib.util.spec_from_file_location(name, init, **kwargs)
+def _load_script(name: str, path: Path):
+    """Import a command-line script (not a package module) to call its functions."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-synth = _load_module(SYNTH, REPO / 'mmvideoeq/datasets/synth/__init__.py', package=True)
-cli = _load_module('make_benchmark_cli', REPO / 'tools/data/make_benchmark.py', package=False)
+cli = _load_script('make_benchmark_cli', REPO / 'tools/data/make_benchmark.py')
 
 # The 30 ImageNet VID classes in the order of mmtracking's imagenet2coco_vid.py (ids 1..30) and
 # their WordNet ids, typed from mmtracking's converter.

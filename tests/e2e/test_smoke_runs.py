@@ -8,7 +8,9 @@ import pytest
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mmvideoeq.testing import shrink_model_cfg, tiny_benchmark, tiny_data_cfg
+from benchgen import generate_benchmark
+
+from mmvideoeq.testing import shrink_model_cfg, tiny_data_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
 VID = sorted(
@@ -19,7 +21,9 @@ SEG = sorted((ROOT / 'configs' / 'streamdeq_seg').glob('*.py'))
 
 @pytest.fixture(scope='module')
 def tiny_root(tmp_path_factory):
-    return tiny_benchmark(tmp_path_factory.mktemp('tiny_bench'))
+    root = tmp_path_factory.mktemp('tiny_bench')
+    generate_benchmark(root, preset='tiny', seed=0, formats=('vid', 'cityscapes'))
+    return root
 
 
 def _runner(path, family, root, work_dir, iters_loop):

@@ -7,51 +7,22 @@ Example::
         --formats vid cityscapes kitti
 
 See ``data/README.md`` for the layout written and the licences of the photographs. The generator
-(``mmvideoeq/datasets/synth``) needs numpy, OpenCV and Pillow only: this script loads it straight
-from the source tree, without importing ``mmvideoeq.datasets`` (which needs the OpenMMLab stack),
-so it runs before anything else is installed.
+is the ``benchgen`` package (numpy, OpenCV and Pillow; no OpenMMLab import), installed beside
+``mmvideoeq`` by ``tools/install.sh``.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import List, Optional
 
-SYNTH = 'mmvideoeq.datasets.synth'
-SYNTH_DIR = Path(__file__).resolve().parents[2] / 'mmvideoeq' / 'datasets' / 'synth'
-PRESETS = ('small', 'large')
+from benchgen import generate_benchmark
+
+PRESETS = ('tiny', 'small', 'large')
 FORMATS = ('vid', 'cityscapes', 'kitti')
-
-
-def load_synth() -> ModuleType:
-    """Import ``mmvideoeq.datasets.synth`` from this source tree, skipping its parent packages.
-
-    Returns:
-        ModuleType: The package (the one already imported, if any).
-
-    Raises:
-        FileNotFoundError: The package is missing from the source tree.
-    """
-    if SYNTH in sys.modules:
-        return sys.modules[SYNTH]
-    init = SYNTH_DIR / '__init__.py'
-    if not init.is_file():
-        raise FileNotFoundError(f'{init} not found: run this script from an mmvideoeq checkout')
-    spec = importlib.util.spec_from_file_location(SYNTH, init,
-                                                  submodule_search_locations=[str(SYNTH_DIR)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[SYNTH] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[SYNTH]
-        raise
-    return module
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -60,7 +31,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'the ImageNet-VID (OpenMMLab CocoVID), Cityscapes and KITTI layouts.')
     parser.add_argument('--out', required=True, help='output folder, e.g. data/bundled')
     parser.add_argument('--preset', default='small', choices=PRESETS,
-                        help="'small' (CPU, default) or 'large' (GPU)")
+                        help="'tiny' (tests), 'small' (CPU, default) or 'large' (GPU)")
     parser.add_argument('--seed', type=int, default=0, help='non-negative seed (default 0)')
     parser.add_argument('--formats', nargs='+', default=['vid', 'cityscapes'], choices=FORMATS,
                         help='formats to write (default: vid cityscapes)')
@@ -91,10 +62,9 @@ def summarize(out: Path, meta: dict) -> List[str]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    synth = load_synth()
     start = time.perf_counter()
     try:
-        meta = synth.generate_benchmark(args.out, preset=args.preset, seed=args.seed,
+        meta = generate_benchmark(args.out, preset=args.preset, seed=args.seed,
                                         formats=tuple(args.formats), overwrite=args.overwrite)
     except (ValueError, FileNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)

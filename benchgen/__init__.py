@@ -6,7 +6,7 @@ shipped inside scikit-image, scikit-learn and matplotlib (public domain, CC0 and
 :data:`~.sources.SOURCES`) and writes them in the on-disk formats of the real datasets, so the
 project's dataset classes read both alike::
 
-    from mmvideoeq.datasets.synth import generate_benchmark
+    from benchgen import generate_benchmark
     generate_benchmark('data/bundled', preset='small', seed=0, formats=('vid', 'cityscapes'))
 
 or ``python tools/data/make_benchmark.py --out data/bundled --preset small --seed 0``.
@@ -17,7 +17,9 @@ other and enter and leave the frame; the exposure drifts and the sensor is noisy
 shot changes (listed per video). Ground truth: boxes with track ids (ImageNet-VID), per-pixel
 Cityscapes classes and instances, and depth (Cityscapes disparity, KITTI depth PNGs).
 
-Plain numpy / OpenCV / Pillow: nothing here imports an OpenMMLab package.
+Plain numpy / OpenCV / Pillow: nothing here imports an OpenMMLab package (the class lists come
+from :mod:`mmvideoeq.class_names`, which imports nothing). It is a tool of the project, installed
+beside ``mmvideoeq`` and never imported by it.
 """
 
 from .benchmark import (
@@ -33,14 +35,7 @@ from .benchmark import (
     get_preset,
     render_benchmark_video,
 )
-from .classes import (
-    CITYSCAPES_LABELS,
-    CLASSES,
-    TO_CITYSCAPES,
-    TO_VID,
-    VID_CATEGORY_IDS,
-    VID_CLASSES,
-)
+from .classes import CITYSCAPES_LABELS, CLASSES, TO_CITYSCAPES, TO_VID
 from .scene import RenderedVideo, SceneStyle, render_video, sample_video
 from .sources import SOURCES
 from .writers import visible_boxes
@@ -58,8 +53,6 @@ __all__ = [
     'FORMAT_DIRS',
     'META_FILE',
     'CLASSES',
-    'VID_CLASSES',
-    'VID_CATEGORY_IDS',
     'CITYSCAPES_LABELS',
     'TO_VID',
     'TO_CITYSCAPES',

@@ -26,16 +26,9 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image
 
-from .classes import (
-    CITYSCAPES_LABELS,
-    CLASSES,
-    TO_CITYSCAPES,
-    TO_VID,
-    VID_CATEGORY_IDS,
-    VID_CLASSES,
-    VID_WNIDS,
-    vid_categories,
-)
+from mmvideoeq.class_names import VID_CATEGORY_IDS, VID_CLASSES, VID_WNIDS, vid_categories
+
+from .classes import CITYSCAPES_LABELS, CLASSES, TO_CITYSCAPES, TO_VID
 from .scene import RenderedVideo
 
 __all__ = [

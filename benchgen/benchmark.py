@@ -17,7 +17,9 @@ from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 
-from .classes import CITYSCAPES_LABELS, TO_CITYSCAPES, TO_VID, VID_CATEGORY_IDS
+from mmvideoeq.class_names import VID_CATEGORY_IDS
+
+from .classes import CITYSCAPES_LABELS, TO_CITYSCAPES, TO_VID
 from .scene import DRIVING, HANDHELD, RenderedVideo, SceneStyle, render_video, sample_video
 from .sources import SOURCES
 from .writers import CityscapesWriter, KittiWriter, VidWriter
@@ -129,6 +131,21 @@ class BenchmarkPreset:
 
 
 PRESETS: Dict[str, BenchmarkPreset] = {
+    # unit and end-to-end tests: a few short videos, rendered in about a second
+    'tiny': BenchmarkPreset(
+        'tiny',
+        vid=VidPreset(
+            size=(64, 96),
+            train_videos=2,
+            val_videos=2,
+            frames=4,
+            cuts_per_video=1,
+            min_box_area=16,
+            train_frames_per_video=4,
+        ),
+        cityscapes=CityscapesPreset(size=(32, 64), train_snippets=1, val_snippets=1),
+        kitti=KittiPreset(size=(32, 96), train_drives=1, val_drives=1, frames=4),
+    ),
     # CPU: a tiny model trains and streams through it in minutes on 2 cores
     'small': BenchmarkPreset(
         'small',
@@ -333,7 +350,7 @@ def generate_benchmark(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     meta: dict = dict(
-        generator='mmvideoeq.datasets.synth',
+        generator='benchgen',
         version=1,
         preset=dataclasses.asdict(preset),
         seed=seed,
