@@ -1,0 +1,252 @@
+"""ViP-DeepLab: depth-aware video panoptic segmentation (thesis ch. 7), with a streaming mode.
+
+The model is its own segmentor on mmseg's ``BaseSegmentor`` rather than an ``EncoderDecoder``:
+training takes *pairs* of frames (two backbone passes with shared weights and a head that reads
+both), its outputs are panoptic ids and depth rather than per-class logits, and its video
+inference carries a state between frames (the previous frame's features, raw maps and stitched
+ids). ``EncoderDecoder``'s single-frame ``encode_decode`` / logits post-processing fits none of
+this.
+
+Inputs are ``(B, 3, H, W)`` frames or ``(B, 6, H, W)`` pairs (frame ``t`` then ``t+1`` stacked on
+channels, deeplab2's layout and ``PackDVPSInputs``'). Training needs pairs when the head has the
+next-frame branch. ``predict`` is per-frame Panoptic-DeepLab (fresh ids on every frame);
+temporally consistent ids come from the streaming protocol (:mod:`.vip_deeplab_stream`), which
+pairs ``(t-1, t)`` frame by frame and stitches (``docs/vip_deeplab.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from mmengine.structures import PixelData
+from mmseg.models.segmentors import BaseSegmentor
+from mmseg.structures import SegDataSample
+from torch import Tensor
+
+from mmvideoeq.models.heads.vip_deeplab_head import resize_outputs
+from mmvideoeq.models.streaming import StreamingMixin
+from mmvideoeq.models.utils.panoptic_postprocess import panoptic_deeplab_postprocess
+from mmvideoeq.registry import MODELS
+
+from .vip_deeplab_stream import ViPStreamMixin
+
+__all__ = ['ViPDeepLab', 'split_frames']
+
+#: Post-processing defaults: deeplab2 ``configs/*_dvps/vip_deeplab/*.textproto`` evaluator options
+#: (``keep_k_centers`` is the proto default).
+DEFAULT_TEST_CFG = dict(
+    center_threshold=0.1, nms_kernel=13, top_k=400, stuff_area=2048, mode='whole'
+)
+
+
+def split_frames(inputs: Tensor, max_frames: int = 2) -> list[Tensor]:
+    """Cut ``(B, 3 * T, H, W)`` into ``T`` frames ``(B, 3, H, W)``.
+
+    Raises:
+        ValueError: If the channels are not a multiple of 3 or ``T > max_frames``.
+    """
+    if inputs.dim() != 4 or inputs.shape[1] % 3 != 0 or inputs.shape[1] == 0:
+        raise ValueError(
+            f'inputs must be (B, 3*T, H, W) frames stacked on channels, got {tuple(inputs.shape)}'
+        )
+    t = inputs.shape[1] // 3
+    if t > max_frames:
+        raise ValueError(
+            f'got a clip of {t} frames stacked on channels; ViP-DeepLab reads one frame or one '
+            'pair (t, t+1) per sample'
+        )
+    return list(inputs.split(3, dim=1))
+
+
+def _stack_field(samples: Sequence, key: str, what: str, pad_value: float) -> Tensor:
+    """Stack ``sample.<key>.data`` ``(1, H, W)`` of a batch into ``(B, H, W)`` (padded)."""
+    maps = []
+    for i, s in enumerate(samples):
+        field = s.get(key) if hasattr(s, 'get') else None
+        if field is None:
+            raise ValueError(
+                f'data sample {i} has no {key!r} ({what}); load it in the pipeline '
+                '(LoadPanopticAnnotation / LoadDepthAnnotation, PackDVPSInputs)'
+            )
+        maps.append(field.data.reshape(field.data.shape[-2:]))
+    h = max(m.shape[0] for m in maps)
+    w = max(m.shape[1] for m in maps)
+    return torch.stack([F.pad(m, (0, w - m.shape[1], 0, h - m.shape[0]), value=pad_value) for m in maps])
+
+
+@MODELS.register_module()
+class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
+    """ViP-DeepLab segmentor (any backbone; the streaming mode needs a DEQ backbone).
+
+    Args:
+        backbone: Backbone config (``mmvideoeq.MDEQ``, ``mmdet.ResNet``, ``mmseg.ResNetV1c``...).
+        decode_head: :class:`~mmvideoeq.models.heads.ViPDeepLabHead` config.
+        neck: Optional neck config.
+        train_cfg: Unused (kept for the mmseg interface).
+        test_cfg: Post-processing: ``center_threshold``, ``nms_kernel``, ``top_k``,
+            ``stuff_area`` (defaults: deeplab2's ViP-DeepLab evaluator options) and
+            ``solver_warm_start`` (streaming: warm-start the solver from the previous frame;
+            ``False`` keeps the stitching state but solves every frame from zeros).
+        data_preprocessor: Data preprocessor config (``ViPDataPreprocessor``).
+        init_cfg: mmengine init config.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: dict,
+        decode_head: dict,
+        neck: dict | None = None,
+        train_cfg: dict | None = None,
+        test_cfg: dict | None = None,
+        data_preprocessor: dict | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.backbone = MODELS.build(backbone)
+        self.neck = MODELS.build(neck) if neck is not None else None
+        self.decode_head = MODELS.build(decode_head)
+        self.train_cfg = train_cfg
+        unknown = set(test_cfg or {}) - set(DEFAULT_TEST_CFG) - {'solver_warm_start'}
+        if unknown:
+            raise ValueError(f'unknown test_cfg keys {sorted(unknown)} for ViPDeepLab')
+        self.test_cfg = dict(DEFAULT_TEST_CFG, solver_warm_start=True, **(test_cfg or {}))
+        self.align_corners = self.decode_head.align_corners
+
+    # ------------------------------------------------------------------ features
+    def extract_feat(self, inputs: Tensor) -> tuple[Tensor, ...]:
+        """Backbone (and neck) features of frames ``(N, 3, H, W)``."""
+        feats = tuple(self.backbone(inputs))
+        return tuple(self.neck(feats)) if self.with_neck else feats
+
+    def _pair_feats(self, inputs: Tensor):
+        """Features of frame ``t`` and, for a pair input, of frame ``t+1`` (one backbone batch)."""
+        frames = split_frames(inputs)
+        if len(frames) == 1:
+            return self.extract_feat(frames[0]), None
+        if frames[0].shape != frames[1].shape:  # pragma: no cover - split keeps shapes equal
+            raise ValueError('the frames of a pair must have one size')
+        b = inputs.shape[0]
+        feats = self.extract_feat(torch.cat(frames))
+        return tuple(f[:b] for f in feats), tuple(f[b:] for f in feats)
+
+    # ------------------------------------------------------------------ training
+    def loss(self, inputs: Tensor, data_samples: Sequence[SegDataSample]) -> dict:
+        """Losses of a batch of pairs (or frames, without the next-frame branch).
+
+        Raises:
+            ValueError: If the head has a next-frame branch and the inputs are not pairs.
+        """
+        head = self.decode_head
+        if head.with_next and inputs.shape[1] != 6:
+            raise ValueError(
+                f'the next-frame branch trains on frame pairs (t, t+1): inputs must be '
+                f'(B, 6, H, W), got {inputs.shape[1] // 3 if inputs.shape[1] % 3 == 0 else "?"} '
+                "frame(s) per sample (channels "
+                f'{inputs.shape[1]}); load the next frame (with_next_frame=True, '
+                'LoadNextImageFromFile) or set next_frame=None in the head'
+            )
+        feats, next_feats = self._pair_feats(inputs)
+        outs = head(feats, next_feats if head.with_next else None)
+        outs = resize_outputs(outs, inputs.shape[-2:], self.align_corners)
+        ignore = head.ignore_label * head.label_divisor
+        panoptic = _stack_field(data_samples, 'gt_panoptic', 'panoptic ground truth', ignore)
+        h, w = panoptic.shape[-2:]
+        outs = {k: v[..., :h, :w] for k, v in outs.items()}
+        depth = next_pan = None
+        if head.depth_range is not None:
+            depth = _stack_field(data_samples, 'gt_depth', 'depth ground truth', 0.0)
+        if head.with_next:
+            next_pan = _stack_field(
+                data_samples, 'next_gt_panoptic', 'panoptic ground truth of frame t+1', ignore
+            )
+        losses = head.loss_by_feat(outs, panoptic, depth=depth, next_panoptic=next_pan)
+        losses.update(self.backbone_aux_losses())
+        return losses
+
+    # ------------------------------------------------------------------ inference
+    def _forward(self, inputs: Tensor, data_samples=None) -> dict[str, Tensor]:
+        """Raw head outputs (decoder resolution)."""
+        feats, next_feats = self._pair_feats(inputs)
+        return self.decode_head(feats, next_feats if self.decode_head.with_next else None)
+
+    def encode_decode(self, inputs: Tensor, batch_img_metas: list) -> Tensor:
+        """Semantic logits at the input resolution (mmseg interface)."""
+        outs = self.decode_head(self.extract_feat(split_frames(inputs)[0]))
+        return resize_outputs(dict(semantic=outs['semantic']), inputs.shape[-2:])['semantic']
+
+    def aug_test(self, *args, **kwargs):  # pragma: no cover - mmseg 0.x interface
+        raise NotImplementedError('ViPDeepLab has no test-time augmentation')
+
+    def to_original(self, outs: dict[str, Tensor], input_size, data_samples) -> dict[str, Tensor]:
+        """Raw outputs -> input size -> padding removed -> each sample's ``ori_shape``.
+
+        Returns the maps batched ``(B, C, H_o, W_o)`` (all samples of a batch must share
+        ``ori_shape``).
+        """
+        outs = resize_outputs(outs, input_size, self.align_corners)
+        shapes = {tuple(s.metainfo.get('ori_shape', input_size))[:2] for s in data_samples}
+        if len(shapes) != 1:
+            raise ValueError(f'a batch must hold frames of one original size, got {shapes}')
+        ori = shapes.pop()
+        res: dict[str, list[Tensor]] = {k: [] for k in outs}
+        for i, s in enumerate(data_samples):
+            meta = s.metainfo
+            h, w = meta.get('img_shape', input_size)[:2]
+            left, _, top, _ = meta.get('padding_size', [0, 0, 0, 0])
+            sub = {k: v[i : i + 1, :, top : top + h, left : left + w] for k, v in outs.items()}
+            sub = resize_outputs(sub, ori, self.align_corners)
+            for k, v in sub.items():
+                res[k].append(v)
+        return {k: torch.cat(v) for k, v in res.items()}
+
+    def pp_kwargs(self) -> dict:
+        """Post-processing options from the head's classes and ``test_cfg`` (no label divisor)."""
+        head, cfg = self.decode_head, self.test_cfg
+        return dict(
+            thing_ids=head.thing_ids,
+            void_label=head.ignore_label,
+            stuff_area=cfg['stuff_area'],
+            threshold=cfg['center_threshold'],
+            nms_kernel=cfg['nms_kernel'],
+            top_k=cfg['top_k'],
+            num_classes=head.num_classes,
+        )
+
+    def panoptic(self, semantic: Tensor, center: Tensor, offset: Tensor) -> Tensor:
+        """Panoptic-DeepLab post-processing with this model's classes and ``test_cfg``."""
+        return panoptic_deeplab_postprocess(
+            semantic, center, offset, label_divisor=self.decode_head.label_divisor,
+            **self.pp_kwargs()
+        )
+
+    def pack_predictions(
+        self, data_samples, panoptic: Tensor, semantic: Tensor, depth: Tensor | None
+    ) -> list:
+        """Write ``pred_panoptic``, ``pred_sem_seg`` and ``pred_depth`` (``(1, H, W)``)."""
+        out = []
+        for i, s in enumerate(data_samples):
+            s = s if s is not None else SegDataSample()
+            s.pred_panoptic = PixelData(data=panoptic[i : i + 1].to(torch.int64))
+            s.pred_sem_seg = PixelData(data=semantic[i : i + 1])
+            if depth is not None:
+                s.pred_depth = PixelData(data=depth[i].reshape(1, *depth.shape[-2:]))
+            out.append(s)
+        return out
+
+    @torch.no_grad()
+    def predict(self, inputs: Tensor, data_samples: Sequence[SegDataSample] | None = None):
+        """Per-frame panoptic, semantic and depth predictions of frame ``t`` (fresh ids)."""
+        frame = split_frames(inputs)[0]
+        if data_samples is None:
+            data_samples = [SegDataSample() for _ in range(frame.shape[0])]
+        outs = self.decode_head(self.extract_feat(frame))
+        return self.predict_from_outputs(outs, frame.shape[-2:], list(data_samples))
+
+    def predict_from_outputs(self, outs: dict[str, Tensor], input_size, data_samples) -> list:
+        maps = self.to_original(outs, input_size, data_samples)
+        semantic = maps['semantic'].argmax(1)
+        pan = self.panoptic(semantic, maps['center'], maps['offset'])
+        return self.pack_predictions(data_samples, pan, semantic, maps.get('depth'))

@@ -1,0 +1,159 @@
+"""Streaming ViP-DeepLab: warm-started MDEQ solves and video stitching, one frame per step.
+
+The chapter (Sec. 7.3.1.2-7.3.1.3) runs the model on the pair ``(t, t+1)`` and stitches the
+right half ``R_t`` onto the next pair's prediction of frame ``t+1``. The semantic, centre and
+offset heads of frame ``t`` read frame ``t``'s features only, so the same quantities are
+available one frame at a time: at frame ``t`` the step
+
+1. solves the MDEQ of frame ``t`` warm-started from the previous fixed point with ``M``
+   iterations (StreamDEQ, thesis Eq. 3.5);
+2. predicts frame ``t`` alone (``P_t``: semantic, centres, offsets, depth);
+3. runs the next-frame branch on the *stored* high-level feature of ``t-1`` and the features of
+   ``t``, and post-processes the pair ``(t-1, t)`` from the stored maps of ``t-1``
+   (``P'_{t-1}``, ``R_{t-1}``);
+4. carries the sequence ids of ``t-1`` to ``R_{t-1}`` by overlap and stitches ``R_{t-1}`` onto
+   ``P_t`` (mutual best IoU, new ids for the rest; :mod:`~mmvideoeq.models.utils.video_stitching`).
+
+This is the chapter's pairing ``(t-1, t)`` evaluated when frame ``t`` arrives: no frame of
+latency, and each frame is solved once. The first frame of a video is ``P_0`` alone.
+
+The state is a list of tensors with batch dimension ``B`` (the streaming protocol's ``z``): the
+MDEQ fixed point (``S`` tensors) followed by :data:`MEMORY_KEYS` - the high-level feature, the
+semantic ids, centre heatmap and offsets of the previous frame at its original size, its stitched
+panoptic ids, the largest instance id used in the video and a has-previous-frame flag.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from mmvideoeq.models.utils.video_stitching import stitch_pair_step
+
+__all__ = ['ViPStreamMixin', 'MEMORY_KEYS']
+
+MEMORY_KEYS = ('high', 'semantic', 'center', 'offset', 'panoptic', 'max_id', 'has_prev')
+
+
+class ViPStreamMixin:
+    """``stream_step`` / ``stream_zero_state`` of :class:`ViPDeepLab` (see the module docstring)."""
+
+    def _memory_shapes(self, inputs: Tensor, ori: Sequence[int]) -> list[tuple]:
+        b, _, h, w = inputs.shape
+        high = self.decode_head.high_index
+        c = self.backbone.out_channels[high] if self.neck is None else None
+        if c is None:
+            raise TypeError('streaming ViP-DeepLab supports backbones without a neck')
+        stride = self.backbone.strides[high]
+        hh, ww = -(-h // stride), -(-w // stride)
+        oh, ow = ori
+        return [(b, c, hh, ww), (b, 1, oh, ow), (b, 1, oh, ow), (b, 2, oh, ow), (b, 1, oh, ow),
+                (b, 1), (b, 1)]
+
+    def _zero_memory(self, inputs: Tensor, ori: Sequence[int]) -> list[Tensor]:
+        dtypes = [inputs.dtype, torch.long, inputs.dtype, inputs.dtype, torch.long, torch.long,
+                  torch.bool]
+        return [
+            torch.zeros(s, dtype=d, device=inputs.device)
+            for s, d in zip(self._memory_shapes(inputs, ori), dtypes)
+        ]
+
+    def stream_zero_state(self, inputs: Tensor, data_samples: Sequence | None = None) -> list:
+        """The cold state of a batch ``(B, 3, H, W)``: zero fixed point and an empty memory."""
+        self._check_streamable()
+        frame = inputs[:, :3]
+        ori = self._ori_size(frame, data_samples)
+        return [*self.backbone.init_stream_state(frame), *self._zero_memory(frame, ori)]
+
+    @staticmethod
+    def _ori_size(frame: Tensor, data_samples) -> tuple[int, int]:
+        if not data_samples:
+            return tuple(frame.shape[-2:])
+        return tuple(data_samples[0].metainfo.get('ori_shape', frame.shape[-2:]))[:2]
+
+    def _split_state(self, z0, frame, ori):
+        n = len(MEMORY_KEYS)
+        if z0 is None:
+            return None, self._zero_memory(frame, ori)
+        z0 = list(z0)
+        if len(z0) <= n:
+            raise ValueError(
+                f'a ViP-DeepLab stream state has the solver state followed by {n} memory '
+                f'tensors ({", ".join(MEMORY_KEYS)}); got {len(z0)} tensors. Start streams with '
+                'z0=None or stream_zero_state()'
+            )
+        mem = z0[-n:]
+        expect = self._memory_shapes(frame, ori)
+        for key, t, shape in zip(MEMORY_KEYS, mem, expect):
+            if tuple(t.shape) != tuple(shape):
+                raise ValueError(
+                    f'stream state {key!r} has shape {tuple(t.shape)} but this frame needs '
+                    f'{tuple(shape)}: frames of a stream must keep one size'
+                )
+        solver = z0[:-n]
+        if not self.test_cfg.get('solver_warm_start', True):
+            solver = None
+        return solver, mem
+
+    @torch.no_grad()
+    def stream_step(
+        self,
+        inputs: Tensor,
+        data_samples: Sequence,
+        z0: list[Tensor] | None,
+        max_iter: int | None = None,
+        tol: float | None = None,
+    ):
+        """One streaming step (see the module docstring).
+
+        Args:
+            inputs: Preprocessed frames ``(B, 3, H, W)`` (a pair input uses its frame ``t``).
+            data_samples: Their data samples (``ori_shape``, ``img_shape``, ``padding_size``).
+            z0: ``None`` (new streams) or the state of the previous step.
+            max_iter: Solver iterations (``None``: the backbone's test setting).
+            tol: Early-stop tolerance (``None``: exactly ``max_iter`` iterations).
+
+        Returns:
+            ``(preds, z, stats)``: data samples with ``pred_panoptic`` (sequence ids),
+            ``pred_sem_seg``, ``pred_depth``; the new state; the solver statistics.
+        """
+        self._check_streamable()
+        frame = inputs[:, :3]
+        samples = list(data_samples)
+        ori = self._ori_size(frame, samples)
+        solver_z0, mem = self._split_state(z0, frame, ori)
+        if max_iter is not None and tol is None:
+            tol = 0.0
+        feats, z, stats = self.backbone.forward_stream(frame, solver_z0, max_iter=max_iter, tol=tol)
+        feats = tuple(feats)
+        head = self.decode_head
+        outs = head(feats)
+        maps = self.to_original(outs, frame.shape[-2:], samples)
+        semantic = maps['semantic'].argmax(1)
+        current = self.panoptic(semantic, maps['center'], maps['offset'])
+        prev_high, prev_sem, prev_ctr, prev_off, prev_pan, max_id, has_prev = mem
+        has = has_prev.reshape(-1)
+        if head.with_next and bool(has.any()):
+            nxt = dict(next_offset=head.forward_next(prev_high, feats))
+            nxt = self.to_original(nxt, frame.shape[-2:], samples)['next_offset']
+            prev = dict(
+                semantic=prev_sem[:, 0],
+                center=prev_ctr,
+                offset=prev_off,
+                panoptic=prev_pan[:, 0],
+                max_id=max_id.reshape(-1),
+                has_prev=has,
+            )
+            out, new_max = stitch_pair_step(
+                prev, semantic, nxt, current, label_divisor=head.label_divisor, **self.pp_kwargs()
+            )
+        else:  # first frames: P_t with its own ids
+            out = current
+            new_max = (current % head.label_divisor).reshape(current.shape[0], -1).amax(1)
+        preds = self.pack_predictions(samples, out, semantic, maps.get('depth'))
+        high = feats[head.high_index]
+        memory = [high, semantic[:, None], maps['center'], maps['offset'], out[:, None],
+                  new_max[:, None], torch.ones_like(has_prev)]
+        return preds, [t.detach() for t in (*z, *memory)], stats
