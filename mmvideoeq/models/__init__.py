@@ -1,5 +1,6 @@
 from . import (
     backbones,  # noqa: F401  (registers mmvideoeq.MDEQ)
+    data_preprocessors,  # noqa: F401
     detectors,  # noqa: F401
     heads,  # noqa: F401
     losses,  # noqa: F401

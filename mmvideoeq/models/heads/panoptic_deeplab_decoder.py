@@ -161,7 +161,10 @@ class PanopticDeepLabDecoder(nn.Module):
         x = self.context(high)
         for low, proj, fuse in zip(lows, self.project, self.fuse):
             low = proj(low)
-            x = resize(x, size=low.shape[2:], mode='bilinear', align_corners=self.align_corners)
+            x = resize(
+                x, size=low.shape[2:], mode='bilinear', align_corners=self.align_corners,
+                warning=False
+            )
             x = fuse(torch.cat([x, low], dim=1))
         return x
 

@@ -45,7 +45,9 @@ def resize_outputs(outs: dict[str, Tensor], size: Sequence[int], align_corners: 
         if (h, w) == tuple(size):
             out[key] = val
             continue
-        val = resize(val, size=tuple(size), mode='bilinear', align_corners=align_corners)
+        val = resize(
+            val, size=tuple(size), mode='bilinear', align_corners=align_corners, warning=False
+        )
         if 'offset' in key:
             scale = val.new_tensor([(size[0] - 1) / max(h - 1, 1), (size[1] - 1) / max(w - 1, 1)])
             val = val * scale[None, :, None, None]
@@ -139,14 +141,14 @@ class ViPDeepLabHead(BaseModule):
         self.offset_head = PredictionHead(ins_ch, offset_head_channels, 2, **common)
         self.depth_range = None
         if depth_head is not None:
-            dh = dict(channels=64, min_depth=0.0, max_depth=88.0, **depth_head)
+            dh = {**dict(channels=64, min_depth=0.0, max_depth=88.0), **depth_head}
             if not dh['max_depth'] > dh['min_depth'] >= 0:
                 raise ValueError(f'depth_head needs 0 <= min_depth < max_depth, got {dh}')
             self.depth_range = (float(dh['min_depth']), float(dh['max_depth']))
             self.depth_head = PredictionHead(sem_ch, dh['channels'], 1, **common)
         self.with_next = next_frame is not None
         if self.with_next:
-            nf = dict(channels=32, num_cascade=1, **next_frame)
+            nf = {**dict(channels=32, num_cascade=1), **next_frame}
             self.next_decoder = decoder(
                 instance_decoder, _INS, 2 * high, num_cascade=nf['num_cascade']
             )
@@ -200,7 +202,10 @@ class ViPDeepLabHead(BaseModule):
             semantic=self.semantic_head(sem), center=self.center_head(ins), offset=self.offset_head(ins)
         )
         if self.depth_range is not None:
-            up = resize(sem, scale_factor=2, mode='bilinear', align_corners=self.align_corners)
+            up = resize(
+                sem, scale_factor=2, mode='bilinear', align_corners=self.align_corners,
+                warning=False
+            )
             lo, hi = self.depth_range
             out['depth'] = lo + (hi - lo) * torch.sigmoid(self.depth_head(up))
         if next_feats is not None:

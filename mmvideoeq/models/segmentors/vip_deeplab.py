@@ -140,13 +140,12 @@ class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
             ValueError: If the head has a next-frame branch and the inputs are not pairs.
         """
         head = self.decode_head
-        if head.with_next and inputs.shape[1] != 6:
+        if head.with_next and len(split_frames(inputs)) != 2:
             raise ValueError(
-                f'the next-frame branch trains on frame pairs (t, t+1): inputs must be '
-                f'(B, 6, H, W), got {inputs.shape[1] // 3 if inputs.shape[1] % 3 == 0 else "?"} '
-                "frame(s) per sample (channels "
-                f'{inputs.shape[1]}); load the next frame (with_next_frame=True, '
-                'LoadNextImageFromFile) or set next_frame=None in the head'
+                'the next-frame branch trains on frame pairs (t, t+1): inputs must be '
+                f'(B, 6, H, W), got one frame per sample {tuple(inputs.shape)}; load the next '
+                'frame (with_next_frame=True, LoadNextImageFromFile) or set next_frame=None in '
+                'the head'
             )
         feats, next_feats = self._pair_feats(inputs)
         outs = head(feats, next_feats if head.with_next else None)
