@@ -91,6 +91,7 @@ def vid_categories() -> list:
         for i, (name, wnid) in enumerate(zip(VID_CLASSES, VID_WNIDS))
     ]
 
+
 # ---------------------------------------------------------------------------------------------
 # Depth-aware video panoptic segmentation (ViP-DeepLab, thesis chapter 7)
 # ---------------------------------------------------------------------------------------------

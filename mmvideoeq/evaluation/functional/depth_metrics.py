@@ -3,16 +3,18 @@
 On the pixels with ground truth (``d* > 0``), with prediction ``d``, ``e = log d - log d*`` and
 ``n`` pixels:
 
-| key | formula | reference |
-|---|---|---|
-| ``silog`` | ``100 * sqrt(mean(e^2) - mean(e)^2)`` | KITTI devkit ``evaluate_depth.cpp`` (scale invariant log; the server reports it x100), Eigen et al. NeurIPS 2014 Eq. 1; deeplab2 ``DepthMetrics`` |
-| ``abs_rel`` | ``mean(|d - d*| / d*)`` | KITTI devkit "abs relative"; Eigen "Abs Rel" |
-| ``sq_rel_kitti`` | ``mean(((d - d*) / d*)^2)`` | KITTI devkit "squared relative" (the leaderboard's sqErrorRel is this x100); deeplab2 ``SqErrorRel`` |
-| ``sq_rel_eigen`` | ``mean((d - d*)^2 / d*)`` (metres) | Eigen et al. "Sq Rel" (monodepth2 ``compute_errors``) |
-| ``rmse`` | ``sqrt(mean((d - d*)^2))`` (metres) | both |
-| ``rmse_log`` | ``sqrt(mean(e^2))`` | both |
-| ``irmse`` | ``1000 * sqrt(mean((1/d - 1/d*)^2))`` (1/km) | KITTI devkit "inverse rmse" |
-| ``delta1..3`` | ``mean(max(d/d*, d*/d) < 1.25^i)`` | Eigen et al.; deeplab2 ``DepthInlier`` (1.25) |
+* ``silog`` = ``100 * sqrt(mean(e^2) - mean(e)^2)``: KITTI devkit ``evaluate_depth.cpp``
+  "scale invariant log" (the server reports it x100), Eigen et al. NeurIPS 2014 Eq. 1,
+  deeplab2 ``DepthMetrics``;
+* ``abs_rel`` = ``mean(|d - d*| / d*)``: devkit "abs relative", Eigen "Abs Rel";
+* ``sq_rel_kitti`` = ``mean(((d - d*) / d*)^2)``: devkit "squared relative" (the leaderboard's
+  sqErrorRel is this x100), deeplab2 ``SqErrorRel``;
+* ``sq_rel_eigen`` = ``mean((d - d*)^2 / d*)`` (metres): Eigen et al. "Sq Rel" (monodepth2's
+  ``compute_errors``);
+* ``rmse`` = ``sqrt(mean((d - d*)^2))`` (metres), ``rmse_log`` = ``sqrt(mean(e^2))``: both;
+* ``irmse`` = ``1000 * sqrt(mean((1/d - 1/d*)^2))`` (1/km): devkit "inverse rmse";
+* ``delta1..3`` = ``mean(max(d/d*, d*/d) < 1.25^i)``: Eigen et al.; deeplab2 ``DepthInlier``
+  (1.25).
 
 Two reductions: ``'image'`` computes every error per image and averages over images (the KITTI
 devkit's ``statMean`` over images, and deeplab2's ``DepthMetrics.result``); ``'pixel'`` pools

@@ -166,9 +166,7 @@ def panoptic_pairs(gt, pred) -> PairCounts:
         )
     for name, array in (('gt', gt), ('pred', pred)):
         if array.size and (array.min() < 0 or array.max() >= _PAIR_OFFSET):
-            raise ValueError(
-                f'{name} ids must lie in [0, 2**31), got {array.min()}..{array.max()}'
-            )
+            raise ValueError(f'{name} ids must lie in [0, 2**31), got {array.min()}..{array.max()}')
     uniq, counts = np.unique(gt.ravel() * _PAIR_OFFSET + pred.ravel(), return_counts=True)
     return PairCounts(uniq // _PAIR_OFFSET, uniq % _PAIR_OFFSET, counts.astype(np.int64))
 
@@ -259,7 +257,9 @@ def pq_stats_from_pairs(
     if fp_void == 'void_id':
         ignored_overlap = void_overlap
     else:
-        ignored_overlap = _overlap_by_pred(pairs, pairs.gt // label_divisor == ignore_label, pred_ids)
+        ignored_overlap = _overlap_by_pred(
+            pairs, pairs.gt // label_divisor == ignore_label, pred_ids
+        )
 
     stats = PQStats.zeros(num_classes)
     pair_cls = pairs.gt // label_divisor
@@ -310,12 +310,19 @@ def pq_stats(
         PQStats: Per-class sums.
     """
     check_panoptic(
-        gt, num_classes=num_classes, label_divisor=label_divisor, ignore_label=ignore_label,
+        gt,
+        num_classes=num_classes,
+        label_divisor=label_divisor,
+        ignore_label=ignore_label,
         name='gt',
     )
     check_panoptic(
-        pred, num_classes=num_classes, label_divisor=label_divisor, ignore_label=ignore_label,
-        is_prediction=True, name='pred',
+        pred,
+        num_classes=num_classes,
+        label_divisor=label_divisor,
+        ignore_label=ignore_label,
+        is_prediction=True,
+        name='pred',
     )
     return pq_stats_from_pairs(
         panoptic_pairs(gt, pred),
@@ -384,7 +391,12 @@ def pq_summary(
         for name, values in (('PQ', pq), ('SQ', sq), ('RQ', rq)):
             out[name + suffix] = float(values[index].mean()) if index.size else float('nan')
     out['per_class'] = dict(
-        pq=pq, sq=sq, rq=rq, iou=stats.iou.copy(), tp=stats.tp.copy(), fn=stats.fn.copy(),
+        pq=pq,
+        sq=sq,
+        rq=rq,
+        iou=stats.iou.copy(),
+        tp=stats.tp.copy(),
+        fn=stats.fn.copy(),
         fp=stats.fp.copy(),
     )
     return out

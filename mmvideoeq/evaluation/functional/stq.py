@@ -57,6 +57,9 @@ class STQuality:
         thing_ids (Sequence[int]): Thing classes (tracked).
         ignore_label (int): Void class of the ground truth.
         label_divisor (int): ``id = class * label_divisor + instance``.
+        void_pixels (str): ``'keep'`` (deeplab2: predictions on ground-truth void still count
+            in the predicted tubes' sizes) or ``'drop'`` (ViP-DeepLab's SemKITTI-DVPS
+            ``eval_dstq.py``: only labelled pixels are evaluated; depth is not affected).
 
     Example:
         >>> stq = STQuality(2, [0], 255, 1000)
@@ -66,8 +69,16 @@ class STQuality:
     """
 
     def __init__(
-        self, num_classes: int, thing_ids: Sequence[int], ignore_label: int, label_divisor: int
+        self,
+        num_classes: int,
+        thing_ids: Sequence[int],
+        ignore_label: int,
+        label_divisor: int,
+        void_pixels: str = 'keep',
     ) -> None:
+        if void_pixels not in ('keep', 'drop'):
+            raise ValueError(f"void_pixels must be 'keep' or 'drop', got {void_pixels!r}")
+        self.void_pixels = void_pixels
         self.num_classes = int(num_classes)
         self.thing_ids = tuple(int(t) for t in thing_ids)
         self.ignore_label = int(ignore_label)
@@ -117,6 +128,9 @@ class STQuality:
         )
         check_panoptic(gt, name='gt', **kw)
         check_panoptic(pred, name='pred', is_prediction=True, **kw)
+        if self.void_pixels == 'drop':
+            labelled = gt // self.label_divisor != self.ignore_label
+            gt, pred = gt[labelled], pred[labelled]
         gt_sem, pred_sem = self._semantic(gt, False), self._semantic(pred, True)
         confusion = np.bincount(
             (gt_sem * self._size + pred_sem).ravel(), minlength=self._size**2
@@ -214,6 +228,7 @@ class DSTQuality(STQuality):
         ignore_label (int): Void class.
         label_divisor (int): Label divisor.
         depth_thresholds (Sequence[float]): Inlier thresholds ``t`` (deeplab2: 1.25, 1.1).
+        void_pixels (str): See :class:`STQuality`.
     """
 
     def __init__(
@@ -223,11 +238,12 @@ class DSTQuality(STQuality):
         ignore_label: int,
         label_divisor: int,
         depth_thresholds: Sequence[float] = (1.25, 1.1),
+        void_pixels: str = 'keep',
     ) -> None:
         if not depth_thresholds:
             raise ValueError('depth_thresholds must not be empty')
         self.depth_thresholds = tuple(float(t) for t in depth_thresholds)
-        super().__init__(num_classes, thing_ids, ignore_label, label_divisor)
+        super().__init__(num_classes, thing_ids, ignore_label, label_divisor, void_pixels)
 
     def frame_stats(self, gt, pred, gt_depth=None, pred_depth=None) -> dict:
         """STQ statistics plus ``depth_total`` and ``depth_inliers`` (one per threshold)."""

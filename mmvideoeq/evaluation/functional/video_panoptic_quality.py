@@ -85,7 +85,9 @@ class DVPQProtocol:
 
     def __post_init__(self) -> None:
         if self.window_scope not in ('sequence', 'global'):
-            raise ValueError(f"window_scope must be 'sequence' or 'global', got {self.window_scope!r}")
+            raise ValueError(
+                f"window_scope must be 'sequence' or 'global', got {self.window_scope!r}"
+            )
         if not self.windows or any(int(k) < 1 for k in self.windows):
             raise ValueError(f'windows must be positive ints, got {self.windows}')
         if any(not t > 0 for t in self.thresholds):

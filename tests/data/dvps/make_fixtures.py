@@ -6,7 +6,7 @@ Everything comes from ``numpy.random.default_rng(seed)`` and simple geometry; no
 Layouts are those the ViP-DeepLab reference scripts read (see README.md next to this file):
 
 cityscapes/
-  video_sequence/val/{seq}_{frame}_{city}_000000_{n}_gtFine_instanceTrainIds.png  16-bit, class*1000+id
+  video_sequence/val/{seq}_{frame}_{city}_000000_{n}_gtFine_instanceTrainIds.png  16-bit
   video_sequence/val/{seq}_{frame}_{city}_000000_{n}_depth.png                    16-bit, m*256
   pred_pan/{...}_leftImg8bit.png       RGB: R = class, G = instance
   pred_pan_no18/{...}_leftImg8bit.png  the same with class 18 predicted as 17 (no TP for 18)
@@ -108,7 +108,10 @@ def make_cityscapes(out: Path, rng) -> None:
         for t in range(6):
             stem = f'{seq:06d}_{t:06d}_testcity_000000_{5 * t:06d}'
             cls, inst = _cityscapes_frame(rng, t, seq)
-            _save(gt_dir / f'{stem}_gtFine_instanceTrainIds.png', (cls * 1000 + inst).astype(np.uint16))
+            _save(
+                gt_dir / f'{stem}_gtFine_instanceTrainIds.png',
+                (cls * 1000 + inst).astype(np.uint16),
+            )
             gt_depth = _depth_gt(rng, *cls.shape, invalid=0.1)
             _save(gt_dir / f'{stem}_depth.png', _to_png16(gt_depth))
             pc, pi = _cityscapes_pred(rng, cls, inst, t, seq)

@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 EXTRA = (
     "    print('FULL' + __import__('json').dumps(dict(pq=repr(float(pq.mean())), "
-    "th=repr(float(tpq.mean())), st=repr(float(spq.mean())), "
+    'th=repr(float(tpq.mean())), st=repr(float(spq.mean())), '
     'iou=[repr(float(x)) for x in iou_per_class], tp=tp_per_class.tolist(), '
     'fn=fn_per_class.tolist(), fp=fp_per_class.tolist())))\n'
 )
@@ -48,15 +48,26 @@ def patched_copy(src: Path, dst: Path) -> None:
 
 def run_one(script: Path, cwd: Path, pan: str, k: int, thres: float) -> dict:
     cmd = [
-        sys.executable, str(script), '--pan_dir', pan, '--depth_dir', 'pred_depth',
-        '--eval_frames', str(k), '--depth_thres', str(thres),
+        sys.executable,
+        str(script),
+        '--pan_dir',
+        pan,
+        '--depth_dir',
+        'pred_depth',
+        '--eval_frames',
+        str(k),
+        '--depth_thres',
+        str(thres),
     ]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=True)
     lines = proc.stdout.strip().splitlines()
     full = json.loads(next(line for line in lines if line.startswith('FULL'))[4:])
     printed = next(line for line in lines if not line.startswith('FULL'))
     return dict(
-        eval_frames=k, depth_thres=thres, printed=printed, full=full,
+        eval_frames=k,
+        depth_thres=thres,
+        printed=printed,
+        full=full,
         command=' '.join(['python', script.name] + cmd[2:]),
     )
 
