@@ -4,7 +4,7 @@ Examples::
 
     # Cityscapes-DVPS (ViP-DeepLab layout): DVPQ over k = 1..4 and lambda = 0.5, 0.25, 0.1
     python tools/analysis_tools/eval_dvps.py cityscapes_dvps \
-        data/cityscapes-dvps/video_sequence/val --pan-dir PAN_DIR --depth-dir DEPTH_DIR --out results.json
+        data/cityscapes-dvps/video_sequence/val --pan-dir PAN --depth-dir DEPTH --out results.json
     # SemKITTI-DVPS: PAN_DIR holds *cat.png / *ins.png
     python tools/analysis_tools/eval_dvps.py semkitti_dvps data/semkitti-dvps/video_sequence/val \
         --pan-dir PAN_DIR --depth-dir DEPTH_DIR
