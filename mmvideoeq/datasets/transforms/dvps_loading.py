@@ -44,9 +44,13 @@ def _add_seg_field(results: dict, key: str) -> None:
 def _require(results: dict, key: str, what: str):
     value = results.get(key)
     if value is None:
+        hint = (
+            'build the dataset with with_next_frame=True'
+            if key.startswith('next_')
+            else 'use a labelled split of an mmvideoeq DVPS/KITTI dataset (require_labels=True)'
+        )
         raise KeyError(
-            f"{what} needs '{key}' in the data info of {results.get('img_path', '?')}; use a "
-            'DVPS/KITTI dataset of mmvideoeq (labelled split, require_labels=True)'
+            f"{what} needs '{key}' in the data info of {results.get('img_path', '?')}; {hint}"
         )
     return value
 
