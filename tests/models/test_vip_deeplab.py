@@ -23,18 +23,39 @@ CFG = dict(
         test_cfg=dict(size_divisor=32),
     ),
     backbone=dict(
-        type='MDEQ', arch='small', task='seg', num_channels=CH, num_blocks=[1] * 4, expansion=1,
-        num_groups=2, dropout=0.0,
-        deq_cfg=dict(solver='fixed_point', train_mode='stochastic_unroll', grad='unroll',
-                     unroll_max=2, train_max_iter=2, test_max_iter=3, tol=None, seed=0),
+        type='MDEQ',
+        arch='small',
+        task='seg',
+        num_channels=CH,
+        num_blocks=[1] * 4,
+        expansion=1,
+        num_groups=2,
+        dropout=0.0,
+        deq_cfg=dict(
+            solver='fixed_point',
+            train_mode='stochastic_unroll',
+            grad='unroll',
+            unroll_max=2,
+            train_max_iter=2,
+            test_max_iter=3,
+            tol=None,
+            seed=0,
+        ),
     ),
     decode_head=dict(
-        type='ViPDeepLabHead', in_channels=CH, num_classes=5, thing_ids=(2, 3),
-        label_divisor=1000, ignore_label=32,
+        type='ViPDeepLabHead',
+        in_channels=CH,
+        num_classes=5,
+        thing_ids=(2, 3),
+        label_divisor=1000,
+        ignore_label=32,
         semantic_decoder=dict(aspp_channels=8, decoder_channels=8, low_project=(4, 4)),
         instance_decoder=dict(aspp_channels=8, decoder_channels=8, low_project=(4, 4)),
-        semantic_head_channels=8, center_head_channels=4, offset_head_channels=4,
-        depth_head=dict(channels=4), next_frame=dict(channels=4),
+        semantic_head_channels=8,
+        center_head_channels=4,
+        offset_head_channels=4,
+        depth_head=dict(channels=4),
+        next_frame=dict(channels=4),
         target_cfg=dict(sigma=2.0, small_instance_area=64),
     ),
     test_cfg=dict(nms_kernel=3, stuff_area=4, center_threshold=0.0),
@@ -54,8 +75,9 @@ def _batch(n=2, frames=2, h=H, w=W, seed=0):
     g = torch.Generator().manual_seed(seed)
     inputs, samples = [], []
     for i in range(n):
-        s = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), video_id=str(i),
-                                        frame_id=0))
+        s = SegDataSample(
+            metainfo=dict(img_shape=(h, w), ori_shape=(h, w), video_id=str(i), frame_id=0)
+        )
         pan = torch.zeros(1, h, w, dtype=torch.long)
         pan[0, 4:14, 4:20] = 2001
         pan[0, 18:30, 30:50] = 3001

@@ -84,8 +84,16 @@ def test_matches_reference_on_random_maps(seed):
     )
     for i in range(b):
         ref = ref_postprocess(
-            sem[i].numpy(), heat[i, 0].numpy().astype(np.float64), off[i].numpy(),
-            THINGS, DIV, VOID, kw['stuff_area'], kw['threshold'], kw['nms_kernel'], kw['top_k'],
+            sem[i].numpy(),
+            heat[i, 0].numpy().astype(np.float64),
+            off[i].numpy(),
+            THINGS,
+            DIV,
+            VOID,
+            kw['stuff_area'],
+            kw['threshold'],
+            kw['nms_kernel'],
+            kw['top_k'],
         )
         np.testing.assert_array_equal(pan[i].numpy(), ref)
 
@@ -108,8 +116,16 @@ def test_constructed_image():
             c = (1, 1) if x < 4 else ((0, 7) if y < 2 else (4, 6))
             off[0, 0, y, x], off[0, 1, y, x] = c[0] - y, c[1] - x
     pan = panoptic_deeplab_postprocess(
-        sem, heat, off, thing_ids=THINGS, label_divisor=DIV, void_label=VOID,
-        stuff_area=2, threshold=0.1, nms_kernel=3, top_k=10,
+        sem,
+        heat,
+        off,
+        thing_ids=THINGS,
+        label_divisor=DIV,
+        void_label=VOID,
+        stuff_area=2,
+        threshold=0.1,
+        nms_kernel=3,
+        top_k=10,
     )[0]
     # raster order of first appearance: car A (row 0), person (row 0, x=6), car B (row 3)
     assert pan[0, 0] == 2001 and pan[2, 2] == 2001
@@ -141,8 +157,18 @@ def test_pair_postprocess_shares_ids_across_frames():
     off = torch.stack([2 - ys, 2 - xs])[None].float()
     nxt = torch.stack([2 - ys, 2 - xs])[None].float()  # pixels of t+1 -> centre (2, 2) of t
     p, r = pair_panoptic_postprocess(
-        sem, heat, off, nsem, nxt, thing_ids=THINGS, label_divisor=DIV, void_label=VOID,
-        stuff_area=1, threshold=0.1, nms_kernel=3, top_k=10,
+        sem,
+        heat,
+        off,
+        nsem,
+        nxt,
+        thing_ids=THINGS,
+        label_divisor=DIV,
+        void_label=VOID,
+        stuff_area=1,
+        threshold=0.1,
+        nms_kernel=3,
+        top_k=10,
     )
     assert set(p[0, 1:4, 1:4].flatten().tolist()) == {2001}
     assert set(r[0, 1:4, 4:7].flatten().tolist()) == {2001}
@@ -152,8 +178,12 @@ def test_pair_postprocess_shares_ids_across_frames():
 def test_bad_shapes():
     with pytest.raises(ValueError, match='center heatmap must be'):
         panoptic_deeplab_postprocess(
-            torch.zeros(1, 4, 4, dtype=torch.long), torch.zeros(1, 4, 4), torch.zeros(1, 2, 4, 4),
-            thing_ids=THINGS, label_divisor=DIV, void_label=VOID,
+            torch.zeros(1, 4, 4, dtype=torch.long),
+            torch.zeros(1, 4, 4),
+            torch.zeros(1, 2, 4, 4),
+            thing_ids=THINGS,
+            label_divisor=DIV,
+            void_label=VOID,
         )
     with pytest.raises(ValueError, match='nms_kernel must be a positive odd'):
         find_instance_centers(torch.zeros(1, 1, 4, 4), nms_kernel=4)

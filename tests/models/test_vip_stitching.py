@@ -73,14 +73,22 @@ def run_video(frames):
             assert len(vals) == 1, (name, vals)
             ids[name] = vals[0]
         out_ids.append(ids)
-        prev = dict(semantic=sem, center=heat, offset=off, panoptic=out, max_id=max_id,
-                    has_prev=torch.ones(1, dtype=torch.bool))
+        prev = dict(
+            semantic=sem,
+            center=heat,
+            offset=off,
+            panoptic=out,
+            max_id=max_id,
+            has_prev=torch.ones(1, dtype=torch.bool),
+        )
         objs_prev = objects
     return out_ids
 
 
 def test_id_kept_while_moving():
-    frames = [{'a': (2, 2, 1 + 2 * t, 6, 5 + 2 * t), 'b': (3, 7, 18 - t, 11, 22 - t)} for t in range(5)]
+    frames = [
+        {'a': (2, 2, 1 + 2 * t, 6, 5 + 2 * t), 'b': (3, 7, 18 - t, 11, 22 - t)} for t in range(5)
+    ]
     ids = run_video(frames)
     assert all(f == ids[0] for f in ids)
     assert ids[0]['a'] // DIV == 2 and ids[0]['b'] // DIV == 3
@@ -89,8 +97,12 @@ def test_id_kept_while_moving():
 def test_swap_follows_the_objects():
     """Two cars exchange places between frames 1 and 2; ids follow the cars, not the places."""
     left, right = (2, 3, 1, 8, 6), (2, 3, 17, 8, 22)
-    frames = [{'a': left, 'b': right}, {'a': left, 'b': right}, {'a': right, 'b': left},
-              {'a': right, 'b': left}]
+    frames = [
+        {'a': left, 'b': right},
+        {'a': left, 'b': right},
+        {'a': right, 'b': left},
+        {'a': right, 'b': left},
+    ]
     ids = run_video(frames)
     assert ids[0]['a'] != ids[0]['b']
     for f in ids[1:]:

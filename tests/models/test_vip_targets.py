@@ -76,8 +76,12 @@ def test_targets_match_reference(seed):
     got = panoptic_deeplab_targets(
         torch.from_numpy(np.stack([pan, nxt])),
         next_panoptic=torch.from_numpy(np.stack([nxt, pan])),
-        thing_ids=THINGS, label_divisor=DIV, ignore_label=IGN, num_classes=NCLS,
-        sigma=kw['sigma'], small_instance_area=kw['small_area'],
+        thing_ids=THINGS,
+        label_divisor=DIV,
+        ignore_label=IGN,
+        num_classes=NCLS,
+        sigma=kw['sigma'],
+        small_instance_area=kw['small_area'],
         small_instance_weight=kw['small_w'],
     )
     for i, (a, b) in enumerate([(pan, nxt), (nxt, pan)]):
@@ -97,6 +101,10 @@ def test_unknown_class_is_an_error():
 def test_pair_of_different_sizes_is_an_error():
     with pytest.raises(ValueError, match='frames of a pair must have one size'):
         panoptic_deeplab_targets(
-            torch.zeros(1, 4, 4, dtype=torch.long), next_panoptic=torch.zeros(1, 4, 5),
-            thing_ids=THINGS, label_divisor=DIV, ignore_label=IGN, num_classes=NCLS,
+            torch.zeros(1, 4, 4, dtype=torch.long),
+            next_panoptic=torch.zeros(1, 4, 5),
+            thing_ids=THINGS,
+            label_divisor=DIV,
+            ignore_label=IGN,
+            num_classes=NCLS,
         )

@@ -1,8 +1,8 @@
 """Panoptic track colours and depth colouring (``mmvideoeq.visualization``)."""
 
 import numpy as np
-import torch
 import pytest
+import torch
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 

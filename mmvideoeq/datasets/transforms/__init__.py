@@ -4,3 +4,4 @@ from .dvps_loading import (  # noqa: F401
     LoadPanopticAnnotation,
 )
 from .formatting import PackDVPSInputs  # noqa: F401
+from .depth_scaling import ScaleDepthWithImage  # noqa: F401

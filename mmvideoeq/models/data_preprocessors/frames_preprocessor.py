@@ -59,9 +59,8 @@ class FramesDataPreprocessor(SegDataPreProcessor):
                 batch, samples = self.batch_augments(batch, samples)
             return dict(inputs=batch, data_samples=samples)
         if len({tuple(x.shape) for x in inputs}) != 1:
-            raise ValueError(
-                f'the frames of a test batch must have one size, got {[tuple(x.shape) for x in inputs]}'
-            )
+            shapes = [tuple(x.shape) for x in inputs]
+            raise ValueError(f'the frames of a test batch must have one size, got {shapes}')
         if self.test_cfg:
             batch, pads = stack_batch(
                 inputs=inputs,

@@ -162,8 +162,11 @@ class PanopticDeepLabDecoder(nn.Module):
         for low, proj, fuse in zip(lows, self.project, self.fuse):
             low = proj(low)
             x = resize(
-                x, size=low.shape[2:], mode='bilinear', align_corners=self.align_corners,
-                warning=False
+                x,
+                size=low.shape[2:],
+                mode='bilinear',
+                align_corners=self.align_corners,
+                warning=False,
             )
             x = fuse(torch.cat([x, low], dim=1))
         return x

@@ -71,6 +71,8 @@ class ViPDeepLabHead(BaseModule):
         instance_decoder: Those of the instance (and next-frame) branch.
         semantic_head_channels, center_head_channels, offset_head_channels: Head widths.
         depth_head: ``dict(channels=64, min_depth=0., max_depth=88.)`` or None (no depth).
+        panoptic: Build the panoptic branches; ``False`` keeps the semantic decoder and the depth
+            head only (monocular depth, e.g. KITTI depth prediction).
         next_frame: ``dict(channels=32, num_cascade=1)`` or None (Panoptic-DeepLab only);
             ``num_cascade=4`` is the chapter's Cascade-ASPP.
         conv_type: ``'depthwise_separable'`` or ``'standard'`` 5x5 convolutions.
@@ -98,6 +100,7 @@ class ViPDeepLabHead(BaseModule):
         center_head_channels: int = 32,
         offset_head_channels: int = 32,
         depth_head: dict | None = None,
+        panoptic: bool = True,
         next_frame: dict | None = None,
         conv_type: str = 'depthwise_separable',
         norm_cfg: dict | None = None,
@@ -129,16 +132,26 @@ class ViPDeepLabHead(BaseModule):
         def decoder(spec: dict | None, default: dict, high_ch: int, **extra):
             spec = {**default, **(spec or {}), **extra}
             return PanopticDeepLabDecoder(
-                high_channels=high_ch, low_channels=lows, align_corners=align_corners,
-                **spec, **common
+                high_channels=high_ch,
+                low_channels=lows,
+                align_corners=align_corners,
+                **spec,
+                **common,
             )
 
+        if not panoptic and (depth_head is None or next_frame is not None):
+            raise ValueError('panoptic=False needs a depth_head and no next_frame branch')
+        self.with_panoptic = bool(panoptic)
         self.semantic_decoder = decoder(semantic_decoder, _SEM, high)
-        self.instance_decoder = decoder(instance_decoder, _INS, high)
-        sem_ch, ins_ch = self.semantic_decoder.out_channels, self.instance_decoder.out_channels
-        self.semantic_head = PredictionHead(sem_ch, semantic_head_channels, num_classes, **common)
-        self.center_head = PredictionHead(ins_ch, center_head_channels, 1, **common)
-        self.offset_head = PredictionHead(ins_ch, offset_head_channels, 2, **common)
+        sem_ch = self.semantic_decoder.out_channels
+        if self.with_panoptic:
+            self.instance_decoder = decoder(instance_decoder, _INS, high)
+            ins_ch = self.instance_decoder.out_channels
+            self.semantic_head = PredictionHead(
+                sem_ch, semantic_head_channels, num_classes, **common
+            )
+            self.center_head = PredictionHead(ins_ch, center_head_channels, 1, **common)
+            self.offset_head = PredictionHead(ins_ch, offset_head_channels, 2, **common)
         self.depth_range = None
         if depth_head is not None:
             dh = {**dict(channels=64, min_depth=0.0, max_depth=88.0), **depth_head}
@@ -197,14 +210,21 @@ class ViPDeepLabHead(BaseModule):
         """
         high, lows = self._split(feats)
         sem = self.semantic_decoder(high, lows)
-        ins = self.instance_decoder(high, lows)
-        out = dict(
-            semantic=self.semantic_head(sem), center=self.center_head(ins), offset=self.offset_head(ins)
-        )
+        out = {}
+        if self.with_panoptic:
+            ins = self.instance_decoder(high, lows)
+            out.update(
+                semantic=self.semantic_head(sem),
+                center=self.center_head(ins),
+                offset=self.offset_head(ins),
+            )
         if self.depth_range is not None:
             up = resize(
-                sem, scale_factor=2, mode='bilinear', align_corners=self.align_corners,
-                warning=False
+                sem,
+                scale_factor=2,
+                mode='bilinear',
+                align_corners=self.align_corners,
+                warning=False,
             )
             lo, hi = self.depth_range
             out['depth'] = lo + (hi - lo) * torch.sigmoid(self.depth_head(up))
@@ -228,7 +248,7 @@ class ViPDeepLabHead(BaseModule):
     def loss_by_feat(
         self,
         outs: dict[str, Tensor],
-        panoptic: Tensor,
+        panoptic: Tensor | None,
         depth: Tensor | None = None,
         next_panoptic: Tensor | None = None,
     ) -> dict[str, Tensor]:
@@ -236,7 +256,8 @@ class ViPDeepLabHead(BaseModule):
 
         Args:
             outs: :meth:`forward` outputs (any resolution; resized to the labels').
-            panoptic: ``(B, H, W)`` panoptic ground truth of frame ``t``.
+            panoptic: ``(B, H, W)`` panoptic ground truth of frame ``t`` (None without the
+                panoptic branches).
             depth: ``(B, H, W)`` depth of frame ``t`` in metres, 0 = invalid.
             next_panoptic: ``(B, H, W)`` panoptic ground truth of frame ``t+1``.
 
@@ -244,6 +265,14 @@ class ViPDeepLabHead(BaseModule):
             dict of scalar losses (``loss_sem``, ``loss_ctr``, ``loss_off``, ``loss_depth``,
             ``loss_next``; names from the loss configs).
         """
+        losses = {}
+        if 'depth' in outs:
+            if depth is None:
+                raise ValueError('the model has a depth head but the samples carry no gt_depth')
+            d = resize_outputs(dict(depth=outs['depth']), depth.shape[-2:], self.align_corners)
+            losses[self.loss_depth.loss_name] = self.loss_depth(d['depth'], depth)
+        if not self.with_panoptic:
+            return losses
         size = panoptic.shape[-2:]
         outs = resize_outputs(outs, size, self.align_corners)
         t = panoptic_deeplab_targets(
@@ -255,23 +284,17 @@ class ViPDeepLabHead(BaseModule):
             next_panoptic=next_panoptic if 'next_offset' in outs else None,
             **self.target_cfg,
         )
-        losses = {
-            self.loss_semantic.loss_name: self.loss_semantic(
-                outs['semantic'], t['semantic'], t['semantic_weights']
-            ),
-            self.loss_center.loss_name: self.loss_center(
-                outs['center'], t['center'], t['center_weights']
-            ),
-            self.loss_offset.loss_name: self.loss_offset(
-                outs['offset'], t['offset'], t['offset_weights']
-            ),
-        }
+        losses[self.loss_semantic.loss_name] = self.loss_semantic(
+            outs['semantic'], t['semantic'], t['semantic_weights']
+        )
+        losses[self.loss_center.loss_name] = self.loss_center(
+            outs['center'], t['center'], t['center_weights']
+        )
+        losses[self.loss_offset.loss_name] = self.loss_offset(
+            outs['offset'], t['offset'], t['offset_weights']
+        )
         if 'next_offset' in outs:
             losses[self.loss_next_offset.loss_name] = self.loss_next_offset(
                 outs['next_offset'], t['next_offset'], t['next_offset_weights']
             )
-        if 'depth' in outs:
-            if depth is None:
-                raise ValueError('the model has a depth head but the samples carry no gt_depth')
-            losses[self.loss_depth.loss_name] = self.loss_depth(outs['depth'], depth)
         return losses

@@ -73,7 +73,9 @@ def _stack_field(samples: Sequence, key: str, what: str, pad_value: float) -> Te
         maps.append(field.data.reshape(field.data.shape[-2:]))
     h = max(m.shape[0] for m in maps)
     w = max(m.shape[1] for m in maps)
-    return torch.stack([F.pad(m, (0, w - m.shape[1], 0, h - m.shape[0]), value=pad_value) for m in maps])
+    return torch.stack(
+        [F.pad(m, (0, w - m.shape[1], 0, h - m.shape[0]), value=pad_value) for m in maps]
+    )
 
 
 @MODELS.register_module()
@@ -151,12 +153,15 @@ class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
         outs = head(feats, next_feats if head.with_next else None)
         outs = resize_outputs(outs, inputs.shape[-2:], self.align_corners)
         ignore = head.ignore_label * head.label_divisor
-        panoptic = _stack_field(data_samples, 'gt_panoptic', 'panoptic ground truth', ignore)
-        h, w = panoptic.shape[-2:]
-        outs = {k: v[..., :h, :w] for k, v in outs.items()}
-        depth = next_pan = None
+        panoptic = depth = next_pan = None
         if head.depth_range is not None:
             depth = _stack_field(data_samples, 'gt_depth', 'depth ground truth', 0.0)
+            gt_size = depth.shape[-2:]
+        if head.with_panoptic:
+            panoptic = _stack_field(data_samples, 'gt_panoptic', 'panoptic ground truth', ignore)
+            gt_size = panoptic.shape[-2:]
+        # labels are not padded with the inputs (padding is bottom/right): crop the outputs
+        outs = {k: v[..., : gt_size[0], : gt_size[1]] for k, v in outs.items()}
         if head.with_next:
             next_pan = _stack_field(
                 data_samples, 'next_gt_panoptic', 'panoptic ground truth of frame t+1', ignore
@@ -173,6 +178,8 @@ class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
 
     def encode_decode(self, inputs: Tensor, batch_img_metas: list) -> Tensor:
         """Semantic logits at the input resolution (mmseg interface)."""
+        if not self.decode_head.with_panoptic:
+            raise ValueError('a depth-only ViPDeepLab (panoptic=False) has no semantic logits')
         outs = self.decode_head(self.extract_feat(split_frames(inputs)[0]))
         return resize_outputs(dict(semantic=outs['semantic']), inputs.shape[-2:])['semantic']
 
@@ -217,19 +224,23 @@ class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
     def panoptic(self, semantic: Tensor, center: Tensor, offset: Tensor) -> Tensor:
         """Panoptic-DeepLab post-processing with this model's classes and ``test_cfg``."""
         return panoptic_deeplab_postprocess(
-            semantic, center, offset, label_divisor=self.decode_head.label_divisor,
-            **self.pp_kwargs()
+            semantic,
+            center,
+            offset,
+            label_divisor=self.decode_head.label_divisor,
+            **self.pp_kwargs(),
         )
 
     def pack_predictions(
-        self, data_samples, panoptic: Tensor, semantic: Tensor, depth: Tensor | None
+        self, data_samples, panoptic: Tensor | None, semantic: Tensor | None, depth: Tensor | None
     ) -> list:
         """Write ``pred_panoptic``, ``pred_sem_seg`` and ``pred_depth`` (``(1, H, W)``)."""
         out = []
         for i, s in enumerate(data_samples):
             s = s if s is not None else SegDataSample()
-            s.pred_panoptic = PixelData(data=panoptic[i : i + 1].to(torch.int64))
-            s.pred_sem_seg = PixelData(data=semantic[i : i + 1])
+            if panoptic is not None:
+                s.pred_panoptic = PixelData(data=panoptic[i : i + 1].to(torch.int64))
+                s.pred_sem_seg = PixelData(data=semantic[i : i + 1])
             if depth is not None:
                 s.pred_depth = PixelData(data=depth[i].reshape(1, *depth.shape[-2:]))
             out.append(s)
@@ -246,6 +257,8 @@ class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
 
     def predict_from_outputs(self, outs: dict[str, Tensor], input_size, data_samples) -> list:
         maps = self.to_original(outs, input_size, data_samples)
+        if not self.decode_head.with_panoptic:
+            return self.pack_predictions(data_samples, None, None, maps['depth'])
         semantic = maps['semantic'].argmax(1)
         pan = self.panoptic(semantic, maps['center'], maps['offset'])
         return self.pack_predictions(data_samples, pan, semantic, maps.get('depth'))

@@ -49,12 +49,26 @@ class ViPStreamMixin:
         stride = self.backbone.strides[high]
         hh, ww = -(-h // stride), -(-w // stride)
         oh, ow = ori
-        return [(b, c, hh, ww), (b, 1, oh, ow), (b, 1, oh, ow), (b, 2, oh, ow), (b, 1, oh, ow),
-                (b, 1), (b, 1)]
+        return [
+            (b, c, hh, ww),
+            (b, 1, oh, ow),
+            (b, 1, oh, ow),
+            (b, 2, oh, ow),
+            (b, 1, oh, ow),
+            (b, 1),
+            (b, 1),
+        ]
 
     def _zero_memory(self, inputs: Tensor, ori: Sequence[int]) -> list[Tensor]:
-        dtypes = [inputs.dtype, torch.long, inputs.dtype, inputs.dtype, torch.long, torch.long,
-                  torch.bool]
+        dtypes = [
+            inputs.dtype,
+            torch.long,
+            inputs.dtype,
+            inputs.dtype,
+            torch.long,
+            torch.long,
+            torch.bool,
+        ]
         return [
             torch.zeros(s, dtype=d, device=inputs.device)
             for s, d in zip(self._memory_shapes(inputs, ori), dtypes)
@@ -131,6 +145,9 @@ class ViPStreamMixin:
         head = self.decode_head
         outs = head(feats)
         maps = self.to_original(outs, frame.shape[-2:], samples)
+        if not head.with_panoptic:  # depth only: nothing to stitch
+            preds = self.pack_predictions(samples, None, None, maps['depth'])
+            return preds, [t.detach() for t in (*z, *mem)], stats
         semantic = maps['semantic'].argmax(1)
         current = self.panoptic(semantic, maps['center'], maps['offset'])
         prev_high, prev_sem, prev_ctr, prev_off, prev_pan, max_id, has_prev = mem
@@ -154,6 +171,13 @@ class ViPStreamMixin:
             new_max = (current % head.label_divisor).reshape(current.shape[0], -1).amax(1)
         preds = self.pack_predictions(samples, out, semantic, maps.get('depth'))
         high = feats[head.high_index]
-        memory = [high, semantic[:, None], maps['center'], maps['offset'], out[:, None],
-                  new_max[:, None], torch.ones_like(has_prev)]
+        memory = [
+            high,
+            semantic[:, None],
+            maps['center'],
+            maps['offset'],
+            out[:, None],
+            new_max[:, None],
+            torch.ones_like(has_prev),
+        ]
         return preds, [t.detach() for t in (*z, *memory)], stats

@@ -106,7 +106,9 @@ def group_pixels(centers: Tensor, valid: Tensor, offsets: Tensor) -> Tensor:
     if k == 0:
         return out.reshape(b, h, w)
     ys, xs = torch.meshgrid(
-        torch.arange(h, device=offsets.device), torch.arange(w, device=offsets.device), indexing='ij'
+        torch.arange(h, device=offsets.device),
+        torch.arange(w, device=offsets.device),
+        indexing='ij',
     )
     coords = torch.stack([ys, xs]).to(offsets.dtype)
     votes = (coords[None] + offsets).reshape(b, 2, h * w).transpose(1, 2)  # (B, HW, 2)

@@ -62,9 +62,11 @@ def _heatmap(centers: Tensor, sample: Tensor, shape: tuple, sigma: float, dtype)
         py = (centers[:, :1] + dy.reshape(1, -1) + r).clamp(0, h + 2 * r)
         px = (centers[:, 1:] + dx.reshape(1, -1) + r).clamp(0, w + 2 * r)
         flat = (sample[:, None] * heat[0].numel() + py * heat.shape[2] + px).reshape(-1)
-        heat = heat.reshape(-1).scatter_reduce(
-            0, flat, g.repeat(len(centers)), reduce='amax'
-        ).reshape(heat.shape)
+        heat = (
+            heat.reshape(-1)
+            .scatter_reduce(0, flat, g.repeat(len(centers)), reduce='amax')
+            .reshape(heat.shape)
+        )
     return heat[:, r : r + h, r : r + w]
 
 

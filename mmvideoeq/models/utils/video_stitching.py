@@ -50,8 +50,9 @@ def _areas(x: Tensor, sample: Tensor, label: Tensor) -> Tensor:
     b = x.shape[0]
     flat = x.reshape(b, -1).long()
     big = int(flat.max()) + 1
-    keys, counts = torch.unique(torch.arange(b, device=x.device)[:, None] * big + flat,
-                                return_counts=True)
+    keys, counts = torch.unique(
+        torch.arange(b, device=x.device)[:, None] * big + flat, return_counts=True
+    )
     return counts[torch.searchsorted(keys, sample * big + label)]
 
 
