@@ -212,3 +212,40 @@ def test_pair_of_different_sizes_in_the_head_is_an_error(model):
     f2 = model.extract_feat(torch.zeros(1, 3, 64, 64))
     with pytest.raises(ValueError, match='frames of a pair must have one size'):
         model.decode_head.forward_next(f1[-1], f2)
+
+
+def test_stream_step_tracks_objects_with_perfect_heads(model, monkeypatch, perfect_maps):
+    """The streaming step's plumbing (state, next-frame branch on the stored feature, pair
+    post-processing, stitching) keeps ids of objects that swap places; the heads are replaced
+    by the maps a perfect model would predict (``perfect_maps``, conftest.py)."""
+    frame_maps = perfect_maps
+    left, right = (2, 3, 1, 8, 6), (2, 3, 17, 8, 22)
+    videos = [{'a': left, 'b': right}, {'a': right, 'b': left}, {'a': right, 'b': left}]
+    maps = [frame_maps(videos[0])] + [frame_maps(v, p) for p, v in zip(videos, videos[1:])]
+    h, w = maps[0][0].shape[-2:]
+    step = {'t': 0}
+
+    def fake_forward(feats, next_feats=None):
+        sem, heat, off, _ = maps[step['t']]
+        logits = torch.nn.functional.one_hot(sem, 5).permute(0, 3, 1, 2).float() * 10
+        return dict(semantic=logits, center=heat, offset=off, depth=torch.ones(1, 1, h, w))
+
+    def fake_next(high, next_feats):
+        assert high.shape[0] == 1  # the stored high-level feature of the previous frame
+        return maps[step['t']][3]
+
+    monkeypatch.setattr(model.decode_head, 'forward', fake_forward)
+    monkeypatch.setattr(model.decode_head, 'forward_next', fake_next)
+    model.eval()
+    monkeypatch.setitem(model.test_cfg, 'stuff_area', 1)
+    z, ids = None, []
+    for t in range(3):
+        step['t'] = t
+        s = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
+        (pred,), z, _ = model.stream_step(torch.zeros(1, 3, h, w), [s], z, max_iter=1)
+        pan = pred.pred_panoptic.data[0]
+        ids.append(
+            {k: pan[y0:y1, x0:x1].unique().tolist() for k, (_, y0, x0, y1, x1) in videos[t].items()}
+        )
+    assert ids[0]['a'] != ids[0]['b']
+    assert ids[1] == ids[0] and ids[2] == ids[0]  # ids follow the objects across the swap

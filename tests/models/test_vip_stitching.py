@@ -1,10 +1,9 @@
 """ViP-DeepLab video stitching: constructed videos and an independent matching reference.
 
-The constructed videos give the raw maps a perfect model would predict (semantic classes, a
-centre peak per object, offsets to the object's centre, next-frame offsets from each pixel of
-frame t to its object's centre in frame t-1) and walk them through the stitching step frame by
-frame; the expected ids follow from the thesis' description (Sec. 7.3.1.3): an object keeps its
-id while it is visible, a new object gets an id never used before in the video.
+The constructed videos give the raw maps a perfect model would predict (the ``perfect_maps``
+fixture of ``conftest.py``) and walk them through the stitching step frame by frame; the
+expected ids follow from the thesis' description (Sec. 7.3.1.3): an object keeps its id while it
+is visible, a new object gets an id never used before in the video.
 
 ``ref_match`` is a dictionary transcription of deeplab2's
 ``get_stitch_video_panoptic_prediction_info`` (ascending IoU sort, later entries overwrite,
@@ -23,40 +22,11 @@ from mmvideoeq.models.utils.video_stitching import (
     stitch_pair_step,
 )
 
-DIV, VOID, H, W = 1000, 32, 12, 24
+DIV, VOID = 1000, 32
 PP = dict(thing_ids=(2, 3), void_label=VOID, stuff_area=1, threshold=0.1, nms_kernel=3, top_k=20)
 
 
-def frame_maps(objects, prev_objects=None):
-    """Raw maps of a perfect model for one frame.
-
-    Args:
-        objects: ``{name: (class, y0, x0, y1, x1)}`` boxes of the frame.
-        prev_objects: The previous frame's boxes (for the next-frame offsets).
-    """
-    sem = torch.zeros(1, H, W, dtype=torch.long)
-    heat = torch.zeros(1, 1, H, W)
-    off = torch.zeros(1, 2, H, W)
-    nxt = torch.zeros(1, 2, H, W)
-    ys, xs = torch.meshgrid(torch.arange(H), torch.arange(W), indexing='ij')
-
-    def centre(box):
-        return (box[1] + box[3] - 1) // 2, (box[2] + box[4] - 1) // 2
-
-    for name, box in objects.items():
-        cls, y0, x0, y1, x1 = box
-        sem[0, y0:y1, x0:x1] = cls
-        cy, cx = centre(box)
-        heat[0, 0, cy, cx] = 1.0
-        m = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
-        off[0, 0][m], off[0, 1][m] = (cy - ys[m]).float(), (cx - xs[m]).float()
-        if prev_objects and name in prev_objects:
-            py, px = centre(prev_objects[name])
-            nxt[0, 0][m], nxt[0, 1][m] = (py - ys[m]).float(), (px - xs[m]).float()
-    return sem, heat, off, nxt
-
-
-def run_video(frames):
+def run_video(frames, frame_maps):
     """Stitch a video of object dicts; return each frame's ``{object name: panoptic id}``."""
     prev, out_ids, objs_prev = None, [], None
     for objects in frames:
@@ -85,16 +55,16 @@ def run_video(frames):
     return out_ids
 
 
-def test_id_kept_while_moving():
+def test_id_kept_while_moving(perfect_maps):
     frames = [
         {'a': (2, 2, 1 + 2 * t, 6, 5 + 2 * t), 'b': (3, 7, 18 - t, 11, 22 - t)} for t in range(5)
     ]
-    ids = run_video(frames)
+    ids = run_video(frames, perfect_maps)
     assert all(f == ids[0] for f in ids)
     assert ids[0]['a'] // DIV == 2 and ids[0]['b'] // DIV == 3
 
 
-def test_swap_follows_the_objects():
+def test_swap_follows_the_objects(perfect_maps):
     """Two cars exchange places between frames 1 and 2; ids follow the cars, not the places."""
     left, right = (2, 3, 1, 8, 6), (2, 3, 17, 8, 22)
     frames = [
@@ -103,20 +73,20 @@ def test_swap_follows_the_objects():
         {'a': right, 'b': left},
         {'a': right, 'b': left},
     ]
-    ids = run_video(frames)
+    ids = run_video(frames, perfect_maps)
     assert ids[0]['a'] != ids[0]['b']
     for f in ids[1:]:
         assert f == ids[0]
 
 
-def test_birth_gets_a_new_id_and_death_frees_none():
+def test_birth_gets_a_new_id_and_death_frees_none(perfect_maps):
     frames = [
         {'a': (2, 1, 1, 5, 5), 'b': (2, 7, 1, 11, 5)},
         {'a': (2, 1, 2, 5, 6)},  # b dies
         {'a': (2, 1, 3, 5, 7), 'c': (2, 6, 17, 9, 20)},  # c is born (smaller than a)
         {'a': (2, 1, 4, 5, 8), 'c': (2, 6, 16, 9, 19)},
     ]
-    ids = run_video(frames)
+    ids = run_video(frames, perfect_maps)
     a, b, c = ids[0]['a'], ids[0]['b'], ids[2]['c']
     assert [f['a'] for f in ids] == [a] * 4
     assert c not in (a, b)  # never re-uses the id of the dead b
