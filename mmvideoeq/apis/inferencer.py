@@ -28,7 +28,8 @@ from mmvideoeq.streaming import StreamFrame, StreamPolicy, StreamState, run_stre
 
 def _test_pipeline(cfg: Config) -> list[dict]:
     pipeline = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
-    pipeline = [t for t in pipeline if 'LoadAnnotations' not in t['type']]
+    # annotation loaders (mmdet/mmseg LoadAnnotations, LoadPanopticAnnotation, ...) need files
+    pipeline = [t for t in pipeline if 'Annotation' not in t['type']]
     if not pipeline or 'LoadImage' not in pipeline[0]['type']:
         raise ValueError(
             'the test pipeline must start with an image loading transform, got ' f'{pipeline[:1]}'

@@ -19,7 +19,7 @@ from mmengine.visualization import Visualizer
 
 from mmvideoeq.registry import VISUALIZERS
 
-__all__ = ['panoptic_to_color', 'depth_to_color', 'DVPSLocalVisualizer']
+__all__ = ['panoptic_to_color', 'depth_to_color', 'draw_dvps_row', 'DVPSLocalVisualizer']
 
 #: Cityscapes train-id colours (cityscapesscripts ``labels.py``), the default palette.
 CITYSCAPES_PALETTE = np.array(
@@ -108,6 +108,40 @@ def depth_to_color(depth: np.ndarray, max_depth: float | None = None, cmap: str 
     return rgb
 
 
+def draw_dvps_row(
+    image: np.ndarray,
+    panoptic=None,
+    depth=None,
+    *,
+    label_divisor: int,
+    palette: np.ndarray | None = None,
+    alpha: float = 0.6,
+    max_depth: float | None = 80.0,
+) -> np.ndarray:
+    """``image | panoptic overlay | depth colours`` side by side (missing parts left out).
+
+    Args:
+        image: ``(H, W, 3)`` uint8 (RGB or BGR: the colours are written in the image's order
+            only for the overlay base; track colours are RGB).
+        panoptic: ``(H, W)`` panoptic ids or None.
+        depth: ``(H, W)`` metres or None.
+        label_divisor, palette: See :func:`panoptic_to_color`.
+        alpha: Weight of the panoptic colours over the image.
+        max_depth: See :func:`depth_to_color`.
+
+    Returns:
+        ``(H, k * W, 3)`` uint8.
+    """
+    h, w = image.shape[:2]
+    tiles = [image]
+    if panoptic is not None:
+        col = panoptic_to_color(np.asarray(panoptic).reshape(h, w), label_divisor, palette)
+        tiles.append((image * (1 - alpha) + col * alpha).astype(np.uint8))
+    if depth is not None:
+        tiles.append(depth_to_color(np.asarray(depth).reshape(h, w), max_depth))
+    return np.concatenate(tiles, axis=1)
+
+
 @VISUALIZERS.register_module()
 class DVPSLocalVisualizer(Visualizer):
     """Draws ``image | panoptic overlay | depth`` rows for prediction and ground truth.
@@ -136,15 +170,15 @@ class DVPSLocalVisualizer(Visualizer):
     def draw_row(self, image: np.ndarray, panoptic, depth) -> np.ndarray:
         """``image | overlay | depth`` of one sample (RGB uint8, depth optional)."""
         meta = self.dataset_meta or {}
-        div = int(meta.get('label_divisor', self.label_divisor))
-        h, w = image.shape[:2]
-        tiles = [image]
-        if panoptic is not None:
-            col = panoptic_to_color(np.asarray(panoptic).reshape(h, w), div, meta.get('palette'))
-            tiles.append((image * (1 - self.alpha) + col * self.alpha).astype(np.uint8))
-        if depth is not None:
-            tiles.append(depth_to_color(np.asarray(depth).reshape(h, w), self.max_depth))
-        return np.concatenate(tiles, axis=1)
+        return draw_dvps_row(
+            image,
+            panoptic,
+            depth,
+            label_divisor=int(meta.get('label_divisor', self.label_divisor)),
+            palette=meta.get('palette'),
+            alpha=self.alpha,
+            max_depth=self.max_depth,
+        )
 
     def add_datasample(
         self,

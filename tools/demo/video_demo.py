@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 
 from mmvideoeq.apis import StreamingInferencer  # noqa: E402
 from mmvideoeq.utils.cli import CLIError, cli_main, require_file  # noqa: E402
+from mmvideoeq.visualization import draw_dvps_row  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -40,8 +41,10 @@ def _palette(n: int) -> np.ndarray:
     return rng.integers(0, 255, size=(max(n, 1), 3), dtype=np.uint8)
 
 
-def draw(frame: np.ndarray, pred, classes, score_thr: float, text: str) -> np.ndarray:
-    """Draw boxes or a segmentation overlay and a status line on a BGR frame."""
+def draw(
+    frame: np.ndarray, pred, classes, score_thr: float, text: str, label_divisor: int = 1000
+) -> np.ndarray:
+    """Draw boxes, a segmentation overlay or panoptic tracks + depth and a status line."""
     out = frame.copy()
     colors = _palette(len(classes))
     if 'pred_instances' in pred:
@@ -64,6 +67,11 @@ def draw(frame: np.ndarray, pred, classes, score_thr: float, text: str) -> np.nd
                 1,
                 cv2.LINE_AA,
             )
+    elif 'pred_panoptic' in pred:  # ViP-DeepLab: stable track colours | depth colour map
+        pan = pred.pred_panoptic.data[0].cpu().numpy()
+        depth = pred.pred_depth.data[0].cpu().numpy() if 'pred_depth' in pred else None
+        out = draw_dvps_row(out[..., ::-1].copy(), pan, depth, label_divisor=label_divisor)
+        out = np.ascontiguousarray(out[..., ::-1])
     elif 'pred_sem_seg' in pred:
         seg = pred.pred_sem_seg.data[0].cpu().numpy()
         overlay = colors[seg % len(colors)]
@@ -101,7 +109,8 @@ def main():
         rec = infer.state.history[-1]
         lat.append(infer.last_ms)
         text = f'frame {n}  {infer.last_ms:.0f} ms  iters {rec["iters"]}'
-        img = draw(frame, pred, classes, args.score_thr, text)
+        div = getattr(getattr(infer.model, 'decode_head', None), 'label_divisor', 1000)
+        img = draw(frame, pred, classes, args.score_thr, text, label_divisor=div)
         if writer is None:
             h, w = img.shape[:2]
             writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))

@@ -74,7 +74,9 @@ def find_instance_centers(
         raise ValueError(f'nms_kernel must be a positive odd int, got {nms_kernel}')
     b, _, h, w = heatmap.shape
     heat = torch.where(heatmap > threshold, heatmap, torch.zeros_like(heatmap))
-    pooled = F.max_pool2d(heat, nms_kernel, stride=1, padding=nms_kernel // 2)
+    r = nms_kernel // 2  # a k x k max is a k x 1 max of a 1 x k max (2k instead of k^2 reads)
+    pooled = F.max_pool2d(heat, (1, nms_kernel), stride=1, padding=(0, r))
+    pooled = F.max_pool2d(pooled, (nms_kernel, 1), stride=1, padding=(r, 0))
     heat = torch.where(pooled == heat, heat, torch.zeros_like(heat)).reshape(b, h * w)
     keep = heat > 0
     if top_k > 0 and h * w > top_k:
@@ -112,12 +114,13 @@ def group_pixels(centers: Tensor, valid: Tensor, offsets: Tensor) -> Tensor:
     )
     coords = torch.stack([ys, xs]).to(offsets.dtype)
     votes = (coords[None] + offsets).reshape(b, 2, h * w).transpose(1, 2)  # (B, HW, 2)
-    ctr = centers.to(offsets.dtype)
-    pad = (~valid)[:, None, :]
+    # padding centres far away: never the nearest while a sample has a real centre
+    far = torch.full_like(centers, 1 << 30, dtype=offsets.dtype)
+    ctr = torch.where(valid[..., None], centers.to(offsets.dtype), far)
     step = max(1, _CHUNK // max(1, k * b))
     for s in range(0, h * w, step):
         d = torch.cdist(votes[:, s : s + step], ctr, compute_mode='donot_use_mm_for_euclid_dist')
-        out[:, s : s + step] = d.masked_fill(pad, float('inf')).argmin(dim=2)
+        out[:, s : s + step] = d.argmin(dim=2)
     return out.reshape(b, h, w)
 
 

@@ -37,12 +37,20 @@ __all__ = [
 
 
 def _pairs(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Unique ``(sample, label_a, label_b)`` triples of two ``(B, H, W)`` maps and their counts."""
+    """Unique ``(sample, label_a, label_b)`` triples of two ``(B, H, W)`` maps and their counts.
+
+    The triple is packed into one int64 key (a 1-d ``unique`` is much faster than ``unique`` over
+    rows); labels are non-negative panoptic ids (< 2^26 for the DVPS datasets).
+    """
     n = a.shape[0]
-    bidx = torch.arange(n, device=a.device)[:, None].expand(n, a[0].numel())
-    flat = torch.stack([bidx.reshape(-1), a.reshape(-1).long(), b.reshape(-1).long()], dim=1)
-    keys, counts = torch.unique(flat, dim=0, return_counts=True)
-    return keys[:, 0], keys[:, 1], keys[:, 2], counts
+    fa, fb = a.reshape(n, -1).long(), b.reshape(n, -1).long()
+    ma, mb = int(fa.max()) + 1, int(fb.max()) + 1
+    if n * ma * mb >= 2**62:
+        raise ValueError(f'panoptic ids too large to pair ({ma - 1}, {mb - 1})')
+    key = (torch.arange(n, device=a.device)[:, None] * ma + fa) * mb + fb
+    keys, counts = torch.unique(key.reshape(-1), return_counts=True)
+    rest = keys // mb
+    return rest // ma, rest % ma, keys % mb, counts
 
 
 def _areas(x: Tensor, sample: Tensor, label: Tensor) -> Tensor:
