@@ -123,35 +123,48 @@ class ViPDeepLabHead(BaseModule):
         n = len(in_channels)
         self.high_index = high_index % n
         self.low_indices = tuple(int(i) % n for i in low_indices)
-        norm_cfg = norm_cfg or dict(type='BN')
-        act_cfg = act_cfg or dict(type='ReLU')
-        common = dict(conv_type=conv_type, norm_cfg=norm_cfg, act_cfg=act_cfg)
-        high = in_channels[self.high_index]
-        lows = [in_channels[i] for i in self.low_indices]
-
-        def decoder(spec: dict | None, default: dict, high_ch: int, **extra):
-            spec = {**default, **(spec or {}), **extra}
-            return PanopticDeepLabDecoder(
-                high_channels=high_ch,
-                low_channels=lows,
-                align_corners=align_corners,
-                **spec,
-                **common,
-            )
-
         if not panoptic and (depth_head is None or next_frame is not None):
             raise ValueError('panoptic=False needs a depth_head and no next_frame branch')
         self.with_panoptic = bool(panoptic)
-        self.semantic_decoder = decoder(semantic_decoder, _SEM, high)
+        self.with_next = next_frame is not None
+        self.align_corners = align_corners
+        self.target_cfg = dict(target_cfg or {})
+        common = dict(
+            conv_type=conv_type,
+            norm_cfg=norm_cfg or dict(type='BN'),
+            act_cfg=act_cfg or dict(type='ReLU'),
+        )
+        self._build_branches(
+            [in_channels[i] for i in (self.high_index, *self.low_indices)],
+            dict(sem=semantic_decoder, ins=instance_decoder),
+            dict(sem=semantic_head_channels, ctr=center_head_channels, off=offset_head_channels),
+            depth_head,
+            next_frame,
+            common,
+        )
+        self._build_losses(loss_semantic, loss_center, loss_offset, loss_next_offset, loss_depth)
+
+    def _build_branches(self, channels, decoders, widths, depth_head, next_frame, common) -> None:
+        """Decoders and prediction heads (see the class docstring for the arguments)."""
+        high, lows = channels[0], channels[1:]
+
+        def decoder(spec: dict | None, default: dict, high_ch: int, **extra):
+            return PanopticDeepLabDecoder(
+                high_channels=high_ch,
+                low_channels=lows,
+                align_corners=self.align_corners,
+                **{**default, **(spec or {}), **extra},
+                **common,
+            )
+
+        self.semantic_decoder = decoder(decoders['sem'], _SEM, high)
         sem_ch = self.semantic_decoder.out_channels
         if self.with_panoptic:
-            self.instance_decoder = decoder(instance_decoder, _INS, high)
+            self.instance_decoder = decoder(decoders['ins'], _INS, high)
             ins_ch = self.instance_decoder.out_channels
-            self.semantic_head = PredictionHead(
-                sem_ch, semantic_head_channels, num_classes, **common
-            )
-            self.center_head = PredictionHead(ins_ch, center_head_channels, 1, **common)
-            self.offset_head = PredictionHead(ins_ch, offset_head_channels, 2, **common)
+            self.semantic_head = PredictionHead(sem_ch, widths['sem'], self.num_classes, **common)
+            self.center_head = PredictionHead(ins_ch, widths['ctr'], 1, **common)
+            self.offset_head = PredictionHead(ins_ch, widths['off'], 2, **common)
         self.depth_range = None
         if depth_head is not None:
             dh = {**dict(channels=64, min_depth=0.0, max_depth=88.0), **depth_head}
@@ -159,35 +172,33 @@ class ViPDeepLabHead(BaseModule):
                 raise ValueError(f'depth_head needs 0 <= min_depth < max_depth, got {dh}')
             self.depth_range = (float(dh['min_depth']), float(dh['max_depth']))
             self.depth_head = PredictionHead(sem_ch, dh['channels'], 1, **common)
-        self.with_next = next_frame is not None
         if self.with_next:
             nf = {**dict(channels=32, num_cascade=1), **next_frame}
             self.next_decoder = decoder(
-                instance_decoder, _INS, 2 * high, num_cascade=nf['num_cascade']
+                decoders['ins'], _INS, 2 * high, num_cascade=nf['num_cascade']
             )
             self.next_offset_head = PredictionHead(ins_ch, nf['channels'], 2, **common)
-        self.align_corners = align_corners
-        self.target_cfg = dict(target_cfg or {})
-        sem_loss = dict(loss_semantic or dict(type='TopKCrossEntropyLoss', top_k_percent=0.2))
+
+    def _build_losses(self, semantic, center, offset, next_offset, depth) -> None:
+        """Loss modules; defaults: deeplab2's ViP-DeepLab weights (1, 200, 0.01, 0.01, 0.1)."""
+        sem_loss = dict(semantic or dict(type='TopKCrossEntropyLoss', top_k_percent=0.2))
         if sem_loss.setdefault('ignore_index', self.ignore_label) != self.ignore_label:
             raise ValueError(
                 f"loss_semantic.ignore_index={sem_loss['ignore_index']} differs from the head's "
                 f'ignore_label={self.ignore_label}; leave it unset'
             )
+        pix = dict(type='WeightedPixelLoss')
         self.loss_semantic = MODELS.build(sem_loss)
         self.loss_center = MODELS.build(
-            loss_center
-            or dict(type='WeightedPixelLoss', mode='mse', loss_weight=200.0, loss_name='loss_ctr')
+            center or dict(pix, mode='mse', loss_weight=200.0, loss_name='loss_ctr')
         )
         self.loss_offset = MODELS.build(
-            loss_offset
-            or dict(type='WeightedPixelLoss', mode='l1', loss_weight=0.01, loss_name='loss_off')
+            offset or dict(pix, mode='l1', loss_weight=0.01, loss_name='loss_off')
         )
         self.loss_next_offset = MODELS.build(
-            loss_next_offset
-            or dict(type='WeightedPixelLoss', mode='l1', loss_weight=0.01, loss_name='loss_next')
+            next_offset or dict(pix, mode='l1', loss_weight=0.01, loss_name='loss_next')
         )
-        self.loss_depth = MODELS.build(loss_depth or dict(type='ViPDepthLoss', loss_weight=0.1))
+        self.loss_depth = MODELS.build(depth or dict(type='ViPDepthLoss', loss_weight=0.1))
 
     # ------------------------------------------------------------------ forward
     def _split(self, feats: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:

@@ -148,13 +148,20 @@ class ViPStreamMixin:
         if not head.with_panoptic:  # depth only: nothing to stitch
             preds = self.pack_predictions(samples, None, None, maps['depth'])
             return preds, [t.detach() for t in (*z, *mem)], stats
+        out, semantic, memory = self._stitch(feats, maps, mem, frame.shape[-2:], samples)
+        preds = self.pack_predictions(samples, out, semantic, maps.get('depth'))
+        return preds, [t.detach() for t in (*z, *memory)], stats
+
+    def _stitch(self, feats, maps: dict, mem: list, input_size, samples):
+        """``P_t``, the pair ``(t-1, t)`` and the stitching; returns ``(ids, semantic, memory)``."""
+        head = self.decode_head
         semantic = maps['semantic'].argmax(1)
         current = self.panoptic(semantic, maps['center'], maps['offset'])
         prev_high, prev_sem, prev_ctr, prev_off, prev_pan, max_id, has_prev = mem
         has = has_prev.reshape(-1)
         if head.with_next and bool(has.any()):
             nxt = dict(next_offset=head.forward_next(prev_high, feats))
-            nxt = self.to_original(nxt, frame.shape[-2:], samples)['next_offset']
+            nxt = self.to_original(nxt, input_size, samples)['next_offset']
             prev = dict(
                 semantic=prev_sem[:, 0],
                 center=prev_ctr,
@@ -166,13 +173,11 @@ class ViPStreamMixin:
             out, new_max = stitch_pair_step(
                 prev, semantic, nxt, current, label_divisor=head.label_divisor, **self.pp_kwargs()
             )
-        else:  # first frames: P_t with its own ids
+        else:  # first frames (or no next-frame branch): P_t with its own ids
             out = current
             new_max = (current % head.label_divisor).reshape(current.shape[0], -1).amax(1)
-        preds = self.pack_predictions(samples, out, semantic, maps.get('depth'))
-        high = feats[head.high_index]
         memory = [
-            high,
+            feats[head.high_index],
             semantic[:, None],
             maps['center'],
             maps['offset'],
@@ -180,4 +185,4 @@ class ViPStreamMixin:
             new_max[:, None],
             torch.ones_like(has_prev),
         ]
-        return preds, [t.detach() for t in (*z, *memory)], stats
+        return out, semantic, memory

@@ -70,6 +70,35 @@ def _heatmap(centers: Tensor, sample: Tensor, shape: tuple, sigma: float, dtype)
     return heat[:, r : r + h, r : r + w]
 
 
+def _offsets_to(centers: Tensor, index: Tensor, mask: Tensor) -> Tensor:
+    """``(B, 2, H, W)`` float offsets ``centers[index] - pixel`` on ``mask`` ``(B, H, W)``, else 0.
+
+    ``index`` ``(N,)`` gives, for the ``N`` masked pixels in raster order, their centre's row.
+    """
+    b, h, w = mask.shape
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=mask.device), torch.arange(w, device=mask.device), indexing='ij'
+    )
+    coords = torch.stack([ys, xs], -1).expand(b, h, w, 2)[mask]
+    out = torch.zeros(b, 2, h, w, dtype=torch.float32, device=mask.device)
+    out.permute(0, 2, 3, 1)[mask] = (centers[index] - coords).float()
+    return out
+
+
+def _next_offsets(next_panoptic: Tensor, keys: Tensor, big: int, centers: Tensor, div: int):
+    """Offsets from pixels of frame ``t+1`` to the centre of their instance in frame ``t``."""
+    b = next_panoptic.shape[0]
+    nxt_pan = next_panoptic.long()
+    nxt = torch.arange(b, device=nxt_pan.device)[:, None, None] * big + nxt_pan
+    nxt = torch.where(nxt_pan < big, nxt, torch.full_like(nxt, -1))  # ids absent from frame t
+    if len(keys):
+        pos = torch.searchsorted(keys, nxt).clamp(max=len(keys) - 1)
+        hit = (keys[pos] == nxt) & (nxt_pan % div > 0)
+    else:
+        pos, hit = torch.zeros_like(nxt), torch.zeros_like(nxt, dtype=torch.bool)
+    return _offsets_to(centers, pos[hit], hit)
+
+
 def panoptic_deeplab_targets(
     panoptic: Tensor,
     *,
@@ -127,19 +156,12 @@ def panoptic_deeplab_targets(
     sem_w = torch.ones(b, h, w, dtype=dtype, device=pan.device)
     small = (area < small_instance_area)[inv]
     sem_w[inst_px] = torch.where(small, small_instance_weight, 1.0).to(dtype)
-    ys, xs = torch.meshgrid(
-        torch.arange(h, device=pan.device), torch.arange(w, device=pan.device), indexing='ij'
-    )
-    coords = torch.stack([ys, xs])  # (2, H, W)
-    offset = torch.zeros(b, 2, h, w, dtype=dtype, device=pan.device)
-    px_coords = coords.permute(1, 2, 0).expand(b, h, w, 2)[inst_px]
-    offset.permute(0, 2, 3, 1)[inst_px] = (centers[inv] - px_coords).to(dtype)
     out = dict(
         semantic=torch.where(ignored, torch.full_like(sem, ignore_label), sem),
         semantic_weights=sem_w,
         center=_heatmap(centers, sample, (b, h, w), sigma, dtype)[:, None],
         center_weights=(~crowd & ~ignored).to(dtype),
-        offset=offset,
+        offset=_offsets_to(centers, inv, inst_px),
         offset_weights=(thing & ~crowd).to(dtype),
     )
     if next_panoptic is not None:
@@ -148,16 +170,7 @@ def panoptic_deeplab_targets(
                 f'next_panoptic {tuple(next_panoptic.shape)} must have the shape of panoptic '
                 f'{tuple(panoptic.shape)}: the frames of a pair must have one size'
             )
-        nxt = torch.arange(b, device=pan.device)[:, None, None] * big + next_panoptic.long()
-        nxt = torch.where(next_panoptic.long() < big, nxt, torch.full_like(nxt, -1))
-        if len(keys):
-            pos = torch.searchsorted(keys, nxt).clamp(max=len(keys) - 1)
-            hit = (keys[pos] == nxt) & (next_panoptic.long() % label_divisor > 0)
-        else:
-            pos, hit = torch.zeros_like(nxt), torch.zeros_like(nxt, dtype=torch.bool)
-        nxt_off = torch.zeros(b, 2, h, w, dtype=dtype, device=pan.device)
-        n_coords = coords.permute(1, 2, 0).expand(b, h, w, 2)[hit]
-        nxt_off.permute(0, 2, 3, 1)[hit] = (centers[pos[hit]] - n_coords).to(dtype)
+        nxt_off = _next_offsets(next_panoptic, keys, big, centers, label_divisor)
         out['next_offset'] = nxt_off
         out['next_offset_weights'] = (nxt_off.abs().sum(1) > 0).to(dtype)
     return out
