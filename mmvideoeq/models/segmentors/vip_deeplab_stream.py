@@ -20,7 +20,10 @@ latency, and each frame is solved once. The first frame of a video is ``P_0`` al
 The state is a list of tensors with batch dimension ``B`` (the streaming protocol's ``z``): the
 MDEQ fixed point (``S`` tensors) followed by :data:`MEMORY_KEYS` - the high-level feature, the
 semantic ids, centre heatmap and offsets of the previous frame at its original size, its stitched
-panoptic ids, the largest instance id used in the video and a has-previous-frame flag.
+panoptic ids, the largest instance id used in the video, a has-previous-frame flag and its
+``frame_id``. A step on the same ``frame_id`` again (a driver's follow-up solve of a frame, e.g.
+after a detected shot change) carries the stored ids of that frame to the new prediction instead
+of pairing the frame with itself.
 """
 
 from __future__ import annotations
@@ -30,11 +33,20 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from mmvideoeq.models.utils.video_stitching import stitch_pair_step
+from mmvideoeq.models.utils.video_stitching import stitch_frame, stitch_pair_step
 
 __all__ = ['ViPStreamMixin', 'MEMORY_KEYS']
 
-MEMORY_KEYS = ('high', 'semantic', 'center', 'offset', 'panoptic', 'max_id', 'has_prev')
+MEMORY_KEYS = (
+    'high',
+    'semantic',
+    'center',
+    'offset',
+    'panoptic',
+    'max_id',
+    'has_prev',
+    'frame_id',
+)
 
 
 class ViPStreamMixin:
@@ -57,6 +69,7 @@ class ViPStreamMixin:
             (b, 1, oh, ow),
             (b, 1),
             (b, 1),
+            (b, 1),
         ]
 
     def _zero_memory(self, inputs: Tensor, ori: Sequence[int]) -> list[Tensor]:
@@ -68,6 +81,7 @@ class ViPStreamMixin:
             torch.long,
             torch.long,
             torch.bool,
+            torch.long,
         ]
         return [
             torch.zeros(s, dtype=d, device=inputs.device)
@@ -157,8 +171,11 @@ class ViPStreamMixin:
         head = self.decode_head
         semantic = maps['semantic'].argmax(1)
         current = self.panoptic(semantic, maps['center'], maps['offset'])
-        prev_high, prev_sem, prev_ctr, prev_off, prev_pan, max_id, has_prev = mem
+        prev_high, prev_sem, prev_ctr, prev_off, prev_pan, max_id, has_prev, prev_fid = mem
         has = has_prev.reshape(-1)
+        fid = torch.tensor(
+            [int(x.metainfo.get('frame_id', -1)) for x in samples], device=semantic.device
+        )
         if head.with_next and bool(has.any()):
             nxt = dict(next_offset=head.forward_next(prev_high, feats))
             nxt = self.to_original(nxt, input_size, samples)['next_offset']
@@ -176,6 +193,16 @@ class ViPStreamMixin:
         else:  # first frames (or no next-frame branch): P_t with its own ids
             out = current
             new_max = (current % head.label_divisor).reshape(current.shape[0], -1).amax(1)
+        same = has & (fid >= 0) & (fid == prev_fid.reshape(-1))  # no frame_id: never the same
+        if bool(same.any()):
+            # a second solve of the same frame (e.g. a shot-change follow-up): the stored output
+            # *is* this frame, so its ids go to the new P_t directly
+            again, again_max = stitch_frame(
+                prev_pan[:, 0], prev_pan[:, 0], prev_pan[:, 0], current,
+                max_id.reshape(-1), same, head.label_divisor,
+            )  # fmt: skip
+            out = torch.where(same[:, None, None], again, out)
+            new_max = torch.where(same, again_max, new_max)
         memory = [
             feats[head.high_index],
             semantic[:, None],
@@ -184,5 +211,6 @@ class ViPStreamMixin:
             out[:, None],
             new_max[:, None],
             torch.ones_like(has_prev),
+            fid[:, None],
         ]
         return out, semantic, memory
