@@ -1,6 +1,5 @@
-# Streaming ViP-DeepLab on the bundled benchmark, trainable on 2 CPU cores (docs/results.md):
-#   python tools/data/make_benchmark.py --out data/bundled_dvps --preset small \
-#       --formats cityscapes_dvps
+# Streaming ViP-DeepLab on the bundled benchmark, trainable on 2 CPU cores (docs/results.md;
+# data: configs/_base_/datasets/bundled_cityscapes_dvps.py):
 #   python tools/train.py configs/vip_deeplab/vip-deeplab_mdeq-tiny-sur8_600it_bundled-cityscapes-dvps.py
 _base_ = [
     '../_base_/models/vip-deeplab_mdeq-xl.py',
@@ -35,7 +34,7 @@ model = dict(
         semantic_head_channels=32,
         center_head_channels=16,
         offset_head_channels=16,
-        depth_head=dict(channels=16),
+        depth_head=dict(channels=16, max_depth=128.0),  # rendered depth reaches ~115 m
         next_frame=dict(channels=16),
         # 64x128 frames: Gaussians and small-instance area scaled down with the image
         target_cfg=dict(sigma=2.0, small_instance_area=256),
