@@ -114,7 +114,7 @@ class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
         unknown = set(test_cfg or {}) - set(DEFAULT_TEST_CFG) - {'solver_warm_start'}
         if unknown:
             raise ValueError(f'unknown test_cfg keys {sorted(unknown)} for ViPDeepLab')
-        self.test_cfg = dict(DEFAULT_TEST_CFG, solver_warm_start=True, **(test_cfg or {}))
+        self.test_cfg = {**DEFAULT_TEST_CFG, 'solver_warm_start': True, **(test_cfg or {})}
         self.align_corners = self.decode_head.align_corners
 
     # ------------------------------------------------------------------ features
