@@ -26,14 +26,17 @@ def _runner(head, meta):
 
 
 CITY = dict(
-    classes=CITYSCAPES_DVPS_CLASSES, thing_ids=CITYSCAPES_DVPS_THING_IDS, label_divisor=1000,
+    classes=CITYSCAPES_DVPS_CLASSES,
+    thing_ids=CITYSCAPES_DVPS_THING_IDS,
+    label_divisor=1000,
     ignore_label=32,
 )
 
 
 def _head(**kw):
-    base = dict(num_classes=19, thing_ids=CITYSCAPES_DVPS_THING_IDS, label_divisor=1000,
-                ignore_label=32)
+    base = dict(
+        num_classes=19, thing_ids=CITYSCAPES_DVPS_THING_IDS, label_divisor=1000, ignore_label=32
+    )
     return SimpleNamespace(**{**base, **kw})
 
 
