@@ -220,6 +220,9 @@ class MDEQ(BaseModule):
     ) -> tuple[tuple[Tensor, ...], list[Tensor], SolverStats]:
         """One streaming step: solve from ``z0`` (the previous frame's fixed point).
 
+        The step carries the last state of the budget, ``z^[M]`` (thesis Eq. 3.5), never the
+        lowest-residual one: lowest-residual selection is for full solves only.
+
         Args:
             x: Frames ``(B, 3, H, W)``.
             z0: Initial state (see :meth:`init_stream_state`); None = zeros.
@@ -230,7 +233,7 @@ class MDEQ(BaseModule):
             ``(features, z, stats)``: the selected feature maps, the full fixed point (detached,
             ready to be stored in the stream state) and the solver statistics.
         """
-        out = self.net.forward_features(x, z0, max_iter=max_iter, tol=tol)
+        out = self.net.forward_features(x, z0, max_iter=max_iter, tol=tol, return_lowest=False)
         if self.training:
             self.last_aux = out.aux
         return self._select(out.features), [t.detach() for t in out.z], out.stats
