@@ -74,8 +74,12 @@ def test_implicit_gradient_on_multiscale_state(linear_multiscale):
 
     tight = dict(lam=1e-12)  # the reference's lam = 1e-4 stops short of 1e-10 accuracy
     deq = DEQSolver(
-        solver='anderson', train_max_iter=50, tol=None, backward_max_iter=50,
-        solver_kwargs=tight, backward_solver_kwargs=tight,
+        solver='anderson',
+        train_max_iter=50,
+        tol=None,
+        backward_max_iter=50,
+        solver_kwargs=tight,
+        backward_solver_kwargs=tight,
     )
     z, _, _ = deq(f, p.z0(), training=True)
     flat = torch.cat([t.reshape(2, -1) for t in z], dim=1)

@@ -58,7 +58,10 @@ def reference_broyden(g, x0: torch.Tensor, threshold: int, eps: float, memory: i
         b = inv_jac()
         vt = dx @ b
         u = (dx - b @ dg) / (vt @ dg)
-        vt, u = vt.nan_to_num(nan=0.0, posinf=float('inf')), u.nan_to_num(nan=0.0, posinf=float('inf'))
+        vt, u = (
+            vt.nan_to_num(nan=0.0, posinf=float('inf')),
+            u.nan_to_num(nan=0.0, posinf=float('inf')),
+        )
         us[(nstep - 1) % cap], vs[(nstep - 1) % cap] = u, vt
         update = -(inv_jac() @ gx)
     return dict(result=lowest_x, nstep=nstep, lowest_step=lowest_step, trace=trace, last=x)
@@ -75,11 +78,17 @@ def _tanh_map(dim: int = 8, seed: int = 0, scale: float = 0.9):
 @pytest.mark.parametrize('threshold, eps, memory', [(12, 1e-13, 27), (12, 1e-13, 3), (6, 1e-3, 27)])
 def test_broyden_matches_reference_steps_lowest_and_result(threshold, eps, memory):
     f = _tanh_map()
-    ref = reference_broyden(lambda v: f(v) - v, torch.zeros(8, dtype=torch.float64), threshold,
-                            eps, memory)
+    ref = reference_broyden(
+        lambda v: f(v) - v, torch.zeros(8, dtype=torch.float64), threshold, eps, memory
+    )
     z, stats = solve(
-        lambda zs: [f(zs[0][0])[None]], [torch.zeros(1, 8, dtype=torch.float64)],
-        method='broyden', max_iter=threshold, tol=eps, stop_mode='abs', memory=memory,
+        lambda zs: [f(zs[0][0])[None]],
+        [torch.zeros(1, 8, dtype=torch.float64)],
+        method='broyden',
+        max_iter=threshold,
+        tol=eps,
+        stop_mode='abs',
+        memory=memory,
     )
     assert int(stats.nstep) == ref['nstep']
     assert int(stats.lowest_step) == int(stats.out_step) == ref['lowest_step']
@@ -97,14 +106,18 @@ def test_broyden_no_progress_break_after_30_steps():
     eps = 1e-8
     trace = [1.0, 0.5, 0.1, 1e-3] + [2.0e-8 if k % 2 else 2.2e-8 for k in range(60)]
     want = next(
-        n for n in range(1, len(trace))
-        if trace[n] < 3 * eps and n > 30 and max(trace[n - 29 : n + 1]) / min(trace[n - 29 : n + 1]) < 1.3
+        n
+        for n in range(1, len(trace))
+        if trace[n] < 3 * eps
+        and n > 30
+        and max(trace[n - 29 : n + 1]) / min(trace[n - 29 : n + 1]) < 1.3
     )
     x = [torch.zeros(1, 4, dtype=torch.float64)]
     tracker = Tracker(x, 60, eps, 'abs', True, 1e3, 'iterate', False, stall_window=30)
     for k, r in enumerate(trace):
-        tracker.record(k, x, x, (torch.tensor([r], dtype=torch.float64),
-                                 torch.ones(1, dtype=torch.float64)))
+        tracker.record(
+            k, x, x, (torch.tensor([r], dtype=torch.float64), torch.ones(1, dtype=torch.float64))
+        )
         if tracker.all_stopped():
             break
     _, _, stats = tracker.finish('broyden')
@@ -114,9 +127,17 @@ def test_broyden_no_progress_break_after_30_steps():
 
 def _tiny_net(seed: int = 0) -> MDEQNet:
     torch.manual_seed(seed)
-    net = MDEQNet(arch='small', task='cls', num_channels=(4, 8), expansion=2, num_groups=2,
-                  num_classes=5, head_channels=(4, 8), final_chansize=16,
-                  deq_cfg=dict(solver='broyden', test_max_iter=8, tol=1e-5, stop_mode='rms'))
+    net = MDEQNet(
+        arch='small',
+        task='cls',
+        num_channels=(4, 8),
+        expansion=2,
+        num_groups=2,
+        num_classes=5,
+        head_channels=(4, 8),
+        final_chansize=16,
+        deq_cfg=dict(solver='broyden', test_max_iter=8, tol=1e-5, stop_mode='rms'),
+    )
     return net.eval()
 
 
@@ -185,8 +206,14 @@ def test_broyden_small_budgets_are_quasi_newton_steps():
     f = _tanh_map(seed=5)
     z0 = torch.zeros(8, dtype=torch.float64)
     ref = reference_broyden(lambda v: f(v) - v, z0, 2, 0.0)
-    z, stats = solve(lambda zs: [f(zs[0][0])[None]], [z0[None]], method='broyden', max_iter=2,
-                     tol=None, return_lowest=False)
+    z, stats = solve(
+        lambda zs: [f(zs[0][0])[None]],
+        [z0[None]],
+        method='broyden',
+        max_iter=2,
+        tol=None,
+        return_lowest=False,
+    )
     torch.testing.assert_close(z[0][0], ref['last'], rtol=1e-12, atol=1e-14)
     assert (z[0][0] - f(f(z0))).abs().max() > 1e-3
     assert stats.n_eval == 3

@@ -69,7 +69,11 @@ def test_budget_is_exact_without_tol(method, max_iter, tanh_problem):
     for tol in (None, 0):
         tanh_problem.calls = 0
         _, stats = solve(
-            tanh_problem.f, tanh_problem.z0(), method=method, max_iter=max_iter, tol=tol,
+            tanh_problem.f,
+            tanh_problem.z0(),
+            method=method,
+            max_iter=max_iter,
+            tol=tol,
             return_lowest=False,
         )
         assert tanh_problem.calls == n_eval == stats.n_eval
@@ -82,7 +86,11 @@ def test_fixed_point_returns_f_applied_m_times(tanh_problem):
     for _ in range(4):
         z = tanh_problem.f(z)
     out, stats = solve(
-        tanh_problem.f, tanh_problem.z0(), method='fixed_point', max_iter=4, tol=None,
+        tanh_problem.f,
+        tanh_problem.z0(),
+        method='fixed_point',
+        max_iter=4,
+        tol=None,
         return_lowest=False,
     )
     torch.testing.assert_close(out[0], z[0], atol=0, rtol=0)
@@ -94,9 +102,7 @@ def test_fixed_point_returns_f_applied_m_times(tanh_problem):
 def test_first_step_is_one_layer_application(method, tanh_problem):
     """Step 1 is f(z0) for every method: Broyden's B_0 = -I, Anderson's plain first step."""
     z0 = [torch.full((2, 6), 0.3, dtype=torch.float64)]
-    out, stats = solve(
-        tanh_problem.f, z0, method=method, max_iter=1, tol=None, return_lowest=False
-    )
+    out, stats = solve(tanh_problem.f, z0, method=method, max_iter=1, tol=None, return_lowest=False)
     fz0 = torch.tanh(z0[0] @ tanh_problem.W.T + tanh_problem.x)
     # Broyden forms x_1 = x_0 + (f(x_0) - x_0): equal up to one rounding
     torch.testing.assert_close(out[0], fz0, atol=1e-15 if method == 'broyden' else 0, rtol=0)
@@ -108,7 +114,11 @@ def test_first_step_is_one_layer_application(method, tanh_problem):
 
 def test_anderson_second_state_is_two_layer_applications(tanh_problem):
     out, _ = solve(
-        tanh_problem.f, tanh_problem.z0(), method='anderson', max_iter=2, tol=None,
+        tanh_problem.f,
+        tanh_problem.z0(),
+        method='anderson',
+        max_iter=2,
+        tol=None,
         return_lowest=False,
     )
     expected = tanh_problem.f(tanh_problem.f(tanh_problem.z0()))[0]
@@ -119,8 +129,13 @@ def test_broyden_returns_the_iterate_its_statistics_describe(tanh_problem):
     """MDEQ's Broyden hands the lowest-residual iterate z_k itself to the head, not f(z_k)."""
     for return_lowest in (True, False):
         z, stats = solve(
-            tanh_problem.f, tanh_problem.z0(), method='broyden', max_iter=4, tol=None,
-            stop_mode='abs', return_lowest=return_lowest,
+            tanh_problem.f,
+            tanh_problem.z0(),
+            method='broyden',
+            max_iter=4,
+            tol=None,
+            stop_mode='abs',
+            return_lowest=return_lowest,
         )
         residual = (tanh_problem.f(z)[0] - z[0]).norm(dim=1)
         torch.testing.assert_close(residual, stats.final_abs, rtol=1e-12, atol=0)
@@ -195,7 +210,9 @@ def test_warm_start_needs_fewer_steps(method, tanh_problem):
     kw = dict(method=method, max_iter=100, tol=1e-10, stop_mode='abs', **TIGHT.get(method, {}))
     _, cold_stats = solve(tanh_problem.f, tanh_problem.z0(), **kw)
     _, warm_stats = solve(tanh_problem.f, warm, **kw)
-    assert (warm_stats.nstep <= cold_stats.nstep).all() and (warm_stats.nstep < cold_stats.nstep).any()
+    assert (warm_stats.nstep <= cold_stats.nstep).all() and (
+        warm_stats.nstep < cold_stats.nstep
+    ).any()
     assert (warm_stats.first_abs < cold_stats.first_abs).all()
 
 
@@ -238,7 +255,11 @@ def test_broyden_finds_root_of_non_contractive_map():
         return [2 * z[0] + 1]  # fixed point -1, not reachable by iteration
 
     z, stats = solve(
-        f, [torch.zeros(2, 3, dtype=torch.float64)], method='broyden', max_iter=20, tol=1e-12,
+        f,
+        [torch.zeros(2, 3, dtype=torch.float64)],
+        method='broyden',
+        max_iter=20,
+        tol=1e-12,
         stop_mode='abs',
     )
     torch.testing.assert_close(z[0], -torch.ones(2, 3, dtype=torch.float64), atol=1e-10, rtol=0)
@@ -326,7 +347,11 @@ def test_single_tensor_state(tanh_problem):
         return torch.tanh(z @ tanh_problem.W.T + tanh_problem.x)
 
     z, stats = solve(
-        f, torch.zeros(2, 6, dtype=torch.float64), method='broyden', max_iter=80, tol=1e-11,
+        f,
+        torch.zeros(2, 6, dtype=torch.float64),
+        method='broyden',
+        max_iter=80,
+        tol=1e-11,
         stop_mode='abs',
     )
     assert isinstance(z, torch.Tensor)
@@ -348,12 +373,20 @@ def test_residual_definitions(linear_multiscale):
     # 'rms' is the absolute residual over sqrt(D) (MDEQ's eps = 1e-5 sqrt(numel) is tol=1e-5)
     d = flat[0].shape[1]
     _, rms = solve(
-        linear_multiscale.f, linear_multiscale.z0(), method='fixed_point', max_iter=200,
-        tol=1e-9, stop_mode='rms',
+        linear_multiscale.f,
+        linear_multiscale.z0(),
+        method='fixed_point',
+        max_iter=200,
+        tol=1e-9,
+        stop_mode='rms',
     )
     _, absolute = solve(
-        linear_multiscale.f, linear_multiscale.z0(), method='fixed_point', max_iter=200,
-        tol=1e-9 * d**0.5, stop_mode='abs',
+        linear_multiscale.f,
+        linear_multiscale.z0(),
+        method='fixed_point',
+        max_iter=200,
+        tol=1e-9 * d**0.5,
+        stop_mode='abs',
     )
     assert torch.equal(rms.nstep, absolute.nstep)
 
@@ -373,13 +406,18 @@ def test_residual_norms_over_scales():
 
 
 @pytest.mark.parametrize(
-    'kwargs', [dict(memory=2), dict(memory=None), dict(line_search=True),
-               dict(line_search=True, memory=3)]
+    'kwargs',
+    [dict(memory=2), dict(memory=None), dict(line_search=True), dict(line_search=True, memory=3)],
 )
 def test_broyden_options_converge(kwargs, tanh_problem):
     z, stats = solve(
-        tanh_problem.f, tanh_problem.z0(), method='broyden', max_iter=60, tol=1e-10,
-        stop_mode='abs', **kwargs,
+        tanh_problem.f,
+        tanh_problem.z0(),
+        method='broyden',
+        max_iter=60,
+        tol=1e-10,
+        stop_mode='abs',
+        **kwargs,
     )
     torch.testing.assert_close(z[0], tanh_problem.reference(), atol=1e-9, rtol=0)
     assert tanh_problem.calls == stats.n_eval
@@ -427,7 +465,13 @@ def test_broyden_line_search_halves_a_rejected_step():
     g_half = -3 * torch.tanh(half) - half
     assert abs(g1) > abs(g0)  # the full step is rejected
     z, stats = solve(
-        f, z0, method='broyden', max_iter=1, tol=None, stop_mode='abs', line_search=True,
+        f,
+        z0,
+        method='broyden',
+        max_iter=1,
+        tol=None,
+        stop_mode='abs',
+        line_search=True,
         return_lowest=False,
     )
     expected = torch.stack([g0, g_half]).abs() * 3**0.5  # ||g|| over 3 equal entries
@@ -443,8 +487,13 @@ def test_broyden_line_search_halves_a_rejected_step():
 @pytest.mark.parametrize('kwargs', [dict(m=2), dict(beta=0.7), dict(lam=1e-8)])
 def test_anderson_options_converge(kwargs, tanh_problem):
     z, _ = solve(
-        tanh_problem.f, tanh_problem.z0(), method='anderson', max_iter=100, tol=1e-11,
-        stop_mode='abs', **kwargs,
+        tanh_problem.f,
+        tanh_problem.z0(),
+        method='anderson',
+        max_iter=100,
+        tol=1e-11,
+        stop_mode='abs',
+        **kwargs,
     )
     torch.testing.assert_close(z[0], tanh_problem.reference(), atol=1e-10, rtol=0)
 
@@ -464,9 +513,7 @@ def test_anderson_mixing_matches_a_direct_solution(tanh_problem):
     d = g0 - g1
     a = -((g1 * d).sum(1) - lam) / ((d * d).sum(1) + 2 * lam)
     x2 = a[:, None] * f0 + (1 - a[:, None]) * f1
-    out, _ = solve(
-        f, [x0], method='anderson', max_iter=3, tol=None, return_lowest=False, lam=lam
-    )
+    out, _ = solve(f, [x0], method='anderson', max_iter=3, tol=None, return_lowest=False, lam=lam)
     torch.testing.assert_close(out[0], f([x2])[0], rtol=1e-12, atol=1e-14)
 
 

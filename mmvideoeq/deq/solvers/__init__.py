@@ -41,8 +41,11 @@ __all__ = ['SolverStats', 'solve', 'solve_with_preimage', 'METHODS', 'MDEQ_MEMOR
 
 #: name -> (solver function, state it returns, options it accepts)
 _SOLVERS: dict[str, tuple[Callable, str, frozenset]] = {
-    'broyden': (broyden, 'iterate', frozenset({'memory', 'line_search', 'ls_max_halvings',
-                                               'ls_c1'})),
+    'broyden': (
+        broyden,
+        'iterate',
+        frozenset({'memory', 'line_search', 'ls_max_halvings', 'ls_c1'}),
+    ),
     'anderson': (anderson, 'image', frozenset({'m', 'beta', 'lam'})),
     'fixed_point': (fixed_point, 'image', frozenset()),
 }
@@ -107,8 +110,17 @@ def solve_with_preimage(
         raise ValueError('z0 contains NaN or inf; start from a finite state (e.g. zeros).')
     run, returns, _ = _SOLVERS[method]
     stall = 30 if method == 'broyden' else None  # locuslab/mdeq's no-progress break
-    tracker = Tracker(z0, max_iter, tol, stop_mode, return_lowest, divergence_factor, returns,
-                      keep_preimage, stall)
+    tracker = Tracker(
+        z0,
+        max_iter,
+        tol,
+        stop_mode,
+        return_lowest,
+        divergence_factor,
+        returns,
+        keep_preimage,
+        stall,
+    )
     run(f, z0, StateLayout(z0), tracker, max_iter, **method_kwargs)
     out, pre, stats = tracker.finish(method)
     return [t.contiguous() for t in out], list(pre), stats

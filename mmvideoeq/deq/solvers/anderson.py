@@ -37,7 +37,7 @@ def anderson(
     beta: float = 1.0,
     lam: float = 1e-4,
 ) -> None:
-    """Runs at most ``max_iter`` evaluations with window ``m``, mixing ``beta``, Tikhonov ``lam``."""
+    """Runs at most ``max_iter`` evaluations: window ``m``, mixing ``beta``, Tikhonov ``lam``."""
     b, d = layout.batch, layout.dim
     x = layout.pack(z0)
     mm = max(1, min(m, max_iter - 1))

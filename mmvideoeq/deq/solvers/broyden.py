@@ -77,7 +77,14 @@ def broyden(
         s = None
         if line_search:
             x_new, g_new, fz, norms, s = _backtrack(
-                g_at, x, update, g_new, fz, norms, tracker.abs_trace[:, step - 1], ls_max_halvings,
+                g_at,
+                x,
+                update,
+                g_new,
+                fz,
+                norms,
+                tracker.abs_trace[:, step - 1],
+                ls_max_halvings,
                 ls_c1,
             )
         tracker.record(step, layout.unpack(x_new), fz, norms)
@@ -103,8 +110,9 @@ def broyden(
         if n_upd <= cap:  # B_{k+1} = B_k + u v^T: d_{k+1} = -(B_k g_{k+1} + u (v^T g_{k+1}))
             update = -(bg + u * vtg)
         else:  # an old update was overwritten: d_{k+1} = g_{k+1} - U (V g_{k+1})
-            update = torch.baddbmm(g_new.unsqueeze(1), rows_dot(V, g_new).unsqueeze(1), U,
-                                   alpha=-1).squeeze(1)
+            update = torch.baddbmm(
+                g_new.unsqueeze(1), rows_dot(V, g_new).unsqueeze(1), U, alpha=-1
+            ).squeeze(1)
         x, g = x_new, g_new
 
 

@@ -47,12 +47,15 @@ def residual_norms(
     for a, z in zip(fx, xs):
         a = a.detach().reshape(a.shape[0], -1)
         img.append(torch.linalg.vector_norm(a, dim=1, dtype=dtype))
-        diff.append(torch.linalg.vector_norm(a - z.detach().reshape(a.shape[0], -1), dim=1,
-                                             dtype=dtype))
+        diff.append(
+            torch.linalg.vector_norm(a - z.detach().reshape(a.shape[0], -1), dim=1, dtype=dtype)
+        )
     if len(diff) == 1:
         return diff[0], img[0]
-    return (torch.linalg.vector_norm(torch.stack(diff, 1), dim=1),
-            torch.linalg.vector_norm(torch.stack(img, 1), dim=1))
+    return (
+        torch.linalg.vector_norm(torch.stack(diff, 1), dim=1),
+        torch.linalg.vector_norm(torch.stack(img, 1), dim=1),
+    )
 
 
 def rows_dot(mat: Tensor, vec: Tensor) -> Tensor:

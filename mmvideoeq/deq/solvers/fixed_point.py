@@ -16,9 +16,7 @@ from .stats import Tracker
 __all__ = ['fixed_point']
 
 
-def fixed_point(
-    f: StateFn, z0: list, layout: StateLayout, tracker: Tracker, max_iter: int
-) -> None:
+def fixed_point(f: StateFn, z0: list, layout: StateLayout, tracker: Tracker, max_iter: int) -> None:
     """Runs at most ``max_iter`` evaluations; ``f`` gets its own output list back."""
     z = z0
     for k in range(max_iter):

@@ -88,16 +88,20 @@ class SolverStats:
     @property
     def abs_lowest(self) -> Tensor:
         """``(B,)`` lowest finite absolute residual up to the sample's stop (inf if none)."""
-        return torch.where(self._used(), self.abs_trace, float('inf')).nan_to_num(
-            nan=float('inf')
-        ).amin(dim=1)
+        return (
+            torch.where(self._used(), self.abs_trace, float('inf'))
+            .nan_to_num(nan=float('inf'))
+            .amin(dim=1)
+        )
 
     @property
     def rel_lowest(self) -> Tensor:
         """``(B,)`` lowest finite relative residual up to the sample's stop (inf if none)."""
-        return torch.where(self._used(), self.rel_trace, float('inf')).nan_to_num(
-            nan=float('inf')
-        ).amin(dim=1)
+        return (
+            torch.where(self._used(), self.rel_trace, float('inf'))
+            .nan_to_num(nan=float('inf'))
+            .amin(dim=1)
+        )
 
 
 class _Selection:
@@ -187,8 +191,9 @@ class Tracker:
             norms: ``(||fx - x||, ||fx||)`` per sample ``(B,)`` in the statistics dtype.
         """
         abs_res, fx_norm = norms
-        if any(a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-               for a in fx for b in x):
+        if any(
+            a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() for a in fx for b in x
+        ):
             fx = [t.clone() for t in fx]  # f returned its input: the solver may update x in place
         self.abs_trace[:, k] = abs_res
         self.rel_trace[:, k] = rel = abs_res / (fx_norm + REL_EPS)
