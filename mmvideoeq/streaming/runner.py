@@ -107,9 +107,16 @@ def split_outputs(out: Any, n: int) -> list[Any]:
     """Cut a batched step output into ``n`` per-stream outputs.
 
     Tensors with a leading dimension ``n`` are sliced to batch size 1; lists, tuples and dicts
-    are cut element-wise; ``None`` is repeated. A list of exactly ``n`` non-tensor items (e.g.
-    data samples) is split item by item. With ``n == 1`` the output is returned as is.
+    are cut element-wise; ``None`` is repeated. A list of exactly ``n`` items that are not
+    tensors or containers (e.g. data samples) is split item by item, also for ``n == 1``;
+    otherwise with ``n == 1`` the output is returned as is.
     """
+    if (
+        isinstance(out, list)
+        and len(out) == n
+        and not any(isinstance(o, (Tensor, list, tuple, dict)) for o in out)
+    ):
+        return list(out)
     if n == 1:
         return [out]
     if out is None:
