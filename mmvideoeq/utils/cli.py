@@ -111,7 +111,7 @@ _REGISTRY_MISS = re.compile(r'(\S+) is not in the (\S+) registry')
 
 def describe_error(err: BaseException) -> str | None:
     """One-line description of a known user-input error, or ``None`` for anything else."""
-    if isinstance(err, (CLIError, UnsafeCheckpointError)):
+    if isinstance(err, (CLIError, UnsafeCheckpointError, FloatingPointError)):
         return str(err)
     text0 = str(err)
     if isinstance(err, TypeError) and 'unexpected keyword argument' in text0:
