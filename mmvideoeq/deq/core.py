@@ -70,7 +70,7 @@ class DEQSolver:
             (already weighted) in training.
         jac_reg_vecs: Hutchinson probe vectors of the regulariser.
         return_lowest: Full solves return the lowest-residual state (see ``solve``).
-        solver_kwargs: Extra options of the forward solver (e.g. ``dict(memory=24)``).
+        solver_kwargs: Extra options of the forward solver (e.g. ``dict(memory=27)``).
         backward_solver_kwargs: Extra options of the adjoint solver.
         seed: Seed of the private ``torch.Generator`` of the stochastic-unroll draw; ``None``
             draws from the global RNG (seeded by the training framework).
