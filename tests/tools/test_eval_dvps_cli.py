@@ -1,4 +1,4 @@
-"""tools/analysis_tools/eval_dvps.py: results on the parity fixtures, one clear error per bad input."""
+"""tools/analysis_tools/eval_dvps.py: numbers on the parity fixtures, one error per bad input."""
 
 import importlib.util
 import json
