@@ -207,6 +207,37 @@ def _kitti_frames(gt_dir: Path, depth_dir) -> Iterator[dict]:
         )
 
 
+def _build_metrics(fmt, metrics, pan_dir, depth_dir, windows, thresholds, offset_buckets):
+    """The registered metrics :func:`evaluate_folders` runs, given the folders available."""
+    unknown = set(metrics) - {'dvpq', 'stq', 'depth'}
+    if unknown or not metrics:
+        raise ValueError(f"metrics must be among 'dvpq', 'stq', 'depth', got {list(metrics)}")
+    if fmt == 'kitti_depth':
+        metrics = [m for m in metrics if m == 'depth']
+        if not metrics:
+            raise ValueError("kitti_depth has depth only: use metrics=('depth',)")
+    if pan_dir is None:
+        metrics = [m for m in metrics if m == 'depth']
+    if depth_dir is None:
+        metrics = [m for m in metrics if m != 'depth']
+        if thresholds is None and 'dvpq' in metrics:
+            thresholds = ()
+    if not metrics:
+        raise ValueError('nothing to evaluate: give a panoptic and/or a depth prediction folder')
+    built = {}
+    if 'dvpq' in metrics:
+        built['dvpq'] = DVPQMetric(
+            fmt, windows=windows, thresholds=thresholds, offset_buckets=offset_buckets
+        )
+        built['dvpq'].dataset_meta = dict(classes=_CLASSES[fmt])
+    if 'stq' in metrics:
+        kw = dict(_STQ[fmt], depth_thresholds=_STQ[fmt]['depth_thresholds'] if depth_dir else None)
+        built['stq'] = STQMetric(**kw, offset_buckets=offset_buckets)
+    if 'depth' in metrics:
+        built['depth'] = DepthMetric(offset_buckets=offset_buckets)
+    return built
+
+
 def evaluate_folders(
     fmt: str,
     gt_dir,
@@ -235,32 +266,7 @@ def evaluate_folders(
         plus ``num_frames``; ``dvpq/per_window`` holds the per-class TP/FN/FP/IoU sums of every
         window length and threshold.
     """
-    unknown = set(metrics) - {'dvpq', 'stq', 'depth'}
-    if unknown or not metrics:
-        raise ValueError(f"metrics must be among 'dvpq', 'stq', 'depth', got {list(metrics)}")
-    if fmt == 'kitti_depth':
-        metrics = [m for m in metrics if m == 'depth']
-        if not metrics:
-            raise ValueError("kitti_depth has depth only: use metrics=('depth',)")
-    if pan_dir is None:
-        metrics = [m for m in metrics if m == 'depth']
-    if depth_dir is None:
-        metrics = [m for m in metrics if m != 'depth']
-        if thresholds is None and 'dvpq' in metrics:
-            thresholds = ()
-    if not metrics:
-        raise ValueError('nothing to evaluate: give a panoptic and/or a depth prediction folder')
-    built = {}
-    if 'dvpq' in metrics:
-        built['dvpq'] = DVPQMetric(
-            fmt, windows=windows, thresholds=thresholds, offset_buckets=offset_buckets
-        )
-        built['dvpq'].dataset_meta = dict(classes=_CLASSES[fmt])
-    if 'stq' in metrics:
-        kw = dict(_STQ[fmt], depth_thresholds=_STQ[fmt]['depth_thresholds'] if depth_dir else None)
-        built['stq'] = STQMetric(**kw, offset_buckets=offset_buckets)
-    if 'depth' in metrics:
-        built['depth'] = DepthMetric(offset_buckets=offset_buckets)
+    built = _build_metrics(fmt, metrics, pan_dir, depth_dir, windows, thresholds, offset_buckets)
     count = 0
     for sample in iter_frames(fmt, gt_dir, pan_dir, depth_dir):
         for metric in built.values():

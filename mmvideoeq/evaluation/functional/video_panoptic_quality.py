@@ -244,6 +244,24 @@ def _mean(values: list) -> float:
     return float(np.mean(values)) if values else float('nan')
 
 
+def _means(cells: dict, protocol: DVPQProtocol, present: list) -> dict:
+    """Per-cell PQ keys and the VPQ / DVPQ means over the window lengths ``present``."""
+    out: dict = {}
+    for suffix in ('', '_th', '_st'):
+        if 1 in protocol.windows:
+            out['PQ' + suffix] = cells[1, None]['PQ' + suffix]
+        for k in protocol.windows:
+            out[f'VPQ_k{k}{suffix}'] = cells[k, None]['PQ' + suffix]
+            for lam in protocol.thresholds:
+                out[f'DVPQ_k{k}_l{lam:g}{suffix}'] = cells[k, float(lam)]['PQ' + suffix]
+        out['VPQ' + suffix] = _mean([out[f'VPQ_k{k}{suffix}'] for k in present])
+        if protocol.thresholds:
+            out['DVPQ' + suffix] = _mean(
+                [out[f'DVPQ_k{k}_l{lam:g}{suffix}'] for k in present for lam in protocol.thresholds]
+            )
+    return out
+
+
 def dvpq_from_pairs(
     frames: Sequence[dict],
     sequence_ids: Sequence,
@@ -294,18 +312,6 @@ def dvpq_from_pairs(
                 average=protocol.average,
                 epsilon=protocol.epsilon,
             )
-    present = [k for k in protocol.windows if out[f'num_windows_k{k}']]  # means skip empty k
-    for suffix in ('', '_th', '_st'):
-        if 1 in protocol.windows:
-            out['PQ' + suffix] = cells[1, None]['PQ' + suffix]
-        for k in protocol.windows:
-            out[f'VPQ_k{k}{suffix}'] = cells[k, None]['PQ' + suffix]
-            for lam in protocol.thresholds:
-                out[f'DVPQ_k{k}_l{lam:g}{suffix}'] = cells[k, float(lam)]['PQ' + suffix]
-        out['VPQ' + suffix] = _mean([out[f'VPQ_k{k}{suffix}'] for k in present])
-        if protocol.thresholds:
-            out['DVPQ' + suffix] = _mean(
-                [out[f'DVPQ_k{k}_l{lam:g}{suffix}'] for k in present for lam in protocol.thresholds]
-            )
+    out.update(_means(cells, protocol, [k for k in protocol.windows if out[f'num_windows_k{k}']]))
     out['stats'] = stats
     return out
