@@ -154,3 +154,21 @@ def test_dataset_errors(bench, tmp_path):
         SemKITTIDVPSDataset(data_root=str(copy))
     with pytest.raises(ValueError, match='layout must be one of'):
         KittiDepthDataset(data_root=str(copy), layout='raw')
+
+
+def test_read_png_modes(tmp_path):
+    # a palette class map is read as its indices (not converted to grey through the palette)
+    pal = Image.new('P', (2, 2))
+    pal.putdata([0, 3, 19, 255])
+    pal.putpalette([7] * 768)
+    pal.save(tmp_path / 'p.png')
+    assert read_png(tmp_path / 'p.png', bit_depth=8, channels=1).tolist() == [[0, 3], [19, 255]]
+    # 16-bit values come back signed, whatever Pillow's own dtype
+    Image.fromarray(np.array([[1, 65535]], np.uint16)).save(tmp_path / 'd.png')
+    depth = read_png(tmp_path / 'd.png', bit_depth=16)
+    assert depth.dtype == np.int32 and (depth[0, 0] - depth[0, 1]) == -65534
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / 'rgb.png')
+    with pytest.raises(ValueError, match=r'rgb\.png: expected 1 channel\(s\), got 3'):
+        read_png(tmp_path / 'rgb.png', channels=1)
+    with pytest.raises(FileNotFoundError, match='no such file'):
+        read_png(tmp_path / 'missing.png')
