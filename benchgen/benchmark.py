@@ -23,6 +23,7 @@ from .classes import CITYSCAPES_LABELS, TO_CITYSCAPES, TO_VID
 from .scene import DRIVING, HANDHELD, RenderedVideo, SceneStyle, render_video, sample_video
 from .sources import SOURCES
 from .writers import CityscapesWriter, KittiWriter, VidWriter
+from .writers_dvps import DVPS_FORMAT_DIRS, dvps_video_plan, write_dvps_format
 
 __all__ = [
     'VidPreset',
@@ -41,11 +42,13 @@ __all__ = [
 
 #: Output formats and the folder each is written to under ``out_dir``.
 FORMAT_DIRS: Dict[str, str] = {'vid': 'ILSVRC', 'cityscapes': 'cityscapes', 'kitti': 'kitti'}
+FORMAT_DIRS.update(DVPS_FORMAT_DIRS)  # cityscapes_dvps, semkitti_dvps, kitti_depth
 FORMATS: Tuple[str, ...] = tuple(FORMAT_DIRS)
 #: Metadata file written at the root of ``out_dir``.
 META_FILE = 'bundled_benchmark.json'
 SPLITS: Tuple[str, ...] = ('train', 'val')
 _FORMAT_KEYS = {'vid': 1, 'cityscapes': 2, 'kitti': 3}
+_FORMAT_KEYS.update(cityscapes_dvps=12, semkitti_dvps=13, kitti_depth=14)
 _SPLIT_KEYS = {'train': 0, 'val': 1}
 
 #: Driving scenes with one camera for every drive (KITTI keeps one calibration per date).
@@ -206,6 +209,8 @@ def _video_plan(
     fmt: str, preset: BenchmarkPreset
 ) -> Tuple[SceneStyle, Tuple[int, int], int, Dict[str, int], int]:
     """Style, size, frames, videos per split and cuts per cut video of a format."""
+    if fmt in DVPS_FORMAT_DIRS:
+        return dvps_video_plan(fmt, preset.name)
     if fmt == 'vid':
         p = preset.vid
         return (
@@ -324,7 +329,9 @@ def generate_benchmark(
         out_dir (str | Path): Output folder (created if missing).
         preset (str | BenchmarkPreset): ``'small'`` (CPU) or ``'large'`` (GPU), or a preset.
         seed (int): Non-negative seed.
-        formats (Sequence[str]): Any of ``'vid'``, ``'cityscapes'``, ``'kitti'``.
+        formats (Sequence[str]): Any of ``'vid'``, ``'cityscapes'``, ``'kitti'`` and the DVPS
+            formats ``'cityscapes_dvps'``, ``'semkitti_dvps'``, ``'kitti_depth'``
+            (:mod:`.writers_dvps`).
         overwrite (bool): Replace a benchmark this function wrote before in ``out_dir``.
 
     Returns:
@@ -371,6 +378,12 @@ def generate_benchmark(
         _, size, _, counts, _ = _video_plan(fmt, preset)
         part: dict = dict(root=FORMAT_DIRS[fmt], size=list(size))
         root = out_dir / FORMAT_DIRS[fmt]
+        if fmt in DVPS_FORMAT_DIRS:
+            meta[fmt] = write_dvps_format(
+                fmt, root, preset.name, lambda split, i, fmt=fmt: render_benchmark_video(
+                    fmt, split, i, preset=preset, seed=seed)
+            )  # fmt: skip
+            continue
         city_seq: Dict[str, int] = {}
         drive = 0
         for split in SPLITS:

@@ -23,6 +23,7 @@ from benchgen import generate_benchmark
 
 PRESETS = ('tiny', 'small', 'large')
 FORMATS = ('vid', 'cityscapes', 'kitti')
+FORMATS += ('cityscapes_dvps', 'semkitti_dvps', 'kitti_depth')
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -1,0 +1,6 @@
+from .dvps_loading import (  # noqa: F401
+    LoadDepthAnnotation,
+    LoadNextImageFromFile,
+    LoadPanopticAnnotation,
+)
+from .formatting import PackDVPSInputs  # noqa: F401
