@@ -86,6 +86,11 @@ def parse_args(argv=None):
     )
     stream.add_argument('--no-full-solve', action='store_true', help='skip the full-solve run')
     stream.add_argument(
+        '--no-timing',
+        action='store_true',
+        help='skip the timing repeats (ms/frame then comes from the accuracy pass alone)',
+    )
+    stream.add_argument(
         '--init',
         choices=['zeros', 'reference'],
         default=None,
@@ -131,6 +136,8 @@ def apply_streaming_args(cfg, args) -> None:
         loop['baseline'] = False
     if args.no_full_solve:
         loop['full_solve'] = False
+    if args.no_timing:
+        loop['timing'] = False
     for key, value in (
         ('init', args.init),
         ('budget', args.budget),

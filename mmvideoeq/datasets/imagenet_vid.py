@@ -110,6 +110,12 @@ class ImagenetVIDDataset(SkipUnreadableFramesMixin, BaseVideoDataset):
         skip_missing_files (bool): With ``check_files``, drop frames whose image is missing (they
             are logged and kept in :attr:`missing_files`) instead of raising
             ``FileNotFoundError``. Defaults to False.
+        load_as_video (bool, optional): mmtracking's key, accepted for configs written for it:
+            ``True`` is ``ann_format='cocovid'``, ``False`` (its ImageNet DET datasets) is
+            ``ann_format='coco'``.
+        ref_img_sampler (dict, optional): mmtracking's reference-frame sampling (SELSA, FGFA).
+            Refused with a pointer: mmdet 3.x samples reference frames in the pipeline
+            (``mmdet.UniformRefFrameSample`` with ``mode='video'``); StreamDEQ uses none.
         **kwargs: ``data_root``, ``data_prefix`` (``dict(img_path='Data/VID')``), ``metainfo``
             (``dict(classes=...)``: any subset of the file's category names, in any order; the
             label is the index in this tuple), ``filter_cfg`` (``filter_empty_gt``, ``min_size``;
@@ -133,8 +139,19 @@ class ImagenetVIDDataset(SkipUnreadableFramesMixin, BaseVideoDataset):
         num_frames_per_video: int = 15,
         check_files: bool = False,
         skip_missing_files: bool = False,
+        load_as_video: bool | None = None,
+        ref_img_sampler: dict | None = None,
         **kwargs,
     ) -> None:
+        if ref_img_sampler is not None:
+            raise ValueError(
+                f'ref_img_sampler={ref_img_sampler} is an mmtracking 0.x dataset key: mmdet 3.x '
+                "samples reference frames in the pipeline instead (mode='video' and "
+                "dict(type='mmdet.UniformRefFrameSample', num_ref_imgs=..., frame_range=...)); "
+                'StreamDEQ models need no reference frames, so remove the key'
+            )
+        if load_as_video is not None:  # mmtracking's name for the two annotation formats
+            ann_format = 'cocovid' if load_as_video else 'coco'
         for name, value, allowed in (
             ('mode', mode, _MODES),
             ('ann_format', ann_format, _ANN_FORMATS),

@@ -480,3 +480,19 @@ def test_unreadable_frame_becomes_a_marked_placeholder(tmp_path):
     idx = next(i for i in range(len(train)) if train.get_data_info(i)['frame_id'] == 2)
     with pytest.raises(Exception):  # noqa: B017 - training keeps the loader's own error
         train[idx]
+
+
+def test_mmtracking_dataset_keys(tmp_path):
+    """mmtracking configs: load_as_video maps to ann_format; ref_img_sampler gets a pointer."""
+    ds = _build(tmp_path, _det_json(), name='det.json', load_as_video=False, test_mode=True)
+    assert ds.ann_format == 'coco' and len(ds) == 3
+    ds = _build(
+        tmp_path,
+        _vid_json(),
+        load_as_video=True,
+        test_mode=True,
+        metainfo=dict(classes=('dog', 'airplane', 'bear')),
+    )
+    assert ds.ann_format == 'cocovid'
+    with pytest.raises(ValueError, match='UniformRefFrameSample'):
+        _build(tmp_path, _vid_json(), ref_img_sampler=dict(num_ref_imgs=2, frame_range=9))

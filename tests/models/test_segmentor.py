@@ -27,7 +27,9 @@ def test_upsampling_follows_upsample_align_corners(align):
     model = MODELS.build(model_cfg).eval()
     assert model.decode_head.align_corners is True  # the head's own resize is unchanged
     logits = torch.randn(1, 19, 5, 7, generator=torch.Generator().manual_seed(0))
-    sample = SegDataSample(metainfo=dict(img_shape=(5, 7), ori_shape=(17, 23), padding_size=[0] * 4))
+    sample = SegDataSample(
+        metainfo=dict(img_shape=(5, 7), ori_shape=(17, 23), padding_size=[0] * 4)
+    )
     out = model.postprocess_result(logits, [sample])[0]
     want = F.interpolate(logits, size=(17, 23), mode='bilinear', align_corners=align)
     torch.testing.assert_close(out.seg_logits.data, want[0])
