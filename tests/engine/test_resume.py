@@ -54,9 +54,10 @@ TOY = textwrap.dedent('''
         def forward(self, inputs, targets, mode='loss', **unused):
             pred = self.linear(self.drop(self.layer(inputs)))
             loss = ((pred.squeeze(1) - targets) ** 2).mean()
-            if int(os.environ.get('TOY_NAN_AT_ITER', '-1')) == self._iter:
+            step = self.__dict__.get('step', 0)  # training forward calls so far
+            if int(os.environ.get('TOY_NAN_AT_ITER', '-1')) == step:
                 loss = loss * float('nan')
-            self._iter = getattr(self, '_iter', 0) + 1
+            self.__dict__['step'] = step + 1
             return dict(loss=loss)
 
 
