@@ -542,16 +542,3 @@ class ImagenetVIDDataset(SkipUnreadableFramesMixin, BaseVideoDataset):
         if self.mode == 'frame':
             return len(self)
         return super().num_all_imgs
-
-    def get_video_frame_indices(self) -> Dict[Any, List[int]]:
-        """Dataset indices of each video's frames, in streaming order (``'frame'`` mode only).
-
-        Returns:
-            dict: ``video_id`` -> list of indices into this dataset.
-        """
-        if self.mode != 'frame':
-            raise ValueError("get_video_frame_indices needs mode='frame'")
-        out: Dict[Any, List[int]] = {}
-        for idx in range(len(self)):
-            out.setdefault(self.get_data_info(idx)['video_id'], []).append(idx)
-        return out

@@ -725,8 +725,6 @@ class MDEQNet(nn.Module):
         self.num_branches = len(self.num_channels)
         self.downsample_times = int(cfg['downsample_times'])
         self.f_thres, self.b_thres = int(cfg['f_thres']), int(cfg['b_thres'])
-        # Number of unrolled f applications of the reference's pretraining phase (informative).
-        self.pretrain_unroll_iters = int(cfg['num_layers'])
         c0, mom = self.num_channels[0], float(cfg['bn_momentum'])
 
         s1 = 2 if self.downsample_times >= 1 else 1

@@ -188,7 +188,6 @@ def test_vid_frame_mode_test(tmp_path):
     assert ds.cat_ids == [9, 1, 3]
     assert ds.get_cat_ids(0) == [0, 2]
     assert ds.num_all_imgs == 8
-    assert ds.get_video_frame_indices() == {10: [0, 1, 2, 3, 4], 20: [5, 6, 7]}
 
 
 def test_class_subset_drops_other_categories(tmp_path):
