@@ -203,10 +203,10 @@ class WNConv2d(nn.Module):
 
     Without autograd (evaluation, streaming) the normalised weight is also kept *between* solves
     while ``g`` and ``v`` are unchanged: a streaming frame of a few solver steps would otherwise
-    spend a large part of its time re-normalising the whole layer (MDEQ-XL: about 0.8 of one
-    evaluation of ``f`` at 96x160 on the CPU). The cache is keyed on the parameters' storage and
-    in-place version counters, so any update (an optimizer step, ``load_state_dict``, ``.to()``)
-    invalidates it; :meth:`train` clears it too.
+    spend a large part of its time re-normalising the whole layer (``docs/mdeq.md`` has the
+    measurement). The cache is keyed on the parameters' storage and in-place version counters, so
+    any update (an optimizer step, ``load_state_dict``, ``.to()``) invalidates it; :meth:`train`
+    clears it too.
 
     Args:
         in_channels: Input channels.
