@@ -39,7 +39,7 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmvideoeq.deq import solve  # noqa: E402
-from mmvideoeq.deq.mdeq import frozen_weight_norm  # noqa: E402
+from mmvideoeq.deq.mdeq import WNConv2d, frozen_weight_norm  # noqa: E402
 from mmvideoeq.registry import MODELS  # noqa: E402
 from mmvideoeq.streaming import StreamFrame, StreamPolicy, run_stream  # noqa: E402
 from mmvideoeq.utils import register_all_modules  # noqa: E402
@@ -51,6 +51,17 @@ def parse_args(argv=None):
     p.add_argument('config')
     p.add_argument('--checkpoint', default=None)
     p.add_argument('--iters', type=int, nargs='+', default=[1, 2, 4])
+    p.add_argument(
+        '--data-config',
+        default=None,
+        help="take the frames from this config's test set (e.g. the bundled benchmark for an "
+        'MDEQ-XL model config)',
+    )
+    p.add_argument(
+        '--no-wnorm-cache',
+        action='store_true',
+        help='recompute the weight-normalised weights at every solve (for comparison)',
+    )
     p.add_argument('--frames', type=int, default=20, help='frames of the first test video')
     p.add_argument('--repeats', type=int, default=3, help='passes over the frames')
     p.add_argument('--device', default='cpu')
@@ -88,8 +99,6 @@ def load_frames(cfg, n: int):
 
 
 def _wnorm_convs(net):
-    from mmvideoeq.deq.mdeq import WNConv2d
-
     return [m for m in net.layer.modules() if isinstance(m, WNConv2d)]
 
 
@@ -194,14 +203,19 @@ def main(argv=None):
     if args.checkpoint:
         load_weights(model, args.checkpoint)
     model = model.to(device).eval()
-    frames = load_frames(cfg, args.frames)
+    if args.no_wnorm_cache:
+        WNConv2d.cache_between_solves = False
+    frames = load_frames(
+        Config.fromfile(args.data_config) if args.data_config else cfg, args.frames
+    )
     measure(model, frames[:2], args.iters, 1, device)  # warm-up
     res = measure(model, frames, args.iters, args.repeats, device)
     c = res['costs']
     print(
         f'device: {device} ({platform.processor() or platform.machine()}, '
         f'{torch.get_num_threads()} threads), frames: {len(frames)} x {args.repeats}, '
-        f'torch {torch.__version__}, solver {model.backbone.net.deq.solver}'
+        f'torch {torch.__version__}, solver {model.backbone.net.deq.solver}, weight-norm '
+        f"cache {'off' if args.no_wnorm_cache else 'on'}"
     )
     print(
         f"fixed cost per frame: {res['fixed_ms']:.2f} ms (pre-processing {c['pre']:.2f} + "

@@ -241,10 +241,14 @@ class WNConv2d(nn.Module):
         v = self.weight_v
         return v * (self.weight_g / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
 
+    #: Keep the normalised weight between solves without autograd (benchmarks switch it off).
+    cache_between_solves: bool = True
+
     @property
     def weight(self) -> Tensor:
         """The normalised weight ``(C_out, C_in, k, k)`` (cached without autograd)."""
-        if torch.is_grad_enabled() and (self.weight_g.requires_grad or self.weight_v.requires_grad):
+        grad = self.weight_g.requires_grad or self.weight_v.requires_grad
+        if (torch.is_grad_enabled() and grad) or not self.cache_between_solves:
             return self._normalised()
         g, v = self.weight_g, self.weight_v
         key = (g.data_ptr(), g._version, v.data_ptr(), v._version, g.dtype, g.device)
