@@ -195,8 +195,8 @@ def semkitti_dvps_maps(
     return cls.astype(np.uint8), inst.astype(np.uint16)
 
 
-class CityscapesDVPSWriter:
-    """``video_sequence/{split}`` of Cityscapes-DVPS.
+class _VideoSequenceWriter:
+    """Writes into ``{root}/video_sequence/{split}`` (the DVPS layouts).
 
     Args:
         root (Path): The format's folder.
@@ -205,6 +205,10 @@ class CityscapesDVPSWriter:
 
     def __init__(self, root: Path, split: str) -> None:
         self.folder = Path(root) / 'video_sequence' / split
+
+
+class CityscapesDVPSWriter(_VideoSequenceWriter):
+    """``video_sequence/{split}`` of Cityscapes-DVPS (see :class:`_VideoSequenceWriter`)."""
 
     def add(self, seq: int, video: RenderedVideo) -> dict:
         """Write the annotated frames (every 5th) of one rendered snippet."""
@@ -219,16 +223,8 @@ class CityscapesDVPSWriter:
         return dict(name=f'{seq:06d}', num_frames=len(picked), source_frames=picked, city=city)
 
 
-class SemKITTIDVPSWriter:
-    """``video_sequence/{split}`` of SemKITTI-DVPS (LiDAR-like sparse labels and depth).
-
-    Args:
-        root (Path): The format's folder.
-        split (str): ``'train'`` or ``'val'``.
-    """
-
-    def __init__(self, root: Path, split: str) -> None:
-        self.folder = Path(root) / 'video_sequence' / split
+class SemKITTIDVPSWriter(_VideoSequenceWriter):
+    """``video_sequence/{split}`` of SemKITTI-DVPS, LiDAR-like sparse labels and depth."""
 
     def add(self, seq: int, video: RenderedVideo) -> dict:
         """Write every frame of one drive."""

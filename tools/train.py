@@ -6,18 +6,24 @@ Example:
 """
 
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from mmengine.config import DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmvideoeq.utils import register_all_modules  # noqa: E402
-from mmvideoeq.utils.checkpoint import check_checkpoint_globals  # noqa: E402
-from mmvideoeq.utils.cli import CLIError, cli_main, load_config, require_file  # noqa: E402
+from mmvideoeq.utils.checkpoint import safe_load_checkpoint  # noqa: E402
+from mmvideoeq.utils.cli import (  # noqa: E402
+    CLIError,
+    add_common_args,
+    cli_main,
+    load_config,
+    parse_common,
+    require_file,
+    set_work_dir,
+)
 
 
 def parse_args(argv=None):
@@ -38,32 +44,14 @@ def parse_args(argv=None):
         help='resume from the given checkpoint, or from the latest checkpoint in the work dir '
         'when no path is given',
     )
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings in the config, key=value (the key must exist)',
-    )
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher',
-    )
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_common_args(parser)
+    return parse_common(parser, argv)
 
 
 def build_cfg(args):
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    set_work_dir(cfg, args.work_dir, args.config)
     if args.amp and cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
@@ -76,7 +64,7 @@ def build_cfg(args):
         cfg.load_from = None
     elif args.resume is not None:
         require_file(args.resume, 'checkpoint to resume from')
-        check_checkpoint_globals(args.resume)
+        safe_load_checkpoint(args.resume)  # an empty, text, corrupt or unsafe file: one line
         cfg.resume = True
         cfg.load_from = args.resume
     return cfg

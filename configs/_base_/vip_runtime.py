@@ -1,10 +1,10 @@
 # Runtime of the DVPS configs: iteration-based logging/checkpoints, the DVPS visualizer
-# (tools/test.py --show-dir draws image | panoptic tracks | depth), the class-set check.
+# (tools/test.py --show-dir draws image | panoptic tracks | depth through the default
+# VideoVisualizationHook), the class-set check.
 _base_ = './default_runtime.py'
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=10000, max_keep_ckpts=3),
-    visualization=dict(type='mmdet.DetVisualizationHook', draw=False),
 )
 log_processor = dict(by_epoch=False)
 visualizer = dict(
@@ -13,4 +13,10 @@ visualizer = dict(
     vis_backends=[dict(type='LocalVisBackend')],
     name='visualizer',
 )
-custom_hooks = [dict(type='CheckpointClassesHook'), dict(type='PanopticClassCheckHook')]
+custom_hooks = [
+    dict(type='CheckpointCheckHook'),
+    dict(type='RNGStateHook'),
+    dict(type='NonFiniteLossHook', action='raise'),
+    # the model's classes, thing ids, label divisor and void label must be the dataset's
+    dict(type='PanopticClassCheckHook'),
+]

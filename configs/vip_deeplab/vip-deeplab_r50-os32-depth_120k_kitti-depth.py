@@ -9,4 +9,8 @@ _base_ = [
     '../_base_/schedules/schedule_120k_vip.py',
 ]
 model = dict(decode_head=dict(panoptic=False, next_frame=None))
-custom_hooks = [dict(type='CheckpointClassesHook')]
+custom_hooks = [  # no class set to check
+    dict(type='CheckpointCheckHook'),
+    dict(type='RNGStateHook'),
+    dict(type='NonFiniteLossHook', action='raise'),
+]

@@ -46,6 +46,7 @@ CITYSCAPES_DVPS_NAME = re.compile(
 SEMKITTI_DVPS_NAME = re.compile(r'^(?P<seq>\d+)_(?P<frame>\d+)_(?P<suffix>.+)\.png$')
 _NAMES = {'cityscapes_dvps': CITYSCAPES_DVPS_NAME, 'semkitti_dvps': SEMKITTI_DVPS_NAME}
 _SIXTEEN_BIT = ('I;16', 'I;16B', 'I;16L', 'I')
+_EIGHT_BIT = ('1', 'L', 'P', 'LA', 'RGB', 'RGBA')
 
 
 def parse_frame_name(name: str, fmt: str) -> re.Match | None:
@@ -82,11 +83,8 @@ def read_png(path, *, bit_depth: int | None = None, channels: int | None = None)
     if not path.is_file():
         raise FileNotFoundError(f'{path}: no such file')
     with Image.open(path) as image:
-        mode = image.mode
-        if mode == 'P':
-            image = image.convert('L') if 'transparency' not in image.info else image.convert('LA')
-            mode = image.mode
-        depth = 16 if mode in _SIXTEEN_BIT else 8 if mode in ('1', 'L', 'LA', 'RGB', 'RGBA') else 0
+        mode = image.mode  # a palette ('P') image is read as its 8-bit indices
+        depth = 16 if mode in _SIXTEEN_BIT else 8 if mode in _EIGHT_BIT else 0
         if depth == 0:
             raise ValueError(f'{path}: unsupported PNG mode {mode!r}')
         array = np.asarray(image)

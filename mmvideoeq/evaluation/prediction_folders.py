@@ -26,16 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmvideoeq.class_names import (
-    CITYSCAPES_DVPS_CLASSES,
-    CITYSCAPES_DVPS_IGNORE_LABEL,
-    CITYSCAPES_DVPS_LABEL_DIVISOR,
-    CITYSCAPES_DVPS_THING_IDS,
-    SEMKITTI_DVPS_CLASSES,
-    SEMKITTI_DVPS_IGNORE_LABEL,
-    SEMKITTI_DVPS_LABEL_DIVISOR,
-    SEMKITTI_DVPS_THING_IDS,
-)
+from mmvideoeq.datasets.dvps import CityscapesDVPSDataset, SemKITTIDVPSDataset
 from mmvideoeq.datasets.dvps_io import (
     list_frames,
     read_cityscapes_dvps_panoptic,
@@ -46,6 +37,7 @@ from mmvideoeq.datasets.dvps_io import (
 )
 from mmvideoeq.datasets.kitti_depth import KITTI_SELECTION_NAME
 
+from .functional import DVPQ_PROTOCOLS
 from .metrics.dvps_metric import DepthMetric, DVPQMetric, STQMetric
 
 __all__ = ['FOLDER_FORMATS', 'iter_frames', 'evaluate_folders']
@@ -56,24 +48,23 @@ _MAX_LISTED = 5
 #: DSTQ settings per format: deeplab2's defaults for Cityscapes-DVPS; ViP-DeepLab's
 #: ``semkitti-dvps/eval_dstq.py`` (threshold 1.25, labelled pixels only) for SemKITTI-DVPS.
 _STQ = {
-    'cityscapes_dvps': dict(
-        num_classes=19,
-        thing_ids=CITYSCAPES_DVPS_THING_IDS,
-        ignore_label=CITYSCAPES_DVPS_IGNORE_LABEL,
-        label_divisor=CITYSCAPES_DVPS_LABEL_DIVISOR,
-        depth_thresholds=(1.25, 1.1),
-        void_pixels='keep',
-    ),
-    'semkitti_dvps': dict(
-        num_classes=19,
-        thing_ids=SEMKITTI_DVPS_THING_IDS,
-        ignore_label=SEMKITTI_DVPS_IGNORE_LABEL,
-        label_divisor=SEMKITTI_DVPS_LABEL_DIVISOR,
-        depth_thresholds=(1.25,),
-        void_pixels='drop',
-    ),
+    fmt: dict(
+        num_classes=DVPQ_PROTOCOLS[fmt].num_classes,
+        thing_ids=DVPQ_PROTOCOLS[fmt].thing_ids,
+        ignore_label=DVPQ_PROTOCOLS[fmt].ignore_label,
+        label_divisor=DVPQ_PROTOCOLS[fmt].label_divisor,
+        depth_thresholds=thresholds,
+        void_pixels=void_pixels,
+    )
+    for fmt, thresholds, void_pixels in (
+        ('cityscapes_dvps', (1.25, 1.1), 'keep'),
+        ('semkitti_dvps', (1.25,), 'drop'),
+    )
 }
-_CLASSES = {'cityscapes_dvps': CITYSCAPES_DVPS_CLASSES, 'semkitti_dvps': SEMKITTI_DVPS_CLASSES}
+_CLASSES = {
+    'cityscapes_dvps': CityscapesDVPSDataset.METAINFO['classes'],
+    'semkitti_dvps': SemKITTIDVPSDataset.METAINFO['classes'],
+}
 
 
 def _listed(names: dict, keys: list) -> str:
@@ -163,9 +154,7 @@ def iter_frames(fmt: str, gt_dir, pan_dir=None, depth_dir=None) -> Iterator[dict
     if fmt == 'kitti_depth':
         yield from _kitti_frames(gt_dir, depth_dir)
         return
-    divisor = (
-        CITYSCAPES_DVPS_LABEL_DIVISOR if fmt == 'cityscapes_dvps' else SEMKITTI_DVPS_LABEL_DIVISOR
-    )
+    divisor = DVPQ_PROTOCOLS[fmt].label_divisor
     for (seq, frame), f in _dvps_files(fmt, gt_dir, pan_dir, depth_dir).items():
         sample = dict(video_id=seq, frame_id=frame, gt_depth=read_depth_png(f['gt_depth']))
         if fmt == 'cityscapes_dvps':
@@ -218,6 +207,37 @@ def _kitti_frames(gt_dir: Path, depth_dir) -> Iterator[dict]:
         )
 
 
+def _build_metrics(fmt, metrics, pan_dir, depth_dir, windows, thresholds, offset_buckets):
+    """The registered metrics :func:`evaluate_folders` runs, given the folders available."""
+    unknown = set(metrics) - {'dvpq', 'stq', 'depth'}
+    if unknown or not metrics:
+        raise ValueError(f"metrics must be among 'dvpq', 'stq', 'depth', got {list(metrics)}")
+    if fmt == 'kitti_depth':
+        metrics = [m for m in metrics if m == 'depth']
+        if not metrics:
+            raise ValueError("kitti_depth has depth only: use metrics=('depth',)")
+    if pan_dir is None:
+        metrics = [m for m in metrics if m == 'depth']
+    if depth_dir is None:
+        metrics = [m for m in metrics if m != 'depth']
+        if thresholds is None and 'dvpq' in metrics:
+            thresholds = ()
+    if not metrics:
+        raise ValueError('nothing to evaluate: give a panoptic and/or a depth prediction folder')
+    built = {}
+    if 'dvpq' in metrics:
+        built['dvpq'] = DVPQMetric(
+            fmt, windows=windows, thresholds=thresholds, offset_buckets=offset_buckets
+        )
+        built['dvpq'].dataset_meta = dict(classes=_CLASSES[fmt])
+    if 'stq' in metrics:
+        kw = dict(_STQ[fmt], depth_thresholds=_STQ[fmt]['depth_thresholds'] if depth_dir else None)
+        built['stq'] = STQMetric(**kw, offset_buckets=offset_buckets)
+    if 'depth' in metrics:
+        built['depth'] = DepthMetric(offset_buckets=offset_buckets)
+    return built
+
+
 def evaluate_folders(
     fmt: str,
     gt_dir,
@@ -246,32 +266,7 @@ def evaluate_folders(
         plus ``num_frames``; ``dvpq/per_window`` holds the per-class TP/FN/FP/IoU sums of every
         window length and threshold.
     """
-    unknown = set(metrics) - {'dvpq', 'stq', 'depth'}
-    if unknown or not metrics:
-        raise ValueError(f"metrics must be among 'dvpq', 'stq', 'depth', got {list(metrics)}")
-    if fmt == 'kitti_depth':
-        metrics = [m for m in metrics if m == 'depth']
-        if not metrics:
-            raise ValueError("kitti_depth has depth only: use metrics=('depth',)")
-    if pan_dir is None:
-        metrics = [m for m in metrics if m == 'depth']
-    if depth_dir is None:
-        metrics = [m for m in metrics if m != 'depth']
-        if thresholds is None and 'dvpq' in metrics:
-            thresholds = ()
-    if not metrics:
-        raise ValueError('nothing to evaluate: give a panoptic and/or a depth prediction folder')
-    built = {}
-    if 'dvpq' in metrics:
-        built['dvpq'] = DVPQMetric(
-            fmt, windows=windows, thresholds=thresholds, offset_buckets=offset_buckets
-        )
-        built['dvpq'].dataset_meta = dict(classes=_CLASSES[fmt])
-    if 'stq' in metrics:
-        kw = dict(_STQ[fmt], depth_thresholds=_STQ[fmt]['depth_thresholds'] if depth_dir else None)
-        built['stq'] = STQMetric(**kw, offset_buckets=offset_buckets)
-    if 'depth' in metrics:
-        built['depth'] = DepthMetric(offset_buckets=offset_buckets)
+    built = _build_metrics(fmt, metrics, pan_dir, depth_dir, windows, thresholds, offset_buckets)
     count = 0
     for sample in iter_frames(fmt, gt_dir, pan_dir, depth_dir):
         for metric in built.values():

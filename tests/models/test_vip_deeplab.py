@@ -174,11 +174,12 @@ def test_zero_state_is_a_cold_start(model):
     model.eval()
     b = _batch(frames=1)
     data = model.data_preprocessor(b, False)
-    zero = model.stream_zero_state(data['inputs'], data['data_samples'])
+    zero = model.stream_zero_state(data['inputs'])
     (p_none,), z_none = _stream(model, [b], None)
     (p_zero,), z_zero = _stream(model, [b], zero)
     assert [tuple(t.shape) for t in zero] == [tuple(t.shape) for t in z_none]
     assert [t.dtype for t in zero] == [t.dtype for t in z_none]
+    assert {t.dtype for t in z_none} == {torch.float32}  # one float dtype, as the runner needs
     for a, c in zip(p_none, p_zero):
         assert torch.equal(a, c)
 
@@ -277,3 +278,24 @@ def test_second_solve_of_a_frame_keeps_its_ids(model, monkeypatch, perfect_maps)
     a0 = outs[0][3:8, 1:6].unique().tolist()
     assert outs[1][3:8, 17:22].unique().tolist() == a0  # a moved right and kept its id
     assert torch.equal(outs[2], outs[1])  # the second solve of frame 1 changes nothing
+
+
+def test_streaming_padded_and_resized_frames(model):
+    """Frames padded to the size divisor and shown at another original size: the state has the
+    input size (so stream_zero_state(inputs) matches it), the predictions the original size."""
+    model.eval()
+    batches = []
+    for seed in range(2):
+        b = _batch(n=1, frames=1, h=30, w=60, seed=seed)
+        b['data_samples'][0].set_metainfo(dict(ori_shape=(45, 90), frame_id=seed))
+        batches.append(b)
+    data = model.data_preprocessor(copy.deepcopy(batches[0]), False)
+    zero = model.stream_zero_state(data['inputs'])
+    z = None
+    for b in batches:
+        data = model.data_preprocessor(b, False)
+        (pred,), z, _ = model.stream_step(data['inputs'], data['data_samples'], z, max_iter=1)
+        assert pred.pred_panoptic.shape == (45, 90) and pred.pred_depth.shape == (45, 90)
+    assert [tuple(t.shape) for t in zero] == [tuple(t.shape) for t in z]
+    assert tuple(z[-4].shape[-2:]) == (32, 64)  # the stored ids, at the padded input size
+    assert not z[-4][..., 30:, :].any() and not z[-4][..., :, 60:].any()  # padding zeroed

@@ -240,6 +240,28 @@ def vpq_stats(
     return total
 
 
+def _mean(values: list) -> float:
+    return float(np.mean(values)) if values else float('nan')
+
+
+def _means(cells: dict, protocol: DVPQProtocol, present: list) -> dict:
+    """Per-cell PQ keys and the VPQ / DVPQ means over the window lengths ``present``."""
+    out: dict = {}
+    for suffix in ('', '_th', '_st'):
+        if 1 in protocol.windows:
+            out['PQ' + suffix] = cells[1, None]['PQ' + suffix]
+        for k in protocol.windows:
+            out[f'VPQ_k{k}{suffix}'] = cells[k, None]['PQ' + suffix]
+            for lam in protocol.thresholds:
+                out[f'DVPQ_k{k}_l{lam:g}{suffix}'] = cells[k, float(lam)]['PQ' + suffix]
+        out['VPQ' + suffix] = _mean([out[f'VPQ_k{k}{suffix}'] for k in present])
+        if protocol.thresholds:
+            out['DVPQ' + suffix] = _mean(
+                [out[f'DVPQ_k{k}_l{lam:g}{suffix}'] for k in present for lam in protocol.thresholds]
+            )
+    return out
+
+
 def dvpq_from_pairs(
     frames: Sequence[dict],
     sequence_ids: Sequence,
@@ -258,7 +280,8 @@ def dvpq_from_pairs(
 
     Returns:
         dict: ``PQ``, ``PQ_th``, ``PQ_st`` (k = 1 without depth), ``VPQ`` (mean over k),
-        ``VPQ_k{k}`` (+ ``_th`` / ``_st``), ``DVPQ`` (mean over k and lambda),
+        ``VPQ_k{k}`` (+ ``_th`` / ``_st``), ``DVPQ`` (mean over k and lambda; both means leave
+        out a ``k`` without any window, e.g. in a frame-offset bucket),
         ``DVPQ_k{k}_l{lambda}`` (+ ``_th`` / ``_st``) and ``num_windows_k{k}``; fractions.
         ``stats``: ``{(k, lambda): PQStats}`` (lambda ``None`` = no depth).
     """
@@ -289,20 +312,6 @@ def dvpq_from_pairs(
                 average=protocol.average,
                 epsilon=protocol.epsilon,
             )
-    for suffix in ('', '_th', '_st'):
-        if 1 in protocol.windows:
-            out['PQ' + suffix] = cells[1, None]['PQ' + suffix]
-        vpq = [cells[k, None]['PQ' + suffix] for k in protocol.windows]
-        out['VPQ' + suffix] = float(np.mean(vpq))
-        for k, value in zip(protocol.windows, vpq):
-            out[f'VPQ_k{k}{suffix}'] = value
-        dvpq = []
-        for k in protocol.windows:
-            for lam in protocol.thresholds:
-                value = cells[k, float(lam)]['PQ' + suffix]
-                out[f'DVPQ_k{k}_l{lam:g}{suffix}'] = value
-                dvpq.append(value)
-        if dvpq:
-            out['DVPQ' + suffix] = float(np.mean(dvpq))
+    out.update(_means(cells, protocol, [k for k in protocol.windows if out[f'num_windows_k{k}']]))
     out['stats'] = stats
     return out

@@ -265,7 +265,9 @@ class DVPQMetric(_DVPSBase):
         seqs = [str(r['video_id']) for r in records]
         full = dvpq_from_pairs(frames, seqs, self.protocol)
         self.last_result = full
-        out = {k: 100 * v for k, v in full.items() if k != 'stats' and not k.startswith('num_')}
+        scalars = {k: 100 * v for k, v in full.items() if k != 'stats' and not k.startswith('num_')}
+        main = [k for k in ('DVPQ', 'VPQ', 'PQ') if k in scalars]  # first: what loops plot
+        out = {k: scalars[k] for k in main + [k for k in scalars if k not in main]}
         classes = (self.dataset_meta or {}).get('classes') or range(self.protocol.num_classes)
         stats_1 = full['stats'][self.protocol.windows[0], None]
         per_class = pq_summary(

@@ -32,7 +32,7 @@ from mmvideoeq.registry import MODELS
 
 from .vip_deeplab_stream import ViPStreamMixin
 
-__all__ = ['ViPDeepLab', 'split_frames']
+__all__ = ['ViPDeepLab', 'split_frames', 'resize_nearest']
 
 #: Post-processing defaults: deeplab2 ``configs/*_dvps/vip_deeplab/*.textproto`` evaluator options
 #: (``keep_k_centers`` is the proto default).
@@ -58,6 +58,19 @@ def split_frames(inputs: Tensor, max_frames: int = 2) -> list[Tensor]:
             'pair (t, t+1) per sample'
         )
     return list(inputs.split(3, dim=1))
+
+
+def resize_nearest(x: Tensor, size: Sequence[int]) -> Tensor:
+    """Nearest-neighbour resize of integer maps ``(B, C, H, W)`` (ids stay exact at any size).
+
+    Source pixel ``floor(i * H / H')``, as ``F.interpolate(mode='nearest')``.
+    """
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(size):
+        return x
+    ys = (torch.arange(size[0], device=x.device) * h // size[0]).clamp(max=h - 1)
+    xs = (torch.arange(size[1], device=x.device) * w // size[1]).clamp(max=w - 1)
+    return x[..., ys[:, None], xs[None, :]]
 
 
 def _stack_field(samples: Sequence, key: str, what: str, pad_value: float) -> Tensor:
@@ -186,27 +199,24 @@ class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
     def aug_test(self, *args, **kwargs):  # pragma: no cover - mmseg 0.x interface
         raise NotImplementedError('ViPDeepLab has no test-time augmentation')
 
-    def to_original(self, outs: dict[str, Tensor], input_size, data_samples) -> dict[str, Tensor]:
-        """Raw outputs -> input size -> padding removed -> each sample's ``ori_shape``.
+    @staticmethod
+    def _shared_meta(data_samples, key: str, default) -> tuple:
+        values = {tuple(s.metainfo.get(key, default))[: len(default)] for s in data_samples}
+        if len(values) != 1:
+            raise ValueError(f'a batch must hold frames of one {key}, got {sorted(values)}')
+        return values.pop()
 
-        Returns the maps batched ``(B, C, H_o, W_o)`` (all samples of a batch must share
-        ``ori_shape``).
+    def to_network(self, outs: dict[str, Tensor], input_size, data_samples) -> dict[str, Tensor]:
+        """Raw outputs -> the input size -> padding removed: maps ``(B, C, h, w)``, ``img_shape``.
+
+        Post-processing and stitching run at this size (deeplab2 post-processes at the
+        network's input size too); :meth:`pack_predictions` brings the results to ``ori_shape``.
+        All samples of a batch must share ``img_shape`` and ``padding_size``.
         """
         outs = resize_outputs(outs, input_size, self.align_corners)
-        shapes = {tuple(s.metainfo.get('ori_shape', input_size))[:2] for s in data_samples}
-        if len(shapes) != 1:
-            raise ValueError(f'a batch must hold frames of one original size, got {shapes}')
-        ori = shapes.pop()
-        res: dict[str, list[Tensor]] = {k: [] for k in outs}
-        for i, s in enumerate(data_samples):
-            meta = s.metainfo
-            h, w = meta.get('img_shape', input_size)[:2]
-            left, _, top, _ = meta.get('padding_size', [0, 0, 0, 0])
-            sub = {k: v[i : i + 1, :, top : top + h, left : left + w] for k, v in outs.items()}
-            sub = resize_outputs(sub, ori, self.align_corners)
-            for k, v in sub.items():
-                res[k].append(v)
-        return {k: torch.cat(v) for k, v in res.items()}
+        h, w = self._shared_meta(data_samples, 'img_shape', tuple(input_size))
+        left, _, top, _ = self._shared_meta(data_samples, 'padding_size', (0, 0, 0, 0))
+        return {k: v[:, :, top : top + h, left : left + w] for k, v in outs.items()}
 
     def pp_kwargs(self) -> dict:
         """Post-processing options from the head's classes and ``test_cfg`` (no label divisor)."""
@@ -234,15 +244,27 @@ class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
     def pack_predictions(
         self, data_samples, panoptic: Tensor | None, semantic: Tensor | None, depth: Tensor | None
     ) -> list:
-        """Write ``pred_panoptic``, ``pred_sem_seg`` and ``pred_depth`` (``(1, H, W)``)."""
+        """Write ``pred_panoptic``, ``pred_sem_seg`` (nearest) and ``pred_depth`` (bilinear),
+        each ``(1, H, W)`` at the sample's ``ori_shape``.
+
+        Args:
+            data_samples: The batch's samples (updated in place and returned).
+            panoptic, semantic: ``(B, h, w)`` ids at the network size, or None (depth only).
+            depth: ``(B, 1, h, w)`` metres, or None.
+        """
         out = []
         for i, s in enumerate(data_samples):
-            s = s if s is not None else SegDataSample()
+            size = tuple(
+                s.metainfo.get('ori_shape', (depth if panoptic is None else panoptic).shape[-2:])
+            )[:2]
             if panoptic is not None:
-                s.pred_panoptic = PixelData(data=panoptic[i : i + 1].to(torch.int64))
-                s.pred_sem_seg = PixelData(data=semantic[i : i + 1])
+                ids = torch.stack([panoptic[i], semantic[i]])[None]
+                ids = resize_nearest(ids, size)[0]
+                s.pred_panoptic = PixelData(data=ids[:1].to(torch.int64))
+                s.pred_sem_seg = PixelData(data=ids[1:])
             if depth is not None:
-                s.pred_depth = PixelData(data=depth[i].reshape(1, *depth.shape[-2:]))
+                d = resize_outputs(dict(depth=depth[i : i + 1]), size, self.align_corners)
+                s.pred_depth = PixelData(data=d['depth'][0])
             out.append(s)
         return out
 
@@ -256,7 +278,8 @@ class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
         return self.predict_from_outputs(outs, frame.shape[-2:], list(data_samples))
 
     def predict_from_outputs(self, outs: dict[str, Tensor], input_size, data_samples) -> list:
-        maps = self.to_original(outs, input_size, data_samples)
+        """Post-process raw head outputs of frames (fresh ids) and pack them."""
+        maps = self.to_network(outs, input_size, data_samples)
         if not self.decode_head.with_panoptic:
             return self.pack_predictions(data_samples, None, None, maps['depth'])
         semantic = maps['semantic'].argmax(1)

@@ -19,11 +19,11 @@ latency, and each frame is solved once. The first frame of a video is ``P_0`` al
 
 The state is a list of tensors with batch dimension ``B`` (the streaming protocol's ``z``): the
 MDEQ fixed point (``S`` tensors) followed by :data:`MEMORY_KEYS` - the high-level feature, the
-semantic ids, centre heatmap and offsets of the previous frame at its original size, its stitched
-panoptic ids, the largest instance id used in the video, a has-previous-frame flag and its
-``frame_id``. A step on the same ``frame_id`` again (a driver's follow-up solve of a frame, e.g.
-after a detected shot change) carries the stored ids of that frame to the new prediction instead
-of pairing the frame with itself.
+semantic ids, centre heatmap and offsets of the previous frame at the network's input size
+(padding zeroed), its stitched panoptic ids, the largest instance id used in the video, a
+has-previous-frame flag and its ``frame_id``. A step on the same ``frame_id`` again (a driver's
+follow-up solve of a frame, e.g. after a detected shot change) carries the stored ids of that
+frame to the new prediction instead of pairing the frame with itself.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from mmvideoeq.models.utils.video_stitching import stitch_frame, stitch_pair_step
@@ -52,59 +53,46 @@ MEMORY_KEYS = (
 class ViPStreamMixin:
     """``stream_step`` / ``stream_zero_state`` of :class:`ViPDeepLab` (see the module docstring)."""
 
-    def _memory_shapes(self, inputs: Tensor, ori: Sequence[int]) -> list[tuple]:
+    def _memory_shapes(self, inputs: Tensor) -> list[tuple]:
+        """Shapes of the memory tensors for frames ``(B, 3, H, W)`` (maps at the input size)."""
         b, _, h, w = inputs.shape
         high = self.decode_head.high_index
-        c = self.backbone.out_channels[high] if self.neck is None else None
-        if c is None:
+        if self.neck is not None:
             raise TypeError('streaming ViP-DeepLab supports backbones without a neck')
-        stride = self.backbone.strides[high]
-        hh, ww = -(-h // stride), -(-w // stride)
-        oh, ow = ori
+        c, stride = self.backbone.out_channels[high], self.backbone.strides[high]
+        maps = [(b, 1, h, w), (b, 1, h, w), (b, 2, h, w), (b, 1, h, w)]
+        return [(b, c, -(-h // stride), -(-w // stride)), *maps, (b, 1), (b, 1), (b, 1)]
+
+    def _zero_memory(self, inputs: Tensor) -> list[Tensor]:
+        # one dtype for the whole state (the streaming layer requires it): ids are stored as
+        # floats, exact below 2^24 in float32 (checked in _to_state)
         return [
-            (b, c, hh, ww),
-            (b, 1, oh, ow),
-            (b, 1, oh, ow),
-            (b, 2, oh, ow),
-            (b, 1, oh, ow),
-            (b, 1),
-            (b, 1),
-            (b, 1),
+            torch.zeros(s, dtype=inputs.dtype, device=inputs.device)
+            for s in self._memory_shapes(inputs)
         ]
 
-    def _zero_memory(self, inputs: Tensor, ori: Sequence[int]) -> list[Tensor]:
-        dtypes = [
-            inputs.dtype,
-            torch.long,
-            inputs.dtype,
-            inputs.dtype,
-            torch.long,
-            torch.long,
-            torch.bool,
-            torch.long,
-        ]
-        return [
-            torch.zeros(s, dtype=d, device=inputs.device)
-            for s, d in zip(self._memory_shapes(inputs, ori), dtypes)
-        ]
+    @staticmethod
+    def _to_state(ids: Tensor, like: Tensor) -> Tensor:
+        """Integer ids as the state's float dtype, refusing values it cannot hold exactly."""
+        limit = round(2 / torch.finfo(like.dtype).eps)  # integers below it are exact
+        if ids.numel() and int(ids.abs().max()) >= limit:
+            raise ValueError(
+                f'panoptic ids up to {int(ids.abs().max())} cannot be kept exactly in a '
+                f'{like.dtype} stream state (limit {limit}); stream in float32 or use a smaller '
+                'label divisor'
+            )
+        return ids.to(like.dtype)
 
-    def stream_zero_state(self, inputs: Tensor, data_samples: Sequence | None = None) -> list:
+    def stream_zero_state(self, inputs: Tensor) -> list[Tensor]:
         """The cold state of a batch ``(B, 3, H, W)``: zero fixed point and an empty memory."""
         self._check_streamable()
         frame = inputs[:, :3]
-        ori = self._ori_size(frame, data_samples)
-        return [*self.backbone.init_stream_state(frame), *self._zero_memory(frame, ori)]
+        return [*self.backbone.init_stream_state(frame), *self._zero_memory(frame)]
 
-    @staticmethod
-    def _ori_size(frame: Tensor, data_samples) -> tuple[int, int]:
-        if not data_samples:
-            return tuple(frame.shape[-2:])
-        return tuple(data_samples[0].metainfo.get('ori_shape', frame.shape[-2:]))[:2]
-
-    def _split_state(self, z0, frame, ori):
+    def _split_state(self, z0, frame):
         n = len(MEMORY_KEYS)
         if z0 is None:
-            return None, self._zero_memory(frame, ori)
+            return None, self._zero_memory(frame)
         z0 = list(z0)
         if len(z0) <= n:
             raise ValueError(
@@ -113,8 +101,7 @@ class ViPStreamMixin:
                 'z0=None or stream_zero_state()'
             )
         mem = z0[-n:]
-        expect = self._memory_shapes(frame, ori)
-        for key, t, shape in zip(MEMORY_KEYS, mem, expect):
+        for key, t, shape in zip(MEMORY_KEYS, mem, self._memory_shapes(frame)):
             if tuple(t.shape) != tuple(shape):
                 raise ValueError(
                     f'stream state {key!r} has shape {tuple(t.shape)} but this frame needs '
@@ -150,15 +137,14 @@ class ViPStreamMixin:
         self._check_streamable()
         frame = inputs[:, :3]
         samples = list(data_samples)
-        ori = self._ori_size(frame, samples)
-        solver_z0, mem = self._split_state(z0, frame, ori)
+        solver_z0, mem = self._split_state(z0, frame)
         if max_iter is not None and tol is None:
             tol = 0.0
         feats, z, stats = self.backbone.forward_stream(frame, solver_z0, max_iter=max_iter, tol=tol)
         feats = tuple(feats)
         head = self.decode_head
         outs = head(feats)
-        maps = self.to_original(outs, frame.shape[-2:], samples)
+        maps = self.to_network(outs, frame.shape[-2:], samples)
         if not head.with_panoptic:  # depth only: nothing to stitch
             preds = self.pack_predictions(samples, None, None, maps['depth'])
             return preds, [t.detach() for t in (*z, *mem)], stats
@@ -171,14 +157,18 @@ class ViPStreamMixin:
         head = self.decode_head
         semantic = maps['semantic'].argmax(1)
         current = self.panoptic(semantic, maps['center'], maps['offset'])
-        prev_high, prev_sem, prev_ctr, prev_off, prev_pan, max_id, has_prev, prev_fid = mem
-        has = has_prev.reshape(-1)
+        h, w = semantic.shape[-2:]  # stored maps: the input size; used: the unpadded part
+        prev_high, prev_ctr, prev_off = mem[0], mem[2][..., :h, :w], mem[3][..., :h, :w]
+        prev_sem, prev_pan = (t[..., :h, :w].round().long() for t in (mem[1], mem[4]))
+        max_id, prev_fid = mem[5].round().long(), mem[7].round().long()
+        has_prev = mem[6]
+        has = has_prev.reshape(-1) > 0
         fid = torch.tensor(
             [int(x.metainfo.get('frame_id', -1)) for x in samples], device=semantic.device
         )
         if head.with_next and bool(has.any()):
             nxt = dict(next_offset=head.forward_next(prev_high, feats))
-            nxt = self.to_original(nxt, input_size, samples)['next_offset']
+            nxt = self.to_network(nxt, input_size, samples)['next_offset']
             prev = dict(
                 semantic=prev_sem[:, 0],
                 center=prev_ctr,
@@ -203,14 +193,19 @@ class ViPStreamMixin:
             )  # fmt: skip
             out = torch.where(same[:, None, None], again, out)
             new_max = torch.where(same, again_max, new_max)
-        memory = [
-            feats[head.high_index],
-            semantic[:, None],
+        pad = (0, input_size[1] - w, 0, input_size[0] - h)
+        like = maps['center']
+        maps_t = [
+            self._to_state(semantic[:, None], like),
             maps['center'],
             maps['offset'],
-            out[:, None],
-            new_max[:, None],
+            self._to_state(out[:, None], like),
+        ]
+        memory = [
+            feats[head.high_index],
+            *(F.pad(t, pad) for t in maps_t),
+            self._to_state(new_max[:, None], like),
             torch.ones_like(has_prev),
-            fid[:, None],
+            self._to_state(fid[:, None], like),
         ]
         return out, semantic, memory
