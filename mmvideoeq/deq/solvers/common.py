@@ -59,12 +59,25 @@ def residual_norms(
 
 
 def rows_dot(mat: Tensor, vec: Tensor) -> Tensor:
-    """``(B, n, D) x (B, D) -> (B, n)``: the inner products of ``vec`` with each stored row."""
+    """``(B, n, D) x (B, D) -> (B, n)``: the inner products of ``vec`` with each stored row.
+
+    The fast form differs by device: on CPU ``(B, 1, D) x (B, D, n)`` (MKL's batched GEMV is slow
+    for ``(B, n, D) x (B, D, 1)``), on accelerators ``(B, n, D) x (B, D, 1)`` (the long reduction
+    of the other form gets no split-K parallelism from cuBLAS).
+    """
+    if vec.device.type == 'cpu':
+        return torch.bmm(vec.unsqueeze(1), mat.transpose(1, 2)).squeeze(1)
     return torch.bmm(mat, vec.unsqueeze(2)).squeeze(2)
 
 
 def dot(p: Tensor, q: Tensor) -> Tensor:
-    """Per-sample inner product ``(B, D), (B, D) -> (B, 1)``."""
+    """Per-sample inner product ``(B, D), (B, D) -> (B, 1)``.
+
+    On CPU one BLAS ``dot`` per sample (``bmm`` of ``(B, 1, D) x (B, D, 1)`` takes a slow path
+    for ``B > 1``).
+    """
+    if p.device.type == 'cpu':
+        return torch.stack([torch.dot(a, b) for a, b in zip(p, q)]).unsqueeze(1)
     return torch.bmm(p.unsqueeze(1), q.unsqueeze(2)).squeeze(2)
 
 
