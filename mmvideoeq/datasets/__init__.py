@@ -1,3 +1,4 @@
 from .cityscapes_clips import CityscapesClipDataset  # noqa: F401
+from .coco_stuff import CocoInstanceStuffDataset  # noqa: F401
 from .imagenet_vid import IMAGENET_VID_CLASSES, ImagenetVIDDataset  # noqa: F401
 from .samplers import VideoInterleavedBatchSampler  # noqa: F401
