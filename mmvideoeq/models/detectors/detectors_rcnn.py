@@ -20,7 +20,7 @@ The detector classes are mmdet's (``FasterRCNN``, ``CascadeRCNN``, ``HybridTaskC
 this mixin; their parameters and checkpoints are mmdet's. ``DetectoRSHTC`` also returns the
 semantic head's per-pixel prediction (``pred_sem_seg``, COCO-stuff labels) for panoptic output
 (thesis Table 6-VI; combined with the instances by
-:class:`~mmvideoeq.evaluation.metrics.DetectoRSPanopticMetric`).
+:class:`~mmvideoeq.evaluation.metrics.CocoPanopticPQMetric`).
 """
 
 from __future__ import annotations
