@@ -18,8 +18,6 @@ setup(
     'and recursive backbones',
     # benchgen: the bundled-benchmark generator (a tool; mmvideoeq never imports it)
     packages=find_packages(include=['mmvideoeq', 'mmvideoeq.*', 'benchgen', 'benchgen.*']),
-    # C source of the optional residual kernel, compiled on first use (mmvideoeq/deq/native.py)
-    package_data={'mmvideoeq.deq': ['csrc/*.c']},
     python_requires='>=3.10',
     # Kept loose on purpose: the exact, tested pins are in requirements.txt. The DEQ core and the
     # streaming layer need only torch.

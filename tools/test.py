@@ -24,8 +24,14 @@ from mmengine.config import DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmvideoeq.utils import register_all_modules  # noqa: E402
-from mmvideoeq.utils.checkpoint import check_checkpoint_globals  # noqa: E402
-from mmvideoeq.utils.cli import CLIError, cli_main, load_config, require_file  # noqa: E402
+from mmvideoeq.utils.checkpoint import safe_load_checkpoint  # noqa: E402
+from mmvideoeq.utils.cli import (  # noqa: E402
+    CLIError,
+    cli_main,
+    load_config,
+    require_file,
+    set_work_dir,
+)
 
 
 def parse_args(argv=None):
@@ -38,10 +44,17 @@ def parse_args(argv=None):
     parser.add_argument('--show-dir', help='directory where painted images will be saved')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
+        '--allow-missing-weights',
+        action='store_true',
+        help='evaluate even if the checkpoint leaves model weights missing (they keep their '
+        'random initialisation); refused by default',
+    )
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
-        help='override settings in the config, key=value (the key must exist)',
+        help='override settings in the config, key=value (a key the config lacks is added, '
+        'with a warning)',
     )
     parser.add_argument(
         '--launcher',
@@ -130,33 +143,57 @@ def apply_streaming_args(cfg, args) -> None:
     cfg.test_cfg = loop
 
 
+def enable_visualization(cfg, args) -> None:
+    """``--show``/``--show-dir``: switch the config's visualization hook on (mmdet's way)."""
+    hook = cfg.default_hooks.get('visualization', None)
+    if hook is None:
+        hook = cfg.default_hooks['visualization'] = dict(type='VideoVisualizationHook')
+    hook['draw'] = True
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        hook['test_out_dir'] = args.show_dir
+
+
+def add_checkpoint_check(cfg, allow_missing: bool) -> None:
+    """Make sure a ``CheckpointCheckHook`` runs (a config may have replaced ``custom_hooks``)."""
+    hooks = list(cfg.get('custom_hooks', []) or [])
+    found = [
+        h
+        for h in hooks
+        if h.get('type') in ('CheckpointCheckHook', 'mmvideoeq.CheckpointCheckHook')
+    ]
+    if not found:
+        found = [dict(type='CheckpointCheckHook')]
+        hooks += found
+    for h in found:
+        h['allow_missing_weights'] = allow_missing
+    cfg.custom_hooks = hooks
+
+
 @cli_main
 def main():
     args = parse_args()
     register_all_modules(init_default_scope=False)
+    if str(args.checkpoint).endswith('.py'):
+        raise CLIError(
+            f'the checkpoint argument {args.checkpoint!r} is a .py file; the arguments are CONFIG '
+            'CHECKPOINT'
+        )
     require_file(args.checkpoint, 'checkpoint')
-    check_checkpoint_globals(args.checkpoint)
+    safe_load_checkpoint(args.checkpoint)  # an empty, text, corrupt or unsafe file: one line
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    set_work_dir(cfg, args.work_dir, args.config)
     cfg.load_from = args.checkpoint
+    add_checkpoint_check(cfg, args.allow_missing_weights)
     if args.streaming:
         apply_streaming_args(cfg, args)
     elif any(v for v in (args.iters, args.no_warm_start, args.init, args.budget)):
         raise CLIError('--iters/--no-warm-start/--init/--budget need --streaming')
     if args.show or args.show_dir:
-        hook = cfg.default_hooks.get('visualization', None)
-        if hook is None:
-            raise CLIError('--show/--show-dir need `default_hooks.visualization` in the config')
-        hook['draw'] = True
-        if args.show:
-            hook['show'] = True
-            hook['wait_time'] = args.wait_time
-        if args.show_dir:
-            hook['test_out_dir'] = args.show_dir
+        enable_visualization(cfg, args)
     runner = Runner.from_cfg(cfg)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):

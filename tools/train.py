@@ -16,8 +16,14 @@ from mmengine.config import DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmvideoeq.utils import register_all_modules  # noqa: E402
-from mmvideoeq.utils.checkpoint import check_checkpoint_globals  # noqa: E402
-from mmvideoeq.utils.cli import CLIError, cli_main, load_config, require_file  # noqa: E402
+from mmvideoeq.utils.checkpoint import safe_load_checkpoint  # noqa: E402
+from mmvideoeq.utils.cli import (  # noqa: E402
+    CLIError,
+    cli_main,
+    load_config,
+    require_file,
+    set_work_dir,
+)
 
 
 def parse_args(argv=None):
@@ -42,7 +48,8 @@ def parse_args(argv=None):
         '--cfg-options',
         nargs='+',
         action=DictAction,
-        help='override settings in the config, key=value (the key must exist)',
+        help='override settings in the config, key=value (a key the config lacks is added, '
+        'with a warning)',
     )
     parser.add_argument(
         '--launcher',
@@ -60,10 +67,7 @@ def parse_args(argv=None):
 def build_cfg(args):
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    set_work_dir(cfg, args.work_dir, args.config)
     if args.amp and cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
@@ -76,7 +80,7 @@ def build_cfg(args):
         cfg.load_from = None
     elif args.resume is not None:
         require_file(args.resume, 'checkpoint to resume from')
-        check_checkpoint_globals(args.resume)
+        safe_load_checkpoint(args.resume)  # an empty, text, corrupt or unsafe file: one line
         cfg.resume = True
         cfg.load_from = args.resume
     return cfg

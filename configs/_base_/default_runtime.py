@@ -8,6 +8,8 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # off until tools/test.py --show/--show-dir switches it on; frames go to <setting>/<video>/
+    visualization=dict(type='VideoVisualizationHook', draw=False),
 )
 env_cfg = dict(
     cudnn_benchmark=False,
@@ -20,5 +22,6 @@ log_processor = dict(type='LogProcessor', window_size=50, by_epoch=True)
 log_level = 'INFO'
 load_from = None
 resume = False
-# a checkpoint trained on another class list is an error, not silently mislabelled predictions
-custom_hooks = [dict(type='CheckpointClassesHook')]
+# a checkpoint trained on another class list, or one that leaves weights missing, is an error
+# (not silently mislabelled predictions or an evaluation of random weights)
+custom_hooks = [dict(type='CheckpointCheckHook')]

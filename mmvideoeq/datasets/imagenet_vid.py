@@ -48,9 +48,8 @@ from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 from pycocotools.coco import COCO
 
-from mmvideoeq.registry import DATASETS
-
 from mmvideoeq.class_names import VID_CLASSES
+from mmvideoeq.registry import DATASETS
 
 __all__ = ['ImagenetVIDDataset', 'IMAGENET_VID_CLASSES', 'uniform_frame_positions']
 

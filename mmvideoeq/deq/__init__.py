@@ -7,7 +7,7 @@ from .core import DEQSolver
 from .grad import implicit_layer, phantom_layer
 from .jacobian import jac_frobenius_estimate
 from .mdeq import MDEQNet
-from .solvers import METHODS, SolverStats, release_solver_buffers, solve
+from .solvers import METHODS, SolverStats, solve, solve_with_preimage
 
 __all__ = [
     'solve',
@@ -18,5 +18,5 @@ __all__ = [
     'phantom_layer',
     'jac_frobenius_estimate',
     'MDEQNet',
-    'release_solver_buffers',
+    'solve_with_preimage',
 ]

@@ -11,9 +11,17 @@ Training modes (``train_mode``), following the StreamDEQ thesis (chapter 3):
 * ``'stochastic_unroll'`` (SUR-StreamDEQ): as ``'unroll'`` with the number of iterations drawn
   uniformly from ``[1, unroll_max]`` at every training call (recorded in ``aux['unroll_iters']``).
 
-Evaluation (``training=False``) always runs ``solver`` for ``test_max_iter`` iterations with
-tolerance ``tol`` under ``torch.no_grad()``; ``max_iter``/``tol`` given to the call override
-these for that call only (streaming budgets: ``tol=0`` means exactly ``max_iter`` iterations).
+Evaluation (``training=False``) runs ``solver`` for at most ``test_max_iter`` steps with tolerance
+``tol`` under ``torch.no_grad()`` and returns the lowest-residual state (``return_lowest``, the
+references' full solve). ``max_iter``/``tol``/``return_lowest`` given to the call override these
+for that call only: a streaming budget is ``max_iter=M, tol=0, return_lowest=False``, exactly M
+steps and the last state ``z^[M]`` (thesis Eq. 3.5). What a step is depends on the solver (see
+:mod:`mmvideoeq.deq.solvers`).
+
+Stochastic unrolling draws one ``N`` per call, i.e. per batch (per GPU with data parallelism):
+every sample of a batch is unrolled the same number of times. The draw comes from a private,
+seeded ``torch.Generator`` whose state is saved in checkpoints (``RNGStateHook``), so a resumed
+training draws what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from torch import Tensor
 
 from .grad import implicit_layer, phantom_layer
 from .jacobian import jac_frobenius_estimate
-from .solvers import METHODS, SolverStats, _check_int, _check_method_kwargs, solve_with_preimage
+from .solvers import METHODS, STOP_MODES, SolverStats, check_method_kwargs, solve_with_preimage
+from .solvers.common import check_int, check_tol
 from .utils import as_state_list
 
 __all__ = ['DEQSolver']
@@ -35,25 +44,16 @@ GRADS = ('implicit', 'phantom', 'unroll')
 StateFn = Callable[[list[Tensor]], Sequence[Tensor]]
 
 
-def _check_tol(name: str, tol: float | None) -> float | None:
-    if tol is None:
-        return None
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)):
-        raise TypeError(f'{name} must be a float or None, got {type(tol).__name__}.')
-    if tol < 0:
-        raise ValueError(f'{name} must be >= 0 (0 disables early stopping), got {tol}.')
-    return float(tol)
-
-
 class DEQSolver:
     """Finds the equilibrium of a layer in training and evaluation (plain PyTorch, no params).
 
     Args:
         solver: Forward solver, ``'broyden'``, ``'anderson'`` or ``'fixed_point'``.
-        train_max_iter: Solver iterations in training with ``train_mode='implicit'``.
-        test_max_iter: Solver iterations in evaluation (default budget).
+        train_max_iter: Solver steps in training with ``train_mode='implicit'``.
+        test_max_iter: Solver steps of a full evaluation solve (MDEQ's ``F_THRES``).
         tol: Evaluation tolerance (``None``/``0``: always ``test_max_iter`` iterations).
-        stop_mode: ``'rel'`` or ``'abs'`` residual for every tolerance.
+        stop_mode: ``'rel'``, ``'abs'`` or ``'rms'`` residual for every tolerance (MDEQ's
+            ``eps = 1e-5 sqrt(numel)`` is ``stop_mode='rms', tol=1e-5``).
         grad: Gradient with ``train_mode='implicit'``: ``'implicit'``, ``'phantom'`` or
             ``'unroll'``. ``None`` picks ``'implicit'``; the unrolled train modes always
             backpropagate through their iterations (``None`` or ``'unroll'`` accepted there).
@@ -69,7 +69,7 @@ class DEQSolver:
         jac_reg_weight: Weight of the Jacobian regulariser; ``> 0`` adds ``aux['jac_loss']``
             (already weighted) in training.
         jac_reg_vecs: Hutchinson probe vectors of the regulariser.
-        return_lowest: Return the lowest-residual iterate's image (see ``solve``).
+        return_lowest: Full solves return the lowest-residual state (see ``solve``).
         solver_kwargs: Extra options of the forward solver (e.g. ``dict(memory=24)``).
         backward_solver_kwargs: Extra options of the adjoint solver.
         seed: Seed of the private ``torch.Generator`` of the stochastic-unroll draw; ``None``
@@ -117,45 +117,45 @@ class DEQSolver:
                 f'iterations; grad={grad!r} only applies to '
                 "train_mode='implicit'. Leave grad=None (or 'unroll')."
             )
-        if stop_mode not in ('rel', 'abs'):
-            raise ValueError(f"stop_mode must be 'rel' or 'abs', got {stop_mode!r}.")
+        if stop_mode not in STOP_MODES:
+            raise ValueError(f'stop_mode must be one of {STOP_MODES}, got {stop_mode!r}.')
         backward_solver = solver if backward_solver is None else backward_solver
         if backward_solver not in METHODS:
             raise ValueError(
                 f'Unknown backward_solver {backward_solver!r}; choose one of ' f'{METHODS}.'
             )
         self.solver = solver
-        self.train_max_iter = _check_int('train_max_iter', train_max_iter, 1)
-        self.test_max_iter = _check_int('test_max_iter', test_max_iter, 1)
-        self.tol = _check_tol('tol', tol)
-        self.train_tol = _check_tol('train_tol', train_tol)
+        self.train_max_iter = check_int('train_max_iter', train_max_iter, 1)
+        self.test_max_iter = check_int('test_max_iter', test_max_iter, 1)
+        self.tol = check_tol('tol', tol)
+        self.train_tol = check_tol('train_tol', train_tol)
         self.stop_mode = stop_mode
         self.train_mode = train_mode
         self.grad = 'unroll' if train_mode != 'implicit' else (grad or 'implicit')
-        self.unroll_iters = _check_int('unroll_iters', unroll_iters, 1)
-        self.unroll_max = _check_int('unroll_max', unroll_max, 1)
+        self.unroll_iters = check_int('unroll_iters', unroll_iters, 1)
+        self.unroll_max = check_int('unroll_max', unroll_max, 1)
         self.backward_solver = backward_solver
-        self.backward_max_iter = _check_int(
+        self.backward_max_iter = check_int(
             'backward_max_iter',
             train_max_iter if backward_max_iter is None else backward_max_iter,
             1,
         )
         self.backward_tol = (
-            self.tol if backward_tol is None else _check_tol('backward_tol', backward_tol)
+            self.tol if backward_tol is None else check_tol('backward_tol', backward_tol)
         )
-        self.phantom_steps = _check_int('phantom_steps', phantom_steps, 1)
+        self.phantom_steps = check_int('phantom_steps', phantom_steps, 1)
         if not 0 < phantom_tau <= 1:
             raise ValueError(f'phantom_tau must be in (0, 1], got {phantom_tau}.')
         self.phantom_tau = float(phantom_tau)
         if not jac_reg_weight >= 0:
             raise ValueError(f'jac_reg_weight must be >= 0, got {jac_reg_weight}.')
         self.jac_reg_weight = float(jac_reg_weight)
-        self.jac_reg_vecs = _check_int('jac_reg_vecs', jac_reg_vecs, 1)
+        self.jac_reg_vecs = check_int('jac_reg_vecs', jac_reg_vecs, 1)
         self.return_lowest = bool(return_lowest)
         self.solver_kwargs = dict(solver_kwargs or {})
         self.backward_solver_kwargs = dict(backward_solver_kwargs or {})
-        _check_method_kwargs(solver, self.solver_kwargs)
-        _check_method_kwargs(backward_solver, self.backward_solver_kwargs)
+        check_method_kwargs(solver, self.solver_kwargs)
+        check_method_kwargs(backward_solver, self.backward_solver_kwargs)
         self.seed = seed
         self.generator: torch.Generator | None = None
         if seed is not None:
@@ -183,6 +183,7 @@ class DEQSolver:
         training: bool,
         max_iter: int | None = None,
         tol: float | None = None,
+        return_lowest: bool | None = None,
     ) -> tuple[Tensor | list[Tensor], SolverStats, dict]:
         """Finds the equilibrium ``z* = f(z*)`` starting from ``z0``.
 
@@ -194,8 +195,10 @@ class DEQSolver:
                 training budget is run without any graph and ``aux`` is empty.
             max_iter: Iteration budget for this call only (evaluation: replaces
                 ``test_max_iter``; training: replaces ``train_max_iter`` or the unroll count).
-            tol: Tolerance for this call only (``0``: exactly ``max_iter`` iterations; ignored
+            tol: Tolerance for this call only (``0``: exactly ``max_iter`` steps; ignored
                 by the unrolled train modes, which never stop early).
+            return_lowest: Evaluation only: return the lowest-residual state (``True``) or the
+                last one (``False``, what a streaming frame carries); ``None``: configured.
 
         Returns:
             tuple: ``(z, stats, aux)``: the equilibrium with the structure of ``z0`` (in training
@@ -209,8 +212,9 @@ class DEQSolver:
                 f'{type(training).__name__}.'
             )
         if max_iter is not None:
-            _check_int('max_iter', max_iter, 1)
-        tol = _check_tol('tol', tol)
+            check_int('max_iter', max_iter, 1)
+        if tol is not None:  # None: the configured tolerance; 0: no early stop for this call
+            tol = check_tol('tol', tol) or 0.0
         single = isinstance(z0, Tensor)
         if single:
 
@@ -230,7 +234,7 @@ class DEQSolver:
                     max_iter=self.test_max_iter if max_iter is None else max_iter,
                     tol=self.tol if tol is None else tol,
                     stop_mode=self.stop_mode,
-                    return_lowest=self.return_lowest,
+                    return_lowest=self.return_lowest if return_lowest is None else return_lowest,
                     **self.solver_kwargs,
                 )
             aux = {}

@@ -67,10 +67,10 @@ def implicit_layer(
         z_pre: Approximate fixed point ``z*`` (list of S tensors ``(B, ...)``; detached here).
         method: Solver for the adjoint equation ``w = J^T w + v`` (``'broyden'``,
             ``'anderson'``, ``'fixed_point'``), started from ``w = 0``.
-        max_iter: Iteration budget of the adjoint solve (evaluations of ``w -> J^T w + v``, i.e.
-            vector-Jacobian products, counting the first one at ``w = 0``).
+        max_iter: Step budget of the adjoint solve (steps as :func:`~.solvers.solve` counts them
+            for ``method``; each evaluation of ``w -> J^T w + v`` is one vector-Jacobian product).
         tol: Tolerance of the adjoint solve (``None``/``0``: exactly ``max_iter``).
-        stop_mode: ``'rel'`` or ``'abs'`` for the adjoint solve.
+        stop_mode: ``'rel'``, ``'abs'`` or ``'rms'`` for the adjoint solve.
         record: If a dict, the adjoint solve's :class:`SolverStats` is stored under
             ``'backward_stats'`` when the backward pass runs.
         **method_kwargs: Options of the adjoint solver (see :func:`~.solvers.solve`).

@@ -832,6 +832,7 @@ class MDEQNet(nn.Module):
         z0: Sequence[Tensor] | None = None,
         max_iter: int | None = None,
         tol: float | None = None,
+        return_lowest: bool | None = None,
     ) -> MDEQOutput:
         """Solve for the equilibrium of ``f_theta(.; x)``.
 
@@ -841,7 +842,10 @@ class MDEQNet(nn.Module):
                 Streaming passes the previous frame's fixed point here.
             max_iter: Iteration limit for this call (None: the configured test/train limit).
             tol: Stopping tolerance for this call (None: the configured one; ``0`` runs exactly
-                ``max_iter`` iterations). Both are forwarded to :class:`DEQSolver`.
+                ``max_iter`` steps).
+            return_lowest: Evaluation: return the lowest-residual state (a full solve) or the
+                last one (``False``: a streaming budget, ``z^[M]``); None: configured. All three
+                are forwarded to :class:`DEQSolver`.
 
         Returns:
             :class:`MDEQOutput` with ``features``/``z`` (S tensors ``(B, C_s, H_s, W_s)``),
@@ -858,7 +862,14 @@ class MDEQNet(nn.Module):
             return layer(z, injection)
 
         with frozen_weight_norm(layer):
-            z, stats, aux = self.deq(f, z_init, training=self.training, max_iter=max_iter, tol=tol)
+            z, stats, aux = self.deq(
+                f,
+                z_init,
+                training=self.training,
+                max_iter=max_iter,
+                tol=tol,
+                return_lowest=return_lowest,
+            )
         z = list(z)
         # The reference's output dropout (``iodrop``) has rate 0, i.e. features == z.
         # ``aux`` is the solver's own dict (it records e.g. backward statistics after backward).

@@ -2,11 +2,12 @@
 
 A streaming model exposes two methods (``docs/architecture.md`` section 3):
 
-* ``init_stream_state(stream_id) -> StreamState``: an empty (cold) state for a new video;
 * ``stream_step(inputs, data_samples, z0, max_iter=None, tol=None) -> (preds, z, stats)``: one
   frame (or a batch of frames of different streams) with the DEQ solver started from ``z0`` (a
-  list of tensors with batch dim B, or ``None`` for a cold start) and at most ``max_iter``
-  iterations.
+  list of tensors with batch dim B, or ``None`` for a cold start) and a budget of ``max_iter``
+  steps (``None``: the backbone's configured full solve);
+* ``stream_zero_state(inputs) -> list[Tensor]``: the cold state of a batch (used when cold and
+  warm streams are solved together).
 
 The model holds no stream state: the caller (``StreamingTestLoop``, ``StreamingInferencer``) owns
 the states and decides resets, as StreamDEQ (thesis ch. 3.2) prescribes. Only the backbone's
@@ -16,12 +17,10 @@ model's own.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
-
-from mmvideoeq.streaming import StreamState
 
 
 class StreamingMixin:
@@ -29,10 +28,6 @@ class StreamingMixin:
 
     Subclasses implement :meth:`predict_from_feats` (the model's ``predict`` after the backbone).
     """
-
-    def init_stream_state(self, stream_id: Any = None) -> StreamState:
-        """Return a cold stream state for a new video."""
-        return StreamState(stream_id=stream_id)
 
     def _check_streamable(self) -> None:
         if not hasattr(self.backbone, 'forward_stream'):
@@ -57,8 +52,9 @@ class StreamingMixin:
             data_samples: Their data samples (metainfo, ground truth).
             z0: Initial fixed-point estimate: a list of ``(B, C_s, H_s, W_s)`` tensors, or
                 ``None`` for a cold (zero) start.
-            max_iter: Solver iterations for this step (``None``: the backbone's test setting).
-            tol: Early-stop tolerance (``None``: run exactly ``max_iter`` iterations).
+            max_iter: Solver steps for this frame (``None``: the backbone's full solve, with its
+                configured tolerance and lowest-residual selection).
+            tol: Early-stop tolerance of a budget (``None``: exactly ``max_iter`` steps).
 
         Returns:
             tuple: ``(preds, z, stats)``: the model's predictions (data samples), the new fixed
@@ -71,6 +67,11 @@ class StreamingMixin:
         feats, z, stats = self.backbone.forward_stream(inputs, z0, max_iter=max_iter, tol=tol)
         preds = self.predict_from_feats(tuple(feats), list(data_samples))
         return preds, [t.detach() for t in z], stats
+
+    def stream_zero_state(self, inputs: Tensor) -> list[Tensor]:
+        """The cold (zero) state of a batch of frames ``(B, 3, H, W)``."""
+        self._check_streamable()
+        return self.backbone.init_stream_state(inputs)
 
     def predict_from_feats(self, feats: tuple[Tensor, ...], data_samples: list) -> list:
         raise NotImplementedError

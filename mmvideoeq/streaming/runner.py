@@ -1,8 +1,8 @@
-"""Reference driver of streaming DEQ inference (plain PyTorch).
+"""The driver of streaming DEQ inference (plain PyTorch).
 
 :func:`run_stream` feeds frames to a model step function under a :class:`StreamPolicy`, keeping
 one :class:`StreamState` per stream and batching the frames given together into shared solver
-calls. It is the reference the test loop, the inferencer and the benchmarks follow.
+calls. The streaming test loop, the inferencer and the benchmarks all drive streams through it.
 """
 
 from __future__ import annotations
@@ -15,16 +15,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .policies import FramePlan, StreamPolicy
-from .state import StreamState, as_state_list, split_state, split_stats, stack_states
+from mmvideoeq.deq.utils import as_state_list
+
+from .policy import FramePlan, StreamPolicy
+from .state import FrameRecord, StreamState, split_state, split_stats, stack_states
 
 if TYPE_CHECKING:
     from mmvideoeq.deq import SolverStats
 
 __all__ = ['StreamFrame', 'StreamRun', 'StepFn', 'run_stream', 'group_plans', 'split_outputs']
 
+#: ``step_fn(x, z0, max_iter, tol, payloads) -> (outputs, z, stats)``
 StepFn = Callable[
-    [Tensor, 'list[Tensor] | None', int, 'float | None'],
+    [Tensor, 'list[Tensor] | None', 'int | None', 'float | None', list],
     'tuple[Any, list[Tensor] | Tensor, SolverStats]',
 ]
 
@@ -34,19 +37,24 @@ class StreamFrame:
     """One frame of one stream.
 
     Attributes:
-        x: The model input of the frame, with a leading batch dimension of 1, e.g.
-            ``(1, 3, H, W)``.
+        x: The model input of the frame with a leading batch dimension of 1, ``(1, 3, H, W)``.
         video_id: Id of the video.
         frame_id: Id of the frame in the video (strictly increasing within a video).
-        stream: Key of the state slot the frame goes to; defaults to ``video_id`` (one state per
-            video). Give a slot key (e.g. a batch position) to run several videos one after the
-            other through one state, which then restarts at every new video.
+        stream: Key of the state slot; defaults to ``video_id`` (one state per video). A slot key
+            (e.g. a batch position) runs several videos one after the other through one state,
+            which then restarts at every new video.
+        payload: Anything the step function needs besides ``x`` (e.g. the frame's data sample);
+            handed to ``step_fn`` in the order of the batch.
+        skip: Why the frame cannot be processed (e.g. it failed to load); the frame is then
+            recorded as skipped (:meth:`StreamPolicy.skip_frame`) and not solved.
     """
 
-    x: Tensor
+    x: Tensor | None
     video_id: str | int
     frame_id: int
     stream: Hashable | None = None
+    payload: Any = None
+    skip: str | None = None
 
     @property
     def key(self) -> Hashable:
@@ -59,15 +67,14 @@ class StreamRun:
     """Result of :func:`run_stream`.
 
     Attributes:
-        outputs: The step function's output for each frame, in input order (batched outputs are
-            cut to batch size 1 by :func:`split_outputs`).
-        records: The history record of each frame (see :class:`StreamState`), in input order, with
-            the extra key ``stream`` (the state slot).
+        outputs: The step function's output for each frame, in input order (batched outputs cut
+            to batch size 1 by :func:`split_outputs`); ``None`` for a skipped frame.
+        records: The :class:`FrameRecord` of each frame, in input order.
         states: The final state of each stream, keyed by slot.
     """
 
     outputs: list[Any] = field(default_factory=list)
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[FrameRecord] = field(default_factory=list)
     states: dict[Hashable, StreamState] = field(default_factory=dict)
 
 
@@ -76,16 +83,11 @@ def _as_frame(item: Any) -> StreamFrame:
         return item
     if isinstance(item, dict):
         try:
-            return StreamFrame(
-                x=item['x'],
-                video_id=item['video_id'],
-                frame_id=item['frame_id'],
-                stream=item.get('stream'),
-            )
-        except KeyError as e:
+            return StreamFrame(**item)
+        except TypeError as e:
             raise ValueError(
-                f'a frame dict needs the keys x, video_id, frame_id (and optionally '
-                f'stream); missing {e}'
+                'a frame dict needs the keys x, video_id, frame_id (and optionally stream, '
+                f'payload, skip): {e}'
             ) from e
     if isinstance(item, tuple) and len(item) in (3, 4):
         return StreamFrame(item[2], item[0], item[1], *item[3:])
@@ -105,15 +107,16 @@ def split_outputs(out: Any, n: int) -> list[Any]:
     """Cut a batched step output into ``n`` per-stream outputs.
 
     Tensors with a leading dimension ``n`` are sliced to batch size 1; lists, tuples and dicts
-    are cut element-wise; ``None`` is repeated. With ``n == 1`` the output is returned as is.
-
-    Args:
-        out: The step function's output for a batch of ``n`` streams.
-        n: Number of streams.
-
-    Returns:
-        list: ``n`` outputs.
+    are cut element-wise; ``None`` is repeated. A list of exactly ``n`` items that are not
+    tensors or containers (e.g. data samples) is split item by item, also for ``n == 1``;
+    otherwise with ``n == 1`` the output is returned as is.
     """
+    if (
+        isinstance(out, list)
+        and len(out) == n
+        and not any(isinstance(o, (Tensor, list, tuple, dict)) for o in out)
+    ):
+        return list(out)
     if n == 1:
         return [out]
     if out is None:
@@ -121,81 +124,117 @@ def split_outputs(out: Any, n: int) -> list[Any]:
     if isinstance(out, Tensor):
         if out.dim() == 0 or out.shape[0] != n:
             raise ValueError(
-                f'cannot split an output of shape {tuple(out.shape)} into {n} '
-                'streams: step outputs must have the batch dimension first'
+                f'cannot split an output of shape {tuple(out.shape)} into {n} streams: step '
+                'outputs must have the batch dimension first'
             )
         return [out[b : b + 1] for b in range(n)]
+    if (
+        isinstance(out, list)
+        and len(out) == n
+        and not any(isinstance(o, (Tensor, list, tuple, dict)) for o in out)
+    ):
+        return list(out)
     if isinstance(out, (list, tuple)):
         parts = [split_outputs(o, n) for o in out]
-        return [
-            type(out)(p[b] for p in parts)
-            if not hasattr(out, '_fields')
-            else type(out)(*(p[b] for p in parts))
-            for b in range(n)
-        ]
+        if hasattr(out, '_fields'):
+            return [type(out)(*(p[b] for p in parts)) for b in range(n)]
+        return [type(out)(p[b] for p in parts) for b in range(n)]
     if isinstance(out, dict):
         parts = {k: split_outputs(v, n) for k, v in out.items()}
         return [{k: v[b] for k, v in parts.items()} for b in range(n)]
     raise TypeError(
-        f'cannot split a step output of type {type(out).__name__} into {n} streams; '
-        'return tensors (batch first), lists/tuples/dicts of them, or None'
+        f'cannot split a step output of type {type(out).__name__} into {n} streams; return '
+        'tensors (batch first), lists/tuples/dicts of them, a list of n items, or None'
     )
 
 
 def group_plans(plans: Sequence[FramePlan]) -> list[list[int]]:
-    """Group frame plans that can share one solver call (equal ``max_iter`` and ``tol``).
-
-    Args:
-        plans: Plans of the frames of one time step, one per stream.
-
-    Returns:
-        list[list[int]]: Indices into ``plans``, in first-seen order.
-    """
-    groups: dict[tuple[int, float | None], list[int]] = {}
+    """Group frame plans that can share one solver call (equal ``max_iter``, ``tol`` and frame
+    shape), in first-seen order."""
+    groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(plans):
-        groups.setdefault((p.max_iter, p.tol), []).append(i)
+        groups.setdefault((p.max_iter, p.tol, p.frame_shape), []).append(i)
     return list(groups.values())
 
 
 def _solve(
     step_fn: StepFn,
-    xs: list[Tensor],
+    frames: list[StreamFrame],
     z0s: list[list[Tensor] | None],
-    max_iter: int,
-    tol: float | None,
+    plan: FramePlan,
     zeros_like_fn: Callable[[Tensor], Sequence[Tensor]] | None,
     clock: Callable[[], float],
 ) -> tuple[list[Any], list[list[Tensor]], list[Any], Any, float]:
-    n = len(xs)
-    try:
-        x = xs[0] if n == 1 else torch.cat(xs, dim=0)
-    except RuntimeError as e:
-        raise ValueError(
-            'frames solved together must have equal shapes; give frames of '
-            f'different sizes in different steps ({e})'
-        ) from e
+    n = len(frames)
+    x = frames[0].x if n == 1 else torch.cat([f.x for f in frames], dim=0)
     if all(z is None for z in z0s):
         z0 = None
     else:
-        fn = None if zeros_like_fn is None else (lambda j: zeros_like_fn(xs[j]))
+        fn = None if zeros_like_fn is None else (lambda j: zeros_like_fn(frames[j].x))
         z0 = stack_states(z0s, zeros_like_fn=fn)
     t0 = clock()
-    result = step_fn(x, z0, max_iter, tol)
+    result = step_fn(x, z0, plan.max_iter, plan.tol, [f.payload for f in frames])
     ms = (clock() - t0) * 1000.0
     if not isinstance(result, tuple) or len(result) != 3:
         raise TypeError(
-            'step_fn(x, z0, max_iter, tol) must return a tuple (outputs, z, stats), '
+            'step_fn(x, z0, max_iter, tol, payloads) must return a tuple (outputs, z, stats), '
             f'got {type(result).__name__}'
         )
     out, z, stats = result
     z_list = as_state_list(z, 'z returned by step_fn')
-    return (
-        split_outputs(out, n),
-        split_state(z_list, n),
-        split_stats(stats, n) if n > 1 else [stats],
-        stats,
-        ms,
-    )
+    per = split_stats(stats, n) if n > 1 else [stats]
+    return split_outputs(out, n), split_state(z_list, n), per, stats, ms
+
+
+def _check_batch(batch: list[StreamFrame]) -> None:
+    keys = [f.key for f in batch]
+    if len(set(keys)) != len(keys):
+        raise ValueError(
+            f'a time step holds two frames of the same stream ({keys}); give a stream one frame '
+            'per step'
+        )
+    for f in batch:
+        if f.skip is None and (not isinstance(f.x, Tensor) or f.x.dim() == 0 or f.x.shape[0] != 1):
+            raise ValueError(
+                f'frame {f.frame_id} of video {f.video_id!r}: x must be a tensor with a leading '
+                'batch dimension of 1, e.g. (1, 3, H, W)'
+            )
+
+
+def _run_step(step_fn, batch, sts, policy, zeros_like_fn, clock) -> tuple[list, list]:
+    """Solve one time step of frames (none skipped): plan, solve in groups, follow-ups, record."""
+    plans = [policy.begin_frame(s, f.x, f.video_id, f.frame_id) for s, f in zip(sts, batch)]
+    n = len(batch)
+    outs: list[Any] = [None] * n
+    zs: list[Any] = [None] * n
+    stats: list[Any] = [None] * n
+    ms = [0.0] * n
+    todo = list(enumerate(plans))
+    while todo:
+        for group in group_plans([p for _, p in todo]):
+            idx = [todo[g][0] for g in group]
+            o, z, s, s_batch, t = _solve(
+                step_fn,
+                [batch[i] for i in idx],
+                [todo[g][1].z0 for g in group],
+                todo[group[0]][1],
+                zeros_like_fn,
+                clock,
+            )
+            policy.observe(s_batch, t)
+            for j, i in enumerate(idx):
+                outs[i], zs[i], stats[i] = o[j], z[j], s[j]
+                ms[i] += t / len(idx)
+        # residual-jump shot changes: at most one follow-up solve per frame
+        todo = [(i, policy.followup(sts[i], p, zs[i], stats[i])) for i, p in todo]
+        todo = [(i, p) for i, p in todo if p is not None]
+        for i, p in todo:
+            plans[i] = p
+    records = [
+        policy.end_frame(sts[i], plans[i], zs[i], stats[i], ms[i], update_budget=False)
+        for i in range(n)
+    ]
+    return outs, records
 
 
 def run_stream(
@@ -209,90 +248,59 @@ def run_stream(
 ) -> StreamRun:
     """Run streaming DEQ inference over frames.
 
-    Each element of ``frames`` is one time step: either one frame or a list of frames of
-    distinct streams that are solved together (batched; frames whose plans have equal
-    ``max_iter``/``tol`` share a ``step_fn`` call). A frame is a :class:`StreamFrame`, a dict
-    ``dict(x=..., video_id=..., frame_id=..., stream=...)`` or a tuple
-    ``(video_id, frame_id, x[, stream])``. Per frame the policy plans the solve
-    (:meth:`StreamPolicy.begin_frame`), the step runs, a residual-detected shot change may add a
-    follow-up solve, and the state is updated (:meth:`StreamPolicy.end_frame`). The budget is
-    told the cost of every ``step_fn`` call once.
+    Each element of ``frames`` is one time step: one frame or a list of frames of distinct
+    streams that are solved together (frames whose plans have equal ``max_iter``/``tol``/shape
+    share a ``step_fn`` call). A frame is a :class:`StreamFrame`, a dict of its fields or a tuple
+    ``(video_id, frame_id, x[, stream])``. Per frame the policy plans the solve, the step runs, a
+    residual-detected shot change may add a follow-up solve, and the state is updated; a frame
+    with ``skip`` set is only recorded. The budget is told the cost of every ``step_fn`` call.
 
     Batched streams give the same results as streams run alone (up to floating-point
-    reassociation): the DEQ core freezes each sample at its own stopping step. A record's
-    ``iters`` is what the shared solve cost (the batch's evaluations); ``nstep`` is per stream.
+    reassociation): the DEQ core freezes each sample at its own stopping step.
 
     Args:
-        step_fn: ``step_fn(x, z0, max_iter, tol) -> (outputs, z, stats)``: ``x`` ``(B, ...)``,
-            ``z0`` ``S`` tensors ``(B, C_s, H_s, W_s)`` or ``None`` (start from zeros), returns the
-            fixed-point estimate ``z`` (``S`` tensors ``(B, ...)``) and its ``SolverStats``.
+        step_fn: ``step_fn(x, z0, max_iter, tol, payloads) -> (outputs, z, stats)``: ``x``
+            ``(B, ...)``, ``z0`` ``S`` tensors ``(B, ...)`` or ``None`` (zeros), ``max_iter``
+            ``None`` for the model's full solve, ``payloads`` the frames' payloads; returns the
+            new states ``z`` (``S`` tensors ``(B, ...)``) and their ``SolverStats``.
         frames: Time steps (see above).
         policy: The stream policy.
-        states: States to continue from, keyed by stream slot (updated in place); default empty.
-        zeros_like_fn: ``zeros_like_fn(x) -> list[Tensor]`` the zero state for a frame ``x``
-            ``(1, ...)`` (e.g. ``net.init_state``), used when cold and warm streams are batched;
-            default: zeros shaped like a warm stream's state.
+        states: States to continue from, keyed by stream slot (updated in place).
+        zeros_like_fn: ``zeros_like_fn(x) -> list[Tensor]``, the zero state of a frame
+            ``(1, ...)``, used when cold and warm streams are batched; default: zeros shaped like
+            a warm stream's state.
         clock: Time source in seconds (inject a fake one in tests).
-
-    Returns:
-        StreamRun: Per-frame outputs and records, and the final states.
     """
     if not isinstance(policy, StreamPolicy):
         raise TypeError(f'policy must be a StreamPolicy, got {type(policy).__name__}')
     if not callable(step_fn):
-        raise TypeError('step_fn must be callable as step_fn(x, z0, max_iter, tol)')
+        raise TypeError('step_fn must be callable as step_fn(x, z0, max_iter, tol, payloads)')
     run = StreamRun(states={} if states is None else states)
     for step in frames:
         batch = [_as_frame(step)] if _is_single(step) else [_as_frame(f) for f in step]
         if not batch:
             continue
-        keys = [f.key for f in batch]
-        if len(set(keys)) != len(keys):
-            raise ValueError(
-                f'a time step holds two frames of the same stream ({keys}); give a '
-                'stream one frame per step'
+        _check_batch(batch)
+        sts = [run.states.setdefault(f.key, policy.init_state()) for f in batch]
+        live = [i for i, f in enumerate(batch) if f.skip is None]
+        outs: list[Any] = [None] * len(batch)
+        records: list[Any] = [None] * len(batch)
+        for i, f in enumerate(batch):
+            if f.skip is not None:
+                records[i] = policy.skip_frame(sts[i], f.video_id, f.frame_id, f.skip)
+        if live:
+            o, r = _run_step(
+                step_fn,
+                [batch[i] for i in live],
+                [sts[i] for i in live],
+                policy,
+                zeros_like_fn,
+                clock,
             )
-        for f in batch:
-            if not isinstance(f.x, Tensor) or f.x.dim() == 0 or f.x.shape[0] != 1:
-                raise ValueError(
-                    f'frame {f.frame_id} of video {f.video_id!r}: x must be a tensor '
-                    'with a leading batch dimension of 1, e.g. (1, 3, H, W)'
-                )
-        sts = [run.states.setdefault(k, policy.init_state()) for k in keys]
-        plans = [
-            policy.begin_frame(s, f.x, f.video_id, f.frame_id)
-            for s, f in zip(sts, batch, strict=True)
-        ]
-        n = len(batch)
-        outs: list[Any] = [None] * n
-        zs: list[list[Tensor] | None] = [None] * n
-        stats: list[Any] = [None] * n
-        ms = [0.0] * n
-        todo = list(enumerate(plans))
-        while todo:
-            for group in group_plans([p for _, p in todo]):
-                idx = [todo[g][0] for g in group]
-                p0 = todo[group[0]][1]
-                o, z, s, s_batch, t = _solve(
-                    step_fn,
-                    [batch[i].x for i in idx],
-                    [todo[g][1].z0 for g in group],
-                    p0.max_iter,
-                    p0.tol,
-                    zeros_like_fn,
-                    clock,
-                )
-                policy.observe(s_batch, t)
-                for j, i in enumerate(idx):
-                    outs[i], zs[i], stats[i] = o[j], z[j], s[j]
-                    ms[i] += t
-            # residual-jump shot changes: at most one follow-up solve per frame
-            todo = [(i, policy.followup(sts[i], p, zs[i], stats[i])) for i, p in todo]
-            todo = [(i, p) for i, p in todo if p is not None]
-            for i, p in todo:
-                plans[i] = p
-        for i in range(n):
-            policy.end_frame(sts[i], plans[i], zs[i], stats[i], ms[i], update_budget=False)
-            run.outputs.append(outs[i])
-            run.records.append(dict(sts[i].history[-1], stream=keys[i]))
+            for j, i in enumerate(live):
+                outs[i], records[i] = o[j], r[j]
+        for f, rec in zip(batch, records):
+            rec.stream = f.key
+        run.outputs.extend(outs)
+        run.records.extend(records)
     return run

@@ -1,19 +1,20 @@
-"""Per-stream state of streaming DEQ inference and helpers to batch several streams (plain PyTorch).
+"""Per-stream state of streaming DEQ inference, per-frame records, and batching helpers.
 
-A *stream* is one video seen frame by frame. Its state carries the fixed point of the last frame
-from one frame to the next, which is what makes StreamDEQ work: the solver on frame ``t`` starts
-from the estimate of frame ``t-1`` (Ertenli, *Streaming Multiscale Deep Equilibrium Models*, 2022,
-Eq. 3.3-3.5).
+A *stream* is one video seen frame by frame. Its state carries the fixed-point estimate of the
+last frame to the next, which is what makes StreamDEQ work: the solver on frame ``t`` starts from
+``z_{t-1}^[M]`` (Ertenli, *Streaming Multiscale Deep Equilibrium Models*, 2022, Eq. 3.3-3.5).
 
-A DEQ state ``z`` is a list of tensors ``[z_1, ..., z_S]`` (the multiscale state of MDEQ), each
-``(B, C_s, H_s, W_s)``; a stream's own state always has batch dimension 1. :func:`stack_states`
-concatenates several streams' states into one batch and :func:`split_state` cuts a batched state
-back into per-stream states, so that streams can share one solver call.
+A DEQ state ``z`` is a list of tensors ``[z_1, ..., z_S]`` (MDEQ's multiscale state), each
+``(B, C_s, H_s, W_s)``; a stream's own state has batch size 1. :func:`stack_states` concatenates
+several streams' states into one batch and :func:`split_state` cuts it back, so that streams can
+share one solver call.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,19 +22,90 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from mmvideoeq.deq.utils import as_state_list
+
 if TYPE_CHECKING:  # the streaming layer only needs the fields of the DEQ-core contract
     from mmvideoeq.deq import SolverStats
 
 __all__ = [
+    'Reason',
+    'FrameRecord',
     'StreamState',
     'stack_states',
     'split_state',
     'split_stats',
-    'as_state_list',
-    'num_evaluations',
-    'first_rel',
-    'final_rel',
 ]
+
+
+class Reason(str, enum.Enum):
+    """Why a frame's solve deviates from a plain warm step (``FrameRecord.reason``)."""
+
+    NEW_VIDEO = 'new_video'
+    COLD_STATE = 'cold_state'
+    SIZE_CHANGE = 'size_change'
+    AFTER_SKIP = 'after_skip'
+    SHOT_INPUT = 'shot_change:input'
+    SHOT_RESIDUAL = 'shot_change:residual'
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class FrameRecord:
+    """What happened to one frame of a stream.
+
+    Attributes:
+        video_id, frame_id: The frame.
+        offset: Position of the frame in its video (0-based, frames the stream processed).
+        since_reset: Frames since the stream's last reset (0 on the reset frame).
+        iters: Solver steps spent on the frame (follow-up solves included).
+        n_eval: Evaluations of ``f`` the frame's solve(s) cost (for a batched solve, the batch's).
+        nstep: Steps the frame's own sample ran (per stream, even in a batched solve).
+        max_iter: The frame's step budget, follow-ups included (``None``: the model's full
+            solve).
+        tol: The tolerance, or ``None`` (exactly ``max_iter`` steps).
+        first_rel: Relative residual at the initial state (the residual shot signal).
+        final_rel: Relative residual of the iterate describing the carried state.
+        ms: Wall time of the frame's solve(s) in ms (a batched solve's time over its frames).
+        reset: The stream restarted on this frame.
+        reason: A :class:`Reason`, or ``None`` for a plain warm step.
+        init: ``'warm'``, ``'zeros'``, ``'reference'`` or ``'provided'``.
+        diverged: The solver flagged the frame (non-finite or exploding residual).
+        residual_outlier: ``final_rel`` was far above the stream's usual level.
+        skipped: Why the frame was not solved (it failed to load), else ``None``.
+        input_score: Input-difference shot score, or ``None``.
+        residual_ratio: Residual-jump ratio that triggered a follow-up, or ``None``.
+        stream: The state slot of the frame (set by :func:`run_stream`).
+    """
+
+    video_id: str | int
+    frame_id: int
+    offset: int
+    since_reset: int
+    iters: int = 0
+    n_eval: int = 0
+    nstep: int = 0
+    max_iter: int | None = None
+    tol: float | None = None
+    first_rel: float = float('nan')
+    final_rel: float = float('nan')
+    ms: float = 0.0
+    reset: bool = False
+    reason: Reason | None = None
+    init: str = 'warm'
+    diverged: bool = False
+    residual_outlier: bool = False
+    skipped: str | None = None
+    input_score: float | None = None
+    residual_ratio: float | None = None
+    stream: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``reason`` as its string)."""
+        out = dataclasses.asdict(self)
+        out['reason'] = None if self.reason is None else str(self.reason)
+        return out
 
 
 @dataclass
@@ -45,35 +117,35 @@ class StreamState:
         frame_index: ``frame_id`` of the last processed frame, ``-1`` before the first frame.
         z: Fixed-point estimate of the last frame, detached: list of ``S`` tensors
             ``(1, C_s, H_s, W_s)``, or ``None`` (cold: the next solve starts from zeros).
-        stats: Solver statistics of the last solve of the last frame (batch dimension 1).
-        history: One record (dict) per processed frame of the current video, in order, with
-            keys ``video_id``, ``frame_id``, ``offset`` (position in the video, 0-based),
-            ``since_reset`` (frames since the last reset, 0 on the reset frame), ``iters`` (solver
-            iterations spent on the frame, follow-up solves included; for a batched solve, the
-            batch's evaluations), ``nstep``, ``max_iter``, ``tol``, ``first_rel`` (relative
-            residual at the initial point), ``final_rel``, ``ms``, ``reset`` (bool), ``reason``,
-            ``init``, ``diverged``, ``input_score``, ``residual_ratio``. ``reason`` is ``None``,
-            ``'new_video'``, ``'cold_state'``, ``'shot_change:input'`` or
-            ``'shot_change:residual'``; ``init`` is ``'warm'``, ``'zeros'``, ``'reference'`` or
-            ``'provided'``.
-        num_frames: Frames of the current video processed so far.
+        stats: Solver statistics of the last solve of the last frame (batch size 1).
+        history: The :class:`FrameRecord` of recent frames of the current video, oldest first
+            (bounded by the policy's ``max_history``).
+        num_frames: Frames of the current video processed so far (skipped ones included).
         since_reset: Frames processed since the last reset (0 on the reset frame, -1 before any).
-        prev_thumb: Downsampled previous frame, kept for input-difference shot detection.
-        rel0_avg: Running (EMA) average of the first-iteration relative residual over the warm
-            frames since the last reset or detected shot change (residual-jump shot detection).
-        rel0_count: Number of frames in ``rel0_avg``.
+        frame_shape: Shape of the last solved frame (a change resets the stream).
+        prev_thumb: Downsampled previous frame (input-difference shot detection).
+        rel0_avg, rel0_count: Running average of the initial relative residual over the warm
+            frames since the last reset or shot change (residual-jump shot detection).
+        final_avg, final_count: Running average of the final relative residual of warm frames
+            (residual outlier detection).
+        pending_reason: Why the next frame restarts, when the state was dropped (a frame that
+            could not be loaded).
     """
 
     stream_id: str | int | None = None
     frame_index: int = -1
     z: list[Tensor] | None = None
     stats: SolverStats | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: deque = field(default_factory=deque)
     num_frames: int = 0
     since_reset: int = -1
+    frame_shape: tuple[int, ...] | None = None
     prev_thumb: Tensor | None = None
     rel0_avg: float | None = None
     rel0_count: int = 0
+    final_avg: float | None = None
+    final_count: int = 0
+    pending_reason: Reason | None = None
 
     @property
     def is_cold(self) -> bool:
@@ -81,40 +153,12 @@ class StreamState:
         return self.z is None
 
 
-def as_state_list(z: Tensor | Sequence[Tensor], name: str = 'z') -> list[Tensor]:
-    """Normalise a state given as one tensor or a sequence of tensors into a list.
-
-    Args:
-        z: A tensor ``(B, ...)`` or a non-empty list/tuple of tensors ``(B, C_s, H_s, W_s)``.
-        name: Name used in error messages.
-
-    Returns:
-        list[Tensor]: The state as a list.
-    """
-    if isinstance(z, Tensor):
-        return [z]
-    if not isinstance(z, (list, tuple)) or len(z) == 0:
-        raise TypeError(
-            f'{name} must be a tensor or a non-empty list of tensors, got '
-            f'{type(z).__name__}{"" if z else " (empty)"}'
-        )
-    for s, t in enumerate(z):
-        if not isinstance(t, Tensor):
-            raise TypeError(f'{name}[{s}] must be a Tensor, got {type(t).__name__}')
-        if t.dim() == 0:
-            raise ValueError(
-                f'{name}[{s}] is a 0-d tensor; every state tensor needs a leading '
-                'batch dimension'
-            )
-    return list(z)
-
-
 def _check_single(z: list[Tensor], name: str) -> None:
     for s, t in enumerate(z):
         if t.shape[0] != 1:
             raise ValueError(
-                f'{name}[{s}] has batch size {t.shape[0]}; a per-stream state must '
-                'have batch size 1 (use split_state to cut a batched state)'
+                f'{name}[{s}] has batch size {t.shape[0]}; a per-stream state must have batch '
+                'size 1 (use split_state to cut a batched state)'
             )
 
 
@@ -125,27 +169,21 @@ def stack_states(
     """Stack several streams' states into one batched state.
 
     Cold states (``None``, or a :class:`StreamState` whose ``z`` is ``None``) are replaced by
-    zeros: by ``zeros_like_fn(i)`` when given (``i`` = position of the cold state in ``states``;
-    e.g. ``lambda i: net.init_state(x[i:i + 1])``), otherwise by zeros shaped like the first warm
-    state (valid when all streams have the same frame size).
+    zeros: by ``zeros_like_fn(i)`` when given (``i`` = position of the cold state), otherwise by
+    zeros shaped like the first warm state (valid when all streams have the same frame size).
 
     Args:
         states: ``B`` states, each a :class:`StreamState`, a list of ``S`` tensors
             ``(1, C_s, H_s, W_s)``, a single tensor ``(1, ...)``, or ``None``.
-        zeros_like_fn: Returns the zero state (list of ``S`` tensors with batch size 1) for the
-            cold state at a given position.
+        zeros_like_fn: Returns the zero state (``S`` tensors of batch 1) for a cold position.
 
     Returns:
         list[Tensor]: ``S`` tensors ``(B, C_s, H_s, W_s)``; sample ``b`` is ``states[b]``.
     """
-    if (
-        isinstance(states, (StreamState, Tensor))
-        or not isinstance(states, Sequence)
-        or len(states) == 0
-    ):
+    if isinstance(states, (StreamState, Tensor)) or not isinstance(states, Sequence) or not states:
         raise ValueError(
-            'stack_states needs a non-empty list of states (StreamState, list of '
-            'tensors or None), one per stream'
+            'stack_states needs a non-empty list of states (StreamState, list of tensors or '
+            'None), one per stream'
         )
     zs: list[list[Tensor] | None] = []
     for i, st in enumerate(states):
@@ -166,46 +204,38 @@ def stack_states(
             else:
                 raise ValueError(
                     'all states are cold (None) and no zeros_like_fn was given: pass '
-                    'zeros_like_fn (e.g. lambda i: net.init_state(x[i:i + 1])) or '
-                    'pass z0=None to the solver'
+                    'zeros_like_fn (e.g. lambda i: net.init_state(x[i:i + 1])) or pass z0=None '
+                    'to the solver'
                 )
         filled.append(z)
     ref = filled[0]
     for i, z in enumerate(filled[1:], start=1):
         if len(z) != len(ref):
             raise ValueError(
-                f'state {i} has {len(z)} tensors but state 0 has {len(ref)}; all '
-                'streams batched together must come from the same model'
+                f'state {i} has {len(z)} tensors but state 0 has {len(ref)}; all streams batched '
+                'together must come from the same model'
             )
         for s, (a, b) in enumerate(zip(z, ref, strict=True)):
             if a.shape[1:] != b.shape[1:]:
                 raise ValueError(
-                    f'state {i} tensor {s} has shape {tuple(a.shape)} but state 0 '
-                    f'has {tuple(b.shape)}; only streams with equal frame sizes can '
-                    'be batched together (group them by size)'
+                    f'state {i} tensor {s} has shape {tuple(a.shape)} but state 0 has '
+                    f'{tuple(b.shape)}; only streams with equal frame sizes can be batched '
+                    'together (group them by size)'
                 )
     return [torch.cat([z[s] for z in filled], dim=0) for s in range(len(ref))]
 
 
 def split_state(z: Tensor | Sequence[Tensor], n: int) -> list[list[Tensor]]:
-    """Split a batched state into ``n`` per-stream states (inverse of :func:`stack_states`).
-
-    Args:
-        z: ``S`` tensors ``(n, C_s, H_s, W_s)`` (or one tensor ``(n, ...)``).
-        n: Number of streams in the batch.
-
-    Returns:
-        list[list[Tensor]]: ``n`` states, each ``S`` tensors ``(1, C_s, H_s, W_s)`` (views of ``z``;
-        :meth:`StreamPolicy.end_frame` detaches them before storing).
-    """
+    """Split a batched state into ``n`` per-stream states (views; inverse of
+    :func:`stack_states`)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f'n must be a positive int (the number of streams), got {n!r}')
-    zl = as_state_list(z)
+    zl = as_state_list(z, 'z')
     for s, t in enumerate(zl):
         if t.shape[0] != n:
             raise ValueError(
-                f'z[{s}] has batch size {t.shape[0]} but n={n}; the batch dimension '
-                'must hold one sample per stream'
+                f'z[{s}] has batch size {t.shape[0]} but n={n}; the batch dimension must hold '
+                'one sample per stream'
             )
     return [[t[b : b + 1] for t in zl] for b in range(n)]
 
@@ -213,19 +243,12 @@ def split_state(z: Tensor | Sequence[Tensor], n: int) -> list[list[Tensor]]:
 def split_stats(stats: SolverStats, n: int) -> list[SolverStats]:
     """Split batched solver statistics into ``n`` per-stream statistics.
 
-    Every tensor field whose first dimension is ``n`` (``nstep``, ``rel_trace`` ...) is sliced to
-    batch size 1; other fields (``method``) are shared.
-
-    Args:
-        stats: A ``SolverStats`` dataclass (see ``mmvideoeq.deq``) of batch size ``n``.
-        n: Number of streams in the batch.
-
-    Returns:
-        list[SolverStats]: ``n`` statistics of batch size 1.
+    Every tensor field whose first dimension is ``n`` is sliced to batch size 1; other fields
+    (``method``, ``n_eval``) are shared.
     """
     if not dataclasses.is_dataclass(stats) or isinstance(stats, type):
         raise TypeError(
-            'stats must be a SolverStats dataclass instance, got ' f'{type(stats).__name__}'
+            f'stats must be a SolverStats dataclass instance, got {type(stats).__name__}'
         )
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f'n must be a positive int (the number of streams), got {n!r}')
@@ -241,53 +264,3 @@ def split_stats(stats: SolverStats, n: int) -> list[SolverStats]:
             kw[f.name] = v
         out.append(dataclasses.replace(stats, **kw))
     return out
-
-
-def num_evaluations(stats: SolverStats) -> int:
-    """Number of solver iterations (evaluations of ``f``) a solve spent: ``T`` of ``rel_trace``.
-
-    Args:
-        stats: Solver statistics with ``rel_trace`` of shape ``(B, T)``.
-
-    Returns:
-        int: ``T``.
-    """
-    return int(stats.rel_trace.shape[1])
-
-
-def _single_float(v: Tensor, name: str) -> float:
-    if v.numel() != 1:
-        raise ValueError(
-            f'{name}: expected statistics of one stream (batch size 1), got '
-            f'{v.numel()} values; split batched stats with split_stats first'
-        )
-    return float(v.reshape(()))
-
-
-def first_rel(stats: SolverStats) -> float:
-    """Relative residual at the initial point of a one-stream solve (``rel_trace[0, 0]``).
-
-    Args:
-        stats: Solver statistics of batch size 1.
-
-    Returns:
-        float: The first relative residual.
-    """
-    return _single_float(stats.rel_trace[:, 0], 'first_rel')
-
-
-def final_rel(stats: SolverStats) -> float:
-    """Relative residual of the returned iterate of a one-stream solve.
-
-    Uses ``stats.final_rel`` when the stats provide it, else the last entry of ``rel_trace``.
-
-    Args:
-        stats: Solver statistics of batch size 1.
-
-    Returns:
-        float: The final relative residual.
-    """
-    v = getattr(stats, 'final_rel', None)
-    if not isinstance(v, Tensor):
-        v = stats.rel_trace[:, -1]
-    return _single_float(v, 'final_rel')

@@ -7,12 +7,23 @@ unpickler refuses. Rather than switching the protection off (``weights_only=Fals
 writes: ``mmengine.logging.HistoryBuffer`` and the numpy reconstruction helpers, array and dtype
 types. Any other global in a checkpoint (a pickled callable, a class of unknown code) is still
 refused by torch; :func:`safe_load_checkpoint` turns that refusal into a one-line error.
+
+Every load passes ``weights_only=True`` explicitly, so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` in the
+environment cannot switch the protection off (torch lets that variable override only calls that
+leave ``weights_only`` unset); :func:`install_safe_checkpoint_loader` makes mmengine's local-file
+loader (``load_from``, ``--resume``) go through the same function. A file that is empty, text,
+truncated or a TorchScript archive gets its own message (:class:`CheckpointFileError`), never the
+advice given for a refused pickle. :func:`check_weights` refuses a checkpoint that leaves model
+parameters missing (an evaluation on random weights), unless the caller allows it.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import re
+import sys
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -21,6 +32,18 @@ import torch
 
 class UnsafeCheckpointError(RuntimeError):
     """A checkpoint holds pickled objects outside the allow-list; it was not loaded."""
+
+
+class CheckpointFileError(ValueError):
+    """A checkpoint file is empty, text, truncated, corrupt or not a state dict."""
+
+
+class MissingWeightsError(ValueError):
+    """A checkpoint does not cover the model's parameters."""
+
+
+class WeightsShapeError(ValueError):
+    """A checkpoint's tensors do not have the model's shapes (another architecture)."""
 
 
 def _numpy_globals() -> list:
@@ -97,6 +120,39 @@ def allow_mmengine_checkpoint_types() -> None:
     _ALLOWED = True
 
 
+def _file_kind(path: str) -> str | None:
+    """``'empty'``, ``'text'``, ``'torchscript'`` or ``None`` (looks like a checkpoint)."""
+    if os.path.getsize(path) == 0:
+        return 'empty'
+    with open(path, 'rb') as f:
+        head = f.read(512)
+    if head.startswith(b'PK'):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile:
+            return None  # a truncated archive: torch.load reports it
+        if any(n.endswith(('/constants.pkl', '/code/')) or '/code/' in n for n in names):
+            return 'torchscript'
+        return None
+    if head[:1] == b'\x80':  # a pickle stream (torch's legacy format)
+        return None
+    try:
+        head.decode('utf-8')
+    except UnicodeDecodeError:
+        return None
+    return 'text'
+
+
+_KIND_MESSAGES = {
+    'empty': 'is an empty file (0 bytes): the download or copy did not complete',
+    'text': 'is a text file, not a checkpoint (an error page or a config saved under a .pth '
+    'name?)',
+    'torchscript': 'is a TorchScript archive (torch.jit.save), not a state dict; export the '
+    "model's state_dict() with torch.save instead",
+}
+
+
 def safe_load_checkpoint(path: str, map_location: str | torch.device = 'cpu') -> Any:
     """Load a checkpoint with ``weights_only=True`` and mmengine's types allowed.
 
@@ -109,50 +165,148 @@ def safe_load_checkpoint(path: str, map_location: str | torch.device = 'cpu') ->
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        CheckpointFileError: The file is empty, text, a TorchScript archive, truncated or
+            corrupt.
         UnsafeCheckpointError: The file holds a pickled global outside the allow-list.
     """
+    path = os.path.expanduser(str(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint file not found: {path!r}; check the path')
+    kind = _file_kind(path)
+    if kind is not None:
+        raise CheckpointFileError(f'checkpoint {path!r} {_KIND_MESSAGES[kind]}')
     allow_mmengine_checkpoint_types()
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise unsafe_checkpoint_error(path, err) from None
+        if _names_real_global(str(err)):
+            raise unsafe_checkpoint_error(path, err) from None
+        raise _corrupt(path, err) from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, OSError) as err:
+        raise _corrupt(path, err) from None
 
 
-def check_checkpoint_globals(path: str) -> None:
-    """Refuse a checkpoint early, without loading its tensors, if it pickles unknown globals.
+def _names_real_global(message: str) -> bool:
+    """Whether a refusal names a global that exists (an unsafe pickle) rather than a name cut
+    short by a truncated file (``GLOBAL torch._utils._rebui``) or a garbled opcode stream.
 
-    Reads only the pickle stream (:func:`torch.serialization.get_unsafe_globals_in_checkpoint`),
-    so the tools can reject a bad file before building a model and a dataset.
+    Nothing is imported: a name counts as cut short only when its module is already imported
+    and lacks the attribute; any other name (real, or of a module not imported or installed)
+    is treated as an unsafe global.
+    """
+    match = re.search(r'GLOBAL ([\w.]+)', message)
+    if match is None:
+        return False
+    parts = match.group(1).split('.')
+    for i in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get('.'.join(parts[:i]))
+        if module is not None:
+            obj = module
+            for attr in parts[i:]:
+                if not hasattr(obj, attr):
+                    return False
+                obj = getattr(obj, attr)
+            return True
+    return True
+
+
+def _corrupt(path: str, err: BaseException) -> CheckpointFileError:
+    if isinstance(err, pickle.UnpicklingError):
+        first = 'its pickle stream ends early or is garbled'
+    else:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+    return CheckpointFileError(
+        f'checkpoint {path!r} is truncated or corrupt and cannot be read ({first}); copy or '
+        'download it again'
+    )
+
+
+def _safe_local_loader(filename: str, map_location=None) -> Any:
+    return safe_load_checkpoint(filename, map_location=map_location or 'cpu')
+
+
+def install_safe_checkpoint_loader() -> None:
+    """Route mmengine's local checkpoint loading (``load_from``, ``--resume``, ``Pretrained``
+    init) through :func:`safe_load_checkpoint` (idempotent)."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    CheckpointLoader.register_scheme(prefixes='', loader=_safe_local_loader, force=True)
+
+
+def state_dict_of(checkpoint: Any) -> dict:
+    """The state dict inside a loaded checkpoint (``state_dict`` key, or the dict itself), with
+    the ``module.`` prefix of wrapped models removed as mmengine does."""
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointFileError(
+            f'the checkpoint holds a {type(checkpoint).__name__}, not a state dict'
+        )
+    return {(k[len('module.') :] if k.startswith('module.') else k): v for k, v in state.items()}
+
+
+def check_weights(
+    model: torch.nn.Module,
+    checkpoint: Any,
+    *,
+    allow_missing: bool = False,
+    source: str = 'the checkpoint',
+) -> list[str]:
+    """Refuse a checkpoint that leaves parameters of ``model`` missing or mis-shaped.
+
+    Args:
+        model: The model (a wrapped model's ``module`` is used).
+        checkpoint: The loaded checkpoint (or its state dict).
+        allow_missing: Only warn about missing weights (the caller evaluates random weights on
+            purpose).
+        source: Name of the checkpoint in messages.
+
+    Returns:
+        list[str]: The missing keys (empty when complete).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
-        UnsafeCheckpointError: Globals outside torch's and mmengine's allow-lists were found.
+        MissingWeightsError: Missing parameters or buffers (unless ``allow_missing``).
+        WeightsShapeError: A tensor whose shape differs from the model's.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint file not found: {path!r}; check the path')
-    allowed = {
-        item[1] if isinstance(item, tuple) else f'{item.__module__}.{item.__qualname__}'
-        for item in mmengine_checkpoint_safe_globals()
-    }
-    allowed |= {
-        'numpy.core.multiarray._reconstruct',
-        'numpy.core.multiarray.scalar',
-        'numpy._core.multiarray._reconstruct',
-        'numpy._core.multiarray.scalar',
-    }
-    try:
-        found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception as err:  # noqa: BLE001  (not a torch zip checkpoint: let torch.load judge)
-        del err
-        return
-    bad = sorted(g for g in found if g not in allowed and not g.startswith('numpy.dtypes.'))
-    if bad:
-        raise UnsafeCheckpointError(
-            f'refused to load checkpoint {path!r}: it pickles globals outside the allowed types '
-            f'({", ".join(bad[:5])}). Only load checkpoints from sources you trust.'
+    model = getattr(model, 'module', model)
+    state = state_dict_of(checkpoint)
+    own = model.state_dict()
+    mismatched = [
+        f'{k}: {tuple(state[k].shape)} vs model {tuple(v.shape)}'
+        for k, v in own.items()
+        if k in state and hasattr(state[k], 'shape') and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if mismatched:
+        raise WeightsShapeError(
+            f'{source} does not fit the model: {len(mismatched)} tensor(s) of another shape '
+            f'({"; ".join(mismatched[:3])}); check that the config is the one it was trained with'
         )
+    missing = [k for k in own if k not in state and not k.endswith('num_batches_tracked')]
+    if missing and not allow_missing:
+        what = (
+            'holds no weights at all'
+            if not state
+            else (
+                f'leaves {len(missing)} of the model\'s {len(own)} tensors missing '
+                f'({", ".join(missing[:3])}{", ..." if len(missing) > 3 else ""})'
+            )
+        )
+        raise MissingWeightsError(
+            f'{source} {what}: the model would run on random weights. Use the checkpoint '
+            'trained with this config, or pass --allow-missing-weights to evaluate anyway'
+        )
+    return missing
+
+
+def load_weights(model: torch.nn.Module, path: str, *, allow_missing: bool = False) -> dict:
+    """Load a checkpoint file into ``model`` safely and completely (see :func:`check_weights`).
+
+    Returns:
+        dict: The loaded checkpoint (its ``meta`` is often useful).
+    """
+    ckpt = safe_load_checkpoint(path)
+    check_weights(model, ckpt, allow_missing=allow_missing, source=f'checkpoint {path!r}')
+    getattr(model, 'module', model).load_state_dict(state_dict_of(ckpt), strict=False)
+    return ckpt if isinstance(ckpt, dict) else {}
 
 
 def unsafe_checkpoint_error(path: str, err: BaseException) -> UnsafeCheckpointError:

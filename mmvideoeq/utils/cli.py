@@ -31,52 +31,79 @@ def require_file(path: str | None, what: str) -> None:
         raise CLIError(f'{what} not found: {path!r}')
 
 
-def _walk(cfg: Any, key: str) -> None:
+def _missing_key(cfg: Any, key: str) -> str | None:
+    """Why ``key`` is not in ``cfg`` (the first missing part), or ``None`` when it exists.
+
+    Raises:
+        CLIError: The path runs into something that is not a dict or list (nothing can be set
+            there).
+    """
     node = cfg
     parts = key.split('.')
     for i, part in enumerate(parts):
-        here = '.'.join(parts[: i + 1])
         if isinstance(node, (list, tuple)):
             if not part.isdigit() or int(part) >= len(node):
                 raise CLIError(
-                    f'--cfg-options key {key!r} does not exist in the config: '
-                    f'{".".join(parts[:i])!r} is a list of {len(node)} items'
+                    f'--cfg-options key {key!r}: {".".join(parts[:i])!r} is a list of '
+                    f'{len(node)} items'
                 )
             node = node[int(part)]
         elif isinstance(node, dict):
             if part not in node:
                 near = ', '.join(sorted(str(k) for k in node.keys())[:12])
-                raise CLIError(
-                    f'--cfg-options key {key!r} does not exist in the config '
-                    f'(no {here!r}; keys there: {near})'
-                )
+                return f'no {".".join(parts[: i + 1])!r}; keys there: {near}'
             node = node[part]
         else:
             raise CLIError(
-                f'--cfg-options key {key!r} does not exist in the config: '
-                f'{".".join(parts[:i])!r} is a {type(node).__name__}, not a dict'
+                f'--cfg-options key {key!r}: {".".join(parts[:i])!r} is a '
+                f'{type(node).__name__}, not a dict'
             )
+    return None
 
 
-def load_config(
-    path: str, cfg_options: dict | None = None, new_keys: tuple[str, ...] = ()
-) -> Config:
-    """Load ``path`` and merge ``cfg_options``, refusing keys that do not exist in it.
+CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.pkl', '.ckpt', '.bin', '.safetensors')
+
+
+def load_config(path: str, cfg_options: dict | None = None) -> Config:
+    """Load ``path`` and merge ``cfg_options`` as mmdet's tools do.
+
+    A key the config does not have is added (``dataset.skip_missing_files``, a new hook), with a
+    warning that names it and the keys that do exist there, so that a misspelt key is not silent.
 
     Args:
         path: Config file.
         cfg_options: ``--cfg-options`` pairs (``'a.b.c': value``).
-        new_keys: Top-level keys that may be created by ``cfg_options`` (e.g. ``'work_dir'``).
     """
+    if str(path).endswith(CHECKPOINT_SUFFIXES):
+        raise CLIError(
+            f'{path!r} looks like a checkpoint, not a config: the arguments are CONFIG CHECKPOINT '
+            '(e.g. tools/test.py configs/x.py checkpoints/x.pth)'
+        )
     require_file(path, 'config file')
     cfg = Config.fromfile(path)
     for key in cfg_options or {}:
-        if key.split('.')[0] in new_keys:
-            continue
-        _walk(cfg._cfg_dict, key)
+        why = _missing_key(cfg._cfg_dict, key)
+        if why is not None:
+            print(
+                f'warning: --cfg-options adds {key!r}, which the config does not have ({why})',
+                file=sys.stderr,
+            )
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
+
+
+def set_work_dir(cfg: Config, work_dir: str | None, config_path: str) -> None:
+    """``--work-dir`` (or ``./work_dirs/<config name>``) into ``cfg``; refuses a path that is a
+    file."""
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = os.path.join(
+            './work_dirs', os.path.splitext(os.path.basename(config_path))[0]
+        )
+    if os.path.isfile(cfg.work_dir):
+        raise CLIError(f'--work-dir {cfg.work_dir!r} is a file; give a folder (it is created)')
 
 
 _REGISTRY_MISS = re.compile(r'(\S+) is not in the (\S+) registry')
@@ -86,6 +113,14 @@ def describe_error(err: BaseException) -> str | None:
     """One-line description of a known user-input error, or ``None`` for anything else."""
     if isinstance(err, (CLIError, UnsafeCheckpointError)):
         return str(err)
+    text0 = str(err)
+    if isinstance(err, TypeError) and 'unexpected keyword argument' in text0:
+        arg = re.search(r"unexpected keyword argument '(\w+)'", text0)
+        owner = re.search(r'class `(\w+)`', text0) or re.search(r'(\w+)\.__init__\(\)', text0)
+        return (
+            f"{owner.group(1) if owner else 'a module'} has no argument "
+            f"{arg.group(1) if arg else '?'!r}: check the config and --cfg-options"
+        )
     if isinstance(err, FileNotFoundError):
         return f'file not found: {err}'
     if isinstance(err, ValueError) and str(err):

@@ -25,9 +25,10 @@ def register_all_modules(init_default_scope: bool = True) -> None:
     import mmvideoeq.evaluation  # noqa: F401
     import mmvideoeq.models  # noqa: F401
 
-    from .checkpoint import allow_mmengine_checkpoint_types
+    from .checkpoint import allow_mmengine_checkpoint_types, install_safe_checkpoint_loader
 
     allow_mmengine_checkpoint_types()
+    install_safe_checkpoint_loader()
 
     if init_default_scope:
         never_created = (

@@ -85,14 +85,3 @@ def linear_multiscale() -> LinearMultiscale:
 def make_tanh() -> type[TanhProblem]:
     """The :class:`TanhProblem` class, for tests that need several instances."""
     return TanhProblem
-
-
-@pytest.fixture(params=['host', 'device'])
-def bookkeeping(request, monkeypatch):
-    """Runs a solver test with the per-sample bookkeeping on the host (the CPU default) and with
-    the tensor path that accelerators use, so that both are covered on CPU."""
-    from mmvideoeq.deq import solvers
-
-    if request.param == 'device':
-        monkeypatch.setattr(solvers, '_HOST_BOOKKEEPING', set())
-    return request.param

@@ -13,17 +13,30 @@ def test_eval_uses_test_budget_and_call_overrides(tanh_problem):
     deq = DEQSolver(solver='broyden', test_max_iter=7, tol=1e-2, train_max_iter=3)
     z, stats, aux = deq(tanh_problem.f, tanh_problem.z0(), training=False)
     assert aux == {} and not z[0].requires_grad
-    assert stats.n_eval < 7 and (stats.final_rel < 1e-2).all()  # stopped by tol
+    assert stats.n_eval < 8 and (stats.final_rel < 1e-2).all()  # stopped by tol
     tanh_problem.calls = 0
     _, stats, _ = deq(tanh_problem.f, tanh_problem.z0(), training=False, tol=0)
-    assert tanh_problem.calls == 7 == stats.n_eval  # tol=0: exact budget
+    assert tanh_problem.calls == 8 == stats.n_eval  # tol=0: 7 Broyden steps + initial eval
     tanh_problem.calls = 0
     _, stats, _ = deq(tanh_problem.f, tanh_problem.z0(), training=False, max_iter=2, tol=0)
-    assert tanh_problem.calls == 2 and stats.nstep.tolist() == [2, 2]
+    assert tanh_problem.calls == 3 and stats.nstep.tolist() == [2, 2]
     # The override applies to that call only.
     tanh_problem.calls = 0
     deq(tanh_problem.f, tanh_problem.z0(), training=False, tol=0)
-    assert tanh_problem.calls == 7
+    assert tanh_problem.calls == 8
+
+
+def test_return_lowest_override_is_per_call():
+    """A streaming call (return_lowest=False) carries the budget's last state even where an
+    earlier one had a lower residual; the configured full solve returns the lowest."""
+    f = lambda z: [-3 * torch.tanh(z[0])]  # noqa: E731 - from 0.1 the first step overshoots
+    z0 = [torch.full((1, 3), 0.1, dtype=torch.float64)]
+    deq = DEQSolver(solver='broyden', test_max_iter=1, tol=None, stop_mode='abs')
+    full, st_full, _ = deq(f, z0, training=False)
+    last, st_last, _ = deq(f, z0, training=False, return_lowest=False)
+    assert st_full.out_step.tolist() == [0] and st_last.out_step.tolist() == [1]
+    torch.testing.assert_close(full[0], z0[0], rtol=0, atol=0)
+    torch.testing.assert_close(last[0], f(z0)[0], rtol=0, atol=0)
 
 
 def test_eval_runs_without_graph_even_with_grad_enabled(tanh_problem):
@@ -44,10 +57,14 @@ def test_implicit_training_matches_eval_value_and_costs_one_extra_eval(tanh_prob
         return [torch.tanh(s[0] @ w.T + tanh_problem.x)]
 
     z_train, stats, _ = deq(f, tanh_problem.z0(), training=True)
-    assert tanh_problem.calls == 6 + 1 and stats.n_eval == 6
+    # 6 Broyden steps (7 evaluations) + the re-evaluation with autograd at the fixed point
+    assert tanh_problem.calls == 7 + 1 and stats.n_eval == 7
     assert z_train[0].requires_grad
+    # Evaluation hands the iterate z_k to the head; training re-evaluates f(z_k) with autograd
+    # (as MDEQ: ``new_z1 = func(z1.requires_grad_())``).
     z_eval, _, _ = deq(f, tanh_problem.z0(), training=False)
-    torch.testing.assert_close(z_train[0].detach(), z_eval[0], atol=0, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(z_train[0].detach(), f(z_eval)[0], atol=0, rtol=0)
 
 
 def test_unroll_mode_is_n_weight_tied_iterations_with_autograd(tanh_problem):
@@ -146,11 +163,11 @@ def test_training_without_grad_mode_builds_no_graph(tanh_problem):
         z, stats, aux = deq(
             lambda s: [torch.tanh(s[0] @ w.T + tanh_problem.x)], tanh_problem.z0(), training=True
         )
-    assert z[0].grad_fn is None and stats.n_eval == 4 and 'jac_loss' not in aux
+    assert z[0].grad_fn is None and stats.n_eval == 5 and 'jac_loss' not in aux
 
 
 def test_single_tensor_state_round_trip(tanh_problem):
-    deq = DEQSolver(solver='anderson', test_max_iter=60, tol=1e-10, stop_mode='abs')
+    deq = DEQSolver(solver='broyden', test_max_iter=60, tol=1e-10, stop_mode='abs')
     z, _, _ = deq(
         lambda t: torch.tanh(t @ tanh_problem.W.T + tanh_problem.x),
         torch.zeros(2, 6, dtype=torch.float64),
@@ -168,7 +185,8 @@ def test_solver_kwargs_are_forwarded(tanh_problem):
     z0 = [torch.full((1, 2), 2.0, dtype=torch.float64)]
     _, with_ls, _ = deq(f, z0, training=False)
     _, without, _ = DEQSolver(solver='broyden', test_max_iter=3, tol=None)(f, z0, training=False)
-    assert not torch.equal(with_ls.abs_trace[:, 2], without.abs_trace[:, 2])
+    assert not torch.equal(with_ls.abs_trace[:, 1], without.abs_trace[:, 1])
+    assert with_ls.n_eval > without.n_eval
 
 
 @pytest.mark.parametrize(
@@ -186,7 +204,7 @@ def test_solver_kwargs_are_forwarded(tanh_problem):
         (dict(unroll_max=0), ValueError, 'unroll_max must be >= 1'),
         (dict(backward_solver='lbfgs'), ValueError, 'Unknown backward_solver'),
         (dict(solver='anderson', solver_kwargs=dict(memory=3)), TypeError, 'Unexpected solver'),
-        (dict(stop_mode='l2'), ValueError, "stop_mode must be 'rel' or 'abs'"),
+        (dict(stop_mode='l2'), ValueError, 'stop_mode must be one of'),
     ],
 )
 def test_bad_constructor_arguments(kwargs, exc, match):

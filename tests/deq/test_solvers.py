@@ -1,29 +1,40 @@
-"""Tests of the fixed-point solvers (``mmvideoeq.deq.solve``): convergence, iteration counts,
-per-sample statistics, divergence handling and input validation."""
+"""Tests of the fixed-point solvers (``mmvideoeq.deq.solve``): convergence, step counting and
+returned state per method, per-sample statistics, divergence handling and input validation.
+
+The step/return conventions under test are those of the references (locuslab/mdeq for Broyden,
+torchdeq for fixed-point iteration and Anderson); ``test_reference_parity.py`` checks Broyden
+against an independent dense implementation of the reference's equations.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mmvideoeq.deq import SolverStats, release_solver_buffers, solve
-from mmvideoeq.deq import solvers as solvers_module
-from mmvideoeq.deq.solvers import _residual_into
+from mmvideoeq.deq import SolverStats, solve
+from mmvideoeq.deq.solvers import evaluations
+from mmvideoeq.deq.solvers.common import residual_norms
 from mmvideoeq.deq.utils import StateLayout
 
 METHODS = ['fixed_point', 'anderson', 'broyden']
+# Anderson's reference regularisation (lam = 1e-4, absolute) stops it short of 1e-10 residuals.
+TIGHT = {'anderson': dict(lam=1e-12)}
 
 
 @pytest.mark.parametrize('method', METHODS)
 def test_converges_to_newton_reference(method, tanh_problem):
     z, stats = solve(
-        tanh_problem.f, tanh_problem.z0(), method=method, max_iter=100, tol=1e-11, stop_mode='abs'
+        tanh_problem.f,
+        tanh_problem.z0(),
+        method=method,
+        max_iter=100,
+        tol=1e-11,
+        stop_mode='abs',
+        **TIGHT.get(method, {}),
     )
     ref = tanh_problem.reference()
     assert isinstance(z, list) and len(z) == 1 and z[0].shape == (2, 6)
     torch.testing.assert_close(z[0], ref, atol=1e-10, rtol=0)
-    residual = (tanh_problem.f(z)[0] - z[0]).norm(dim=1)
-    assert (residual < 1e-11).all()
     assert (stats.final_abs < 1e-11).all()
     assert not stats.diverged.any()
     assert stats.method == method
@@ -38,6 +49,7 @@ def test_multiscale_state_with_different_shapes(method, linear_multiscale):
         max_iter=200,
         tol=1e-12,
         stop_mode='rel',
+        **TIGHT.get(method, {}),
     )
     ref = linear_multiscale.reference()
     assert [tuple(t.shape) for t in z] == [(2, 2, 3, 3), (2, 3, 2, 2)]
@@ -49,62 +61,119 @@ def test_multiscale_state_with_different_shapes(method, linear_multiscale):
 
 @pytest.mark.parametrize('method', METHODS)
 @pytest.mark.parametrize('max_iter', [1, 2, 5])
-def test_max_iter_is_exact_without_tol(method, max_iter, tanh_problem):
+def test_budget_is_exact_without_tol(method, max_iter, tanh_problem):
+    """M steps: M evaluations of f (fixed point, Anderson), M + 1 for Broyden (the initial one
+    and one per step, as MDEQ's threshold)."""
+    n_eval = max_iter + 1 if method == 'broyden' else max_iter
+    assert evaluations(method, max_iter) == n_eval
     for tol in (None, 0):
         tanh_problem.calls = 0
         _, stats = solve(
-            tanh_problem.f, tanh_problem.z0(), method=method, max_iter=max_iter, tol=tol
+            tanh_problem.f,
+            tanh_problem.z0(),
+            method=method,
+            max_iter=max_iter,
+            tol=tol,
+            return_lowest=False,
         )
-        assert tanh_problem.calls == max_iter
-        assert stats.abs_trace.shape == (2, max_iter)
-        assert stats.rel_trace.shape == (2, max_iter)
-        assert stats.n_eval == max_iter
-        # Residuals of a contraction decrease, so the last evaluation's image is returned.
-        assert stats.nstep.tolist() == [max_iter, max_iter]
+        assert tanh_problem.calls == n_eval == stats.n_eval
+        assert stats.abs_trace.shape == stats.rel_trace.shape == (2, n_eval)
+        assert stats.nstep.tolist() == stats.out_step.tolist() == [max_iter, max_iter]
 
 
 def test_fixed_point_returns_f_applied_m_times(tanh_problem):
     z = tanh_problem.z0()
     for _ in range(4):
         z = tanh_problem.f(z)
-    out, _ = solve(tanh_problem.f, tanh_problem.z0(), method='fixed_point', max_iter=4, tol=None)
+    out, stats = solve(
+        tanh_problem.f,
+        tanh_problem.z0(),
+        method='fixed_point',
+        max_iter=4,
+        tol=None,
+        return_lowest=False,
+    )
     torch.testing.assert_close(out[0], z[0], atol=0, rtol=0)
+    # The state at step 4 is described by the residual of its pre-image z^[3].
+    torch.testing.assert_close(stats.final_abs, stats.abs_trace[:, 3])
 
 
 @pytest.mark.parametrize('method', METHODS)
-def test_one_iteration_is_one_layer_application(method, tanh_problem):
+def test_first_step_is_one_layer_application(method, tanh_problem):
+    """Step 1 is f(z0) for every method: Broyden's B_0 = -I, Anderson's plain first step."""
     z0 = [torch.full((2, 6), 0.3, dtype=torch.float64)]
-    out, stats = solve(tanh_problem.f, z0, method=method, max_iter=1, tol=None)
+    out, stats = solve(tanh_problem.f, z0, method=method, max_iter=1, tol=None, return_lowest=False)
     fz0 = torch.tanh(z0[0] @ tanh_problem.W.T + tanh_problem.x)
-    torch.testing.assert_close(out[0], fz0, atol=0, rtol=0)
+    # Broyden forms x_1 = x_0 + (f(x_0) - x_0): equal up to one rounding
+    torch.testing.assert_close(out[0], fz0, atol=1e-15 if method == 'broyden' else 0, rtol=0)
     abs0 = (fz0 - z0[0]).norm(dim=1)
     torch.testing.assert_close(stats.abs_trace[:, 0], abs0)
-    torch.testing.assert_close(stats.first_rel, abs0 / (fz0.norm(dim=1) + 1e-8))
-    assert stats.nstep.tolist() == [1, 1]
+    torch.testing.assert_close(stats.first_rel, abs0 / (fz0.norm(dim=1) + 1e-9))
+    assert stats.out_step.tolist() == [1, 1]
 
 
-@pytest.mark.parametrize('method', ['anderson', 'broyden'])
-def test_second_iterate_is_a_plain_fixed_point_step(method, tanh_problem):
-    # Broyden starts from B_0 = -I and Anderson with one stored residual (beta=1) does not mix,
-    # so both evaluate f at f(z0) second and return f(f(z0)) after two iterations.
-    out, _ = solve(tanh_problem.f, tanh_problem.z0(), method=method, max_iter=2, tol=None)
+def test_anderson_second_state_is_two_layer_applications(tanh_problem):
+    out, _ = solve(
+        tanh_problem.f,
+        tanh_problem.z0(),
+        method='anderson',
+        max_iter=2,
+        tol=None,
+        return_lowest=False,
+    )
     expected = tanh_problem.f(tanh_problem.f(tanh_problem.z0()))[0]
-    torch.testing.assert_close(out[0], expected, atol=1e-15, rtol=0)
+    torch.testing.assert_close(out[0], expected, atol=0, rtol=0)
+
+
+def test_broyden_returns_the_iterate_its_statistics_describe(tanh_problem):
+    """MDEQ's Broyden hands the lowest-residual iterate z_k itself to the head, not f(z_k)."""
+    for return_lowest in (True, False):
+        z, stats = solve(
+            tanh_problem.f,
+            tanh_problem.z0(),
+            method='broyden',
+            max_iter=4,
+            tol=None,
+            stop_mode='abs',
+            return_lowest=return_lowest,
+        )
+        residual = (tanh_problem.f(z)[0] - z[0]).norm(dim=1)
+        torch.testing.assert_close(residual, stats.final_abs, rtol=1e-12, atol=0)
+        col = stats.out_step[:, None]
+        torch.testing.assert_close(stats.abs_trace.gather(1, col)[:, 0], residual)
+
+
+def test_broyden_lowest_includes_the_initial_state():
+    """A start that is already better than every step is returned with step 0 (locuslab/mdeq
+    initialises the lowest residual with the initial one); the last state is the budget's end."""
+
+    def f(z):
+        return [-3 * torch.tanh(z[0])]  # from 0.1 the first Broyden step overshoots
+
+    z0 = [torch.full((1, 3), 0.1, dtype=torch.float64)]
+    z, stats = solve(f, z0, method='broyden', max_iter=1, tol=None, stop_mode='abs')
+    assert stats.abs_trace[0, 1] > stats.abs_trace[0, 0]
+    assert stats.lowest_step.tolist() == [0] and stats.nstep.tolist() == [1]
+    torch.testing.assert_close(z[0], z0[0], rtol=0, atol=0)
+    z_last, last = solve(
+        f, z0, method='broyden', max_iter=1, tol=None, stop_mode='abs', return_lowest=False
+    )
+    assert last.out_step.tolist() == [1]
+    torch.testing.assert_close(z_last[0], f(z0)[0], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize('method', METHODS)
-def test_per_sample_stopping_is_batch_invariant(method, tanh_problem, make_tanh, bookkeeping):
+def test_per_sample_stopping_is_batch_invariant(method, tanh_problem, make_tanh):
     ref = tanh_problem.reference()
     z0 = [torch.stack([ref[0] + 1e-6, torch.zeros(6, dtype=torch.float64)])]  # warm, cold
-    z, stats = solve(tanh_problem.f, z0, method=method, max_iter=60, tol=1e-9, stop_mode='abs')
+    kw = dict(method=method, max_iter=60, tol=1e-9, stop_mode='abs', **TIGHT.get(method, {}))
+    z, stats = solve(tanh_problem.f, z0, **kw)
     assert stats.nstep[0] < stats.nstep[1]
-    assert stats.n_eval == int(stats.nstep.max())
+    assert stats.n_eval == evaluations(method, int(stats.nstep.max()))
     for b in range(2):
         single = make_tanh()
         single.x = single.x[b : b + 1]
-        zb, sb = solve(
-            single.f, [z0[0][b : b + 1]], method=method, max_iter=60, tol=1e-9, stop_mode='abs'
-        )
+        zb, sb = solve(single.f, [z0[0][b : b + 1]], **kw)
         torch.testing.assert_close(z[0][b : b + 1], zb[0], atol=1e-13, rtol=0)
         assert int(sb.nstep[0]) == int(stats.nstep[b])
         n = sb.n_eval
@@ -112,25 +181,24 @@ def test_per_sample_stopping_is_batch_invariant(method, tanh_problem, make_tanh,
 
 
 @pytest.mark.parametrize('method', METHODS)
-def test_backprop_with_per_sample_stopping_matches_solo_solves(method, make_tanh, bookkeeping):
+def test_backprop_with_per_sample_stopping_matches_solo_solves(method, make_tanh):
     """Under autograd, samples that stop at different steps keep their own graph: the gradient
-    of each sample equals that of solving it alone (the selection mixes images per sample)."""
+    of each sample equals that of solving it alone."""
     prob = make_tanh()
     ref = prob.reference()
     z0 = [torch.stack([ref[0] + 1e-6, torch.zeros(6, dtype=torch.float64)])]  # warm, cold
     weights = torch.linspace(-1, 2, 6, dtype=torch.float64)
+    kw = dict(method=method, max_iter=60, tol=1e-9, stop_mode='abs', **TIGHT.get(method, {}))
     x = prob.x.clone().requires_grad_(True)
     prob.x = x
-    z, stats = solve(prob.f, z0, method=method, max_iter=60, tol=1e-9, stop_mode='abs')
+    z, stats = solve(prob.f, z0, **kw)
     assert stats.nstep[0] < stats.nstep[1]
     (grad,) = torch.autograd.grad((z[0] * weights).sum(), x)
     for b in range(2):
         single = make_tanh()
         xb = single.x[b : b + 1].clone().requires_grad_(True)
         single.x = xb
-        zb, _ = solve(
-            single.f, [z0[0][b : b + 1]], method=method, max_iter=60, tol=1e-9, stop_mode='abs'
-        )
+        zb, _ = solve(single.f, [z0[0][b : b + 1]], **kw)
         (gb,) = torch.autograd.grad((zb[0] * weights).sum(), xb)
         torch.testing.assert_close(grad[b : b + 1], gb, atol=1e-10, rtol=0)  # rounding only
 
@@ -139,35 +207,35 @@ def test_backprop_with_per_sample_stopping_matches_solo_solves(method, make_tanh
 def test_warm_start_needs_fewer_steps(method, tanh_problem):
     ref = tanh_problem.reference()
     warm = [ref + 1e-3 * torch.ones_like(ref)]
-    _, cold_stats = solve(
-        tanh_problem.f, tanh_problem.z0(), method=method, max_iter=100, tol=1e-10, stop_mode='abs'
-    )
-    _, warm_stats = solve(
-        tanh_problem.f, warm, method=method, max_iter=100, tol=1e-10, stop_mode='abs'
-    )
-    assert (warm_stats.nstep < cold_stats.nstep).all()
+    kw = dict(method=method, max_iter=100, tol=1e-10, stop_mode='abs', **TIGHT.get(method, {}))
+    _, cold_stats = solve(tanh_problem.f, tanh_problem.z0(), **kw)
+    _, warm_stats = solve(tanh_problem.f, warm, **kw)
+    assert (warm_stats.nstep <= cold_stats.nstep).all() and (
+        warm_stats.nstep < cold_stats.nstep
+    ).any()
     assert (warm_stats.first_abs < cold_stats.first_abs).all()
 
 
-def test_expanding_map_is_flagged_and_lowest_image_returned(bookkeeping):
+def test_expanding_map_is_flagged_and_lowest_image_returned():
     def f(z):
         return [2 * z[0] + 1]  # z_k = 2^k - 1, residual 2^k: grows
 
     z0 = [torch.zeros(2, 3, dtype=torch.float64)]
     z, stats = solve(f, z0, method='fixed_point', max_iter=15, tol=None, stop_mode='abs')
     assert stats.diverged.all()
-    assert stats.nstep.tolist() == [1, 1]
+    assert stats.lowest_step.tolist() == stats.out_step.tolist() == [1, 1]
+    assert stats.nstep.tolist() == [15, 15]
     torch.testing.assert_close(z[0], torch.ones(2, 3, dtype=torch.float64))
     z_last, stats_last = solve(
         f, z0, method='fixed_point', max_iter=15, tol=None, stop_mode='abs', return_lowest=False
     )
     torch.testing.assert_close(z_last[0], torch.full((2, 3), 2.0**15 - 1, dtype=torch.float64))
-    assert stats_last.nstep.tolist() == [15, 15]
+    assert stats_last.out_step.tolist() == [15, 15]
     assert stats_last.diverged.all()
     # The relative residual 2^k / (2^(k+1) - 1) decreases, so 'rel' picks the last image, but
     # the absolute residual still grew past the divergence factor.
     _, stats_rel = solve(f, z0, method='fixed_point', max_iter=15, tol=None, stop_mode='rel')
-    assert stats_rel.nstep.tolist() == [15, 15] and stats_rel.diverged.all()
+    assert stats_rel.out_step.tolist() == [15, 15] and stats_rel.diverged.all()
 
 
 def test_short_growth_below_factor_is_not_divergence():
@@ -199,7 +267,7 @@ def test_broyden_finds_root_of_non_contractive_map():
 
 
 @pytest.mark.parametrize('method', METHODS)
-def test_nan_in_one_sample_is_never_returned(method, tanh_problem, make_tanh, bookkeeping):
+def test_nan_in_one_sample_is_never_returned(method, tanh_problem, make_tanh):
     def f(z):
         out = tanh_problem.f(z)[0].clone()
         if tanh_problem.calls >= 3:
@@ -210,21 +278,26 @@ def test_nan_in_one_sample_is_never_returned(method, tanh_problem, make_tanh, bo
     assert torch.isfinite(z[0]).all()
     assert stats.diverged.tolist() == [False, True]
     assert not torch.isfinite(stats.abs_trace[1, 2:]).any()
-    # Sample 1: the lowest-residual finite image, from the 2nd evaluation, i.e. f(f(z0)).
-    assert int(stats.nstep[1]) == 2
-    two_steps = tanh_problem.f(tanh_problem.f(tanh_problem.z0()))[0]
-    torch.testing.assert_close(z[0][1], two_steps[1], atol=1e-15, rtol=0)
+    # Sample 1 stops at the third evaluation; the lowest-residual finite state is returned:
+    # for the image methods f(f(z0)) (step 2), for Broyden the iterate x_1 = f(z0) (step 1).
+    f1 = tanh_problem.f(tanh_problem.z0())
+    if method == 'broyden':
+        assert stats.nstep[1] == 2 and stats.out_step[1] == 1
+        torch.testing.assert_close(z[0][1], f1[0][1], atol=1e-15, rtol=0)
+    else:
+        assert stats.nstep[1] == 3 and stats.out_step[1] == 2
+        torch.testing.assert_close(z[0][1], tanh_problem.f(f1)[0][1], atol=1e-15, rtol=0)
     # Sample 0 is unaffected by its neighbour's blow-up.
     clean = make_tanh()
     z_clean, _ = solve(clean.f, clean.z0(), method=method, max_iter=10, tol=None)
     torch.testing.assert_close(z[0][0], z_clean[0][0], atol=1e-14, rtol=0)
 
 
-@pytest.mark.parametrize('method', METHODS)
+@pytest.mark.parametrize('method', ['fixed_point', 'anderson'])
 @pytest.mark.parametrize('tol', [None, 1e-12])
-def test_nothing_after_a_non_finite_residual_is_returned(method, tol, bookkeeping):
+def test_nothing_after_a_non_finite_residual_is_returned(method, tol):
     """f recovers after a NaN (e.g. a layer that sanitises its input): the sample still stops at
-    the NaN, so the returned image and nstep refer to the same, earlier evaluation."""
+    the NaN, so the returned state and its step refer to the same, earlier evaluation."""
     calls = [0]
 
     def f(z):
@@ -233,15 +306,20 @@ def test_nothing_after_a_non_finite_residual_is_returned(method, tol, bookkeepin
             return [z[0] * float('nan')]
         return [0.5 * z[0].nan_to_num(0.0) + 1.0]  # later residuals fall below the early ones
 
-    z, stats = solve(f, [torch.zeros(1, 4)], method=method, max_iter=8, tol=tol)
-    assert stats.nstep.tolist() == [2] and stats.diverged.all()
-    torch.testing.assert_close(z[0], torch.full((1, 4), 1.5))  # f(f(z0)), the 2nd image
-    if tol is None:
-        assert stats.n_eval == 8  # without a tol the budget is still spent exactly
+    for return_lowest in (True, False):
+        calls[0] = 0
+        z, stats = solve(
+            f, [torch.zeros(1, 4)], method=method, max_iter=8, tol=tol, return_lowest=return_lowest
+        )
+        assert stats.nstep.tolist() == [3] and stats.out_step.tolist() == [2]
+        assert stats.diverged.all()
+        torch.testing.assert_close(z[0], torch.full((1, 4), 1.5))  # f(f(z0)), the 2nd image
+        if tol is None:
+            assert stats.n_eval == 8  # without a tol the budget is still spent exactly
 
 
 @pytest.mark.parametrize('method', METHODS)
-def test_nan_from_first_evaluation_returns_z0(method, bookkeeping):
+def test_nan_from_first_evaluation_returns_z0(method):
     def f(z):
         return [torch.full_like(z[0], float('nan'))]
 
@@ -249,7 +327,7 @@ def test_nan_from_first_evaluation_returns_z0(method, bookkeeping):
     z, stats = solve(f, z0, method=method, max_iter=5, tol=1e-3)
     torch.testing.assert_close(z[0], z0[0])
     assert stats.diverged.all()
-    assert stats.nstep.tolist() == [0, 0]
+    assert stats.out_step.tolist() == [0, 0]
     assert stats.n_eval == 1  # every sample stopped: nothing left to iterate
     assert torch.isinf(stats.abs_lowest).all()
 
@@ -271,7 +349,7 @@ def test_single_tensor_state(tanh_problem):
     z, stats = solve(
         f,
         torch.zeros(2, 6, dtype=torch.float64),
-        method='anderson',
+        method='broyden',
         max_iter=80,
         tol=1e-11,
         stop_mode='abs',
@@ -281,7 +359,7 @@ def test_single_tensor_state(tanh_problem):
     assert isinstance(stats, SolverStats)
 
 
-def test_relative_residual_definition(linear_multiscale):
+def test_residual_definitions(linear_multiscale):
     _, stats = solve(
         linear_multiscale.f, linear_multiscale.z0(), method='fixed_point', max_iter=3, tol=None
     )
@@ -290,13 +368,46 @@ def test_relative_residual_definition(linear_multiscale):
     flat = [torch.cat([t.reshape(2, -1) for t in s], dim=1) for s in (z1, z2)]
     abs1 = (flat[1] - flat[0]).norm(dim=1)
     torch.testing.assert_close(stats.abs_trace[:, 1], abs1)
-    torch.testing.assert_close(stats.rel_trace[:, 1], abs1 / (flat[1].norm(dim=1) + 1e-8))
-    torch.testing.assert_close(stats.final_rel, stats.rel_trace[:, 2])
+    torch.testing.assert_close(stats.rel_trace[:, 1], abs1 / (flat[1].norm(dim=1) + 1e-9))
     torch.testing.assert_close(stats.rel_lowest, stats.rel_trace.min(dim=1).values)
+    # 'rms' is the absolute residual over sqrt(D) (MDEQ's eps = 1e-5 sqrt(numel) is tol=1e-5)
+    d = flat[0].shape[1]
+    _, rms = solve(
+        linear_multiscale.f,
+        linear_multiscale.z0(),
+        method='fixed_point',
+        max_iter=200,
+        tol=1e-9,
+        stop_mode='rms',
+    )
+    _, absolute = solve(
+        linear_multiscale.f,
+        linear_multiscale.z0(),
+        method='fixed_point',
+        max_iter=200,
+        tol=1e-9 * d**0.5,
+        stop_mode='abs',
+    )
+    assert torch.equal(rms.nstep, absolute.nstep)
+
+
+def test_residual_norms_over_scales():
+    gen = torch.Generator().manual_seed(1)
+    shapes = [(2, 4, 4), (3, 2, 2), (5, 1, 1)]
+    fx = [torch.randn(3, *s, generator=gen, dtype=torch.float64) for s in shapes]
+    x = [torch.randn(3, *s, generator=gen, dtype=torch.float64) for s in shapes]
+    layout = StateLayout(x)
+    flat = torch.cat([a.reshape(3, -1) for a in fx], 1)
+    want = flat - torch.cat([a.reshape(3, -1) for a in x], 1)
+    for x_arg in (x, layout.pack(x)):
+        res, fn = residual_norms(fx, x_arg, layout, torch.float64)
+        torch.testing.assert_close(res, want.norm(dim=1), rtol=1e-14, atol=0)
+        torch.testing.assert_close(fn, flat.norm(dim=1), rtol=1e-14, atol=0)
 
 
 @pytest.mark.parametrize(
-    'kwargs', [dict(memory=2), dict(line_search=True), dict(line_search=True, memory=3)]
+    'kwargs',
+    [dict(memory=2), dict(memory=None), dict(line_search=True), dict(line_search=True, memory=3)],
 )
 def test_broyden_options_converge(kwargs, tanh_problem):
     z, stats = solve(
@@ -309,13 +420,14 @@ def test_broyden_options_converge(kwargs, tanh_problem):
         **kwargs,
     )
     torch.testing.assert_close(z[0], tanh_problem.reference(), atol=1e-9, rtol=0)
-    assert tanh_problem.calls == stats.n_eval <= 60
+    assert tanh_problem.calls == stats.n_eval
 
 
 @pytest.mark.parametrize('memory', [None, 1, 3])
 @pytest.mark.parametrize('tol', [None, 1e-6])
-def test_broyden_in_place_loop_matches_recorded_loop(memory, tol):
-    """The allocation-free Broyden loop (no autograd) computes what the recorded loop does."""
+def test_broyden_without_autograd_matches_recorded_loop(memory, tol):
+    """Without autograd the update storage is written in place; with it out of place: the same
+    arithmetic."""
     gen = torch.Generator().manual_seed(0)
     shapes = [(2, 4, 4), (3, 2, 2)]
     dims = [int(torch.Size(s).numel()) for s in shapes]
@@ -337,94 +449,12 @@ def test_broyden_in_place_loop_matches_recorded_loop(memory, tol):
         torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(st_fast.abs_trace, st_rec.abs_trace, rtol=1e-10, atol=1e-14)
     assert torch.equal(st_fast.nstep, st_rec.nstep)
-    assert torch.equal(st_fast.diverged, st_rec.diverged)
     assert st_fast.n_eval == st_rec.n_eval
-
-
-def test_broyden_keeps_an_image_that_aliases_the_iterate():
-    """``f`` may return (a view of) its input. Broyden updates its iterate in place without
-    autograd, so the selected image must be a copy, not the iterate's storage."""
-    gen = torch.Generator().manual_seed(3)
-    w = torch.randn(6, 6, generator=gen, dtype=torch.float64)
-    w = 0.5 * w / torch.linalg.matrix_norm(w, 2)
-    inj = torch.randn(2, 6, generator=gen, dtype=torch.float64)
-    seen = []
-
-    def f(z):
-        seen.append(z[0].clone())
-        if len(seen) == 3:  # residual 0: the lowest one, and its image is the iterate itself
-            return [z[0].view_as(z[0])]
-        return [torch.tanh(z[0] @ w.T + inj)]
-
-    with torch.no_grad():
-        z, stats = solve(
-            f, [torch.zeros(2, 6, dtype=torch.float64)], method='broyden', max_iter=8, tol=None
-        )
-    assert stats.nstep.tolist() == [3, 3]
-    assert not torch.equal(seen[-1], seen[2])  # the iterate moved on after evaluation 3
-    assert torch.equal(z[0], seen[2])
-
-
-def test_broyden_scratch_storage_is_reused_and_never_read_stale(make_tanh):
-    """The CPU Broyden loop keeps its step storage between solves (uninitialised memory of the
-    last solve): a solve after another one gives bit-identical results to a first solve."""
-    first, other = make_tanh(seed=0), make_tanh(seed=5)  # same (B, D): same storage
-    kw = dict(method='broyden', tol=None)
-    release_solver_buffers()
-    with torch.no_grad():
-        fresh, st_fresh = solve(first.f, first.z0(), max_iter=12, **kw)
-        assert len(solvers_module._BUFFERS._free) == 1  # kept for the next solve
-        solve(other.f, other.z0(), max_iter=20, **kw)  # a larger block, full of its steps
-        again, st_again = solve(first.f, first.z0(), max_iter=12, **kw)
-    (block,) = solvers_module._BUFFERS._free.values()
-    assert block.shape[1] == 19  # the 20-iteration block served the later 12-iteration solve
-    assert torch.equal(fresh[0], again[0])
-    assert torch.equal(st_fresh.abs_trace, st_again.abs_trace)
-    release_solver_buffers()
-    assert not solvers_module._BUFFERS._free
-
-
-def test_anderson_history_storage_is_reused_and_never_read_stale(make_tanh):
-    """Anderson takes its image/residual history from the same cache: a solve after another one
-    (other data, a larger window) gives bit-identical results to a first solve."""
-    first, other = make_tanh(seed=0), make_tanh(seed=5)
-    kw = dict(method='anderson', tol=None, max_iter=12)
-    release_solver_buffers()
-    with torch.no_grad():
-        fresh, st_fresh = solve(first.f, first.z0(), m=3, **kw)
-        (block,) = solvers_module._BUFFERS._free.values()
-        assert block.shape[1] == 6  # images and residuals of a window of 3
-        solve(other.f, other.z0(), m=5, **kw)  # a larger block, full of the other solve's data
-        again, st_again = solve(first.f, first.z0(), m=3, **kw)
-    (block,) = solvers_module._BUFFERS._free.values()
-    assert block.shape[1] == 10  # the m=5 block served the later m=3 solve
-    assert torch.equal(fresh[0], again[0])
-    assert torch.equal(st_fresh.abs_trace, st_again.abs_trace)
-    release_solver_buffers()
-
-
-@pytest.mark.parametrize('batch', [1, 3])
-def test_residual_norms_packed_and_per_scale_agree(batch):
-    """The residual helper's two forms (per scale on CPU, packed on accelerators) agree with a
-    direct computation."""
-    gen = torch.Generator().manual_seed(1)
-    shapes = [(2, 4, 4), (3, 2, 2), (5, 1, 1)]
-    fx = [torch.randn(batch, *s, generator=gen, dtype=torch.float64) for s in shapes]
-    x = [torch.randn(batch, *s, generator=gen, dtype=torch.float64) for s in shapes]
-    layout = StateLayout(x)
-    flat = torch.cat([a.reshape(batch, -1) for a in fx], 1)
-    want = flat - torch.cat([a.reshape(batch, -1) for a in x], 1)
-    for pack, x_arg in [(False, x), (False, layout.pack(x)), (True, x), (True, layout.pack(x))]:
-        out = torch.empty(batch, layout.dim, dtype=torch.float64)
-        res, fn = _residual_into(fx, x_arg, out, layout, torch.float64, pack=pack)
-        torch.testing.assert_close(out, want, rtol=0, atol=0)
-        torch.testing.assert_close(res, want.norm(dim=1), rtol=1e-14, atol=0)
-        torch.testing.assert_close(fn, flat.norm(dim=1), rtol=1e-14, atol=0)
 
 
 def test_broyden_line_search_halves_a_rejected_step():
     # g(z) = -3 tanh(z) - z from z0 = 2: the full first step z1 = f(z0) increases ||g||, so the
-    # Armijo search evaluates the half step z0 + 0.5 g(z0) next (and counts it as an iteration).
+    # Armijo search evaluates the half step z0 + 0.5 g(z0) and accepts it as step 1.
     def f(z):
         return [-3 * torch.tanh(z[0])]
 
@@ -434,18 +464,27 @@ def test_broyden_line_search_halves_a_rejected_step():
     half = 2 + 0.5 * g0
     g_half = -3 * torch.tanh(half) - half
     assert abs(g1) > abs(g0)  # the full step is rejected
-    _, stats = solve(
-        f, z0, method='broyden', max_iter=3, tol=None, stop_mode='abs', line_search=True
+    z, stats = solve(
+        f,
+        z0,
+        method='broyden',
+        max_iter=1,
+        tol=None,
+        stop_mode='abs',
+        line_search=True,
+        return_lowest=False,
     )
-    expected = torch.stack([g0, g1, g_half]).abs() * 3**0.5  # ||g|| over 3 equal entries
-    torch.testing.assert_close(stats.abs_trace, expected.expand(2, 3))
+    expected = torch.stack([g0, g_half]).abs() * 3**0.5  # ||g|| over 3 equal entries
+    torch.testing.assert_close(stats.abs_trace, expected.expand(2, 2))
+    assert stats.n_eval == 3  # g(z0), the rejected full step, the accepted half step
+    torch.testing.assert_close(z[0], torch.full((2, 3), float(half), dtype=torch.float64))
     z, stats = solve(
         f, z0, method='broyden', max_iter=30, tol=1e-12, stop_mode='abs', line_search=True
     )
-    assert z[0].abs().max() < 1e-12 and stats.n_eval <= 30
+    assert z[0].abs().max() < 1e-12
 
 
-@pytest.mark.parametrize('kwargs', [dict(m=2), dict(beta=0.7), dict(lam=0.0)])
+@pytest.mark.parametrize('kwargs', [dict(m=2), dict(beta=0.7), dict(lam=1e-8)])
 def test_anderson_options_converge(kwargs, tanh_problem):
     z, _ = solve(
         tanh_problem.f,
@@ -457,6 +496,25 @@ def test_anderson_options_converge(kwargs, tanh_problem):
         **kwargs,
     )
     torch.testing.assert_close(z[0], tanh_problem.reference(), atol=1e-10, rtol=0)
+
+
+def test_anderson_mixing_matches_a_direct_solution(tanh_problem):
+    """Step 3 of Anderson (m >= 2, beta = 1) is alpha_0 F_0 + alpha_1 F_1 with the alpha that
+    minimises ||alpha_0 G_0 + alpha_1 G_1||^2 + lam ||alpha||^2 subject to a sum of one,
+    computed here in closed form for two residuals."""
+    lam = 1e-3
+    f = tanh_problem.f
+    x0 = tanh_problem.z0()[0]
+    f0 = f([x0])[0]
+    x1 = f0
+    f1 = f([x1])[0]
+    g0, g1 = f0 - x0, f1 - x1
+    # minimise (a g0 + (1-a) g1)^2 + lam (a^2 + (1-a)^2) over a
+    d = g0 - g1
+    a = -((g1 * d).sum(1) - lam) / ((d * d).sum(1) + 2 * lam)
+    x2 = a[:, None] * f0 + (1 - a[:, None]) * f1
+    out, _ = solve(f, [x0], method='anderson', max_iter=3, tol=None, return_lowest=False, lam=lam)
+    torch.testing.assert_close(out[0], f([x2])[0], rtol=1e-12, atol=1e-14)
 
 
 def test_float32_state_statistics_dtype(make_tanh):
@@ -472,7 +530,7 @@ def test_float32_state_statistics_dtype(make_tanh):
     'kwargs, exc, match',
     [
         (dict(method='newton'), ValueError, 'Unknown solver method'),
-        (dict(stop_mode='max'), ValueError, "stop_mode must be 'rel' or 'abs'"),
+        (dict(stop_mode='max'), ValueError, 'stop_mode must be one of'),
         (dict(max_iter=0), ValueError, 'max_iter must be >= 1'),
         (dict(max_iter=2.5), TypeError, 'max_iter must be an int'),
         (dict(tol=-1e-3), ValueError, 'tol must be >= 0'),
@@ -501,12 +559,6 @@ def test_bad_states_and_outputs(tanh_problem):
         solve(lambda z: z, [torch.zeros(2, 4), torch.zeros(3, 4)], method='fixed_point')
     with pytest.raises(ValueError, match='NaN or inf'):
         solve(tanh_problem.f, [torch.full((2, 6), float('nan'))], method='fixed_point')
-    big = torch.full((2, 6), 3e38)  # finite, but its float32 sum overflows to inf
-    with pytest.raises(ValueError, match='NaN or inf'):
-        solve(
-            tanh_problem.f, [torch.zeros(2, 6), big.index_fill(1, torch.tensor([4]), -float('inf'))]
-        )
-    solve(lambda z: [0.5 * z[0]], [big], method='fixed_point', max_iter=2)  # accepted
     with pytest.raises(ValueError, match='returned 2 tensors but the state has 1'):
         solve(lambda z: [z[0], z[0]], [torch.zeros(2, 4)], method='broyden')
     with pytest.raises(ValueError, match=r'has shape \(2, 5\) but the state has \(2, 4\)'):

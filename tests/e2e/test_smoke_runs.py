@@ -9,7 +9,6 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from benchgen import generate_benchmark
-
 from mmvideoeq.testing import shrink_model_cfg, tiny_data_cfg
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -43,7 +43,15 @@ class ToyBackbone(nn.Module):
         inj = self.inj(x)
         f = lambda z: [torch.tanh(self.conv(z[0]) + inj)]
         z0 = self.init_stream_state(x) if z0 is None else z0
-        z, stats = solve(f, z0, method='fixed_point', max_iter=max_iter or FULL, tol=tol)
+        full = max_iter is None
+        z, stats = solve(
+            f,
+            z0,
+            method='fixed_point',
+            max_iter=FULL if full else max_iter,
+            tol=tol,
+            return_lowest=full,
+        )
         return [z[0]], z, stats
 
 

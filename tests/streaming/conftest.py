@@ -20,7 +20,7 @@ from mmvideoeq.deq import solve
 
 
 class ToyDEQ:
-    """Toy model with the streaming step contract ``step(x, z0, max_iter, tol)``."""
+    """Toy model with the streaming step contract ``step(x, z0, max_iter, tol, payloads)``."""
 
     def __init__(self, seed: int = 0, contraction: float = 0.5) -> None:
         g = torch.Generator().manual_seed(seed)
@@ -40,7 +40,14 @@ class ToyDEQ:
     def zeros(self, x: Tensor) -> list[Tensor]:
         return [x.new_zeros(x.shape[0], 4, 8, 8), x.new_zeros(x.shape[0], 4, 4, 4)]
 
-    def step(self, x: Tensor, z0: list[Tensor] | None, max_iter: int, tol: float | None):
+    def step(
+        self,
+        x: Tensor,
+        z0: list[Tensor] | None,
+        max_iter: int,
+        tol: float | None,
+        payloads: list | None = None,
+    ):
         self.calls.append((x.shape[0], max_iter, tol))
         z0 = self.zeros(x) if z0 is None else z0
         z, stats = solve(

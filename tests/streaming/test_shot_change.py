@@ -65,12 +65,12 @@ def test_input_signal_reset_restarts_the_frame_from_zeros(toy):
         shot_change=dict(residual_ratio=None, input_diff=0.5, response='reset'),
     )
     run = run_stream(toy.step, _cut_video(x_a, x_b), policy)
-    reasons = [r['reason'] for r in run.records]
+    reasons = [r.reason for r in run.records]
     assert reasons == ['new_video'] + [None] * 7 + ['shot_change:input', None, None]
     cut = run.records[8]
-    assert cut['reset'] and cut['init'] == 'zeros' and cut['since_reset'] == 0
-    assert cut['offset'] == 8 and cut['input_score'] > 0.5
-    assert run.records[7]['input_score'] == pytest.approx(0.0)
+    assert cut.reset and cut.init == 'zeros' and cut.since_reset == 0
+    assert cut.offset == 8 and cut.input_score > 0.5
+    assert run.records[7].input_score == pytest.approx(0.0)
     assert _close(run.outputs[8], toy.manual_iterate(x_b, None, 2))
 
 
@@ -83,8 +83,8 @@ def test_input_signal_extra_iters_keeps_the_warm_start(toy):
         ),
     )
     run = run_stream(toy.step, _cut_video(x_a, x_b), policy)
-    assert [r['iters'] for r in run.records] == [2] * 8 + [5, 2, 2]
-    assert not run.records[8]['reset'] and run.records[8]['reason'] == 'shot_change:input'
+    assert [r.iters for r in run.records] == [2] * 8 + [5, 2, 2]
+    assert not run.records[8].reset and run.records[8].reason == 'shot_change:input'
     assert _close(run.outputs[8], toy.manual_iterate(x_b, run.outputs[7], 5))
 
 
@@ -96,11 +96,11 @@ def test_residual_jump_triggers_extra_iterations_on_that_frame(toy):
     )
     toy.calls.clear()
     run = run_stream(toy.step, _cut_video(x_a, x_b), policy)
-    reasons = [r['reason'] for r in run.records]
+    reasons = [r.reason for r in run.records]
     assert reasons == ['new_video'] + [None] * 7 + ['shot_change:residual', None, None]
     cut = run.records[8]
-    assert cut['iters'] == 6 and cut['max_iter'] == 6 and not cut['reset']
-    assert cut['first_rel'] > 3.0 * max(r['first_rel'] for r in run.records[4:8])
+    assert cut.iters == 6 and cut.max_iter == 6 and not cut.reset
+    assert cut.first_rel > 3.0 * max(r.first_rel for r in run.records[4:8])
     # the follow-up continues from the first solve: 2 + 4 iterations from the previous state
     assert _close(run.outputs[8], toy.manual_iterate(x_b, run.outputs[7], 6))
     assert [c[1] for c in toy.calls] == [2] * 9 + [4, 2, 2]
@@ -115,10 +115,10 @@ def test_residual_jump_with_reset_response(toy):
     )
     run = run_stream(toy.step, _cut_video(x_a, x_b), policy)
     cut = run.records[8]
-    assert cut['reset'] and cut['reason'] == 'shot_change:residual' and cut['iters'] == 4
+    assert cut.reset and cut.reason == 'shot_change:residual' and cut.iters == 4
     assert _close(run.outputs[8], toy.manual_iterate(x_b, None, 2))
     # after the reset the running average restarts: the unconverged next frames are no change
-    assert [r['reason'] for r in run.records[9:]] == [None, None]
+    assert [r.reason for r in run.records[9:]] == [None, None]
 
 
 def test_residual_jump_with_no_response_is_only_recorded(toy):
@@ -127,8 +127,8 @@ def test_residual_jump_with_no_response_is_only_recorded(toy):
         budget=FixedBudget(2), shot_change=dict(residual_ratio=3.0, response='none')
     )
     run = run_stream(toy.step, _cut_video(x_a, x_b), policy)
-    assert run.records[8]['reason'] == 'shot_change:residual'
-    assert run.records[8]['iters'] == 2 and run.records[8]['residual_ratio'] > 3.0
+    assert run.records[8].reason == 'shot_change:residual'
+    assert run.records[8].iters == 2 and run.records[8].residual_ratio > 3.0
     assert _close(run.outputs[8], toy.manual_iterate(x_b, run.outputs[7], 2))
 
 
@@ -138,4 +138,4 @@ def test_smooth_video_has_no_shot_change(toy, clip):
         shot_change=dict(residual_ratio=3.0, input_diff=0.5, response='reset'),
     )
     run = run_stream(toy.step, [('v', t, x) for t, x in enumerate(clip(9, 20))], policy)
-    assert [r['reason'] for r in run.records] == ['new_video'] + [None] * 19
+    assert [r.reason for r in run.records] == ['new_video'] + [None] * 19

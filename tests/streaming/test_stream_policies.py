@@ -118,7 +118,8 @@ def _frame():
 
 def _finish(policy, state, plan, iters=2):
     z = [torch.zeros(1, 3)]
-    return policy.end_frame(state, plan, z, _stats(iters), 1.0)
+    policy.end_frame(state, plan, z, _stats(iters), 1.0)
+    return state
 
 
 def test_begin_frame_requires_ids():
@@ -165,12 +166,12 @@ def test_end_frame_records_and_detaches():
     state = policy.init_state()
     plan = policy.begin_frame(state, _frame(), 7, 10)
     z = [torch.ones(1, 3, requires_grad=True) * 2]
-    state = policy.end_frame(state, plan, z, _stats(3), 4.5)
+    rec = policy.end_frame(state, plan, z, _stats(3), 4.5)
+    assert rec is state.history[-1]
     assert state.stream_id == 7 and state.frame_index == 10 and state.num_frames == 1
     assert not state.z[0].requires_grad and state.z[0].tolist() == [[2.0, 2.0, 2.0]]
-    rec = state.history[-1]
-    assert (rec['video_id'], rec['frame_id'], rec['offset'], rec['since_reset']) == (7, 10, 0, 0)
-    assert (rec['iters'], rec['max_iter'], rec['ms'], rec['reset'], rec['reason']) == (
+    assert (rec.video_id, rec.frame_id, rec.offset, rec.since_reset) == (7, 10, 0, 0)
+    assert (rec.iters, rec.max_iter, rec.ms, rec.reset, rec.reason) == (
         3,
         3,
         4.5,
@@ -178,11 +179,11 @@ def test_end_frame_records_and_detaches():
         'new_video',
     )
     # at z0 = 0, f(0) = 1: relative residual exactly 1
-    assert rec['first_rel'] == pytest.approx(1.0)
+    assert rec.first_rel == pytest.approx(1.0)
     plan = policy.begin_frame(state, _frame(), 7, 11)
-    state = policy.end_frame(state, plan, [torch.zeros(1, 3)], _stats(3), 1.0)
-    assert state.history[-1]['offset'] == 1 and state.history[-1]['since_reset'] == 1
-    assert state.history[-1]['init'] == 'warm'
+    policy.end_frame(state, plan, [torch.zeros(1, 3)], _stats(3), 1.0)
+    assert state.history[-1].offset == 1 and state.history[-1].since_reset == 1
+    assert state.history[-1].init == 'warm'
     with pytest.raises(ValueError, match='pass each stream its own plan'):
         policy.end_frame(state, plan, [torch.zeros(1, 3)], _stats(3), 1.0)  # used twice
     plan = policy.begin_frame(state, _frame(), 7, 12)
@@ -240,6 +241,6 @@ def test_init_frame_with_negative_frame_id_is_not_a_new_video():
     plan = policy.begin_frame(state, None, 'clip', -1)
     assert plan.reset and plan.init == 'reference' and plan.max_iter == 5
     z, stats = solve(lambda v: [0.5 * v[0] + 1], z, method='fixed_point', max_iter=5, tol=None)
-    state = policy.end_frame(state, plan, z, stats, 1.0)
+    policy.end_frame(state, plan, z, stats, 1.0)
     nxt = policy.begin_frame(state, None, 'clip', 0)
     assert not nxt.reset and nxt.init == 'warm' and nxt.max_iter == 1

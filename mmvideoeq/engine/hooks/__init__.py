@@ -1,3 +1,4 @@
-from .checkpoint_classes_hook import CheckpointClassesHook
+from .checkpoint_check_hook import CheckpointCheckHook
+from .video_visualization_hook import VideoVisualizationHook
 
-__all__ = ['CheckpointClassesHook']
+__all__ = ['CheckpointCheckHook', 'VideoVisualizationHook']

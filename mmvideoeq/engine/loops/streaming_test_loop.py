@@ -2,37 +2,44 @@
 
 For every setting of a sweep (thesis Figures 4.1/4.2/4.6-4.9 and Table 4.3):
 
-* ``stream@M``: frames walked in order, each solve warm-started from the previous frame's fixed
-  point with a budget of M iterations (Eq. 3.5, or Eq. 3.4 with ``init='reference'``);
-* ``cold@M``: the non-streaming baseline, every frame from zeros with M iterations;
-* ``full``: every frame from zeros with the backbone's full test solve;
+* ``stream@M``: frames walked in order, each solve warm-started from the previous frame's state
+  with a budget of M solver steps (Eq. 3.5, or Eq. 3.4 with ``init='reference'``);
+* ``cold@M``: the non-streaming baseline, every frame from zeros with M steps;
+* ``full``: every frame from zeros with the backbone's configured full solve;
 
-the loop walks the whole test set, feeds the evaluator frame by frame with each prediction's
-``frame_offset`` (frames since the clip start) and collects the metrics overall and by frame
-offset. Results are written after every setting to ``<work_dir>/streaming/results.json`` (a crash
-leaves the finished settings readable), then a table goes to the log and the curves to
-``curves.png``.
+the loop walks the whole test set through :func:`~mmvideoeq.streaming.run_stream` (the one
+streaming driver; the loop only turns batches into frames and predictions into metric input),
+feeds the evaluator frame by frame with each prediction's ``frame_offset`` and collects the
+metrics overall and by frame offset. Each setting is then timed on its first batches with
+warm-up and repeats. Results go to ``<work_dir>/streaming/results.json`` after every setting (a
+crash leaves the finished ones readable); a table goes to the log and plots to
+``accuracy_vs_cost.png`` and ``curves.png`` (:mod:`.streaming_report`).
 
-The loop owns the stream states (one :class:`~mmvideoeq.streaming.StreamState` per video) and
-asks one :class:`~mmvideoeq.streaming.StreamPolicy` per setting where each frame starts and how
-many iterations it gets; boundaries (new video, shot change) are decided there only.
+Frames the dataset could not load (metainfo ``eval_skip_reason``, set by the datasets' safe
+loading) are not solved: the policy records them as skipped and the stream continues (or
+restarts, ``skip_response``); frames whose solve diverged are flagged and left out of the
+metrics. Both are listed in ``results.json`` and the log.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import copy
 import os
 import os.path as osp
-import time
+import statistics
 from typing import Any, Sequence
 
 import torch
 from mmengine.runner import BaseLoop, autocast
 from mmengine.utils import ProgressBar
 
+from mmvideoeq.evaluation.metrics.frame_offset import SKIP_KEY
 from mmvideoeq.registry import LOOPS
-from mmvideoeq.streaming import StreamPolicy, StreamState, split_state, split_stats, stack_states
+from mmvideoeq.streaming import StreamFrame, StreamPolicy, StreamState, run_stream
+
+from .streaming_report import StreamingReport
+
+BUDGETS = ('fixed', 'adaptive', 'time')
 
 
 def _metainfo_ids(sample: Any, index: int) -> tuple[Any, Any]:
@@ -48,10 +55,6 @@ def _metainfo_ids(sample: Any, index: int) -> tuple[Any, Any]:
     return video_id, frame_id
 
 
-def _flat_scalar_metrics(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-
-
 @LOOPS.register_module()
 class StreamingTestLoop(BaseLoop):
     """Sweep of streaming / cold / full-solve evaluations in one run.
@@ -59,23 +62,30 @@ class StreamingTestLoop(BaseLoop):
     Args:
         runner: The runner.
         dataloader: Test dataloader; frames of each video must come in increasing ``frame_id``
-            (an unshuffled sampler; ``VideoInterleavedSampler`` to batch several videos).
+            (an unshuffled sampler; ``VideoInterleavedBatchSampler`` to batch several videos).
         evaluator: Test evaluator (its metrics should accept ``frame_offset`` metainfo).
-        iters: Budgets M to sweep.
+        iters: Budgets M (solver steps per frame) to sweep.
         warm_start: Run the streaming settings ``stream@M``.
         baseline: Run the cold-start settings ``cold@M``.
         full_solve: Run the ``full`` setting.
-        full_iters: Iterations of the full solve (``None``: the backbone's test setting).
+        full_iters: Steps of the ``full`` setting (``None``: the backbone's configured full
+            solve with its tolerance and lowest-residual selection).
         init: ``'zeros'`` (Eq. 3.5) or ``'reference'`` (Eq. 3.4) for the first frame.
-        reference_iters: Iterations of the reference solve (``None``: ``full_iters`` or 26).
-        budget: ``'fixed'`` (M iterations), ``'adaptive'`` (stop at ``tol``, at most M) or
+        reference_iters: Steps of the reference solve (``None``: the backbone's test steps).
+        budget: ``'fixed'`` (M steps), ``'adaptive'`` (stop at ``tol``, at most M) or
             ``'time'`` (``ms_per_frame``; M is the upper bound).
         tol: Relative-residual tolerance of the adaptive budget.
         ms_per_frame: Per-frame time budget of ``budget='time'``.
         shot_change: ``None``/``'none'``, ``'extra_iters'`` or ``'reset'``.
         shot_change_cfg: Further :class:`~mmvideoeq.streaming.ShotChangeDetector` arguments.
+        skip_response: After a frame that failed to load: ``'continue'`` from the last good
+            state, or ``'reset'``.
+        timing: ``dict(batches=8, repeats=3, warmup=1)``: after the accuracy pass each setting is
+            re-run ``warmup + repeats`` times on its first ``batches`` batches (model step only,
+            fresh streams each time) and the median and range of ms/frame over the repeats are
+            reported; ``None`` reports only the accuracy pass's mean.
         out_dir: Where results go (default ``<work_dir>/streaming``).
-        plot: Write ``curves.png``.
+        plot: Write the plots.
         fp16: Run under autocast.
     """
 
@@ -97,6 +107,8 @@ class StreamingTestLoop(BaseLoop):
         ms_per_frame: float | None = None,
         shot_change: str | None = None,
         shot_change_cfg: dict | None = None,
+        skip_response: str = 'continue',
+        timing: dict | None = None,
         out_dir: str | None = None,
         plot: bool = True,
         fp16: bool = False,
@@ -110,8 +122,8 @@ class StreamingTestLoop(BaseLoop):
         iters = [int(m) for m in iters]
         if not iters or min(iters) < 1:
             raise ValueError(f'iters must be positive integers, got {iters}')
-        if budget not in ('fixed', 'adaptive', 'time'):
-            raise ValueError(f"budget must be 'fixed', 'adaptive' or 'time', got {budget!r}")
+        if budget not in BUDGETS:
+            raise ValueError(f'budget must be one of {BUDGETS}, got {budget!r}')
         if budget == 'adaptive' and tol is None:
             raise ValueError("budget='adaptive' needs tol (e.g. --tol 1e-2)")
         if budget == 'time' and ms_per_frame is None:
@@ -126,19 +138,21 @@ class StreamingTestLoop(BaseLoop):
         self.budget, self.tol, self.ms_per_frame = budget, tol, ms_per_frame
         self.shot_change = None if shot_change in (None, 'none') else shot_change
         self.shot_change_cfg = dict(shot_change_cfg or {})
+        self.skip_response = skip_response
+        self.timing = (
+            None if timing is None else dict(dict(batches=8, repeats=3, warmup=1), **timing)
+        )
         self.out_dir = out_dir
         self.plot = plot
         self.fp16 = fp16
 
     # ------------------------------------------------------------------ settings
-    def _full_iters(self) -> int:
-        if self.full_iters is not None:
-            return int(self.full_iters)
+    def _test_steps(self) -> int:
         n = getattr(getattr(self.runner.model, 'backbone', None), 'test_max_iter', None)
         if not isinstance(n, int):
             raise ValueError(
-                'full_iters is not set and the backbone has no test_max_iter; set '
-                'test_cfg.full_iters (streaming_test_cfg.full_iters)'
+                'reference_iters is not set and the backbone has no test_max_iter; set '
+                'test_cfg.reference_iters (streaming_test_cfg.reference_iters)'
             )
         return n
 
@@ -150,45 +164,35 @@ class StreamingTestLoop(BaseLoop):
         return dict(type='FixedBudget', iters=m)
 
     def settings(self) -> list[dict]:
-        """The runs of the sweep, in order: name, policy config, warm start or not."""
+        """The runs of the sweep, in order: name, steps, warm start or not, policy config."""
+        common = dict(skip_response=self.skip_response, max_history=0)
         out = []
-        shot = None
-        if self.shot_change is not None:
-            shot = dict(self.shot_change_cfg, response=self.shot_change)
-        ref_iters = self.reference_iters or self._full_iters()
-        for m in self.iters:
-            if self.warm_start:
-                out.append(
-                    dict(
-                        name=f'stream@{m}',
-                        iters=m,
-                        warm=True,
-                        policy=dict(
-                            budget=self._budget_cfg(m),
-                            init=self.init,
-                            reference_iters=ref_iters,
-                            shot_change=shot,
-                        ),
-                    )
-                )
-        for m in self.iters:
-            if self.baseline:
-                out.append(
-                    dict(
-                        name=f'cold@{m}',
-                        iters=m,
-                        warm=False,
-                        policy=dict(budget=dict(type='FixedBudget', iters=m)),
-                    )
-                )
+        if self.warm_start:
+            shot = None
+            if self.shot_change is not None:
+                shot = dict(self.shot_change_cfg, response=self.shot_change)
+            ref = dict(init=self.init, shot_change=shot)
+            if self.init == 'reference':
+                ref['reference_iters'] = self.reference_iters or self._test_steps()
+            for m in self.iters:
+                policy = dict(budget=self._budget_cfg(m), **ref, **common)
+                out.append(dict(name=f'stream@{m}', iters=m, warm=True, policy=policy))
+        if self.baseline:
+            for m in self.iters:
+                policy = dict(budget=dict(type='FixedBudget', iters=m), warm=False, **common)
+                out.append(dict(name=f'cold@{m}', iters=m, warm=False, policy=policy))
         if self.full_solve:
-            n = self._full_iters()
+            budget = (
+                dict(type='FullSolve')
+                if self.full_iters is None
+                else dict(type='FixedBudget', iters=int(self.full_iters))
+            )
             out.append(
                 dict(
                     name='full',
-                    iters=n,
+                    iters=self.full_iters,
                     warm=False,
-                    policy=dict(budget=dict(type='FixedBudget', iters=n)),
+                    policy=dict(budget=budget, warm=False, **common),
                 )
             )
         return out
@@ -201,254 +205,129 @@ class StreamingTestLoop(BaseLoop):
         self.runner.model.eval()
         out_dir = self.out_dir or osp.join(self.runner.work_dir, 'streaming')
         os.makedirs(out_dir, exist_ok=True)
-        json_path = osp.join(out_dir, 'results.json')
-        report: dict[str, Any] = dict(settings={}, status='running')
-        flat: dict[str, float] = {}
+        report = StreamingReport(out_dir, solver=self._solver_name())
         for setting in self.settings():
-            res = self.run_setting(setting)
-            report['settings'][setting['name']] = res
-            for k, v in _flat_scalar_metrics(res['metrics']).items():
-                flat[f"{setting['name']}/{k}"] = v
-            self._write_json(json_path, report)  # partial results stay readable
-        report['status'] = 'done'
-        self._write_json(json_path, report)
-        self.runner.logger.info('\n' + self.format_table(report))
-        if self.plot:
-            png = self.plot_curves(report, osp.join(out_dir, 'curves.png'))
-            if png:
-                self.runner.logger.info(f'frame-offset curves written to {png}')
-        self.runner.logger.info(f'streaming results written to {json_path}')
+            report.add(setting['name'], self.run_setting(setting))
+            report.write_json()  # partial results stay readable
+        report.finish(self.runner.logger, plot=self.plot)
+        flat = report.flat_metrics()
         self.runner.call_hook('after_test_epoch', metrics=flat)
         self.runner.call_hook('after_test')
         return flat
 
-    @staticmethod
-    def _write_json(path: str, report: dict) -> None:
-        tmp = path + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(report, f, indent=1, default=float)
-        os.replace(tmp, path)
+    def _solver_name(self) -> str | None:
+        net = getattr(getattr(self.runner.model, 'backbone', None), 'net', None)
+        deq = getattr(net, 'deq', None)
+        return getattr(deq, 'solver', None)
+
+    def _step(self, x, z0, max_iter, tol, payloads):
+        return self.runner.model.stream_step(x, payloads, z0, max_iter=max_iter, tol=tol)
 
     def run_setting(self, setting: dict) -> dict:
-        """Walk the test set once under one setting; return metrics and per-frame stats."""
-        model = self.runner.model
+        """Walk the test set once under one setting; return metrics and per-frame summaries."""
         policy = StreamPolicy.from_cfg(setting['policy'])
+        self.current_setting = setting['name']  # read by VideoVisualizationHook
         states: dict[Any, StreamState] = {}
-        positions: dict[Any, tuple[int, int]] = {}
-        frames, iters_used, ms_used, resets = 0, 0, 0.0, 0
+        positions: dict[Any, int] = {}
+        records, timing_batches = [], []
+        n_timing = 0 if self.timing is None else int(self.timing['batches'])
         self.runner.logger.info(f"streaming test: {setting['name']}")
         bar = ProgressBar(len(self.dataloader)) if len(self.dataloader) > 20 else None
         for idx, data_batch in enumerate(self.dataloader):
             self.runner.call_hook('before_test_iter', batch_idx=idx, data_batch=data_batch)
+            data = self.runner.model.data_preprocessor(data_batch, False)
+            if idx < n_timing:
+                timing_batches.append(copy.deepcopy(data))
             with autocast(enabled=self.fp16):
-                preds, records = self.run_batch(
-                    model, policy, states, positions, data_batch, warm=setting['warm']
-                )
-            for pred, rec in zip(preds, records):
-                pred.set_metainfo(dict(frame_offset=rec['offset'], stream_iters=rec['iters']))
-                frames += 1
-                iters_used += rec['iters']
-                ms_used += rec['ms']
-                resets += int(rec['reset'] and rec['offset'] > 0)
+                preds, recs = self.run_batch(policy, states, positions, data)
+            records += recs
             self.evaluator.process(data_samples=preds, data_batch=data_batch)
             self.runner.call_hook(
                 'after_test_iter', batch_idx=idx, data_batch=data_batch, outputs=preds
             )
             if bar is not None:
                 bar.update()
-        if frames == 0:
+        if not records:
             raise ValueError('the test dataloader produced no frame')
         metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
-        return dict(
-            iters=setting['iters'],
-            warm=setting['warm'],
-            metrics=metrics,
-            frames=frames,
-            mean_iters=iters_used / frames,
-            mean_ms=ms_used / frames,
-            mid_stream_resets=resets,
-        )
+        result = StreamingReport.summarise(setting, metrics, records)
+        if timing_batches:
+            result['timing'] = self.time_setting(setting, timing_batches)
+        return result
 
     @torch.no_grad()
     def run_batch(
-        self,
-        model,
-        policy: StreamPolicy,
-        states: dict,
-        positions: dict,
-        data_batch: dict,
-        *,
-        warm: bool,
-    ) -> tuple[list, list[dict]]:
-        """One batch of frames (of different videos): plan, solve (grouped), record.
+        self, policy: StreamPolicy, states: dict, positions: dict, data: dict
+    ) -> tuple[list, list]:
+        """One preprocessed batch of frames (of different videos) through ``run_stream``.
 
-        ``states`` maps video id -> stream state (warm runs only); ``positions`` maps video id ->
-        ``(last frame_id, frames seen)``, for the order check and the frame offset of every run.
+        ``states`` maps video id -> stream state; ``positions`` maps video id -> frames of the
+        clip seen so far (the ``frame_offset`` the metrics group by). Returns the predictions
+        (data samples, skipped and diverged frames marked with ``eval_skip_reason``) and the
+        frames' :class:`~mmvideoeq.streaming.FrameRecord`.
         """
-        data = model.data_preprocessor(data_batch, False)
         inputs, samples = data['inputs'], data['data_samples']
-        n = inputs.shape[0]
         ids = [_metainfo_ids(s, i) for i, s in enumerate(samples)]
-        if len({v for v, _ in ids}) < n:
+        if len({v for v, _ in ids}) < len(ids):
             raise ValueError(
-                'a batch holds two frames of the same video; a frame needs the '
-                "previous one's fixed point: batch frames of different videos "
-                '(VideoInterleavedSampler) or use batch_size=1'
+                "a batch holds two frames of the same video; a frame needs the previous one's "
+                'state: batch frames of different videos (VideoInterleavedBatchSampler) or use '
+                'batch_size=1'
             )
-        own: list[StreamState] = []
-        offsets: list[int] = []
-        for i, (vid, fid) in enumerate(ids):
-            last = positions.get(vid)
-            if last is not None and fid <= last[0]:
-                raise ValueError(
-                    f'frame_id {fid} of video {vid!r} arrived after frame_id {last[0]}: frames '
-                    'of a video must come in increasing frame_id order (unshuffled sampler)'
+        frames, offsets = [], []
+        for i, (sample, (vid, fid)) in enumerate(zip(samples, ids)):
+            # frames since the clip start; a shot-change init frame (``is_init_frame``: a frame
+            # of another clip put in front of this one) gets offset -1, so the clip starts at 0
+            init_frame = sample.metainfo.get('is_init_frame', False)
+            offsets.append(-1 if init_frame else positions.get(vid, 0))
+            positions[vid] = offsets[-1] + 1
+            skip = sample.metainfo.get(SKIP_KEY)
+            frames.append(StreamFrame(inputs[i : i + 1], vid, fid, payload=sample, skip=skip))
+        model = self.runner.model
+        run = run_stream(
+            self._step, [frames], policy, states=states, zeros_like_fn=model.stream_zero_state
+        )
+        preds = []
+        for frame, out, rec, offset in zip(frames, run.outputs, run.records, offsets):
+            pred = frame.payload if out is None else out
+            if rec.diverged:
+                pred.set_metainfo({SKIP_KEY: 'diverged: non-finite or exploding residual'})
+            pred.set_metainfo(
+                dict(
+                    frame_offset=offset,
+                    stream_iters=rec.iters,
+                    stream_evals=rec.n_eval,
+                    diverged=rec.diverged,
                 )
-            # frames since the clip start; a shot-change init frame (``is_init_frame``: a frame of
-            # another clip put in front of this one) gets offset -1, so the clip starts at 0
-            if samples[i].metainfo.get('is_init_frame', False):
-                offsets.append(-1)
-            else:
-                offsets.append(0 if last is None else last[1])
-            positions[vid] = (fid, offsets[-1] + 1)
-            state = states.get(vid) if warm else None
-            if state is None:
-                state = policy.init_state(vid)
-                if warm:
-                    states[vid] = state
-            own.append(state)
-        plans = [
-            policy.begin_frame(st, inputs[i : i + 1], vid, fid)
-            for i, (st, (vid, fid)) in enumerate(zip(own, ids))
-        ]
-        preds: list = [None] * n
-        results: list = [None] * n
-        self._solve_groups(model, policy, inputs, samples, plans, preds, results)
-        extra = [policy.followup(own[i], plans[i], *results[i][:2]) for i in range(n)]
-        if any(e is not None for e in extra):
-            todo = [i for i in range(n) if extra[i] is not None]
-            sub_preds: list = [None] * n
-            sub_res: list = [None] * n
-            self._solve_groups(model, policy, inputs, samples, extra, sub_preds, sub_res, only=todo)
-            for i in todo:
-                plans[i], preds[i] = extra[i], sub_preds[i]
-                results[i] = (sub_res[i][0], sub_res[i][1], results[i][2] + sub_res[i][2])
-        records = []
-        for i in range(n):
-            z, stats, ms = results[i]
-            st = policy.end_frame(own[i], plans[i], z, stats, ms, update_budget=False)
-            records.append(dict(st.history[-1], offset=offsets[i]))
-            length = samples[i].metainfo.get('video_length')
-            if warm and length is not None and ids[i][1] >= int(length) - 1:
-                states.pop(ids[i][0], None)  # last frame of its video: free the fixed point
-        return preds, records
-
-    def _solve_groups(
-        self, model, policy, inputs, samples, plans, preds, results, only: list[int] | None = None
-    ) -> None:
-        """Solve frames with equal (max_iter, tol) together; fill ``preds``/``results``."""
-        groups: dict[tuple, list[int]] = {}
-        for i in only if only is not None else range(len(plans)):
-            groups.setdefault((plans[i].max_iter, plans[i].tol), []).append(i)
-        backbone = model.backbone
-        for (max_iter, tol), idx in groups.items():
-            sub = inputs[idx]
-            if all(plans[i].z0 is None for i in idx):
-                z0 = None
-            else:
-                z0 = stack_states(
-                    [plans[i].z0 for i in idx],
-                    zeros_like_fn=lambda j, idx=idx: backbone.init_stream_state(
-                        inputs[idx[j] : idx[j] + 1]
-                    ),
-                )
-            t0 = time.perf_counter()
-            out, z, stats = model.stream_step(
-                sub, [samples[i] for i in idx], z0, max_iter=max_iter, tol=tol
             )
-            ms = (time.perf_counter() - t0) * 1000.0
-            policy.observe(stats, ms)
-            zs, ss = split_state(z, len(idx)), split_stats(stats, len(idx))
-            for k, i in enumerate(idx):
-                preds[i] = out[k]
-                results[i] = (zs[k], ss[k], ms / len(idx))
+            preds.append(pred)
+            length = frame.payload.metainfo.get('video_length')
+            if length is not None and frame.frame_id >= int(length) - 1:
+                states.pop(frame.video_id, None)  # last frame of its video: free the state
+                positions.pop(frame.video_id, None)
+        return preds, run.records
 
-    # ------------------------------------------------------------------ reporting
-    @staticmethod
-    def curve_of(metrics: dict) -> tuple[str, list[str], list[float]] | None:
-        """The first by-frame-offset curve among the metrics: ``(name, x labels, values)``.
-
-        Metrics report curves as ``<prefix>offset_curve/<name>``: a dict ``{offset label: value}``
-        (``'0'``, ``'1'``, ..., ``'20+'``) or a list indexed by offset. ``num_frames`` curves
-        (frame counts) are not plotted.
-        """
-        for k, v in metrics.items():
-            if 'offset_curve/' not in k or k.endswith('num_frames'):
-                continue
-            name = k.split('offset_curve/')[-1]
-            if isinstance(v, dict):
-                return (
-                    name,
-                    [str(x) for x in v],
-                    [float('nan') if y is None else float(y) for y in v.values()],
-                )
-            if isinstance(v, (list, tuple)):
-                return name, [str(i) for i in range(len(v))], [float(y) for y in v]
-        return None
-
-    @staticmethod
-    def format_table(report: dict) -> str:
-        """A plain-text table: one row per setting, the scalar metrics and the solver cost."""
-        rows = []
-        keys: list[str] = []
-        for res in report['settings'].values():
-            for k in _flat_scalar_metrics(res['metrics']):
-                if k not in keys and 'num_' not in k:
-                    keys.append(k)
-        keys = keys[:5]
-        head = ['setting', *keys, 'iters/frame', 'ms/frame']
-        for name, res in report['settings'].items():
-            m = res['metrics']
-            rows.append(
-                [
-                    name,
-                    *(f'{m[k]:.4f}' if k in m else '-' for k in keys),
-                    f"{res['mean_iters']:.2f}",
-                    f"{res['mean_ms']:.1f}",
-                ]
-            )
-        widths = [max(len(str(r[c])) for r in [head, *rows]) for c in range(len(head))]
-        line = lambda r: '| ' + ' | '.join(str(x).ljust(w) for x, w in zip(r, widths)) + ' |'
-        sep = '|' + '|'.join('-' * (w + 2) for w in widths) + '|'
-        return '\n'.join([line(head), sep, *map(line, rows)])
-
-    @classmethod
-    def plot_curves(cls, report: dict, path: str) -> str | None:
-        """Plot metric vs frame offset for every setting that reports a curve."""
-        curves = {n: cls.curve_of(r['metrics']) for n, r in report['settings'].items()}
-        curves = {n: c for n, c in curves.items() if c is not None}
-        if not curves:
-            return None
-        import matplotlib
-
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        labels: list[str] = []
-        for name, (metric, xs, ys) in curves.items():
-            if len(xs) > len(labels):
-                labels = xs
-            keep = [i for i, y in enumerate(ys) if not math.isnan(y)]
-            style = '-' if name.startswith('stream') else ('--' if name.startswith('cold') else ':')
-            ax.plot(keep, [ys[i] for i in keep], style, marker='o', ms=3, label=name)
-            ax.set_ylabel(metric)
-        ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels(labels, fontsize=7)
-        ax.set_xlabel('frame offset from clip start')
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, ncol=2)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+    def time_setting(self, setting: dict, batches: list[dict]) -> dict:
+        """ms/frame of the model step on ``batches``: median and range over repeats."""
+        per_repeat = []
+        frames = 0
+        for r in range(int(self.timing['warmup']) + int(self.timing['repeats'])):
+            policy = StreamPolicy.from_cfg(setting['policy'])
+            states: dict = {}
+            ms, frames = 0.0, 0
+            for data in batches:
+                _, recs = self.run_batch(policy, states, {}, copy.deepcopy(data))
+                ms += sum(rec.ms for rec in recs)
+                frames += sum(rec.skipped is None for rec in recs)
+            if r >= int(self.timing['warmup']):
+                per_repeat.append(ms / max(frames, 1))
+        return dict(
+            median_ms=statistics.median(per_repeat),
+            min_ms=min(per_repeat),
+            max_ms=max(per_repeat),
+            repeats=len(per_repeat),
+            warmup=int(self.timing['warmup']),
+            frames=frames,
+            method='model step (stream_step) wall time per frame, fresh streams per repeat, on '
+            'the first batches of the test set, after warm-up; data loading excluded',
+        )

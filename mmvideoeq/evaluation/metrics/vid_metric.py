@@ -39,12 +39,10 @@ from mmengine.structures import BaseDataElement
 
 from mmvideoeq.registry import METRICS
 
-from .frame_offset import OffsetBuckets, aggregate_by_offset, frame_offsets
+from .frame_offset import SKIP_KEY, OffsetBuckets, aggregate_by_offset, frame_offsets
 
 __all__ = ['VIDMetric']
 
-#: Metainfo key a producer (e.g. the streaming loop) sets to mark a frame as failed.
-SKIP_KEY = 'eval_skip_reason'
 _VIDEO_KEYS = ('video_data_samples', '_video_data_samples')
 
 

@@ -220,17 +220,23 @@ class MDEQ(BaseModule):
     ) -> tuple[tuple[Tensor, ...], list[Tensor], SolverStats]:
         """One streaming step: solve from ``z0`` (the previous frame's fixed point).
 
+        A budget (``max_iter`` given) carries the last state, ``z^[M]`` (thesis Eq. 3.5), never
+        the lowest-residual one: lowest-residual selection is for full solves only.
+
         Args:
             x: Frames ``(B, 3, H, W)``.
             z0: Initial state (see :meth:`init_stream_state`); None = zeros.
-            max_iter: Solver iterations for this frame (None: configured test limit).
+            max_iter: Solver steps for this frame (None: the configured full solve).
             tol: Tolerance for this frame (None: configured; 0 runs exactly ``max_iter``).
 
         Returns:
             ``(features, z, stats)``: the selected feature maps, the full fixed point (detached,
             ready to be stored in the stream state) and the solver statistics.
         """
-        out = self.net.forward_features(x, z0, max_iter=max_iter, tol=tol)
+        full = max_iter is None  # the configured full solve keeps its lowest-residual selection
+        out = self.net.forward_features(
+            x, z0, max_iter=max_iter, tol=tol, return_lowest=None if full else False
+        )
         if self.training:
             self.last_aux = out.aux
         return self._select(out.features), [t.detach() for t in out.z], out.stats

@@ -1,0 +1,266 @@
+"""Reports of the streaming sweep: ``results.json``, the log table and the plots.
+
+``results.json`` holds, per setting, the metrics (as the evaluator returned them), the cost
+(solver steps and evaluations of ``f`` per frame, ms per frame of the accuracy pass and of the
+timing repeats), the counts of resets, skipped, diverged and residual-outlier frames, and the
+list of skipped and diverged frames with their reasons. Plots:
+
+* ``accuracy_vs_cost.png``: the first scalar metric against evaluations of ``f`` per frame and
+  against ms per frame, streamed vs cold vs full solve, each point labelled with its frames;
+* ``curves.png``: the first by-frame-offset curve of the streamed settings and the full solve.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import os.path as osp
+from typing import Any
+
+__all__ = ['StreamingReport']
+
+
+def _scalars(metrics: dict) -> dict:
+    return {
+        k: v
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and 'num_' not in k
+    }
+
+
+class StreamingReport:
+    """Collects the settings' results and writes them out.
+
+    Args:
+        out_dir: Folder of ``results.json`` and the plots.
+        solver: Name of the backbone's solver (shown in the table).
+    """
+
+    def __init__(self, out_dir: str, solver: str | None = None) -> None:
+        self.out_dir = out_dir
+        self.data: dict[str, Any] = dict(settings={}, status='running', solver=solver)
+
+    @property
+    def json_path(self) -> str:
+        return osp.join(self.out_dir, 'results.json')
+
+    @staticmethod
+    def summarise(setting: dict, metrics: dict, records: list) -> dict:
+        """The per-setting entry from the metrics and the frames' ``FrameRecord``."""
+        done = [r for r in records if r.skipped is None]
+        n = max(len(done), 1)
+        skipped = [
+            dict(video_id=r.video_id, frame_id=r.frame_id, reason=r.skipped)
+            for r in records
+            if r.skipped is not None
+        ]
+        diverged = [dict(video_id=r.video_id, frame_id=r.frame_id) for r in done if r.diverged]
+        return dict(
+            iters=setting['iters'],
+            warm=setting['warm'],
+            metrics=metrics,
+            frames=len(done),
+            mean_iters=sum(r.iters for r in done) / n,
+            mean_evals=sum(r.n_eval for r in done) / n,
+            mean_ms=sum(r.ms for r in done) / n,
+            mid_stream_resets=sum(r.reset and r.offset > 0 for r in done),
+            skipped=skipped,
+            diverged=diverged,
+            residual_outliers=sum(r.residual_outlier for r in done),
+        )
+
+    def add(self, name: str, result: dict) -> None:
+        self.data['settings'][name] = result
+
+    def write_json(self) -> str:
+        """Write ``results.json`` atomically (the previous version stays until replaced)."""
+        tmp = self.json_path + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(self.data, f, indent=1, default=float)
+        os.replace(tmp, self.json_path)
+        return self.json_path
+
+    def flat_metrics(self) -> dict[str, float]:
+        """``<setting>/<metric>`` for every scalar metric."""
+        return {
+            f'{name}/{k}': v
+            for name, res in self.data['settings'].items()
+            for k, v in res['metrics'].items()
+            if isinstance(v, (int, float))
+        }
+
+    def finish(self, logger, plot: bool = True) -> None:
+        """Mark the report done, write it, log the table and problems, draw the plots."""
+        self.data['status'] = 'done'
+        self.write_json()
+        logger.info('\n' + self.format_table())
+        for name, res in self.data['settings'].items():
+            for key, what in (('skipped', 'skipped (not evaluated)'), ('diverged', 'diverged')):
+                if res[key]:
+                    shown = ', '.join(
+                        f"{f['video_id']}/{f['frame_id']}"
+                        + (f" ({f['reason']})" if 'reason' in f else '')
+                        for f in res[key][:10]
+                    )
+                    logger.warning(f'{name}: {len(res[key])} frame(s) {what}: {shown}')
+        if plot:
+            for path in (self.plot_cost(), self.plot_curves()):
+                if path:
+                    logger.info(f'plot written to {path}')
+        logger.info(f'streaming results written to {self.json_path}')
+
+    # ------------------------------------------------------------------ table
+    def format_table(self) -> str:
+        """One row per setting: scalar metrics, solver steps and f evaluations per frame,
+        ms/frame (timing median [min, max] when timed), frames."""
+        settings = self.data['settings']
+        keys: list[str] = []
+        for res in settings.values():
+            keys += [k for k in _scalars(res['metrics']) if k not in keys]
+        keys = keys[:4]
+        head = ['setting', *keys, 'steps/frame', 'f evals/frame', 'ms/frame', 'frames']
+        rows = []
+        for name, res in settings.items():
+            m = res['metrics']
+            t = res.get('timing')
+            ms = (
+                f"{t['median_ms']:.1f} [{t['min_ms']:.1f}, {t['max_ms']:.1f}]"
+                if t
+                else f"{res['mean_ms']:.1f}"
+            )
+            rows.append(
+                [
+                    name,
+                    *(f'{m[k]:.4f}' if k in m else '-' for k in keys),
+                    f"{res['mean_iters']:.2f}",
+                    f"{res['mean_evals']:.2f}",
+                    ms,
+                    str(res['frames']),
+                ]
+            )
+        widths = [max(len(str(r[c])) for r in [head, *rows]) for c in range(len(head))]
+        line = lambda r: '| ' + ' | '.join(str(x).ljust(w) for x, w in zip(r, widths)) + ' |'
+        sep = '|' + '|'.join('-' * (w + 2) for w in widths) + '|'
+        title = f"solver: {self.data.get('solver') or '?'}; ms/frame: " + (
+            'median [min, max] of the timing repeats'
+            if any('timing' in r for r in settings.values())
+            else 'mean of the accuracy pass'
+        )
+        return '\n'.join([title, line(head), sep, *map(line, rows)])
+
+    # ------------------------------------------------------------------ plots
+    @staticmethod
+    def curve_of(metrics: dict) -> tuple[str, list[str], list[float]] | None:
+        """The first by-frame-offset curve among the metrics: ``(name, x labels, values)``.
+
+        Metrics report curves as ``<prefix>offset_curve/<name>``: a dict ``{offset label: value}``
+        or a list indexed by offset; ``num_frames`` curves are not plotted.
+        """
+        for k, v in metrics.items():
+            if 'offset_curve/' not in k or k.endswith('num_frames'):
+                continue
+            name = k.split('offset_curve/')[-1]
+            if isinstance(v, dict):
+                ys = [float('nan') if y is None else float(y) for y in v.values()]
+                return name, [str(x) for x in v], ys
+            if isinstance(v, (list, tuple)):
+                return name, [str(i) for i in range(len(v))], [float(y) for y in v]
+        return None
+
+    def _pyplot(self):
+        import matplotlib
+
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+
+        return plt
+
+    def plot_cost(self) -> str | None:
+        """Metric against f evaluations and ms per frame: streamed, cold, full."""
+        settings = self.data['settings']
+        keys = [k for res in settings.values() for k in _scalars(res['metrics'])]
+        if not keys:
+            return None
+        metric = keys[0]
+        plt = self._pyplot()
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        groups = {'stream': [], 'cold': [], 'full': []}
+        for name, res in settings.items():
+            if metric in res['metrics']:
+                groups[name.split('@')[0] if '@' in name else 'full'].append((name, res))
+        styles = {
+            'stream': ('-o', 'streamed (warm start)'),
+            'cold': ('--s', 'cold start'),
+            'full': ('*', 'full solve'),
+        }
+        for ax, (xkey, xlabel) in zip(
+            axes, [('evals', 'evaluations of f per frame'), ('ms', 'ms per frame')]
+        ):
+            for group, entries in groups.items():
+                if not entries:
+                    continue
+                xs = [
+                    res['mean_evals']
+                    if xkey == 'evals'
+                    else (res['timing']['median_ms'] if res.get('timing') else res['mean_ms'])
+                    for _, res in entries
+                ]
+                ys = [res['metrics'][metric] for _, res in entries]
+                fmt, label = styles[group]
+                ax.plot(xs, ys, fmt, ms=10 if group == 'full' else 5, label=label)
+                for (name, res), x, y in zip(entries, xs, ys):
+                    ax.annotate(
+                        f"{name} (n={res['frames']})",
+                        (x, y),
+                        fontsize=6,
+                        textcoords='offset points',
+                        xytext=(3, 3),
+                    )
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(metric)
+            ax.grid(alpha=0.3)
+        axes[0].set_title(f'{metric} vs solver cost')
+        axes[1].set_title(f'{metric} vs time (model step)')
+        axes[0].legend(fontsize=8)
+        fig.suptitle(
+            f"accuracy vs cost ({self.data.get('solver') or 'solver'}; n = frames "
+            'evaluated per point)',
+            fontsize=9,
+        )
+        fig.tight_layout()
+        path = osp.join(self.out_dir, 'accuracy_vs_cost.png')
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+    def plot_curves(self) -> str | None:
+        """Metric vs frame offset for the streamed settings (and the full solve as reference)."""
+        curves = {
+            n: self.curve_of(r['metrics'])
+            for n, r in self.data['settings'].items()
+            if n.startswith('stream') or n == 'full'
+        }
+        curves = {n: c for n, c in curves.items() if c is not None}
+        if not curves:
+            return None
+        plt = self._pyplot()
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        labels: list[str] = []
+        for name, (metric, xs, ys) in curves.items():
+            labels = xs if len(xs) > len(labels) else labels
+            keep = [i for i, y in enumerate(ys) if not math.isnan(y)]
+            style = ':' if name == 'full' else '-'
+            ax.plot(keep, [ys[i] for i in keep], style, marker='o', ms=3, label=name)
+            ax.set_ylabel(metric)
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_xlabel('frame offset from clip start')
+        ax.set_title('accuracy by frame offset (streamed settings, full solve dotted)')
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, ncol=2)
+        fig.tight_layout()
+        path = osp.join(self.out_dir, 'curves.png')
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path

@@ -1,0 +1,482 @@
+"""The per-frame controller of streaming DEQ inference (plain PyTorch).
+
+StreamDEQ (Ertenli 2022, Ch. 3) solves the fixed point of every frame with a few solver steps,
+starting from the estimate of the previous frame:
+
+* Eq. 3.5 (``init='zeros'``, the default): ``z_0^[0] = 0`` and ``z_t^[0] = z_{t-1}^[M]``;
+* Eq. 3.4 (``init='reference'``): a full solve on the first frame (``z_0^*``), then
+  ``z_t^[0] = z_{t-1}^[M]``.
+
+:class:`StreamPolicy` is the single place that decides, per frame, whether the stream restarts
+(new video, frame size change, detected shot change, after a frame that could not be loaded),
+where the solver starts and with which budget (:mod:`.budgets`); see ``docs/streaming.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from numbers import Integral
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from mmvideoeq.deq.utils import as_state_list
+
+from .budgets import IterationBudget, build_budget, check_int, check_ms, check_positive
+from .shot_change import ShotChangeDetector
+from .state import FrameRecord, Reason, StreamState
+
+if TYPE_CHECKING:
+    from mmvideoeq.deq import SolverStats
+
+__all__ = ['FramePlan', 'StreamPolicy', 'INIT_MODES', 'SKIP_RESPONSES']
+
+INIT_MODES = ('zeros', 'reference')
+SKIP_RESPONSES = ('continue', 'reset')
+
+
+@dataclass
+class FramePlan:
+    """What to do with one frame of one stream, decided by :meth:`StreamPolicy.begin_frame`.
+
+    Attributes:
+        video_id, frame_id: The frame.
+        reset: The stream restarts on this frame (no warm start from the previous frame).
+        reason: A :class:`Reason`, or ``None`` for a plain warm step.
+        init: Where the solver starts: ``'warm'``, ``'zeros'``, ``'reference'`` (full solve of
+            ``reference_iters``) or ``'provided'`` (``init_z_fn``).
+        z0: Initial state, ``S`` tensors ``(1, C_s, H_s, W_s)``, or ``None`` for zeros.
+        max_iter: Most solver steps for this solve (``None``: the model's full solve).
+        tol: Stopping tolerance, or ``None`` to run exactly ``max_iter`` steps.
+        stage: 0 for the first solve of the frame, 1 for a follow-up solve.
+        prior_iters, prior_evals: Steps and evaluations already spent by earlier solves.
+        prior_first_rel: First relative residual of the first solve (follow-up plans).
+        thumb: Downsampled frame (input-difference shot signal), or ``None``.
+        frame_shape: Shape of the frame.
+        input_score: Input-difference score of this frame, or ``None``.
+        residual_ratio: Residual-jump ratio that triggered a follow-up, or ``None``.
+    """
+
+    video_id: str | int
+    frame_id: int
+    reset: bool
+    reason: Reason | None
+    init: str
+    z0: list[Tensor] | None
+    max_iter: int | None
+    tol: float | None
+    stage: int = 0
+    prior_iters: int = 0
+    prior_evals: int = 0
+    prior_first_rel: float | None = None
+    thumb: Tensor | None = None
+    frame_shape: tuple[int, ...] | None = None
+    input_score: float | None = None
+    residual_ratio: float | None = None
+
+
+def _check_ids(video_id: Any, frame_id: Any) -> tuple[str | int, int]:
+    if video_id is None:
+        raise ValueError(
+            'video_id is missing (None): every streamed frame needs a video id and a frame id '
+            '(e.g. the video_id/frame_id metainfo of its data sample)'
+        )
+    if frame_id is None:
+        raise ValueError(
+            f'frame_id is missing (None) for a frame of video {video_id!r}: every streamed frame '
+            'needs a frame id (its index in the video)'
+        )
+    if isinstance(video_id, bool) or not isinstance(video_id, (str, Integral)):
+        raise TypeError(f'video_id must be a str or an int, got {type(video_id).__name__}')
+    if isinstance(frame_id, bool) or not isinstance(frame_id, Integral):
+        raise TypeError(f'frame_id must be an int, got {type(frame_id).__name__} ({frame_id!r})')
+    return (video_id if isinstance(video_id, str) else int(video_id)), int(frame_id)
+
+
+def _single(stats: SolverStats, values: Tensor, name: str) -> float:
+    if values.numel() != 1:
+        raise ValueError(
+            f'{name}: stats has batch size {stats.rel_trace.shape[0]}; the policy takes one '
+            'stream (cut batched stats with split_stats)'
+        )
+    return float(values.reshape(()))
+
+
+class StreamPolicy:
+    """Decides, frame by frame, how each stream is solved: init mode, budget, resets.
+
+    Per frame of a stream (:func:`~mmvideoeq.streaming.run_stream` does exactly this, batching
+    several streams)::
+
+        plan = policy.begin_frame(state, frame, video_id, frame_id)
+        out, z, stats = step(frame, plan.z0, plan.max_iter, plan.tol)
+        extra = policy.followup(state, plan, z, stats)        # residual-jump shot change
+        if extra is not None:
+            out, z, stats = step(frame, extra.z0, extra.max_iter, extra.tol)
+            plan = extra
+        record = policy.end_frame(state, plan, z, stats, elapsed_ms)
+
+    A frame that could not be loaded goes to :meth:`skip_frame` instead.
+
+    Args:
+        budget: Budget of a normal frame: an :class:`IterationBudget` or its config dict.
+        init: ``'zeros'`` (Eq. 3.5) or ``'reference'`` (Eq. 3.4, a full solve of
+            ``reference_iters`` steps on the first frame).
+        reference_iters: Steps ``N`` of the full solve of ``init='reference'``.
+        reference_tol: Tolerance of that full solve (``None``: exactly ``reference_iters``).
+        warm: Carry the state to the next frame (``False``: every frame from zeros, the cold
+            baseline, without resets).
+        shot_change: A :class:`ShotChangeDetector`, its keyword arguments, or ``None``.
+        skip_response: After a frame that could not be loaded: ``'continue'`` (the next frame
+            starts from the last good state) or ``'reset'`` (the next frame starts cold).
+        outlier_factor: A warm frame whose final relative residual exceeds this factor times the
+            stream's running average is reported (``FrameRecord.residual_outlier``).
+        init_z_fn: Optional ``init_z_fn(video_id) -> list[Tensor] | None``: the first frame of a
+            video starts from the returned state (e.g. a fixed point of another video, Sec.
+            4.1.3) with the normal budget; ``None`` falls back to ``init``.
+        max_history: Keep at most this many records in ``state.history`` (``None``: all).
+    """
+
+    def __init__(
+        self,
+        *,
+        budget: IterationBudget | dict,
+        init: str = 'zeros',
+        reference_iters: int = 26,
+        reference_tol: float | None = None,
+        warm: bool = True,
+        shot_change: ShotChangeDetector | dict | None = None,
+        skip_response: str = 'continue',
+        outlier_factor: float = 10.0,
+        init_z_fn: Callable[[str | int], Sequence[Tensor] | None] | None = None,
+        max_history: int | None = None,
+    ) -> None:
+        self.budget = build_budget(budget)
+        if init not in INIT_MODES:
+            raise ValueError(f'init must be one of {INIT_MODES}, got {init!r}')
+        self.init = init
+        self.reference_iters = check_int('reference_iters', reference_iters)
+        self.reference_tol = check_positive('reference_tol', reference_tol)
+        self.warm = bool(warm)
+        if isinstance(shot_change, dict):
+            shot_change = ShotChangeDetector(**shot_change)
+        if shot_change is not None and not isinstance(shot_change, ShotChangeDetector):
+            raise TypeError(
+                'shot_change must be a ShotChangeDetector, a dict of its arguments or None, got '
+                f'{type(shot_change).__name__}'
+            )
+        self.shot_change = shot_change
+        if skip_response not in SKIP_RESPONSES:
+            raise ValueError(
+                f'skip_response must be one of {SKIP_RESPONSES}, got {skip_response!r}'
+            )
+        self.skip_response = skip_response
+        self.outlier_factor = check_positive('outlier_factor', outlier_factor, allow_none=False)
+        if init_z_fn is not None and not callable(init_z_fn):
+            raise TypeError(f'init_z_fn must be callable or None, got {type(init_z_fn).__name__}')
+        self.init_z_fn = init_z_fn
+        self.max_history = None if max_history is None else check_int('max_history', max_history, 0)
+
+    @classmethod
+    def from_cfg(cls, cfg: dict) -> StreamPolicy:
+        """Build from a config dict with the constructor's keys."""
+        if not isinstance(cfg, dict):
+            raise TypeError(f'stream policy config must be a dict, got {type(cfg).__name__}')
+        try:
+            return cls(**cfg)
+        except TypeError as e:
+            raise TypeError(f'bad stream policy config {cfg!r}: {e}') from e
+
+    def init_state(self, stream_id: str | int | None = None) -> StreamState:
+        """A fresh, cold stream state."""
+        return StreamState(stream_id=stream_id)
+
+    # ------------------------------------------------------------------ planning
+    def _plan(self, video_id, frame_id, reset, reason, init, z0, budget=None, **kw) -> FramePlan:
+        max_iter, tol = self.budget.plan() if budget is None else budget
+        return FramePlan(video_id, frame_id, reset, reason, init, z0, max_iter, tol, **kw)
+
+    def _reset_plan(self, video_id, frame_id, reason: Reason, **kw) -> FramePlan:
+        if reason == Reason.NEW_VIDEO and self.init_z_fn is not None:
+            z_init = self.init_z_fn(video_id)
+            if z_init is not None:
+                z_init = [t.detach() for t in as_state_list(z_init, 'init_z_fn(video_id)')]
+                return self._plan(video_id, frame_id, True, reason, 'provided', z_init, **kw)
+        if self.init == 'reference':
+            budget = (self.reference_iters, self.reference_tol)
+            return self._plan(video_id, frame_id, True, reason, 'reference', None, budget, **kw)
+        return self._plan(video_id, frame_id, True, reason, 'zeros', None, **kw)
+
+    def begin_frame(
+        self, state: StreamState, frame: Tensor | None, video_id: str | int, frame_id: int
+    ) -> FramePlan:
+        """Plan the solve of a frame; the state is not modified.
+
+        A new ``video_id`` (or a state that has seen no frame) restarts the stream; a
+        ``frame_id`` not greater than the previous one of the same video is an error; a frame of
+        another size than the last restarts the stream (``Reason.SIZE_CHANGE``).
+
+        Args:
+            state: The stream's state.
+            frame: The frame, ``(1, C, H, W)`` (may be ``None`` when neither the input shot
+                signal nor the size check is wanted).
+            video_id: Id of the video of the frame.
+            frame_id: Id of the frame in its video; strictly increasing within a video.
+        """
+        if not isinstance(state, StreamState):
+            raise TypeError(f'state must be a StreamState, got {type(state).__name__}')
+        video_id, frame_id = _check_ids(video_id, frame_id)
+        new_video = state.num_frames == 0 or state.stream_id != video_id
+        if not new_video and frame_id <= state.frame_index:
+            raise ValueError(
+                f'frame_id {frame_id} of video {video_id!r} is not greater than the previous '
+                f'frame_id {state.frame_index} of that video: frames of a video must arrive in '
+                'increasing frame_id order (use a sequential, unshuffled sampler sorted by '
+                'frame_id)'
+            )
+        kw: dict[str, Any] = dict(frame_shape=None if frame is None else tuple(frame.shape))
+        det = self.shot_change
+        if det is not None and det.uses_input:
+            if frame is None:
+                raise ValueError(
+                    'the input-difference shot signal (input_diff) needs the frame; pass it to '
+                    'begin_frame or set input_diff=None'
+                )
+            kw['thumb'] = det.thumbnail(frame)
+        if not self.warm:
+            return self._plan(video_id, frame_id, new_video, None, 'zeros', None, **kw)
+        if new_video:
+            return self._reset_plan(video_id, frame_id, Reason.NEW_VIDEO, **kw)
+        if state.z is None:
+            return self._reset_plan(
+                video_id, frame_id, state.pending_reason or Reason.COLD_STATE, **kw
+            )
+        if kw['frame_shape'] is not None and state.frame_shape not in (None, kw['frame_shape']):
+            return self._reset_plan(video_id, frame_id, Reason.SIZE_CHANGE, **kw)
+        max_iter, tol = self.budget.plan()
+        if 'thumb' in kw:
+            changed, kw['input_score'] = det.check_input(state.prev_thumb, kw['thumb'])
+            if changed:
+                if det.response == 'reset':
+                    return self._reset_plan(video_id, frame_id, Reason.SHOT_INPUT, **kw)
+                if det.response == 'extra_iters' and max_iter is not None:
+                    max_iter += det.extra_iters
+                return self._plan(
+                    video_id,
+                    frame_id,
+                    False,
+                    Reason.SHOT_INPUT,
+                    'warm',
+                    state.z,
+                    (max_iter, tol),
+                    **kw,
+                )
+        return self._plan(video_id, frame_id, False, None, 'warm', state.z, (max_iter, tol), **kw)
+
+    def followup(
+        self, state: StreamState, plan: FramePlan, z: Tensor | Sequence[Tensor], stats: SolverStats
+    ) -> FramePlan | None:
+        """Check the residual-jump shot signal after the first solve of a frame.
+
+        Returns:
+            FramePlan | None: A follow-up solve (``stage=1``) when a shot change was detected and
+            the response is ``'extra_iters'`` (continue from ``z`` for ``extra_iters`` more
+            steps) or ``'reset'`` (restart the frame as the first frame of a video); else None.
+        """
+        det = self.shot_change
+        if (
+            det is None
+            or not det.uses_residual
+            or plan.stage != 0
+            or plan.reset
+            or plan.reason is not None
+            or det.response == 'none'
+        ):
+            return None
+        rel0 = _single(stats, stats.first_rel, 'followup')
+        changed, ratio = det.check_residual(state.rel0_avg, state.rel0_count, rel0)
+        if not changed:
+            return None
+        kw = dict(thumb=plan.thumb, frame_shape=plan.frame_shape, input_score=plan.input_score)
+        reason = Reason.SHOT_RESIDUAL
+        if det.response == 'reset':
+            nxt = self._reset_plan(plan.video_id, plan.frame_id, reason, **kw)
+        else:
+            z_list = [t.detach() for t in as_state_list(z, 'z')]
+            nxt = self._plan(
+                plan.video_id,
+                plan.frame_id,
+                False,
+                reason,
+                'warm',
+                z_list,
+                (det.extra_iters, plan.tol),
+                **kw,
+            )
+        nxt.stage, nxt.prior_first_rel, nxt.residual_ratio = 1, rel0, ratio
+        nxt.prior_iters = int(stats.nstep.reshape(-1)[0])
+        nxt.prior_evals = int(stats.n_eval)
+        return nxt
+
+    def observe(self, stats: SolverStats | None, elapsed_ms: float, *, iters: int | None = None):
+        """Report one solve's cost to the budget (once per solver call, not per stream)."""
+        self.budget.update(stats, elapsed_ms, iters=iters)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _check_plan(self, state: StreamState, plan: FramePlan) -> None:
+        if not isinstance(state, StreamState):
+            raise TypeError(f'state must be a StreamState, got {type(state).__name__}')
+        if not isinstance(plan, FramePlan):
+            raise TypeError(f'plan must be the FramePlan of begin_frame, got {type(plan).__name__}')
+        if plan.reset or plan.reason in (Reason.COLD_STATE, Reason.AFTER_SKIP):
+            return
+        if state.stream_id != plan.video_id or plan.frame_id <= state.frame_index:
+            raise ValueError(
+                f'plan is for frame {plan.frame_id} of video {plan.video_id!r} but the state is '
+                f'at frame {state.frame_index} of video {state.stream_id!r}: pass each stream '
+                'its own plan, once'
+            )
+
+    def _advance(self, state: StreamState, plan: FramePlan) -> None:
+        """Move the state's position to the plan's frame (a new video restarts the count)."""
+        if state.num_frames == 0 or state.stream_id != plan.video_id:
+            state.stream_id, state.num_frames = plan.video_id, 0
+            state.history.clear()
+        state.since_reset = 0 if plan.reset else state.since_reset + 1
+        state.num_frames += 1
+        state.frame_index = plan.frame_id
+        state.pending_reason = None
+
+    def _store(self, state: StreamState, record: FrameRecord) -> FrameRecord:
+        state.history.append(record)
+        if self.max_history is not None:
+            while len(state.history) > self.max_history:
+                state.history.popleft()
+        return record
+
+    def _residual_signals(
+        self, state: StreamState, plan: FramePlan, rel0: float, final: float
+    ) -> tuple[Reason | None, float | None, bool]:
+        """Shot-change reason, residual ratio and outlier flag of a solved frame; updates the
+        running averages of the state."""
+        reason, ratio = plan.reason, plan.residual_ratio
+        det = self.shot_change
+        if det is not None and reason is None and not plan.reset and plan.stage == 0:
+            changed, ratio = det.check_residual(state.rel0_avg, state.rel0_count, rel0)
+            if changed:  # recorded even when no follow-up ran (response 'none')
+                reason = Reason.SHOT_RESIDUAL
+        plain_warm = not plan.reset and plan.init == 'warm' and reason is None
+        if det is not None:
+            if plain_warm:
+                state.rel0_avg, state.rel0_count = det.update_average(
+                    state.rel0_avg, state.rel0_count, rel0
+                )
+            else:
+                state.rel0_avg, state.rel0_count = None, 0
+        avg = state.final_avg
+        outlier = plain_warm and avg is not None and final > self.outlier_factor * avg
+        if plain_warm and not outlier and final == final:  # NaN never enters the average
+            n = state.final_count
+            state.final_avg = (
+                final if avg is None else (avg * min(n, 19) + final) / (min(n, 19) + 1)
+            )
+            state.final_count = n + 1
+        return reason, ratio, outlier
+
+    def end_frame(
+        self,
+        state: StreamState,
+        plan: FramePlan,
+        z: Tensor | Sequence[Tensor],
+        stats: SolverStats,
+        elapsed_ms: float,
+        *,
+        update_budget: bool = True,
+    ) -> FrameRecord:
+        """Store a frame's result in the stream state (updated in place) and return its record.
+
+        Args:
+            state: The stream's state.
+            plan: The plan of the last solve of the frame (the follow-up plan if there was one).
+            z: The frame's carried state, ``S`` tensors ``(1, C_s, H_s, W_s)``; stored detached.
+            stats: Statistics of the last solve (batch size 1).
+            elapsed_ms: Wall time of the frame's solve(s) in ms.
+            update_budget: Report the cost to the budget. Drivers that batch several streams in
+                one solve pass ``False`` and call :meth:`observe` once per solve instead.
+        """
+        self._check_plan(state, plan)
+        z_list = [t.detach() for t in as_state_list(z, 'z')]
+        for s, t in enumerate(z_list):
+            if t.shape[0] != 1:
+                raise ValueError(
+                    f'z[{s}] has batch size {t.shape[0]}; end_frame takes one stream (cut batched '
+                    'results with split_state)'
+                )
+        ms = check_ms('elapsed_ms', elapsed_ms)
+        rel0 = plan.prior_first_rel
+        if rel0 is None:
+            rel0 = _single(stats, stats.first_rel, 'end_frame')
+        final = _single(stats, stats.final_rel, 'end_frame')
+        reason, ratio, outlier = self._residual_signals(state, plan, rel0, final)
+        self._advance(state, plan)
+        state.z, state.stats = (z_list if self.warm else None), stats
+        state.frame_shape, state.prev_thumb = plan.frame_shape, plan.thumb
+        record = FrameRecord(
+            video_id=plan.video_id,
+            frame_id=plan.frame_id,
+            offset=state.num_frames - 1,
+            since_reset=state.since_reset,
+            iters=plan.prior_iters + int(stats.nstep.reshape(-1)[0]),
+            n_eval=plan.prior_evals + int(stats.n_eval),
+            nstep=int(stats.nstep.reshape(-1)[0]),
+            max_iter=None if plan.max_iter is None else plan.prior_iters + plan.max_iter,
+            tol=plan.tol,
+            first_rel=rel0,
+            final_rel=final,
+            ms=ms,
+            reset=plan.reset,
+            reason=reason,
+            init=plan.init,
+            diverged=bool(stats.diverged.reshape(-1)[0]),
+            residual_outlier=bool(outlier),
+            input_score=plan.input_score,
+            residual_ratio=ratio,
+        )
+        if update_budget:
+            self.budget.update(stats, ms, iters=record.n_eval)
+        return self._store(state, record)
+
+    def skip_frame(
+        self, state: StreamState, video_id: str | int, frame_id: int, reason: str
+    ) -> FrameRecord:
+        """Record a frame that could not be processed (e.g. it failed to load or decode).
+
+        The stream keeps its position; with ``skip_response='reset'`` its state is dropped, so
+        the next frame starts cold (``Reason.AFTER_SKIP``), else the next frame starts from the
+        last good state.
+        """
+        video_id, frame_id = _check_ids(video_id, frame_id)
+        new_video = state.num_frames == 0 or state.stream_id != video_id
+        plan = FramePlan(video_id, frame_id, new_video, None, 'none', None, None, None)
+        self._advance(state, plan)
+        if new_video or self.skip_response == 'reset':
+            state.z, state.stats, state.prev_thumb = None, None, None
+            state.pending_reason = Reason.AFTER_SKIP
+        record = FrameRecord(
+            video_id=video_id,
+            frame_id=frame_id,
+            offset=state.num_frames - 1,
+            since_reset=state.since_reset,
+            reset=new_video,
+            init='none',
+            skipped=str(reason),
+        )
+        return self._store(state, record)
+
+    def __repr__(self) -> str:
+        return (
+            f'{type(self).__name__}(budget={self.budget!r}, init={self.init!r}, warm={self.warm}, '
+            f'reference_iters={self.reference_iters}, reference_tol={self.reference_tol}, '
+            f'shot_change={self.shot_change!r}, skip_response={self.skip_response!r})'
+        )
