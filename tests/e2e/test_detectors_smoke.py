@@ -22,7 +22,9 @@ VID = sorted((ROOT / 'configs' / 'detectors').glob('*bundled-vid.py'))
 def _has_pq() -> bool:
     # the generic PQ lives in mmvideoeq.evaluation.functional (the DVPS part of the project)
     try:
-        return importlib.util.find_spec('mmvideoeq.evaluation.functional.panoptic_quality') is not None
+        return (
+            importlib.util.find_spec('mmvideoeq.evaluation.functional.panoptic_quality') is not None
+        )
     except ModuleNotFoundError:
         return False
 
