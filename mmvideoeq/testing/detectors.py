@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-__all__ = ['shrink_resnet_detector_cfg', 'tiny_coco_cfg', 'RESNET_BACKBONES']
+__all__ = ['shrink_resnet_detector_cfg', 'tiny_coco_cfg', 'randomize_', 'RESNET_BACKBONES']
 
 RESNET_BACKBONES = (
     'DetectoRSResNet',
@@ -125,3 +125,20 @@ def tiny_coco_cfg(cfg, root, *, panoptic: bool = True):
     # numbers for an empty result file
     cfg.model.test_cfg.rcnn.update(score_thr=0.0, max_per_img=10)
     return cfg
+
+
+def randomize_(module, seed: int = 0, scale: float = 0.2):
+    """Fill every parameter with ``N(0, scale^2)`` noise (seeded) and set eval mode.
+
+    Zero-initialised parts (SAC's switch and context, RFP's feedback and fusion) would otherwise
+    hide errors in tests. Returns ``module`` (mmdet's ``ResNet.train`` returns None, so
+    ``module.eval()`` cannot be chained).
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * scale)
+    module.eval()
+    return module

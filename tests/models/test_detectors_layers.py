@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mmvideoeq.models.layers import SwitchableAtrousConv, deform_conv2d_torch
+from mmvideoeq.testing.detectors import randomize_
 
 
 def _standardize(w, gamma, beta):
@@ -47,11 +48,7 @@ def _sac_reference(m, x):
 
 
 def _randomize(m, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return m
+    return randomize_(m, seed, scale=0.3)
 
 
 @pytest.mark.parametrize(

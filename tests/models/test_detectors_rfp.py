@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from mmengine.config import ConfigDict
 
 from mmvideoeq.registry import MODELS
-from mmvideoeq.testing.detectors import shrink_resnet_detector_cfg
+from mmvideoeq.testing.detectors import randomize_, shrink_resnet_detector_cfg
 from mmvideoeq.utils import register_all_modules
 
 register_all_modules()
@@ -40,12 +40,7 @@ def _neck(**kw):
 
 
 def _randomize(module, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
-    module.eval()  # (mmdet's ResNet.train returns None, so not `return module.eval()`)
-    return module
+    return randomize_(module, seed, scale=0.2)
 
 
 @pytest.fixture(scope='module')
