@@ -286,3 +286,28 @@ def test_stream_needs_rfp():
     model.neck = torch.nn.Identity()
     with pytest.raises(TypeError, match='RecursiveFeaturePyramid'):
         model.stream_zero_state(torch.zeros(1, 3, 32, 32))
+
+
+def test_train_steps_draws_the_unroll_depth(image):
+    """Training draws T' in [lo, hi] (steps past rfp_steps reuse the last backbone); eval: T."""
+    main = _randomize(MODELS.build(_backbone(output_img=True)), 12)
+    neck = _randomize(MODELS.build(_neck(train_steps=(1, 3))), 13)
+    feats = main(image)
+    with torch.no_grad():
+        f1 = neck.pyramid(feats[1:])
+        unrolled = [f1]
+        for _ in range(2):  # the same (only) feedback backbone at steps 2 and 3
+            unrolled.append(neck.feedback_step(image, unrolled[-1], 1))
+        neck.train()
+        seen = set()
+        torch.manual_seed(0)
+        for _ in range(12):
+            out = neck(feats)
+            match = [k for k, ref in enumerate(unrolled) if torch.allclose(out[0], ref[0])]
+            assert len(match) == 1
+            seen.add(match[0] + 1)
+        assert seen == {1, 2, 3}
+        neck.eval()
+        torch.testing.assert_close(neck(feats)[0], unrolled[1][0])  # rfp_steps = 2
+    with pytest.raises(ValueError, match='train_steps'):
+        MODELS.build(_neck(train_steps=(0, 2)))

@@ -23,7 +23,13 @@ Table 6-III a config option:
 * ``with_fusion=False``: ``f^t`` replaces ``f^{t-1}`` ("RFP - fusion");
 * ``share_backbone=True``: every step runs the detector's own backbone ("RFP + sharing");
   that backbone then needs ``rfp_inplanes``, and the detector passes it to :meth:`forward`;
-* which stages take feedback is the backbone's ``rfp_stages``.
+* which stages take feedback is the backbone's ``rfp_stages``;
+* ``train_steps=(lo, hi)`` (an addition for streaming, not in the chapter): every training forward
+  unrolls a number of steps drawn uniformly from ``[lo, hi]`` (steps past ``rfp_steps`` reuse the
+  last backbone), as SUR-StreamDEQ draws its unrolling depth, so that the heads and the feedback
+  backbone also learn on pyramids after more (or fewer) steps than ``T``. Evaluation always
+  unrolls ``rfp_steps``. (Under DistributedDataParallel a draw of 1 leaves the feedback modules
+  without gradient: set ``find_unused_parameters=True``.)
 
 :meth:`feedback_step` is one application of the recursion from a given ``f^{t-1}``; the
 detectors' streaming path (:class:`~mmvideoeq.models.detectors.RecursiveFeedbackMixin`) iterates it
@@ -103,6 +109,8 @@ class RecursiveFeaturePyramid(FPN):
         with_aspp: ``R`` = ASPP (True) or the identity (False).
         with_fusion: Fuse ``f^{t-1}`` and ``f^t`` with a sigmoid gate (True) or replace.
         share_backbone: Steps ``2..T`` run the detector's backbone (``B^t`` shared).
+        train_steps: ``(lo, hi)``: in training, unroll a uniformly drawn number of steps in
+            ``[lo, hi]`` (global RNG) instead of ``rfp_steps``; ``None``: always ``rfp_steps``.
         **kwargs: ``mmdet.FPN`` arguments (``in_channels``, ``out_channels``, ``num_outs``, ...).
 
     Raises:
@@ -121,6 +129,7 @@ class RecursiveFeaturePyramid(FPN):
         with_aspp: bool = True,
         with_fusion: bool = True,
         share_backbone: bool = False,
+        train_steps: Sequence[int] | None = None,
         init_cfg: dict | None = None,
         **kwargs,
     ) -> None:
@@ -135,6 +144,12 @@ class RecursiveFeaturePyramid(FPN):
             )
         super().__init__(init_cfg=None, **kwargs)
         self.rfp_steps = rfp_steps
+        if train_steps is not None:
+            lo, hi = (int(v) for v in train_steps)
+            if not 1 <= lo <= hi:
+                raise ValueError(f'train_steps must be (lo, hi) with 1 <= lo <= hi, got {train_steps}')
+            train_steps = (lo, hi)
+        self.train_steps = train_steps
         self.with_aspp, self.with_fusion = with_aspp, with_fusion
         self.share_backbone = share_backbone
         if with_aspp:
@@ -248,6 +263,8 @@ class RecursiveFeaturePyramid(FPN):
     def forward(self, inputs: Sequence[Tensor], backbone: nn.Module | None = None) -> tuple:
         """Cold unroll of ``T`` steps from ``f^0 = 0`` (step 1 without feedback, as mmdet).
 
+        In training with ``train_steps`` the number of steps is drawn (see the class).
+
         Args:
             inputs: ``(img, c_1, ..., c_S)`` from a backbone with ``output_img=True``.
             backbone: The detector's backbone (needed with ``share_backbone``).
@@ -262,7 +279,11 @@ class RecursiveFeaturePyramid(FPN):
                 f'{len(inputs)} inputs: build the backbone with output_img=True'
             )
         img = inputs.pop(0)
+        steps = self.rfp_steps
+        if self.training and self.train_steps is not None:
+            lo, hi = self.train_steps
+            steps = int(torch.randint(lo, hi + 1, ()).item())
         z = self.pyramid(inputs)
-        for step in range(1, self.rfp_steps):
+        for step in range(1, steps):
             z = self.feedback_step(img, z, step, backbone)
         return tuple(z)
