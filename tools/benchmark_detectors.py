@@ -10,6 +10,8 @@ per repeat in turn (interleaved, so load changes on a shared machine hit all row
 median is reported, with its ratio to the plain ResNet + FPN:
 
 * ``plain``: ResNet + FPN (HTC's baseline backbone);
+* ``plain-aws``: the same with DetectoRS' weight-standardised convolutions (mmcv ``ConvAWS``,
+  used by every DetectoRS config; the standardisation is recomputed at every forward);
 * ``sac``, ``sac-dcn-torch``, ``sac-no-dcn``: SAC in stages 2-4 with mmcv's compiled deformable
   convolution, with the plain-PyTorch one (``deform_impl='torch'``), without deformable conv;
 * ``rfp``: RFP with T = 2 (two backbone passes, ASPP, fusion);
@@ -83,6 +85,7 @@ def build_variants(depth: int, base: int, fpn: int) -> dict:
     plain_neck = dict(type='mmdet.FPN', in_channels=stages, out_channels=fpn, num_outs=5)
     return {
         'plain': (backbone(), plain_neck),
+        'plain-aws': (backbone(aws=True), plain_neck),
         'sac': (backbone(_sac()), plain_neck),
         'sac-dcn-torch': (backbone(_sac('torch')), plain_neck),
         'sac-no-dcn': (backbone(_sac(deform=False)), plain_neck),

@@ -166,3 +166,18 @@ def test_sac_loads_mmcv_sac_and_matches_it(deform):
     mine.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(2, 8, 13, 11)
     torch.testing.assert_close(mine(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+def test_deform_conv_torch_gradients_match_mmcv():
+    ops = pytest.importorskip('mmcv.ops')
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 7, 8, requires_grad=True)
+    w = torch.randn(6, 4, 3, 3, requires_grad=True)
+    off = (torch.randn(2, 18, 7, 8) * 1.5).requires_grad_()
+    g = torch.randn(2, 6, 7, 8)
+    grads = []
+    for fn in (ops.deform_conv2d, deform_conv2d_torch):
+        out = fn(x, off, w, 1, 1, 1, 1, 1)
+        grads.append(torch.autograd.grad(out, (x, off, w), g))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)

@@ -24,7 +24,8 @@ numerics by default (a state dict of mmcv's ``SAC`` loads strictly and gives the
 * ``dual_switch=True``: ``S_1(x) Conv(x, w, 1) + S_2(x) Conv(x, w + Δw, r)`` with a second switch
   ``S_2`` (weight 0, bias 0 at initialisation) instead of ``1 - S`` ("SAC - DCN + DS");
 * ``use_deform`` with ``deform_impl``: mmcv's compiled op or the plain-PyTorch path of
-  :mod:`.deform_conv` ("SAC - DCN" is ``use_deform=False``);
+  :mod:`.deform_conv` (``'auto'``: mmcv's on CUDA, plain PyTorch on CPU; "SAC - DCN" is
+  ``use_deform=False``);
 * maps smaller than 3 pixels (where reflect padding of the 5x5 switch pooling is undefined and
   mmcv raises) use replicate padding;
 * a ``bias`` is added at the end (mmcv's class holds one it never adds; DetectoRS uses none).
