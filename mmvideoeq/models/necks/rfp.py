@@ -147,7 +147,9 @@ class RecursiveFeaturePyramid(FPN):
         if train_steps is not None:
             lo, hi = (int(v) for v in train_steps)
             if not 1 <= lo <= hi:
-                raise ValueError(f'train_steps must be (lo, hi) with 1 <= lo <= hi, got {train_steps}')
+                raise ValueError(
+                    f'train_steps must be (lo, hi) with 1 <= lo <= hi, got {train_steps}'
+                )
             train_steps = (lo, hi)
         self.train_steps = train_steps
         self.with_aspp, self.with_fusion = with_aspp, with_fusion
