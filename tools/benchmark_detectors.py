@@ -12,10 +12,11 @@ median is reported, with its ratio to the plain ResNet + FPN:
 * ``plain``: ResNet + FPN (HTC's baseline backbone);
 * ``plain-aws``: the same with DetectoRS' weight-standardised convolutions (mmcv ``ConvAWS``,
   used by every DetectoRS config; the standardisation is recomputed at every forward);
-* ``sac``, ``sac-dcn-torch``, ``sac-no-dcn``: SAC in stages 2-4 with mmcv's compiled deformable
-  convolution, with the plain-PyTorch one (``deform_impl='torch'``), without deformable conv;
+* ``sac``, ``sac-dcn-mmcv``, ``sac-no-dcn``: SAC in stages 2-4 with the default deformable
+  convolution (``deform_impl='auto'``: plain PyTorch on CPU, mmcv's op on CUDA), with mmcv's
+  compiled op forced, without deformable convolution;
 * ``rfp``: RFP with T = 2 (two backbone passes, ASPP, fusion);
-* ``detectors``: RFP (T = 2) + SAC, the chapter's DetectoRS;
+* ``detectors``: RFP (T = 2) + SAC (``deform_impl='auto'``), the chapter's DetectoRS;
 * ``rfp-step`` / ``detectors-step``: one streamed recursive step (the feedback pass from a carried
   pyramid, ``RecursiveFeaturePyramid.feedback_step``), the per-frame cost of streaming RFP with
   M = 1, next to its T = 2 row.
@@ -52,7 +53,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _sac(impl='mmcv', deform=True):
+def _sac(impl='auto', deform=True):
     return dict(type='SwitchableAtrousConv', use_deform=deform, deform_impl=impl)
 
 
@@ -87,7 +88,7 @@ def build_variants(depth: int, base: int, fpn: int) -> dict:
         'plain': (backbone(), plain_neck),
         'plain-aws': (backbone(aws=True), plain_neck),
         'sac': (backbone(_sac()), plain_neck),
-        'sac-dcn-torch': (backbone(_sac('torch')), plain_neck),
+        'sac-dcn-mmcv': (backbone(_sac('mmcv')), plain_neck),
         'sac-no-dcn': (backbone(_sac(deform=False)), plain_neck),
         'rfp': rfp(),
         'detectors': rfp(_sac()),
