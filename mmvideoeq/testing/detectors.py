@@ -103,12 +103,12 @@ def tiny_coco_cfg(cfg, root, *, panoptic: bool = True):
         loader.dataset.filter_cfg = dict(filter_empty_gt=True, min_size=4)
         loader.dataset.serialize_data = False  # its gc.collect() costs ~1 s per dataset
     ann = data_root + 'annotations/'
-    metric = 'segm' in str(cfg.val_evaluator.get('metric', ''))
+    masks = bool(cfg.model.get('roi_head', {}).get('mask_head'))
     evaluator = [
         dict(
             type='mmdet.CocoMetric',
             ann_file=ann + 'instances_val2017.json',
-            metric=['bbox', 'segm'] if metric else ['bbox'],
+            metric=['bbox', 'segm'] if masks else ['bbox'],
         )
     ]
     if panoptic and cfg.model.get('roi_head', {}).get('semantic_head'):
