@@ -14,8 +14,10 @@ lint: install
 	$(PY) -m ruff check mmvideoeq benchgen tools tests configs
 	$(PY) -m ruff format --check mmvideoeq benchgen tools tests configs
 
+# OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of spinning, so the suite does not
+# slow to a crawl when other jobs share the cores
 test: install lint
-	OMP_NUM_THREADS=2 $(PY) -m pytest -q
+	OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 $(BENCH)/.done: | install
 	$(PY) tools/data/make_benchmark.py --out $(BENCH) --preset small --seed 0 --overwrite

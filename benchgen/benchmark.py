@@ -24,6 +24,7 @@ from .scene import DRIVING, HANDHELD, RenderedVideo, SceneStyle, render_video, s
 from .sources import SOURCES
 from .writers import CityscapesWriter, KittiWriter, VidWriter
 from .writers_coco import CocoWriter
+from .writers_dvps import DVPS_FORMAT_DIRS, dvps_video_plan, write_dvps_format
 
 __all__ = [
     'VidPreset',
@@ -42,17 +43,16 @@ __all__ = [
 ]
 
 #: Output formats and the folder each is written to under ``out_dir``.
-FORMAT_DIRS: Dict[str, str] = {
-    'vid': 'ILSVRC',
-    'cityscapes': 'cityscapes',
-    'kitti': 'kitti',
-    'coco': 'coco',
-}
+FORMAT_DIRS: Dict[str, str] = {'vid': 'ILSVRC', 'cityscapes': 'cityscapes', 'kitti': 'kitti'}
+FORMAT_DIRS.update(DVPS_FORMAT_DIRS)  # cityscapes_dvps, semkitti_dvps, kitti_depth
+FORMAT_DIRS['coco'] = 'coco'  # COCO + COCO-stuff + panoptic images (writers_coco)
 FORMATS: Tuple[str, ...] = tuple(FORMAT_DIRS)
 #: Metadata file written at the root of ``out_dir``.
 META_FILE = 'bundled_benchmark.json'
 SPLITS: Tuple[str, ...] = ('train', 'val')
-_FORMAT_KEYS = {'vid': 1, 'cityscapes': 2, 'kitti': 3, 'coco': 7}
+_FORMAT_KEYS = {'vid': 1, 'cityscapes': 2, 'kitti': 3}
+_FORMAT_KEYS.update(cityscapes_dvps=12, semkitti_dvps=13, kitti_depth=14)
+_FORMAT_KEYS['coco'] = 7
 _SPLIT_KEYS = {'train': 0, 'val': 1}
 
 #: Driving scenes with one camera for every drive (KITTI keeps one calibration per date).
@@ -236,6 +236,8 @@ def _video_plan(
     fmt: str, preset: BenchmarkPreset
 ) -> Tuple[SceneStyle, Tuple[int, int], int, Dict[str, int], int]:
     """Style, size, frames, videos per split and cuts per cut video of a format."""
+    if fmt in DVPS_FORMAT_DIRS:
+        return dvps_video_plan(fmt, preset.name)
     if fmt == 'vid':
         p = preset.vid
         return (
@@ -374,7 +376,9 @@ def generate_benchmark(
         out_dir (str | Path): Output folder (created if missing).
         preset (str | BenchmarkPreset): ``'small'`` (CPU) or ``'large'`` (GPU), or a preset.
         seed (int): Non-negative seed.
-        formats (Sequence[str]): Any of ``'vid'``, ``'cityscapes'``, ``'kitti'``, ``'coco'``.
+        formats (Sequence[str]): Any of ``'vid'``, ``'cityscapes'``, ``'kitti'``, the DVPS
+            formats ``'cityscapes_dvps'``, ``'semkitti_dvps'``, ``'kitti_depth'``
+            (:mod:`.writers_dvps`) and ``'coco'`` (:mod:`.writers_coco`).
         overwrite (bool): Replace a benchmark this function wrote before in ``out_dir``.
 
     Returns:
@@ -423,6 +427,12 @@ def generate_benchmark(
         root = out_dir / FORMAT_DIRS[fmt]
         if fmt == 'coco':
             meta[fmt] = _write_coco(root, part, counts, preset, seed)
+            continue
+        if fmt in DVPS_FORMAT_DIRS:
+            meta[fmt] = write_dvps_format(
+                fmt, root, preset.name, lambda split, i, fmt=fmt: render_benchmark_video(
+                    fmt, split, i, preset=preset, seed=seed)
+            )  # fmt: skip
             continue
         city_seq: Dict[str, int] = {}
         drive = 0

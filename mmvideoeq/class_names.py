@@ -276,3 +276,75 @@ def coco_categories() -> list:
         list[dict]: ``[{'id': 1, 'name': 'person'}, ...]``.
     """
     return [dict(id=COCO_CATEGORY_IDS[name], name=name) for name in COCO_CLASSES]
+
+
+# ---------------------------------------------------------------------------------------------
+# Depth-aware video panoptic segmentation (ViP-DeepLab, thesis chapter 7)
+# ---------------------------------------------------------------------------------------------
+#: Cityscapes-DVPS classes, index = train id (cityscapesscripts' 19 evaluation classes in trainId
+#: order). deeplab2 ``data/dataset.py`` (``CITYSCAPES_DVPS_INFORMATION``): 19 classes, things
+#: 11..18, panoptic label divisor 1000, ignore label 32 (void pixels are ``32 * 1000``).
+CITYSCAPES_DVPS_CLASSES: Tuple[str, ...] = (
+    'road',
+    'sidewalk',
+    'building',
+    'wall',
+    'fence',
+    'pole',
+    'traffic light',
+    'traffic sign',
+    'vegetation',
+    'terrain',
+    'sky',
+    'person',
+    'rider',
+    'car',
+    'truck',
+    'bus',
+    'train',
+    'motorcycle',
+    'bicycle',
+)
+CITYSCAPES_DVPS_THING_IDS: Tuple[int, ...] = tuple(range(11, 19))
+CITYSCAPES_DVPS_LABEL_DIVISOR = 1000
+CITYSCAPES_DVPS_IGNORE_LABEL = 32
+
+#: SemKITTI-DVPS classes: SemanticKITTI's 19 evaluation classes in the order of semantic-kitti-api
+#: ``config/semantic-kitti.yaml`` ``learning_map_inv`` (1..19, here 0..18; unlabeled -> 255).
+#: deeplab2 ``data/dataset.py`` (``SEMKITTI_DVPS_INFORMATION``): things 0..7, ignore label 255,
+#: panoptic label divisor 65536.
+SEMKITTI_DVPS_CLASSES: Tuple[str, ...] = (
+    'car',
+    'bicycle',
+    'motorcycle',
+    'truck',
+    'other-vehicle',
+    'person',
+    'bicyclist',
+    'motorcyclist',
+    'road',
+    'parking',
+    'sidewalk',
+    'other-ground',
+    'building',
+    'fence',
+    'vegetation',
+    'trunk',
+    'terrain',
+    'pole',
+    'traffic-sign',
+)
+SEMKITTI_DVPS_THING_IDS: Tuple[int, ...] = tuple(range(8))
+SEMKITTI_DVPS_LABEL_DIVISOR = 65536
+SEMKITTI_DVPS_IGNORE_LABEL = 255
+
+__all__ += [
+    'CITYSCAPES_DVPS_CLASSES',
+    'CITYSCAPES_DVPS_THING_IDS',
+    'CITYSCAPES_DVPS_LABEL_DIVISOR',
+    'CITYSCAPES_DVPS_IGNORE_LABEL',
+    'SEMKITTI_DVPS_CLASSES',
+    'SEMKITTI_DVPS_THING_IDS',
+    'SEMKITTI_DVPS_LABEL_DIVISOR',
+    'SEMKITTI_DVPS_IGNORE_LABEL',
+]

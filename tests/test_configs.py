@@ -72,6 +72,38 @@ def _seg_batch(num_classes: int, h: int = 64, w: int = 96):
     )
 
 
+def _vip_batch(head: dict, h: int = 64, w: int = 96):
+    """Frame pairs with panoptic (classes of the head), next-frame panoptic and depth labels."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    torch.manual_seed(0)
+    div, things = head['label_divisor'], sorted(head['thing_ids'])
+    stuff = next(c for c in range(head['num_classes']) if c not in things)
+    samples = []
+    for _ in range(2):
+        s = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
+        pan = torch.full((1, h, w), stuff * div, dtype=torch.long)
+        pan[0, 8:30, 10:40] = things[0] * div + 1
+        s.gt_panoptic = PixelData(data=pan)
+        s.next_gt_panoptic = PixelData(data=torch.roll(pan, 3, dims=2))
+        s.gt_depth = PixelData(data=torch.rand(1, h, w) * 50 + 1)
+        samples.append(s)
+    return dict(
+        inputs=[torch.randint(0, 255, (6, h, w), dtype=torch.uint8) for _ in range(2)],
+        data_samples=samples,
+    )
+
+
+def _batch_for(model_cfg: dict):
+    if model_cfg.get('type') == 'ViPDeepLab':
+        return _vip_batch(model_cfg['decode_head'])
+    if 'rpn_head' in model_cfg:
+        head = model_cfg['roi_head']['bbox_head']
+        return _det_batch((head[0] if isinstance(head, list) else head)['num_classes'])  # cascades
+    return _seg_batch(model_cfg['decode_head']['num_classes'])
+
+
 def test_configs_exist():
     names = {p.name for p in CONFIGS}
     assert 'streamdeq_vid.py' in names
@@ -89,13 +121,7 @@ def test_config_builds_and_runs_one_forward(path):
     model = MODELS.build(ConfigDict(model_cfg))
     model.init_weights()
     model.train()
-    if 'rpn_head' in model_cfg:
-        head = model_cfg['roi_head']['bbox_head']
-        n = (head[0] if isinstance(head, list) else head)['num_classes']  # cascades: a list
-        data = model.data_preprocessor(_det_batch(n), True)
-    else:
-        n = model_cfg['decode_head']['num_classes']
-        data = model.data_preprocessor(_seg_batch(n), True)
+    data = model.data_preprocessor(_batch_for(model_cfg), True)
     losses = model(**data, mode='loss')
     total = sum(
         v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
@@ -108,12 +134,7 @@ def test_config_builds_and_runs_one_forward(path):
     assert grads and all(torch.isfinite(g).all() for g in grads)
     model.eval()
     with torch.no_grad():
-        preds = model(
-            **model.data_preprocessor(
-                _det_batch(n) if 'rpn_head' in model_cfg else _seg_batch(n), False
-            ),
-            mode='predict',
-        )
+        preds = model(**model.data_preprocessor(_batch_for(model_cfg), False), mode='predict')
     assert len(preds) == 2
 
 

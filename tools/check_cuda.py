@@ -43,8 +43,8 @@ def solve_case(net, x, method, tol):
 
 
 def stream_case(net, frames, device):
-    def step(x, z0, max_iter, tol):
-        out = net.forward_features(x, z0, max_iter=max_iter, tol=tol)
+    def step(x, z0, max_iter, tol, payloads):
+        out = net.forward_features(x, z0, max_iter=max_iter, tol=tol, return_lowest=False)
         return out.features, out.z, out.stats
 
     policy = StreamPolicy(budget=dict(type='FixedBudget', iters=2))

@@ -14,21 +14,21 @@ Examples:
 """
 
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from mmengine.config import DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmvideoeq.utils import register_all_modules  # noqa: E402
 from mmvideoeq.utils.checkpoint import safe_load_checkpoint  # noqa: E402
 from mmvideoeq.utils.cli import (  # noqa: E402
     CLIError,
+    add_common_args,
     cli_main,
     load_config,
+    parse_common,
     require_file,
     set_work_dir,
 )
@@ -49,20 +49,7 @@ def parse_args(argv=None):
         help='evaluate even if the checkpoint leaves model weights missing (they keep their '
         'random initialisation); refused by default',
     )
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings in the config, key=value (a key the config lacks is added, '
-        'with a warning)',
-    )
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher',
-    )
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_common_args(parser)
     stream = parser.add_argument_group('streaming (StreamDEQ inference)')
     stream.add_argument(
         '--streaming',
@@ -85,6 +72,11 @@ def parse_args(argv=None):
         '--no-baseline', action='store_true', help='skip the cold-start baseline runs'
     )
     stream.add_argument('--no-full-solve', action='store_true', help='skip the full-solve run')
+    stream.add_argument(
+        '--no-timing',
+        action='store_true',
+        help='skip the timing repeats (ms/frame then comes from the accuracy pass alone)',
+    )
     stream.add_argument(
         '--init',
         choices=['zeros', 'reference'],
@@ -112,10 +104,7 @@ def parse_args(argv=None):
         default=None,
         help='response to a detected shot change',
     )
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_common(parser, argv)
 
 
 def apply_streaming_args(cfg, args) -> None:
@@ -131,6 +120,8 @@ def apply_streaming_args(cfg, args) -> None:
         loop['baseline'] = False
     if args.no_full_solve:
         loop['full_solve'] = False
+    if args.no_timing:
+        loop['timing'] = False
     for key, value in (
         ('init', args.init),
         ('budget', args.budget),

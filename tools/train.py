@@ -6,21 +6,21 @@ Example:
 """
 
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from mmengine.config import DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmvideoeq.utils import register_all_modules  # noqa: E402
 from mmvideoeq.utils.checkpoint import safe_load_checkpoint  # noqa: E402
 from mmvideoeq.utils.cli import (  # noqa: E402
     CLIError,
+    add_common_args,
     cli_main,
     load_config,
+    parse_common,
     require_file,
     set_work_dir,
 )
@@ -44,24 +44,8 @@ def parse_args(argv=None):
         help='resume from the given checkpoint, or from the latest checkpoint in the work dir '
         'when no path is given',
     )
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings in the config, key=value (a key the config lacks is added, '
-        'with a warning)',
-    )
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher',
-    )
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_common_args(parser)
+    return parse_common(parser, argv)
 
 
 def build_cfg(args):

@@ -24,4 +24,10 @@ load_from = None
 resume = False
 # a checkpoint trained on another class list, or one that leaves weights missing, is an error
 # (not silently mislabelled predictions or an evaluation of random weights)
-custom_hooks = [dict(type='CheckpointCheckHook')]
+custom_hooks = [
+    dict(type='CheckpointCheckHook'),
+    # a resumed training continues every random generator where it stopped (exact resume)
+    dict(type='RNGStateHook'),
+    # stop at the first non-finite loss, never save non-finite weights
+    dict(type='NonFiniteLossHook', action='raise'),
+]

@@ -14,7 +14,7 @@ visualizer = dict(
     vis_backends=[dict(type='LocalVisBackend')],
     name='visualizer',
 )
-model = dict(backbone=dict(deq_cfg=dict(test_max_iter=27, solver_kwargs=dict(memory=24))))
+model = dict(backbone=dict(deq_cfg=dict(test_max_iter=27)))  # locuslab/mdeq F_THRES 27, memory 27
 # the reference's seg training schedule (SGD, poly lr, 484 epochs of 2975 images / batch 12)
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=120000, val_interval=10000)
 val_cfg = dict(type='ValLoop')
@@ -27,4 +27,4 @@ param_scheduler = [
 ]
 log_processor = dict(by_epoch=False)
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=10000))
-streaming_test_cfg = dict(iters=[1, 2, 4, 8], init='zeros', full_iters=27)
+streaming_test_cfg = dict(iters=[1, 2, 4, 8], init='zeros')

@@ -1,6 +1,6 @@
 # UR-StreamDEQ (thesis ch. 3.3): the same f, trained as a weight-tied network of 20 fixed-point
 # unrollings with plain backpropagation; inference by fixed-point iteration.
-_base_ = './faster-rcnn_mdeq-xl-broyden26_7e_imagenet-vid.py'
+_base_ = '../streamdeq_vid.py'
 model = dict(
     backbone=dict(
         deq_cfg=dict(
@@ -15,4 +15,3 @@ model = dict(
         )
     )
 )
-streaming_test_cfg = dict(full_iters=20)

@@ -6,8 +6,11 @@
     >>> infer.reset()                      # a new video
 
 The inferencer owns one :class:`~mmvideoeq.streaming.StreamState` and one
-:class:`~mmvideoeq.streaming.StreamPolicy`; the model stays stateless (the streaming protocol of
-``mmvideoeq.models.streaming``).
+:class:`~mmvideoeq.streaming.StreamPolicy` and drives them through
+:func:`~mmvideoeq.streaming.run_stream`; the model stays stateless (the streaming protocol of
+``mmvideoeq.models.streaming``). The stream keeps the records of its last ``max_history`` frames
+(1000 by default), so a live stream runs in constant memory. A frame whose solve diverged comes
+back with ``pred.metainfo['diverged'] = True``.
 """
 
 from __future__ import annotations
@@ -20,15 +23,16 @@ import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
-from mmengine.runner import load_checkpoint
 
 from mmvideoeq.registry import MODELS
 from mmvideoeq.streaming import StreamFrame, StreamPolicy, StreamState, run_stream
+from mmvideoeq.utils.checkpoint import load_weights
 
 
 def _test_pipeline(cfg: Config) -> list[dict]:
     pipeline = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
-    pipeline = [t for t in pipeline if 'LoadAnnotations' not in t['type']]
+    # annotation loaders (mmdet/mmseg LoadAnnotations, LoadPanopticAnnotation, ...) need files
+    pipeline = [t for t in pipeline if 'Annotation' not in t['type']]
     if not pipeline or 'LoadImage' not in pipeline[0]['type']:
         raise ValueError(
             'the test pipeline must start with an image loading transform, got ' f'{pipeline[:1]}'
@@ -47,9 +51,11 @@ class StreamingInferencer:
         model: A config path / :class:`Config`, or a built model with the streaming protocol.
         checkpoint: Checkpoint to load (config input only).
         device: Torch device.
-        iters: Iterations per frame (a :class:`FixedBudget`), unless ``policy`` is given.
+        iters: Solver steps per frame (a :class:`FixedBudget`), unless ``policy`` is given.
         policy: A :class:`StreamPolicy` config dict (budget, init, shot_change) or instance.
         cfg: The config, when ``model`` is a built model (for the test pipeline).
+        max_history: Frame records kept in the stream state (``policy`` dicts only).
+        allow_missing_weights: Accept a checkpoint that leaves model weights missing.
     """
 
     def __init__(
@@ -61,6 +67,8 @@ class StreamingInferencer:
         iters: int = 2,
         policy: dict | StreamPolicy | None = None,
         cfg: Config | None = None,
+        max_history: int = 1000,
+        allow_missing_weights: bool = False,
     ) -> None:
         from mmvideoeq.utils import register_all_modules
 
@@ -68,8 +76,8 @@ class StreamingInferencer:
         if isinstance(model, (str, Config)):
             cfg = Config.fromfile(model) if isinstance(model, str) else model
             model = MODELS.build(cfg.model)
-            if checkpoint is not None:
-                load_checkpoint(model, checkpoint, map_location='cpu')
+            if checkpoint is not None:  # weights-only, and refused when weights are missing
+                load_weights(model, checkpoint, allow_missing=allow_missing_weights)
         if cfg is None:
             raise ValueError('pass cfg= (for the test pipeline) together with a built model')
         if not hasattr(model, 'stream_step'):
@@ -80,9 +88,9 @@ class StreamingInferencer:
         self.pipeline = Compose(_test_pipeline(cfg))
         if policy is None:
             policy = dict(budget=dict(type='FixedBudget', iters=int(iters)))
-        self.policy = (
-            policy if isinstance(policy, StreamPolicy) else StreamPolicy.from_cfg(dict(policy))
-        )
+        if not isinstance(policy, StreamPolicy):
+            policy = StreamPolicy.from_cfg(dict(dict(max_history=max_history), **policy))
+        self.policy = policy
         self.video = 0
         self.reset()
 
@@ -111,23 +119,26 @@ class StreamingInferencer:
                 f'frame must be an (H, W, 3) BGR array or a path, got '
                 f'{getattr(frame, "shape", type(frame))}'
             )
+        if frame.shape[0] == 0 or frame.shape[1] == 0:
+            raise ValueError(f'frame is empty ({frame.shape[1]}x{frame.shape[0]} pixels)')
         t0 = time.perf_counter()
         self.frame_index += 1
         data = self.pipeline(dict(img=frame, img_id=self.frame_index))
         data = self.model.data_preprocessor(pseudo_collate([data]), False)
         inputs, samples = data['inputs'], data['data_samples']
 
-        def step(x, z0, max_iter, tol):
-            return self.model.stream_step(x, samples, z0, max_iter=max_iter, tol=tol)
+        def step(x, z0, max_iter, tol, payloads):
+            return self.model.stream_step(x, payloads, z0, max_iter=max_iter, tol=tol)
 
-        # the policy's plan / shot-change follow-up / state update, as in every driver
+        frame_in = StreamFrame(inputs, self.stream_id, self.frame_index, payload=samples[0])
         run = run_stream(
             step,
-            [StreamFrame(inputs, self.stream_id, self.frame_index)],
+            [frame_in],
             self.policy,
             states=self._states,
-            zeros_like_fn=self.model.backbone.init_stream_state,
+            zeros_like_fn=self.model.stream_zero_state,
         )
-        preds = run.outputs[0]
+        pred = run.outputs[0]
+        pred.set_metainfo(dict(diverged=run.records[0].diverged))
         self.last_ms = (time.perf_counter() - t0) * 1000.0
-        return preds[0]
+        return pred

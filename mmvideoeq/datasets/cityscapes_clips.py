@@ -32,6 +32,8 @@ from mmseg.datasets import CityscapesDataset
 
 from mmvideoeq.registry import DATASETS
 
+from .safe_loading import SkipUnreadableFramesMixin
+
 __all__ = ['CityscapesClipDataset', 'cityscapes_labelid_to_trainid', 'labelids_to_trainids']
 
 # '{city}_{seq}_{frame}', e.g. 'frankfurt_000000_000294'. The city is matched greedily so that a
@@ -119,7 +121,7 @@ def _normalize_clip_lengths(clip_length: Union[int, Sequence[int]]) -> Tuple[int
 
 
 @DATASETS.register_module()
-class CityscapesClipDataset(CityscapesDataset):
+class CityscapesClipDataset(SkipUnreadableFramesMixin, CityscapesDataset):
     """Cityscapes clips ``[f - L + 1, ..., f]`` ending at each finely annotated frame ``f``.
 
     The dataset is a flat, ordered list of *frames*: clip after clip, each clip's frames in
@@ -461,6 +463,5 @@ class CityscapesClipDataset(CityscapesDataset):
             Any: The output of the pipeline.
         """
         data_info = self.get_data_info(idx)
-        if data_info.get('seg_map_path') is None:
-            return self.unlabelled_pipeline(data_info)
-        return self.pipeline(data_info)
+        pipeline = self.pipeline if data_info.get('seg_map_path') else self.unlabelled_pipeline
+        return self.run_test_pipeline(pipeline, data_info)

@@ -44,12 +44,13 @@ from typing import Any, Dict, List, Tuple, Union
 import mmengine
 import mmengine.fileio as fileio
 from mmdet.datasets import BaseVideoDataset
-from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 from pycocotools.coco import COCO
 
 from mmvideoeq.class_names import VID_CLASSES
 from mmvideoeq.registry import DATASETS
+
+from .safe_loading import SkipUnreadableFramesMixin
 
 __all__ = ['ImagenetVIDDataset', 'IMAGENET_VID_CLASSES', 'uniform_frame_positions']
 
@@ -87,7 +88,7 @@ def uniform_frame_positions(num_frames: int, num_samples: int) -> List[int]:
 
 
 @DATASETS.register_module()
-class ImagenetVIDDataset(BaseVideoDataset):
+class ImagenetVIDDataset(SkipUnreadableFramesMixin, BaseVideoDataset):
     """ImageNet VID / DET (and the bundled synthetic benchmark) in OpenMMLab's CocoVID format.
 
     Args:
@@ -109,6 +110,12 @@ class ImagenetVIDDataset(BaseVideoDataset):
         skip_missing_files (bool): With ``check_files``, drop frames whose image is missing (they
             are logged and kept in :attr:`missing_files`) instead of raising
             ``FileNotFoundError``. Defaults to False.
+        load_as_video (bool, optional): mmtracking's key, accepted for configs written for it:
+            ``True`` is ``ann_format='cocovid'``, ``False`` (its ImageNet DET datasets) is
+            ``ann_format='coco'``.
+        ref_img_sampler (dict, optional): mmtracking's reference-frame sampling (SELSA, FGFA).
+            Refused with a pointer: mmdet 3.x samples reference frames in the pipeline
+            (``mmdet.UniformRefFrameSample`` with ``mode='video'``); StreamDEQ uses none.
         **kwargs: ``data_root``, ``data_prefix`` (``dict(img_path='Data/VID')``), ``metainfo``
             (``dict(classes=...)``: any subset of the file's category names, in any order; the
             label is the index in this tuple), ``filter_cfg`` (``filter_empty_gt``, ``min_size``;
@@ -132,8 +139,19 @@ class ImagenetVIDDataset(BaseVideoDataset):
         num_frames_per_video: int = 15,
         check_files: bool = False,
         skip_missing_files: bool = False,
+        load_as_video: bool | None = None,
+        ref_img_sampler: dict | None = None,
         **kwargs,
     ) -> None:
+        if ref_img_sampler is not None:
+            raise ValueError(
+                f'ref_img_sampler={ref_img_sampler} is an mmtracking 0.x dataset key: mmdet 3.x '
+                "samples reference frames in the pipeline instead (mode='video' and "
+                "dict(type='mmdet.UniformRefFrameSample', num_ref_imgs=..., frame_range=...)); "
+                'StreamDEQ models need no reference frames, so remove the key'
+            )
+        if load_as_video is not None:  # mmtracking's name for the two annotation formats
+            ann_format = 'cocovid' if load_as_video else 'coco'
         for name, value, allowed in (
             ('mode', mode, _MODES),
             ('ann_format', ann_format, _ANN_FORMATS),
@@ -205,10 +223,25 @@ class ImagenetVIDDataset(BaseVideoDataset):
             )
         for key in ('images', 'categories'):
             if key not in dataset:
-                raise KeyError(
+                raise ValueError(
                     f"{self.ann_file} has no '{key}' key: not a COCO/CocoVID " 'annotation file'
                 )
         dataset.setdefault('annotations', [])
+        for img in dataset['images']:
+            absent = [k for k in ('id', 'file_name', 'width', 'height') if k not in img]
+            if absent:
+                raise ValueError(
+                    f"{self.ann_file}: image {img.get('id', '?')} ({img.get('file_name', '?')}) "
+                    f'has no {absent} key(s); every image of a COCO/CocoVID file needs id, '
+                    'file_name, width and height'
+                )
+        if not dataset['annotations']:
+            print_log(
+                f'{self.ann_file} holds no annotations: the metrics will have no ground truth '
+                '(every mAP is -1)',
+                logger='current',
+                level=logging.WARNING,
+            )
         if self.ann_format == 'cocovid':
             self._check_cocovid(dataset)
         cat_ids = {cat['id'] for cat in dataset['categories']}
@@ -241,7 +274,7 @@ class ImagenetVIDDataset(BaseVideoDataset):
             "ann_format='coco'"
         )
         if 'videos' not in dataset:
-            raise KeyError(
+            raise ValueError(
                 f"{self.ann_file} has no 'videos' key, so it is not a CocoVID file "
                 f'(OpenMMLab conversion of ImageNet VID){hint}'
             )
@@ -250,13 +283,13 @@ class ImagenetVIDDataset(BaseVideoDataset):
         for img in dataset['images']:
             for key in ('video_id', 'frame_id'):
                 if key not in img:
-                    raise KeyError(
+                    raise ValueError(
                         f"{self.ann_file}: image {img.get('id')} "
                         f"({img.get('file_name')}) has no '{key}' key, so the file is "
                         f'not CocoVID{hint}'
                     )
             if img['video_id'] not in video_ids:
-                raise KeyError(
+                raise ValueError(
                     f"{self.ann_file}: image {img['id']} has video_id "
                     f"{img['video_id']}, which is not in 'videos'"
                 )
@@ -323,7 +356,7 @@ class ImagenetVIDDataset(BaseVideoDataset):
             ]
         for img in frames:
             if _TRAIN_FLAG not in img:
-                raise KeyError(
+                raise ValueError(
                     f"{self.ann_file}: image {img['id']} of video {video_id} has no "
                     f"'{_TRAIN_FLAG}' key; use train_frame_sampling='uniform' (with "
                     "num_frames_per_video) or 'all' for a file without training-frame flags"
@@ -445,6 +478,12 @@ class ImagenetVIDDataset(BaseVideoDataset):
                 f'The number of frames before and after filtering: {before} / {after}',
                 logger='current',
             )
+        if not videos:
+            raise ValueError(
+                f'no frame of {self.ann_file} is left after filtering (filter_cfg='
+                f'{self.filter_cfg}): relax filter_cfg (filter_empty_gt, min_size) or check that '
+                'the annotations match the metainfo classes'
+            )
         for video in videos:
             video['video_length'] = len(video['images'])
             for info in video['images']:
@@ -469,7 +508,7 @@ class ImagenetVIDDataset(BaseVideoDataset):
             raise ValueError(
                 f'got index {idx}: (video, frame) indices (TrackImgSampler) need ' "mode='video'"
             )
-        return BaseDataset.prepare_data(self, idx)
+        return self.run_test_pipeline(self.pipeline, self.get_data_info(idx))
 
     def get_cat_ids(self, index: Union[int, Tuple[int, int]]) -> List[int]:
         """Labels of the instances of a frame (or, in ``'video'`` mode, a video or frame).
@@ -503,16 +542,3 @@ class ImagenetVIDDataset(BaseVideoDataset):
         if self.mode == 'frame':
             return len(self)
         return super().num_all_imgs
-
-    def get_video_frame_indices(self) -> Dict[Any, List[int]]:
-        """Dataset indices of each video's frames, in streaming order (``'frame'`` mode only).
-
-        Returns:
-            dict: ``video_id`` -> list of indices into this dataset.
-        """
-        if self.mode != 'frame':
-            raise ValueError("get_video_frame_indices needs mode='frame'")
-        out: Dict[Any, List[int]] = {}
-        for idx in range(len(self)):
-            out.setdefault(self.get_data_info(idx)['video_id'], []).append(idx)
-        return out

@@ -70,7 +70,7 @@ class DEQSolver:
             (already weighted) in training.
         jac_reg_vecs: Hutchinson probe vectors of the regulariser.
         return_lowest: Full solves return the lowest-residual state (see ``solve``).
-        solver_kwargs: Extra options of the forward solver (e.g. ``dict(memory=24)``).
+        solver_kwargs: Extra options of the forward solver (e.g. ``dict(memory=27)``).
         backward_solver_kwargs: Extra options of the adjoint solver.
         seed: Seed of the private ``torch.Generator`` of the stochastic-unroll draw; ``None``
             draws from the global RNG (seeded by the training framework).
@@ -245,7 +245,7 @@ class DEQSolver:
     ) -> tuple[list[Tensor], SolverStats, dict]:
         aux: dict = {}
         jac = self.jac_reg_weight > 0 and torch.is_grad_enabled()
-        if self.train_mode != 'implicit':
+        if self.train_mode != 'implicit':  # UR / SUR: fixed-point unrolling, never early
             if max_iter is not None:
                 n = max_iter
             elif self.train_mode == 'unroll':
@@ -253,33 +253,19 @@ class DEQSolver:
             else:
                 n = self.draw_unroll_iters()
             aux['unroll_iters'] = n
-            out, pre, stats = solve_with_preimage(
-                f,
-                z0,
-                method='fixed_point',
-                max_iter=n,
-                tol=None,
-                stop_mode=self.stop_mode,
-                return_lowest=False,
-                keep_preimage=jac,
-            )
-            if jac:
-                aux['jac_loss'] = self._jac_loss_at(f, pre)
-            return out, stats, aux
-
-        budget = self.train_max_iter if max_iter is None else max_iter
-        ttol = self.train_tol if tol is None else tol
-        if self.grad == 'unroll' or not torch.is_grad_enabled():
-            out, pre, stats = solve_with_preimage(
-                f,
-                z0,
+            run = dict(method='fixed_point', max_iter=n, tol=None, return_lowest=False)
+        else:
+            run = dict(
                 method=self.solver,
-                max_iter=budget,
-                tol=ttol,
-                stop_mode=self.stop_mode,
+                max_iter=self.train_max_iter if max_iter is None else max_iter,
+                tol=self.train_tol if tol is None else tol,
                 return_lowest=self.return_lowest,
-                keep_preimage=jac,
                 **self.solver_kwargs,
+            )
+        if self.train_mode != 'implicit' or self.grad == 'unroll' or not torch.is_grad_enabled():
+            # autograd records the iterations (or nothing needs a gradient)
+            out, pre, stats = solve_with_preimage(
+                f, z0, stop_mode=self.stop_mode, keep_preimage=jac, **run
             )
             if jac:
                 aux['jac_loss'] = self._jac_loss_at(f, pre)
@@ -287,15 +273,7 @@ class DEQSolver:
 
         with torch.no_grad():
             _, pre, stats = solve_with_preimage(
-                f,
-                z0,
-                method=self.solver,
-                max_iter=budget,
-                tol=ttol,
-                stop_mode=self.stop_mode,
-                return_lowest=self.return_lowest,
-                keep_preimage=True,
-                **self.solver_kwargs,
+                f, z0, stop_mode=self.stop_mode, keep_preimage=True, **run
             )
         if self.grad == 'implicit':
             out, z_leaf, fz = implicit_layer(

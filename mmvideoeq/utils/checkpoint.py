@@ -221,7 +221,8 @@ def _corrupt(path: str, err: BaseException) -> CheckpointFileError:
     )
 
 
-def _safe_local_loader(filename: str, map_location=None) -> Any:
+def load_from_local_weights_only(filename: str, map_location=None) -> Any:
+    """mmengine loader of local files (mmengine logs it as the `local_weights_only` backend)."""
     return safe_load_checkpoint(filename, map_location=map_location or 'cpu')
 
 
@@ -230,7 +231,7 @@ def install_safe_checkpoint_loader() -> None:
     init) through :func:`safe_load_checkpoint` (idempotent)."""
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    CheckpointLoader.register_scheme(prefixes='', loader=_safe_local_loader, force=True)
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_weights_only, force=True)
 
 
 def state_dict_of(checkpoint: Any) -> dict:

@@ -8,6 +8,7 @@ registry type, a checkpoint refused by the weights-only unpickler.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import pickle
@@ -23,6 +24,32 @@ from .checkpoint import UnsafeCheckpointError, unsafe_checkpoint_error
 
 class CLIError(Exception):
     """An error in the command-line input; printed as one line, exit status 2."""
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """The arguments ``tools/train.py`` and ``tools/test.py`` share (mmdet's names)."""
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in the config, key=value (a key the config lacks is added, '
+        'with a warning)',
+    )
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher',
+    )
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_common(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse, and export ``LOCAL_RANK`` for torch.distributed launchers as mmdet's tools do."""
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
 
 
 def require_file(path: str | None, what: str) -> None:
@@ -111,7 +138,7 @@ _REGISTRY_MISS = re.compile(r'(\S+) is not in the (\S+) registry')
 
 def describe_error(err: BaseException) -> str | None:
     """One-line description of a known user-input error, or ``None`` for anything else."""
-    if isinstance(err, (CLIError, UnsafeCheckpointError)):
+    if isinstance(err, (CLIError, UnsafeCheckpointError, FloatingPointError)):
         return str(err)
     text0 = str(err)
     if isinstance(err, TypeError) and 'unexpected keyword argument' in text0:

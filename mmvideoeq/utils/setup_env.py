@@ -24,6 +24,7 @@ def register_all_modules(init_default_scope: bool = True) -> None:
     import mmvideoeq.engine  # noqa: F401
     import mmvideoeq.evaluation  # noqa: F401
     import mmvideoeq.models  # noqa: F401
+    import mmvideoeq.visualization  # noqa: F401
 
     from .checkpoint import allow_mmengine_checkpoint_types, install_safe_checkpoint_loader
 

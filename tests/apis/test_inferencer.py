@@ -34,19 +34,34 @@ def test_state_is_kept_between_frames_and_reset(inferencer):
     pred0 = inferencer(_frame(0))
     assert 'pred_instances' in pred0
     rec0 = inferencer.state.history[-1]
-    assert rec0['init'] == 'zeros' and rec0['iters'] == 2
+    assert rec0.init == 'zeros' and rec0.iters == 2
     z0 = [t.clone() for t in inferencer.state.z]
     inferencer(_frame(1))
     rec1 = inferencer.state.history[-1]
-    assert rec1['init'] == 'warm' and rec1['frame_id'] == 1
+    assert rec1.init == 'warm' and rec1.frame_id == 1
     assert any((a - b).abs().max() > 0 for a, b in zip(z0, inferencer.state.z))
     assert inferencer.last_ms > 0
     inferencer.reset()
     inferencer(_frame(2))
-    assert inferencer.state.history[-1]['init'] == 'zeros'
+    assert inferencer.state.history[-1].init == 'zeros'
     assert len(inferencer.state.history) == 1
 
 
 def test_bad_frame_is_a_clear_error(inferencer):
     with pytest.raises(ValueError, match=r'\(H, W, 3\) BGR array'):
         inferencer(np.zeros((10, 10)))
+    with pytest.raises(ValueError, match='frame is empty'):
+        inferencer(np.zeros((0, 0, 3), dtype=np.uint8))
+
+
+def test_history_is_bounded(inferencer):
+    inferencer.reset()
+    limit = inferencer.policy.max_history
+    assert limit == 1000  # the default: a live stream runs in constant memory
+    inferencer.policy.max_history = 3
+    try:
+        for t in range(5):
+            inferencer(_frame(t))
+        assert [r.frame_id for r in inferencer.state.history] == [2, 3, 4]
+    finally:
+        inferencer.policy.max_history = limit

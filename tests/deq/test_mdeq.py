@@ -261,3 +261,49 @@ def test_bad_arguments():
         net(torch.zeros(1, 1, 32, 32))
     with pytest.raises(TypeError, match='image tensor'):
         net([0.0])
+
+
+def test_weight_norm_cache_is_exact_and_invalidated_by_updates():
+    """Without autograd the normalised weights are kept between solves, and any change of the
+    parameters (optimizer step, load_state_dict) or train() recomputes them."""
+    torch.manual_seed(0)
+    net = tiny().eval()
+    conv = next(m for m in net.modules() if isinstance(m, WNConv2d))
+    v, g = conv.weight_v.detach(), conv.weight_g.detach()
+    by_hand = v * g / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    with torch.no_grad():
+        first = conv.weight
+        assert conv.weight is first  # cached: the same tensor, not recomputed
+        torch.testing.assert_close(first, by_hand)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    net.train()
+    x = torch.randn(1, 3, 16, 16)
+    feat = net.forward_features(x, max_iter=2, tol=0).features[0]
+    (feat * torch.randn_like(feat)).sum().backward()  # (a plain sum is constant under GroupNorm)
+    opt.step()
+    net.eval()
+    with torch.no_grad():
+        after = conv.weight
+        v, g = conv.weight_v, conv.weight_g
+        torch.testing.assert_close(after, v * g / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
+        assert not torch.equal(after, first)
+        net.load_state_dict(
+            {k: t * 0.5 if k.endswith('weight_g') else t for k, t in net.state_dict().items()}
+        )
+        torch.testing.assert_close(conv.weight, 0.5 * after)
+    # a streaming chain gives the same fixed points with and without the cache
+    with torch.no_grad():
+        z = None
+        cached = []
+        for t in range(3):
+            z = net.forward_features(x + 0.1 * t, z, max_iter=2, tol=0).z
+            cached.append(z)
+        for m in net.modules():
+            if isinstance(m, WNConv2d):
+                m._cache = None
+        z = None
+        for t in range(3):
+            with torch.enable_grad():  # autograd on: no caching anywhere
+                z = [u.detach() for u in net.forward_features(x + 0.1 * t, z, max_iter=2, tol=0).z]
+            for a, b in zip(z, cached[t]):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -83,8 +83,8 @@ def _frame(video, t):
 
 @DATASETS.register_module(force=True)
 class ToyVideoDataset(BaseDataset):
-    def __init__(self, videos=((0, 5), (1, 4)), reverse=False, **kwargs):
-        self.videos, self.reverse = videos, reverse
+    def __init__(self, videos=((0, 5), (1, 4)), reverse=False, broken=(), **kwargs):
+        self.videos, self.reverse, self.broken = videos, reverse, set(map(tuple, broken))
         super().__init__(serialize_data=False, lazy_init=False, **kwargs)
 
     def load_data_list(self):
@@ -103,6 +103,8 @@ class ToyVideoDataset(BaseDataset):
                 video_length=info['video_length'],
             )
         )
+        if (info['video_id'], info['frame_id']) in self.broken:  # as the safe loading marks it
+            sample.set_metainfo(dict(eval_skip_reason='LoadImageFromFile failed on x.jpg'))
         return dict(inputs=_frame(info['video'], info['frame_id']), data_samples=sample)
 
 
@@ -116,6 +118,8 @@ class ToyRecordMetric(BaseMetric):
     def process(self, data_batch, data_samples):
         for s in data_samples:
             RECORDS.append(s)
+            if s.get('eval_skip_reason'):
+                continue
             self.results.append((s['frame_offset'], float(s['pred'].abs().mean())))
 
     def compute_metrics(self, results):
@@ -135,13 +139,13 @@ def _collate(batch):
     )
 
 
-def _run(tmp_path, *, videos=((0, 5), (1, 4)), batch=1, reverse=False, **loop):
+def _run(tmp_path, *, videos=((0, 5), (1, 4)), batch=1, reverse=False, broken=(), **loop):
     RECORDS.clear()
     loader = dict(
         batch_size=batch,
         num_workers=0,
         collate_fn=_collate,
-        dataset=dict(type='ToyVideoDataset', videos=videos, reverse=reverse),
+        dataset=dict(type='ToyVideoDataset', videos=videos, reverse=reverse, broken=broken),
         sampler=dict(type='DefaultSampler', shuffle=False),
     )
     if batch > 1:
@@ -258,3 +262,30 @@ def test_results_json_and_table(tmp_path):
     assert len(report['settings']['stream@1']['metrics']['offset_curve/mean_abs']) == 5
     assert set(metrics) >= {'stream@1/mean_abs', 'cold@2/mean_abs', 'full/mean_abs'}
     assert (tmp_path / 'streaming' / 'curves.png').stat().st_size > 1000
+
+
+def test_unreadable_frame_is_skipped_reported_and_the_stream_goes_on(tmp_path):
+    _, recs = _run(tmp_path, iters=[2], baseline=False, full_solve=False, broken=[('v0', 2)])
+    report = json.loads((tmp_path / 'streaming' / 'results.json').read_text())
+    res = report['settings']['stream@2']
+    assert res['skipped'] == [
+        dict(video_id='v0', frame_id=2, reason='LoadImageFromFile failed on x.jpg')
+    ]
+    assert res['frames'] == 8
+    by_key = {_key(s): s for s in recs}
+    assert 'pred' not in by_key[('v0', 2)]
+    # frame 3 continues from frame 1's state (skip_response='continue')
+    _, clean = _run(tmp_path / 'b', videos=((0, 5),), iters=[2], baseline=False, full_solve=False)
+    ref = {_key(s): s['pred'] for s in clean}
+    torch.testing.assert_close(by_key[('v0', 1)]['pred'], ref[('v0', 1)])
+    assert (by_key[('v0', 3)]['pred'] - ref[('v0', 3)]).abs().max() > 0  # one frame missing
+
+
+def test_timing_repeats_and_cost_plot(tmp_path):
+    _run(tmp_path, iters=[1, 2], timing=dict(batches=2, repeats=2, warmup=1))
+    report = json.loads((tmp_path / 'streaming' / 'results.json').read_text())
+    timing = report['settings']['stream@2']['timing']
+    assert timing['repeats'] == 2 and timing['frames'] == 2
+    assert timing['min_ms'] <= timing['median_ms'] <= timing['max_ms']
+    assert report['settings']['stream@2']['mean_evals'] == 2  # fixed point: 2 evaluations
+    assert (tmp_path / 'streaming' / 'accuracy_vs_cost.png').stat().st_size > 1000

@@ -322,10 +322,16 @@ def test_track_data_samples_through_evaluator(tmp_path):
     gt, frames = _make_data(seed=4)
     gt_path = _gt_file(tmp_path, gt)
 
-    def det_sample(f):
+    lengths = {v: sum(f['video_id'] == v for f in frames) for v in (10, 20)}
+
+    def det_sample(f):  # the metainfo mmdet's PackTrackInputs packs by default
         s = DetDataSample(
             metainfo=dict(
-                img_id=f['img_id'], video_id=f['video_id'], frame_id=f['frame_id'], ori_shape=(H, W)
+                img_id=f['img_id'],
+                video_id=f['video_id'],
+                frame_id=f['frame_id'],
+                ori_shape=(H, W),
+                ori_video_length=lengths[f['video_id']],
             )
         )
         s.pred_instances = InstanceData(
@@ -352,6 +358,10 @@ def test_track_data_samples_through_evaluator(tmp_path):
     stats = _reference_stats(gt_path, frames, {f['img_id'] for f in frames})
     assert out['vid/num_frames'] == len(frames)
     assert out['vid/bbox_mAP_50'] == pytest.approx(stats[1], abs=5e-4)
+    # the unrounded statistics next to mmdet's 3-decimal ones
+    assert out['vid/exact/bbox_mAP_50'] == pytest.approx(stats[1], rel=1e-12)
+    assert out['vid/exact/bbox_mAP'] == pytest.approx(stats[0], rel=1e-12)
+    assert out['vid/bbox_mAP_50'] == round(stats[1], 3)
 
     evaluator = Evaluator(VIDMetric(ann_file=gt_path, offset_buckets=2))
     evaluator.dataset_meta = dict(classes=CLASSES)

@@ -1,4 +1,4 @@
-"""Render the bundled benchmark (real photographs; ImageNet-VID / Cityscapes / KITTI / COCO).
+"""Render the bundled benchmark (real photographs; ImageNet-VID / Cityscapes / KITTI / COCO ...).
 
 Example::
 

@@ -7,6 +7,9 @@ mdeq_channels = [88, 176, 352, 704]
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     type='StreamDEQEncoderDecoder',
+    # logits upsampled to the label size as locuslab/mdeq's validate() does (its test-time
+    # inference() uses align_corners=False)
+    upsample_align_corners=True,
     data_preprocessor=dict(
         type='mmseg.SegDataPreProcessor',
         mean=[123.675, 116.28, 103.53],

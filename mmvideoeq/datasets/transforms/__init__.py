@@ -1,0 +1,7 @@
+from .depth_scaling import ScaleDepthWithImage  # noqa: F401
+from .dvps_loading import (  # noqa: F401
+    LoadDepthAnnotation,
+    LoadNextImageFromFile,
+    LoadPanopticAnnotation,
+)
+from .formatting import PackDVPSInputs  # noqa: F401

@@ -29,17 +29,42 @@ def _scalars(metrics: dict) -> dict:
     }
 
 
+#: The metric a report leads with, by preference (the first one the metrics have).
+PRIMARY = ('exact/bbox_mAP_50', 'bbox_mAP_50', 'mIoU', 'DVPQ', 'VPQ', 'PQ', 'bbox_mAP')
+
+
+def primary_metric(keys: list[str], wanted: str | None = None) -> str | None:
+    """The key a report leads with: ``wanted`` (a key or its suffix), else the first of
+    :data:`PRIMARY` present, else the first key."""
+    for name in ([wanted] if wanted else []) + list(PRIMARY):
+        match = [k for k in keys if k == name or k.endswith('/' + name)]
+        if match:
+            return match[0]
+    return keys[0] if keys else None
+
+
 class StreamingReport:
     """Collects the settings' results and writes them out.
 
     Args:
         out_dir: Folder of ``results.json`` and the plots.
         solver: Name of the backbone's solver (shown in the table).
+        metric: The metric to lead the table and the plot with (a key or its last part);
+            default: the first of :data:`PRIMARY` the metrics have.
     """
 
-    def __init__(self, out_dir: str, solver: str | None = None) -> None:
+    def __init__(self, out_dir: str, solver: str | None = None, metric: str | None = None) -> None:
         self.out_dir = out_dir
+        self.metric = metric
         self.data: dict[str, Any] = dict(settings={}, status='running', solver=solver)
+
+    def _keys(self) -> list[str]:
+        """Scalar metric keys, the primary one first."""
+        keys: list[str] = []
+        for res in self.data['settings'].values():
+            keys += [k for k in _scalars(res['metrics']) if k not in keys]
+        first = primary_metric(keys, self.metric)
+        return ([first] if first else []) + [k for k in keys if k != first]
 
     @property
     def json_path(self) -> str:
@@ -115,10 +140,7 @@ class StreamingReport:
         """One row per setting: scalar metrics, solver steps and f evaluations per frame,
         ms/frame (timing median [min, max] when timed), frames."""
         settings = self.data['settings']
-        keys: list[str] = []
-        for res in settings.values():
-            keys += [k for k in _scalars(res['metrics']) if k not in keys]
-        keys = keys[:4]
+        keys = [k for k in self._keys() if 'exact/' not in k or k == self._keys()[0]][:4]
         head = ['setting', *keys, 'steps/frame', 'f evals/frame', 'ms/frame', 'frames']
         rows = []
         for name, res in settings.items():
@@ -179,7 +201,7 @@ class StreamingReport:
     def plot_cost(self) -> str | None:
         """Metric against f evaluations and ms per frame: streamed, cold, full."""
         settings = self.data['settings']
-        keys = [k for res in settings.values() for k in _scalars(res['metrics'])]
+        keys = self._keys()
         if not keys:
             return None
         metric = keys[0]

@@ -80,10 +80,13 @@ class StreamingTestLoop(BaseLoop):
         shot_change_cfg: Further :class:`~mmvideoeq.streaming.ShotChangeDetector` arguments.
         skip_response: After a frame that failed to load: ``'continue'`` from the last good
             state, or ``'reset'``.
-        timing: ``dict(batches=8, repeats=3, warmup=1)``: after the accuracy pass each setting is
-            re-run ``warmup + repeats`` times on its first ``batches`` batches (model step only,
-            fresh streams each time) and the median and range of ms/frame over the repeats are
-            reported; ``None`` reports only the accuracy pass's mean.
+        timing: ``True`` (= ``dict(batches=8, repeats=3, warmup=1)``) or such a dict: after the
+            accuracy pass each setting is re-run ``warmup + repeats`` times on its first
+            ``batches`` batches (model step only, fresh streams each time) and the median and
+            range of ms/frame over the repeats are reported; ``False`` reports only the
+            accuracy pass's mean.
+        metric: The metric the table and the cost plot lead with (default: mAP@50, mIoU, DVPQ,
+            ... whichever the evaluator reports, see ``streaming_report.PRIMARY``).
         out_dir: Where results go (default ``<work_dir>/streaming``).
         plot: Write the plots.
         fp16: Run under autocast.
@@ -108,7 +111,8 @@ class StreamingTestLoop(BaseLoop):
         shot_change: str | None = None,
         shot_change_cfg: dict | None = None,
         skip_response: str = 'continue',
-        timing: dict | None = None,
+        timing: dict | bool = True,
+        metric: str | None = None,
         out_dir: str | None = None,
         plot: bool = True,
         fp16: bool = False,
@@ -139,9 +143,11 @@ class StreamingTestLoop(BaseLoop):
         self.shot_change = None if shot_change in (None, 'none') else shot_change
         self.shot_change_cfg = dict(shot_change_cfg or {})
         self.skip_response = skip_response
-        self.timing = (
-            None if timing is None else dict(dict(batches=8, repeats=3, warmup=1), **timing)
-        )
+        defaults = dict(batches=8, repeats=3, warmup=1)
+        if timing is True:
+            timing = defaults
+        self.timing = dict(defaults, **timing) if timing else None
+        self.metric = metric
         self.out_dir = out_dir
         self.plot = plot
         self.fp16 = fp16
@@ -205,7 +211,7 @@ class StreamingTestLoop(BaseLoop):
         self.runner.model.eval()
         out_dir = self.out_dir or osp.join(self.runner.work_dir, 'streaming')
         os.makedirs(out_dir, exist_ok=True)
-        report = StreamingReport(out_dir, solver=self._solver_name())
+        report = StreamingReport(out_dir, solver=self._solver_name(), metric=self.metric)
         for setting in self.settings():
             report.add(setting['name'], self.run_setting(setting))
             report.write_json()  # partial results stay readable

@@ -2,10 +2,11 @@
 
 OpenMMLab reports ImageNet VID as COCO-style ``bbox_mAP_50`` computed by pycocotools over all
 frames of the validation videos (mmtracking's SELSA/FGFA/DFF results). :class:`VIDMetric`
-subclasses mmdet's :class:`~mmdet.evaluation.CocoMetric` and reuses its whole evaluation (result
-conversion to COCO json, ground truth from ``ann_file`` or converted from the data samples,
-``COCOeval``, class-wise table, ``bbox_mAP``/``bbox_mAP_50``/... keys). Written here, because mmdet
-lacks it:
+subclasses mmdet's :class:`~mmdet.evaluation.CocoVideoMetric` (which flattens ``TrackDataSample``
+videos into frames and collects video results across ranks) and reuses ``CocoMetric``'s whole
+evaluation (result conversion to COCO json, ground truth from ``ann_file`` or converted from the
+data samples, ``COCOeval``, class-wise table, ``bbox_mAP``/``bbox_mAP_50``/... keys). Written
+here, because mmdet lacks it:
 
 * the **by-frame-offset curve** StreamDEQ plots: frames are grouped by their offset from the
   start of their clip (:mod:`.frame_offset`) and ``COCOeval`` is run on each group's images at
@@ -16,7 +17,7 @@ lacks it:
   every image of ``ann_file`` (a frame without a result counts as all misses); here only the
   frames that were processed are evaluated;
 * class matching by name (mmdet maps ``dataset_meta['classes']`` to category ids in file order);
-* flattening mmdet's ``TrackDataSample`` (``mode='video'`` pipelines) into frames.
+* the unrounded COCO statistics next to mmdet's 3-decimal values (``exact/bbox_mAP_50`` ...).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
+import mmdet.evaluation.metrics.coco_metric as coco_metric_module
 import numpy as np
 import torch
 from mmdet.datasets.api_wrappers import COCO, COCOeval
-from mmdet.evaluation import CocoMetric
-from mmdet.evaluation.metrics.base_video_metric import BaseVideoMetric
+from mmdet.evaluation import CocoMetric, CocoVideoMetric
+from mmengine.evaluator import BaseMetric
 from mmengine.fileio import exists, load
 from mmengine.logging import MMLogger
 from mmengine.structures import BaseDataElement
@@ -44,10 +46,91 @@ from .frame_offset import SKIP_KEY, OffsetBuckets, aggregate_by_offset, frame_of
 __all__ = ['VIDMetric']
 
 _VIDEO_KEYS = ('video_data_samples', '_video_data_samples')
+_STAT_NAMES = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
+
+
+@contextlib.contextmanager
+def _recorded_cocoeval():
+    """Keep the ``COCOeval`` that mmdet's ``CocoMetric.compute_metrics`` creates (it only
+    returns rounded values and keeps no handle on it): yields the list it is appended to."""
+    seen: list = []
+    base = coco_metric_module.COCOeval
+
+    class Recorded(base):
+        def summarize(self):
+            super().summarize()
+            seen.append(self)
+
+    coco_metric_module.COCOeval = Recorded
+    try:
+        yield seen
+    finally:
+        coco_metric_module.COCOeval = base
+
+
+class _FrameRecordMetric(CocoMetric):
+    """``CocoMetric.process`` for frames that keeps one record per frame: its identity, and
+    either its converted ground truth and prediction or why it was skipped."""
+
+    def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
+        for frame in data_samples:
+            if isinstance(frame, BaseDataElement):
+                frame = frame.to_dict()
+            info = self._frame_info(frame)
+            reason = self._skip_reason(frame)
+            if reason is not None:
+                self.results.append(dict(frame=info, skipped=reason))
+                continue
+            if not self.ann_file:
+                for key in ('instances', 'ori_shape'):
+                    if key not in frame:
+                        raise KeyError(
+                            f"VIDMetric without ann_file needs '{key}' in every data sample "
+                            "(add it to PackDetInputs' meta_keys) or set ann_file to the "
+                            "dataset's annotation file"
+                        )
+            elif 'ori_shape' not in frame:
+                # CocoMetric reads it unconditionally; it only matters without ann_file
+                frame = dict(frame, ori_shape=(0, 0))
+            super().process(data_batch, [frame])
+            gt, pred = self.results.pop()
+            self.results.append(dict(frame=info, gt=gt, pred=pred))
+
+    @staticmethod
+    def _frame_info(frame: dict) -> dict:
+        if 'img_id' not in frame:
+            raise KeyError(
+                "VIDMetric needs 'img_id' in every data sample's metainfo (keep it in "
+                "PackDetInputs' meta_keys)"
+            )
+        info = {key: frame.get(key) for key in ('img_id', 'video_id', 'frame_id', 'img_path')}
+        info['frame_offset'] = frame.get('frame_offset')
+        return info
+
+    @staticmethod
+    def _skip_reason(frame: dict) -> str | None:
+        if frame.get(SKIP_KEY):
+            return str(frame[SKIP_KEY])
+        pred = frame.get('pred_instances')
+        if pred is None:
+            return 'no pred_instances'
+        for key in ('bboxes', 'scores', 'labels'):
+            if key not in pred:
+                return f'pred_instances has no {key}'
+        for key in ('bboxes', 'scores'):
+            value = pred[key]
+            value = (
+                value.detach().cpu()
+                if isinstance(value, torch.Tensor)
+                else torch.as_tensor(np.asarray(value, dtype=np.float64))
+            )
+            if not bool(torch.isfinite(value).all()):
+                return f'non-finite pred_instances.{key}'
+        return None
 
 
 @METRICS.register_module()
-class VIDMetric(CocoMetric):
+class VIDMetric(CocoVideoMetric, _FrameRecordMetric):
     """COCO ``bbox`` mAP of video frames, plus ``bbox_mAP_50`` by frame offset.
 
     Each data sample is a frame (``DetDataSample`` / its dict: ``img_id``, ``pred_instances``,
@@ -63,6 +146,8 @@ class VIDMetric(CocoMetric):
 
     Returned keys (besides mmdet's ``bbox_mAP``, ``bbox_mAP_50``, ``bbox_mAP_75``,
     ``bbox_mAP_s/m/l``, rounded to 3 decimals as mmdet does; prefixed with ``vid/`` by default):
+
+    * ``exact/bbox_mAP``, ``exact/bbox_mAP_50``, ...: the same statistics unrounded;
 
     * ``num_frames`` (evaluated) and ``num_skipped_frames``;
     * ``offset_curve/bbox_mAP_50``: ``{bucket label: mAP@0.5}`` and ``offset_curve/num_frames``:
@@ -149,86 +234,26 @@ class VIDMetric(CocoMetric):
     # processing
     # ------------------------------------------------------------------------------------------
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
-        """Store one entry (a list of frame records) per data sample.
+        """Store one record per frame: ``TrackDataSample`` videos are flattened by mmdet's
+        ``CocoVideoMetric.process``, which hands each frame to the frame-level processing.
 
         Args:
             data_batch (Any): The batch from the dataloader (unused).
             data_samples (Sequence[dict]): Frames, or ``TrackDataSample`` dicts of frames.
         """
         for data_sample in data_samples:
-            frames = self._frames_of(data_sample)
-            entry = []
-            for frame in frames:
-                info = self._frame_info(frame)
-                reason = self._skip_reason(frame)
-                if reason is not None:
-                    entry.append(dict(frame=info, skipped=reason))
-                    continue
-                if not self.ann_file:
-                    for key in ('instances', 'ori_shape'):
-                        if key not in frame:
-                            raise KeyError(
-                                f"VIDMetric without ann_file needs '{key}' in every data sample "
-                                "(add it to PackDetInputs' meta_keys) or set ann_file to the "
-                                "dataset's annotation file"
-                            )
-                elif 'ori_shape' not in frame:
-                    # CocoMetric reads it unconditionally; it only matters without ann_file
-                    frame = dict(frame, ori_shape=(0, 0))
-                super().process(data_batch, [frame])
-                gt, pred = self.results.pop()
-                entry.append(dict(frame=info, gt=gt, pred=pred))
-            self.results.append(entry)
-
-    def _frames_of(self, data_sample: Any) -> list[dict]:
-        """The frame dicts of a data sample (itself, or a TrackDataSample's frames)."""
-        for key in _VIDEO_KEYS:
-            if key in data_sample:
+            if any(key in data_sample for key in _VIDEO_KEYS):
                 self._saw_track_samples = True
-                return [
-                    f.to_dict() if isinstance(f, BaseDataElement) else f for f in data_sample[key]
-                ]
-        return [data_sample]
-
-    @staticmethod
-    def _frame_info(frame: dict) -> dict:
-        if 'img_id' not in frame:
-            raise KeyError(
-                "VIDMetric needs 'img_id' in every data sample's metainfo (keep it in "
-                "PackDetInputs' meta_keys)"
-            )
-        info = {key: frame.get(key) for key in ('img_id', 'video_id', 'frame_id', 'img_path')}
-        info['frame_offset'] = frame.get('frame_offset')
-        return info
-
-    @staticmethod
-    def _skip_reason(frame: dict) -> str | None:
-        if frame.get(SKIP_KEY):
-            return str(frame[SKIP_KEY])
-        pred = frame.get('pred_instances')
-        if pred is None:
-            return 'no pred_instances'
-        for key in ('bboxes', 'scores', 'labels'):
-            if key not in pred:
-                return f'pred_instances has no {key}'
-        for key in ('bboxes', 'scores'):
-            value = pred[key]
-            value = (
-                value.detach().cpu()
-                if isinstance(value, torch.Tensor)
-                else torch.as_tensor(np.asarray(value, dtype=np.float64))
-            )
-            if not bool(torch.isfinite(value).all()):
-                return f'non-finite pred_instances.{key}'
-        return None
+                CocoVideoMetric.process(self, data_batch, [data_sample])
+            else:
+                _FrameRecordMetric.process(self, data_batch, [data_sample])
 
     def evaluate(self, size: int) -> dict:
-        """Collect the entries of all ranks and compute the metrics.
+        """Collect the records of all ranks and compute the metrics.
 
         Frame samples go through mmengine's ``BaseMetric.evaluate`` (which drops the sampler's
-        padding by ``size``). When ``TrackDataSample``s were seen, ``size`` counts videos, not the
-        per-frame samples of mmdet's ``TrackImgSampler``, so the collection is mmdet's
-        ``BaseVideoMetric.evaluate`` (no truncation; duplicates are dropped by image id).
+        padding by ``size``); when ``TrackDataSample``s were seen, ``size`` counts videos, so
+        mmdet's ``CocoVideoMetric.evaluate`` collects them (duplicates are dropped by image id).
 
         Args:
             size (int): Length of the evaluated dataset.
@@ -237,8 +262,8 @@ class VIDMetric(CocoMetric):
             dict: The metrics, prefixed.
         """
         if self._saw_track_samples:
-            return BaseVideoMetric.evaluate(self, size)
-        return super().evaluate(size)
+            return CocoVideoMetric.evaluate(self, size)
+        return BaseMetric.evaluate(self, size)
 
     # ------------------------------------------------------------------------------------------
     # metrics
@@ -253,7 +278,7 @@ class VIDMetric(CocoMetric):
             dict: See the class docstring.
         """
         logger: MMLogger = MMLogger.get_current_instance()
-        records = [record for entry in results for record in entry]
+        records = list(results)
         done, skipped, seen = [], [], set()
         for record in records:
             img_id = record['frame']['img_id']
@@ -277,7 +302,12 @@ class VIDMetric(CocoMetric):
         if not done:
             logger.error('VIDMetric: no frame could be evaluated')
             return metrics
-        metrics.update(super().compute_metrics([(r['gt'], r['pred']) for r in done]))
+        with _recorded_cocoeval() as evals:
+            metrics.update(CocoMetric.compute_metrics(self, [(r['gt'], r['pred']) for r in done]))
+        if evals:  # mmdet rounds to 3 decimals; the exact values for reports
+            metrics.update(
+                {f'exact/bbox_{n}': float(v) for n, v in zip(_STAT_NAMES, evals[-1].stats)}
+            )
         if self.format_only:
             return metrics
 

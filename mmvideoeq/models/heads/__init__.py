@@ -1,0 +1,3 @@
+from .vip_deeplab_head import ViPDeepLabHead
+
+__all__ = ['ViPDeepLabHead']

@@ -17,7 +17,22 @@ class StreamDEQEncoderDecoder(StreamingMixin, EncoderDecoder):
     kernel_size=1, concat_input=False)`` this is the reference MDEQ segmentation model (all scales
     upsampled to the highest resolution, concatenated, 1x1 conv + BN + ReLU, 1x1 classifier).
     Streaming uses whole-image inference (a sliding window would mix the state of crops).
+
+    Args:
+        upsample_align_corners: ``align_corners`` of the bilinear upsampling of the logits to
+            the label size before the argmax (``None``: the decode head's). locuslab/mdeq's
+            ``validate()`` (``lib/core/seg_function.py``), which produced its reported mIoU,
+            uses ``True``; its test-time ``inference()`` (``lib/datasets/base_dataset.py``)
+            upsamples with the default, ``False``. The shipped configs keep the ``validate()``
+            value.
+        **kwargs: mmseg's ``EncoderDecoder`` arguments.
     """
+
+    def __init__(self, *, upsample_align_corners: bool | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if upsample_align_corners is not None:
+            # mmseg's postprocess_result resizes the logits with ``self.align_corners``
+            self.align_corners = bool(upsample_align_corners)
 
     def loss(self, inputs: Tensor, data_samples: list) -> dict:
         losses = super().loss(inputs, data_samples)

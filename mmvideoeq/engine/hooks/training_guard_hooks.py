@@ -1,0 +1,148 @@
+"""Hooks that make training exactly resumable and stop it at the first non-finite loss."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from mmengine.hooks import Hook
+
+from mmvideoeq.deq import DEQSolver
+from mmvideoeq.registry import HOOKS
+
+__all__ = ['RNGStateHook', 'NonFiniteLossHook']
+
+
+def _deq_solvers(model: torch.nn.Module) -> dict[str, DEQSolver]:
+    """The DEQ solvers (stochastic-unroll draws) of the model's modules, by module name."""
+    model = getattr(model, 'module', model)
+    return {
+        name: m.deq
+        for name, m in model.named_modules()
+        if isinstance(getattr(m, 'deq', None), DEQSolver)
+    }
+
+
+@HOOKS.register_module()
+class RNGStateHook(Hook):
+    """Saves every random number generator's state in checkpoints and restores it on resume.
+
+    mmengine resumes the epoch, the iteration and the seed but not the generators' states: a
+    resumed run re-seeds them, so augmentation (numpy, ``random``), dropout (torch) and the
+    stochastic-unroll draws of :class:`~mmvideoeq.deq.DEQSolver` (a private generator) differ
+    from an uninterrupted run. Stored as ``checkpoint['rng_state']`` with plain types (tensors,
+    lists, ints) that load under ``weights_only=True``. Only a resume (``--resume``) restores
+    them; ``load_from`` (fine-tuning) does not. Dataloader workers are re-seeded by mmengine
+    from the seed as usual (with ``num_workers=0`` everything runs in the main process).
+    """
+
+    priority = 'VERY_LOW'
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        np_state = np.random.get_state()
+        state: dict[str, Any] = dict(
+            torch=torch.get_rng_state(),
+            numpy=[np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            python=random.getstate(),
+            deq={
+                name: deq.generator.get_state()
+                for name, deq in _deq_solvers(runner.model).items()
+                if deq.generator is not None
+            },
+        )
+        if torch.cuda.is_available():
+            state['cuda'] = torch.cuda.get_rng_state_all()
+        checkpoint['rng_state'] = state
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get('rng_state')
+        if state is None or not getattr(runner, '_resume', False):
+            return
+        self._pending = state  # mmengine re-seeds after loading: restore before training
+
+    def before_train(self, runner) -> None:
+        state = getattr(self, '_pending', None)
+        if state is None:
+            return
+        torch.set_rng_state(state['torch'])
+        kind, keys, *rest = state['numpy']
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+        random.setstate(_as_tuple(state['python']))
+        solvers = _deq_solvers(runner.model)
+        for name, gen_state in state['deq'].items():
+            if name in solvers and solvers[name].generator is not None:
+                solvers[name].generator.set_state(gen_state)
+        if 'cuda' in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state['cuda'])
+        self._pending = None
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+@HOOKS.register_module()
+class NonFiniteLossHook(Hook):
+    """Stops training at the first non-finite loss (or skips that step) and never saves
+    non-finite weights.
+
+    Without it a NaN loss trains on to the end: the optimizer writes NaN into the weights, the
+    checkpoints hold NaN and ``last_checkpoint`` points at them. The check wraps the optimizer
+    wrapper's ``update_params``, so it runs before the step (no weight is touched).
+
+    Args:
+        action: ``'raise'`` (stop with a clear error; the last saved checkpoint stays the last
+            finite one) or ``'skip'`` (drop the step: no update, gradients cleared; logged).
+        max_skips: With ``'skip'``, stop anyway after this many skipped steps in a row.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, action: str = 'raise', max_skips: int = 10) -> None:
+        if action not in ('raise', 'skip'):
+            raise ValueError(f"NonFiniteLossHook.action must be 'raise' or 'skip', got {action!r}")
+        self.action, self.max_skips = action, int(max_skips)
+        self.skipped = 0
+
+    def before_train(self, runner) -> None:
+        wrapper = runner.optim_wrapper
+        if getattr(wrapper, '_nonfinite_guard', False):
+            return
+        update = wrapper.update_params
+        hook = self
+
+        def guarded_update(loss, *args, **kwargs):
+            value = float(loss.detach())
+            if math.isfinite(value):
+                hook.skipped = 0
+                return update(loss, *args, **kwargs)
+            where = f'iteration {runner.iter + 1} (epoch {runner.epoch + 1})'
+            if hook.action == 'raise' or hook.skipped >= hook.max_skips:
+                raise FloatingPointError(
+                    f'non-finite training loss ({value}) at {where}: training stopped before the '
+                    'update, no non-finite weight was saved. Lower the learning rate, enable '
+                    'gradient clipping (optim_wrapper.clip_grad) or check the data; or set '
+                    "NonFiniteLossHook(action='skip') to drop such steps"
+                )
+            hook.skipped += 1
+            wrapper.zero_grad()
+            runner.logger.warning(f'non-finite loss ({value}) at {where}: step skipped')
+            return None
+
+        wrapper.update_params = guarded_update
+        wrapper._nonfinite_guard = True
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        bad = [
+            k
+            for k, v in checkpoint.get('state_dict', {}).items()
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+        ]
+        if bad:
+            raise FloatingPointError(
+                f'refusing to save a checkpoint with non-finite weights ({", ".join(bad[:3])}'
+                f'{", ..." if len(bad) > 3 else ""}); the last saved checkpoint is kept'
+            )

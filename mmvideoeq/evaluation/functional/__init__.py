@@ -1,0 +1,29 @@
+"""Metric functions in plain numpy (no OpenMMLab import): PQ / VPQ / DVPQ, STQ / DSTQ, depth."""
+
+from .depth_metrics import (  # noqa: F401
+    DEPTH_METRICS,
+    DepthSums,
+    depth_metrics,
+    depth_metrics_from_sums,
+    depth_sums,
+    reduce_depth_sums,
+)
+from .panoptic_quality import (  # noqa: F401
+    PairCounts,
+    PQStats,
+    check_panoptic,
+    panoptic_pairs,
+    pq_stats,
+    pq_stats_from_pairs,
+    pq_summary,
+)
+from .stq import DSTQuality, STQuality  # noqa: F401
+from .video_panoptic_quality import (  # noqa: F401
+    DVPQ_PROTOCOLS,
+    DVPQProtocol,
+    depth_outlier_void,
+    dvpq_from_pairs,
+    frame_pairs,
+    vpq_stats,
+    window_starts,
+)

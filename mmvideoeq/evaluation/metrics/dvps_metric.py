@@ -1,0 +1,485 @@
+"""Registered DVPS metrics: DVPQ (with PQ and VPQ), STQ / DSTQ and depth errors, by frame offset.
+
+Thin mmengine metrics over :mod:`mmvideoeq.evaluation.functional`. Each reads, from every data
+sample (a ``SegDataSample`` as a dict, or a plain dict):
+
+* ``pred_panoptic`` / ``gt_panoptic``: ``(1, H, W)`` or ``(H, W)`` ids ``class * label_divisor +
+  instance`` (``PixelData``, tensor or array);
+* ``pred_depth`` / ``gt_depth``: the same shapes, metres, ground truth 0 where invalid;
+* metainfo ``video_id``, ``frame_id`` and, when a streaming loop sets it, ``frame_offset``.
+
+``process`` keeps a few small per-frame statistics (pair histograms, tube counts, depth sums,
+see the functional modules), never the maps; ``compute_metrics`` orders the frames by
+``(video_id, frame_id)`` and evaluates. Every metric also reports ``offset_curve/<key>`` (the
+frames, or windows starting at frames, of each frame-offset bucket; buckets and offsets as in
+:mod:`.frame_offset`) for the streaming loop's curves. Values are percentages except the depth
+errors (their own units, see :mod:`.depth_metrics`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import MMLogger
+from mmengine.structures import BaseDataElement
+
+from mmvideoeq.registry import METRICS
+
+from ..functional import (
+    DEPTH_METRICS,
+    DVPQ_PROTOCOLS,
+    DepthSums,
+    DSTQuality,
+    DVPQProtocol,
+    STQuality,
+    check_panoptic,
+    depth_sums,
+    dvpq_from_pairs,
+    frame_pairs,
+    pq_summary,
+    reduce_depth_sums,
+)
+from .frame_offset import OffsetBuckets, frame_offsets
+
+__all__ = ['DVPQMetric', 'STQMetric', 'DepthMetric', 'sample_array', 'build_protocol']
+
+
+def sample_array(sample: Any, key: str) -> np.ndarray | None:
+    """``sample[key]`` as a numpy ``(H, W)`` array (``None`` if absent).
+
+    Accepts a ``PixelData``, its ``to_dict()`` (``{'data': ...}``), a tensor or an array, with
+    or without a leading dimension of 1.
+    """
+    value = sample.get(key) if isinstance(sample, dict) else getattr(sample, key, None)
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = value.get('data')
+    elif isinstance(value, BaseDataElement):
+        value = value.data
+    if hasattr(value, 'detach'):
+        value = value.detach().cpu().numpy()
+    value = np.asarray(value)
+    if value.ndim == 3 and value.shape[0] == 1:
+        value = value[0]
+    if value.ndim != 2:
+        raise ValueError(f'{key} must be (H, W) or (1, H, W), got shape {value.shape}')
+    return value
+
+
+def build_protocol(protocol: str | None, **overrides) -> DVPQProtocol:
+    """A :class:`DVPQProtocol` from a named one with explicit fields replaced.
+
+    Args:
+        protocol (str, optional): ``'cityscapes_dvps'``, ``'semkitti_dvps'`` or ``None`` (then
+            ``num_classes``, ``label_divisor``, ``ignore_label``, ``thing_ids`` and ``windows``
+            must be given).
+        **overrides: Fields of :class:`DVPQProtocol`; ``None`` values are ignored.
+
+    Returns:
+        DVPQProtocol: The protocol.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    for key in ('thing_ids', 'windows', 'thresholds'):
+        if key in given:
+            given[key] = tuple(given[key])
+    if protocol is None:
+        try:
+            return DVPQProtocol(**given)
+        except TypeError as err:
+            raise ValueError(
+                'without a protocol, give num_classes, label_divisor, ignore_label, thing_ids '
+                f'and windows ({err})'
+            ) from None
+    if protocol not in DVPQ_PROTOCOLS:
+        raise ValueError(
+            f'protocol must be one of {sorted(DVPQ_PROTOCOLS)} or None, got {protocol!r}'
+        )
+    base = DVPQ_PROTOCOLS[protocol]
+    return DVPQProtocol(**{**base.__dict__, **given})
+
+
+def _frame_meta(sample: dict) -> dict:
+    for key in ('video_id', 'frame_id'):
+        if sample.get(key) is None:
+            raise KeyError(
+                f"DVPS metrics need '{key}' in every data sample's metainfo (keep it in "
+                "PackDVPSInputs' meta_keys)"
+            )
+    return dict(
+        video_id=sample['video_id'],
+        frame_id=int(sample['frame_id']),
+        frame_offset=sample.get('frame_offset'),
+        name=str(sample.get('img_path', f"{sample['video_id']}/{sample['frame_id']}")),
+    )
+
+
+def _ordered(results: Sequence[dict]) -> list[dict]:
+    """Records sorted by ``(video_id, frame_id)``, checking that no frame appears twice."""
+    records = sorted(results, key=lambda r: (str(r['video_id']), r['frame_id']))
+    for a, b in zip(records, records[1:]):
+        if (str(a['video_id']), a['frame_id']) == (str(b['video_id']), b['frame_id']):
+            raise ValueError(f"frame {a['frame_id']} of video {a['video_id']} was evaluated twice")
+    if not records:
+        raise ValueError('no frame was evaluated')
+    return records
+
+
+def _offsets(records: Sequence[dict]) -> list[int]:
+    return frame_offsets(
+        [r['video_id'] for r in records],
+        [r['frame_id'] for r in records],
+        [r['frame_offset'] for r in records],
+    )
+
+
+def _check_same_size(name: str, **arrays) -> None:
+    shapes = {k: v.shape for k, v in arrays.items() if v is not None}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f'{name}: maps of different sizes {shapes}; resize the prediction')
+
+
+class _DVPSBase(BaseMetric):
+    """Offset buckets and the by-offset loop shared by the three metrics."""
+
+    def __init__(self, offset_buckets, collect_device: str, prefix: str | None) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        self.offset_buckets = (
+            None if offset_buckets is None else OffsetBuckets.build(offset_buckets)
+        )
+
+    def _by_offset(self, records: list[dict], evaluate) -> dict:
+        """``{bucket label: evaluate(positions)}`` for the non-empty buckets, and counts."""
+        if self.offset_buckets is None:
+            return {}
+        offsets = _offsets(records)
+        groups: dict = {}
+        for pos, off in enumerate(offsets):
+            groups.setdefault(self.offset_buckets.index(off), []).append(pos)
+        labels = self.offset_buckets.labels
+        return {labels[b]: evaluate(groups[b], offsets) for b in sorted(groups)}
+
+
+@METRICS.register_module()
+class DVPQMetric(_DVPSBase):
+    """PQ, VPQ^k and DVPQ^k_lambda (thesis Eqs. 7.1, 7.2, 7.5), overall and by frame offset.
+
+    Args:
+        protocol (str, optional): ``'cityscapes_dvps'`` (k = 1..4, per-sequence windows,
+            epsilon 0) or ``'semkitti_dvps'`` (k = 1, 5, 10, 20, global windows, epsilon
+            1e-10); both lambda = 0.5, 0.25, 0.1 and ViP-DeepLab's averaging. ``None``: give
+            the fields below.
+        num_classes, label_divisor, ignore_label, thing_ids, windows, thresholds, window_scope,
+        average, epsilon, fp_void: override the protocol's field (see
+            :class:`~mmvideoeq.evaluation.functional.DVPQProtocol`). ``thresholds=()``
+            evaluates PQ / VPQ only (no depth needed).
+        offset_buckets (int | Sequence[int], optional): Buckets of the by-offset curves (a
+            window belongs to the bucket of its first frame); ``None``: no curves. Curves
+            average over the classes present in the bucket (``average='valid'``).
+        collect_device (str): ``'cpu'`` or ``'gpu'``.
+        prefix (str, optional): Key prefix (default ``'dvps'``).
+
+    Returns (``compute_metrics``): ``PQ``, ``VPQ``, ``DVPQ`` and their ``_th`` / ``_st``,
+    ``VPQ_k{k}``, ``DVPQ_k{k}_l{lambda}`` (percent), ``per_class/PQ`` ``{class: PQ}`` at k = 1,
+    ``offset_curve/DVPQ`` (or ``VPQ``), ``offset_curve/PQ``, ``offset_curve/num_frames``.
+    """
+
+    default_prefix = 'dvps'
+
+    def __init__(
+        self,
+        protocol: str | None = 'cityscapes_dvps',
+        *,
+        num_classes: int | None = None,
+        label_divisor: int | None = None,
+        ignore_label: int | None = None,
+        thing_ids: Sequence[int] | None = None,
+        windows: Sequence[int] | None = None,
+        thresholds: Sequence[float] | None = None,
+        window_scope: str | None = None,
+        average: str | None = None,
+        epsilon: float | None = None,
+        fp_void: str | None = None,
+        offset_buckets: int | Sequence[int] | None = 20,
+        collect_device: str = 'cpu',
+        prefix: str | None = None,
+    ) -> None:
+        super().__init__(offset_buckets, collect_device, prefix)
+        self.protocol = build_protocol(
+            protocol, num_classes=num_classes, label_divisor=label_divisor,
+            ignore_label=ignore_label, thing_ids=thing_ids, windows=windows,
+            thresholds=thresholds, window_scope=window_scope, average=average,
+            epsilon=epsilon, fp_void=fp_void,
+        )  # fmt: skip
+        self.last_result: dict = {}
+
+    def frame_record(self, gt, pred, gt_depth=None, pred_depth=None, **meta) -> dict:
+        """Check one frame and keep its pair histograms.
+
+        Args:
+            gt (np.ndarray): ``(H, W)`` ground-truth ids.
+            pred (np.ndarray): ``(H, W)`` predicted ids.
+            gt_depth (np.ndarray, optional): ``(H, W)`` ground-truth depth.
+            pred_depth (np.ndarray, optional): ``(H, W)`` predicted depth.
+            **meta: ``video_id``, ``frame_id``, ``frame_offset``, ``name`` (for errors).
+
+        Returns:
+            dict: The record ``process`` stores.
+        """
+        p, name = self.protocol, meta.get('name', '?')
+        kw = dict(
+            num_classes=p.num_classes, label_divisor=p.label_divisor, ignore_label=p.ignore_label
+        )
+        if gt is None or pred is None:
+            raise KeyError(f'{name}: DVPQMetric needs gt_panoptic and pred_panoptic')
+        if p.thresholds and (gt_depth is None or pred_depth is None):
+            raise KeyError(f'{name}: DVPQ needs gt_depth and pred_depth (or thresholds=())')
+        _check_same_size(name, gt=gt, pred=pred, gt_depth=gt_depth, pred_depth=pred_depth)
+        check_panoptic(gt, name=f'{name} (ground truth)', **kw)
+        check_panoptic(pred, name=f'{name} (prediction)', is_prediction=True, **kw)
+        pairs = frame_pairs(
+            gt, pred, gt_depth, pred_depth, thresholds=p.thresholds, void_id=p.void_id
+        )
+        return dict(meta, pairs=pairs)
+
+    def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
+        """Store the pair histograms of each frame."""
+        for sample in data_samples:
+            self.results.append(
+                self.frame_record(
+                    sample_array(sample, 'gt_panoptic'),
+                    sample_array(sample, 'pred_panoptic'),
+                    sample_array(sample, 'gt_depth'),
+                    sample_array(sample, 'pred_depth'),
+                    **_frame_meta(sample),
+                )
+            )
+
+    def compute_metrics(self, results: list) -> dict:
+        """See the class docstring."""
+        records = _ordered(results)
+        frames = [r['pairs'] for r in records]
+        seqs = [str(r['video_id']) for r in records]
+        full = dvpq_from_pairs(frames, seqs, self.protocol)
+        self.last_result = full
+        scalars = {k: 100 * v for k, v in full.items() if k != 'stats' and not k.startswith('num_')}
+        main = [k for k in ('DVPQ', 'VPQ', 'PQ') if k in scalars]  # first: what loops plot
+        out = {k: scalars[k] for k in main + [k for k in scalars if k not in main]}
+        classes = (self.dataset_meta or {}).get('classes') or range(self.protocol.num_classes)
+        stats_1 = full['stats'][self.protocol.windows[0], None]
+        per_class = pq_summary(
+            stats_1, average=self.protocol.average, epsilon=self.protocol.epsilon
+        )
+        out['per_class/PQ'] = {
+            str(c): 100 * float(v) for c, v in zip(classes, per_class['per_class']['pq'])
+        }
+        curve_protocol = DVPQProtocol(**{**self.protocol.__dict__, 'average': 'valid'})
+
+        def evaluate(positions, offsets):
+            chosen = set(positions)
+            res = dvpq_from_pairs(frames, seqs, curve_protocol, start_filter=chosen.__contains__)
+            return res, len(positions)
+
+        curves = self._by_offset(records, evaluate)
+        if curves:
+            main = 'DVPQ' if self.protocol.thresholds else 'VPQ'
+            for key in (main, 'PQ'):
+                if key in next(iter(curves.values()))[0]:
+                    out[f'offset_curve/{key}'] = {b: 100 * r[key] for b, (r, _) in curves.items()}
+            out['offset_curve/num_frames'] = {b: n for b, (_, n) in curves.items()}
+        self._log(full)
+        return out
+
+    def _log(self, full: dict) -> None:
+        p = self.protocol
+        rows = [f"{'':>8}" + ''.join(f'{"k=" + str(k):>9}' for k in p.windows)]
+        for lam in (None, *p.thresholds):
+            cells = [
+                full[f'VPQ_k{k}'] if lam is None else full[f'DVPQ_k{k}_l{lam:g}'] for k in p.windows
+            ]
+            label = 'no depth' if lam is None else f'l={lam:g}'
+            rows.append(f'{label:>8}' + ''.join(f'{100 * c:9.2f}' for c in cells))
+        MMLogger.get_current_instance().info(
+            '(D)VPQ (%) by window and depth threshold:\n' + '\n'.join(rows)
+        )
+
+
+@METRICS.register_module()
+class STQMetric(_DVPSBase):
+    """STQ (Weber et al. 2021) and, with depth thresholds, DSTQ (deeplab2), by frame offset.
+
+    Args:
+        num_classes (int): Evaluated classes.
+        thing_ids (Sequence[int]): Thing classes.
+        ignore_label (int): Void class.
+        label_divisor (int): Label divisor.
+        depth_thresholds (Sequence[float], optional): DSTQ's inlier thresholds (deeplab2:
+            1.25, 1.1; ViP-DeepLab's SemKITTI-DVPS ``eval_dstq.py``: 1.25); ``None``: STQ only.
+        void_pixels (str): ``'keep'`` (deeplab2) or ``'drop'`` (evaluate labelled pixels only,
+            ViP-DeepLab's ``eval_dstq.py``), see :class:`STQuality`.
+        offset_buckets (int | Sequence[int], optional): Buckets of the by-offset curves.
+        collect_device (str): ``'cpu'`` or ``'gpu'``.
+        prefix (str, optional): Key prefix (default ``'stq'``).
+
+    Returns: ``STQ``, ``AQ``, ``IoU`` (and ``DSTQ``, ``DQ``, ``DSTQ@t``, ``DQ@t``), percent;
+    ``offset_curve/STQ`` (or ``DSTQ``), ``offset_curve/num_frames``.
+    """
+
+    default_prefix = 'stq'
+
+    def __init__(
+        self,
+        num_classes: int,
+        thing_ids: Sequence[int],
+        ignore_label: int,
+        label_divisor: int,
+        depth_thresholds: Sequence[float] | None = (1.25, 1.1),
+        void_pixels: str = 'keep',
+        offset_buckets: int | Sequence[int] | None = 20,
+        collect_device: str = 'cpu',
+        prefix: str | None = None,
+    ) -> None:
+        super().__init__(offset_buckets, collect_device, prefix)
+        self._kwargs = dict(
+            num_classes=num_classes,
+            thing_ids=tuple(thing_ids),
+            ignore_label=ignore_label,
+            label_divisor=label_divisor,
+            void_pixels=void_pixels,
+        )
+        self.depth_thresholds = None if depth_thresholds is None else tuple(depth_thresholds)
+        self._new()  # validates the arguments
+
+    def _new(self) -> STQuality:
+        if self.depth_thresholds is None:
+            return STQuality(**self._kwargs)
+        return DSTQuality(**self._kwargs, depth_thresholds=self.depth_thresholds)
+
+    def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
+        """Store each frame's STQ statistics."""
+        acc = self._new()
+        for sample in data_samples:
+            meta = _frame_meta(sample)
+            gt, pred = sample_array(sample, 'gt_panoptic'), sample_array(sample, 'pred_panoptic')
+            if gt is None or pred is None:
+                raise KeyError(f"{meta['name']}: STQMetric needs gt_panoptic and pred_panoptic")
+            args = [gt, pred]
+            if self.depth_thresholds is not None:
+                args += [sample_array(sample, 'gt_depth'), sample_array(sample, 'pred_depth')]
+                if args[2] is None or args[3] is None:
+                    raise KeyError(f"{meta['name']}: DSTQ needs gt_depth and pred_depth")
+            _check_same_size(
+                meta['name'], **dict(zip(('gt', 'pred', 'gt_depth', 'pred_depth'), args))
+            )
+            try:
+                stats = acc.frame_stats(*args)
+            except ValueError as err:
+                raise ValueError(f"{meta['name']}: {err}") from None
+            self.results.append(dict(meta, stats=stats))
+
+    def _evaluate(self, records: list[dict]) -> dict:
+        acc = self._new()
+        for r in records:
+            acc.add(r['stats'], str(r['video_id']))
+        return acc.result()
+
+    def compute_metrics(self, results: list) -> dict:
+        """See the class docstring."""
+        records = _ordered(results)
+        res = self._evaluate(records)
+        keys = ['STQ', 'AQ', 'IoU']
+        if self.depth_thresholds is not None:
+            keys += ['DSTQ', 'DQ'] + [
+                f'{m}@{t:g}' for t in self.depth_thresholds for m in ('DSTQ', 'DQ')
+            ]
+        out = {k: 100 * float(res[k]) for k in keys}
+        curves = self._by_offset(
+            records, lambda pos, _: (self._evaluate([records[i] for i in pos]), len(pos))
+        )
+        if curves:
+            main = 'STQ' if self.depth_thresholds is None else 'DSTQ'
+            out[f'offset_curve/{main}'] = {b: 100 * float(r[main]) for b, (r, _) in curves.items()}
+            out['offset_curve/num_frames'] = {b: n for b, (_, n) in curves.items()}
+        return out
+
+
+@METRICS.register_module()
+class DepthMetric(_DVPSBase):
+    """Depth errors (KITTI devkit and Eigen et al., see :mod:`.depth_metrics`) by frame offset.
+
+    Args:
+        reductions (Sequence[str]): ``'image'`` (per image, then the mean over images: the KITTI
+            devkit) and/or ``'pixel'`` (pooled pixels).
+        gt_max_depth (float, optional): Ground truth beyond this depth (m) is ignored.
+        offset_buckets (int | Sequence[int], optional): Buckets of the by-offset curves.
+        collect_device (str): ``'cpu'`` or ``'gpu'``.
+        prefix (str, optional): Key prefix (default ``'depth'``).
+
+    Returns: ``{reduction}/{error}`` for every error of :data:`DEPTH_METRICS` (``silog`` x100,
+    ``abs_rel``, ``sq_rel_kitti``, ``sq_rel_eigen``, ``rmse`` m, ``rmse_log``, ``irmse`` 1/km,
+    ``delta1..3``), ``offset_curve/{reduction}/{error}`` and ``offset_curve/num_frames``.
+    """
+
+    default_prefix = 'depth'
+
+    def __init__(
+        self,
+        reductions: Sequence[str] = ('image', 'pixel'),
+        gt_max_depth: float | None = None,
+        offset_buckets: int | Sequence[int] | None = 20,
+        collect_device: str = 'cpu',
+        prefix: str | None = None,
+    ) -> None:
+        super().__init__(offset_buckets, collect_device, prefix)
+        reductions = (reductions,) if isinstance(reductions, str) else tuple(reductions)
+        if not reductions or any(r not in ('image', 'pixel') for r in reductions):
+            raise ValueError(f"reductions must be 'image' and/or 'pixel', got {reductions}")
+        self.reductions = reductions
+        self.gt_max_depth = gt_max_depth
+
+    def frame_record(self, gt_depth, pred_depth, **meta) -> dict:
+        """Check one frame and keep its :class:`DepthSums` (as a dict)."""
+        name = meta.get('name', '?')
+        if gt_depth is None or pred_depth is None:
+            raise KeyError(f'{name}: DepthMetric needs gt_depth and pred_depth')
+        if self.gt_max_depth is not None:
+            gt_depth = np.where(gt_depth > self.gt_max_depth, 0, gt_depth)
+        return dict(meta, sums=depth_sums(gt_depth, pred_depth, name=name).as_dict())
+
+    def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
+        """Store each frame's depth sums."""
+        for sample in data_samples:
+            self.results.append(
+                self.frame_record(
+                    sample_array(sample, 'gt_depth'),
+                    sample_array(sample, 'pred_depth'),
+                    **_frame_meta(sample),
+                )
+            )
+
+    def _evaluate(self, records: list[dict]) -> dict:
+        sums = [DepthSums(**r['sums']) for r in records]
+        return {
+            f'{red}/{k}': v
+            for red in self.reductions
+            for k, v in reduce_depth_sums(sums, red).items()
+        }
+
+    def compute_metrics(self, results: list) -> dict:
+        """See the class docstring."""
+        records = _ordered(results)
+        out = self._evaluate(records)
+        curves = self._by_offset(
+            records, lambda pos, _: (self._evaluate([records[i] for i in pos]), len(pos))
+        )
+        if curves:
+            for red in self.reductions:
+                for key in DEPTH_METRICS:
+                    out[f'offset_curve/{red}/{key}'] = {
+                        b: r[f'{red}/{key}'] for b, (r, _) in curves.items()
+                    }
+            out['offset_curve/num_frames'] = {b: n for b, (_, n) in curves.items()}
+        return out

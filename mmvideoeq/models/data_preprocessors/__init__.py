@@ -1,0 +1,3 @@
+from .frames_preprocessor import FramesDataPreprocessor
+
+__all__ = ['FramesDataPreprocessor']

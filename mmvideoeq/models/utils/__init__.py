@@ -1,0 +1,2 @@
+"""Pure-PyTorch helpers of the models (no registry): Panoptic-DeepLab targets and grouping,
+ViP-DeepLab video stitching."""
