@@ -23,12 +23,14 @@ from .classes import CITYSCAPES_LABELS, TO_CITYSCAPES, TO_VID
 from .scene import DRIVING, HANDHELD, RenderedVideo, SceneStyle, render_video, sample_video
 from .sources import SOURCES
 from .writers import CityscapesWriter, KittiWriter, VidWriter
+from .writers_coco import CocoWriter
 from .writers_dvps import DVPS_FORMAT_DIRS, dvps_video_plan, write_dvps_format
 
 __all__ = [
     'VidPreset',
     'CityscapesPreset',
     'KittiPreset',
+    'CocoPreset',
     'BenchmarkPreset',
     'PRESETS',
     'FORMATS',
@@ -43,12 +45,14 @@ __all__ = [
 #: Output formats and the folder each is written to under ``out_dir``.
 FORMAT_DIRS: Dict[str, str] = {'vid': 'ILSVRC', 'cityscapes': 'cityscapes', 'kitti': 'kitti'}
 FORMAT_DIRS.update(DVPS_FORMAT_DIRS)  # cityscapes_dvps, semkitti_dvps, kitti_depth
+FORMAT_DIRS['coco'] = 'coco'  # COCO + COCO-stuff + panoptic images (writers_coco)
 FORMATS: Tuple[str, ...] = tuple(FORMAT_DIRS)
 #: Metadata file written at the root of ``out_dir``.
 META_FILE = 'bundled_benchmark.json'
 SPLITS: Tuple[str, ...] = ('train', 'val')
 _FORMAT_KEYS = {'vid': 1, 'cityscapes': 2, 'kitti': 3}
 _FORMAT_KEYS.update(cityscapes_dvps=12, semkitti_dvps=13, kitti_depth=14)
+_FORMAT_KEYS['coco'] = 7
 _SPLIT_KEYS = {'train': 0, 'val': 1}
 
 #: Driving scenes with one camera for every drive (KITTI keeps one calibration per date).
@@ -124,6 +128,25 @@ class KittiPreset:
 
 
 @dataclass(frozen=True)
+class CocoPreset:
+    """Size of the COCO part (instances, COCO-stuff maps, panoptic; ``writers_coco``).
+
+    Attributes:
+        size (tuple[int, int]): Image size ``(H, W)``.
+        train_images (int): Images in ``train2017``.
+        val_images (int): Images in ``val2017``.
+        min_area (int): Objects with fewer visible pixels get no annotation.
+        jpeg_quality (int): JPEG quality.
+    """
+
+    size: Tuple[int, int]
+    train_images: int
+    val_images: int
+    min_area: int = 16
+    jpeg_quality: int = 90
+
+
+@dataclass(frozen=True)
 class BenchmarkPreset:
     """Sizes of every part of the benchmark."""
 
@@ -131,6 +154,7 @@ class BenchmarkPreset:
     vid: VidPreset
     cityscapes: CityscapesPreset
     kitti: KittiPreset
+    coco: CocoPreset = CocoPreset(size=(64, 96), train_images=4, val_images=2)
 
 
 PRESETS: Dict[str, BenchmarkPreset] = {
@@ -148,6 +172,7 @@ PRESETS: Dict[str, BenchmarkPreset] = {
         ),
         cityscapes=CityscapesPreset(size=(32, 64), train_snippets=1, val_snippets=1),
         kitti=KittiPreset(size=(32, 96), train_drives=1, val_drives=1, frames=4),
+        coco=CocoPreset(size=(64, 96), train_images=4, val_images=2),
     ),
     # CPU: a tiny model trains and streams through it in minutes on 2 cores
     'small': BenchmarkPreset(
@@ -162,6 +187,7 @@ PRESETS: Dict[str, BenchmarkPreset] = {
         ),
         cityscapes=CityscapesPreset(size=(64, 128), train_snippets=4, val_snippets=2),
         kitti=KittiPreset(size=(64, 208), train_drives=2, val_drives=1, frames=30),
+        coco=CocoPreset(size=(128, 192), train_images=300, val_images=100, min_area=24),
     ),
     # GPU runs
     'large': BenchmarkPreset(
@@ -176,6 +202,7 @@ PRESETS: Dict[str, BenchmarkPreset] = {
         ),
         cityscapes=CityscapesPreset(size=(256, 512), train_snippets=24, val_snippets=8),
         kitti=KittiPreset(size=(192, 640), train_drives=8, val_drives=2, frames=60),
+        coco=CocoPreset(size=(384, 576), train_images=4000, val_images=500, min_area=100),
     ),
 }
 
@@ -226,6 +253,9 @@ def _video_plan(
     if fmt == 'kitti':
         k = preset.kitti
         return KITTI_DRIVING, k.size, k.frames, dict(train=k.train_drives, val=k.val_drives), 0
+    if fmt == 'coco':  # every image is a one-frame video
+        c = preset.coco
+        return HANDHELD, c.size, 1, dict(train=c.train_images, val=c.val_images), 0
     raise ValueError(f'unknown format {fmt!r}; choose from {FORMATS}')
 
 
@@ -310,6 +340,22 @@ def _prepare_out_dir(out_dir: Path, formats: Sequence[str], overwrite: bool) -> 
             path.unlink()
 
 
+def _write_coco(
+    root: Path, part: dict, counts: Dict[str, int], preset: BenchmarkPreset, seed: int
+) -> dict:
+    """Render and write the COCO part (``writers_coco.CocoWriter``); return its metadata."""
+    for split in SPLITS:
+        writer = CocoWriter(
+            root, split, jpeg_quality=preset.coco.jpeg_quality, min_area=preset.coco.min_area
+        )
+        part[split] = [
+            writer.add(render_benchmark_video('coco', split, index, preset=preset, seed=seed))
+            for index in range(counts[split])
+        ]
+        writer.finish()
+    return part
+
+
 def generate_benchmark(
     out_dir: Union[str, Path],
     *,
@@ -321,17 +367,18 @@ def generate_benchmark(
     """Render the bundled benchmark and write it in the real datasets' formats.
 
     Writes, under ``out_dir``: ``ILSVRC/`` (ImageNet-VID, ``'vid'``), ``cityscapes/``
-    (``'cityscapes'``), ``kitti/`` (``'kitti'``) and ``bundled_benchmark.json`` (the metadata:
-    preset, seed, source photographs and licences, class mappings and, per video, its name,
-    shot changes, shots and track classes). The same arguments give the same files bit for bit.
+    (``'cityscapes'``), ``kitti/`` (``'kitti'``), ``coco/`` (COCO + COCO-stuff + panoptic,
+    ``'coco'``) and ``bundled_benchmark.json`` (the metadata: preset, seed, source photographs
+    and licences, class mappings and, per video, its name, shot changes, shots and track
+    classes). The same arguments give the same files bit for bit.
 
     Args:
         out_dir (str | Path): Output folder (created if missing).
         preset (str | BenchmarkPreset): ``'small'`` (CPU) or ``'large'`` (GPU), or a preset.
         seed (int): Non-negative seed.
-        formats (Sequence[str]): Any of ``'vid'``, ``'cityscapes'``, ``'kitti'`` and the DVPS
+        formats (Sequence[str]): Any of ``'vid'``, ``'cityscapes'``, ``'kitti'``, the DVPS
             formats ``'cityscapes_dvps'``, ``'semkitti_dvps'``, ``'kitti_depth'``
-            (:mod:`.writers_dvps`).
+            (:mod:`.writers_dvps`) and ``'coco'`` (:mod:`.writers_coco`).
         overwrite (bool): Replace a benchmark this function wrote before in ``out_dir``.
 
     Returns:
@@ -378,6 +425,9 @@ def generate_benchmark(
         _, size, _, counts, _ = _video_plan(fmt, preset)
         part: dict = dict(root=FORMAT_DIRS[fmt], size=list(size))
         root = out_dir / FORMAT_DIRS[fmt]
+        if fmt == 'coco':
+            meta[fmt] = _write_coco(root, part, counts, preset, seed)
+            continue
         if fmt in DVPS_FORMAT_DIRS:
             meta[fmt] = write_dvps_format(
                 fmt, root, preset.name, lambda split, i, fmt=fmt: render_benchmark_video(

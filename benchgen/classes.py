@@ -26,6 +26,8 @@ __all__ = [
     'CITYSCAPES_LABELS',
     'TO_CITYSCAPES',
     'TO_VID',
+    'CocoLabel',
+    'TO_COCO',
 ]
 
 #: Internal class names; the index is the value of the semantic maps the renderer returns.
@@ -99,4 +101,43 @@ TO_CITYSCAPES: Dict[str, str] = {
     'domestic_cat': 'dynamic',
     'airplane': 'dynamic',
     'zebra': 'dynamic',
+}
+
+
+class CocoLabel(NamedTuple):
+    """Where an internal class goes in COCO, COCO-stuff and COCO panoptic.
+
+    Attributes:
+        name (str): COCO thing or COCO-stuff class name.
+        id (int): Its category id (COCO things 1..90, COCO-stuff stuff 92..182); the
+            ``stuffthingmaps`` pixel value is ``id - 1``.
+        panoptic_id (int): COCO panoptic category id (things keep their id; stuff classes are
+            the merged panoptic categories, e.g. ``tree`` -> ``tree-merged`` 184).
+        panoptic_name (str): COCO panoptic category name.
+        isthing (bool): A thing class (instances) or a stuff class.
+    """
+
+    name: str
+    id: int
+    panoptic_id: int
+    panoptic_name: str
+    isthing: bool
+
+
+#: Internal class -> COCO label (None: unlabeled, 255 in stuffthingmaps, void in panoptic). The
+#: values are those of cocodataset's COCO-stuff label list and panopticapi's
+#: panoptic_coco_categories.json (checked against the latter by the tests when available).
+TO_COCO: Dict[str, Optional[CocoLabel]] = {
+    'unlabeled': None,
+    'road': CocoLabel('road', 149, 149, 'road', False),
+    'sidewalk': CocoLabel('pavement', 140, 191, 'pavement-merged', False),
+    'terrain': CocoLabel('grass', 124, 193, 'grass-merged', False),
+    'building': CocoLabel('building-other', 96, 197, 'building-other-merged', False),
+    'vegetation': CocoLabel('tree', 169, 184, 'tree-merged', False),
+    'sky': CocoLabel('sky-other', 157, 187, 'sky-other-merged', False),
+    'person': CocoLabel('person', 1, 1, 'person', True),
+    'horse': CocoLabel('horse', 19, 19, 'horse', True),
+    'domestic_cat': CocoLabel('cat', 17, 17, 'cat', True),
+    'airplane': CocoLabel('airplane', 5, 5, 'airplane', True),
+    'zebra': CocoLabel('zebra', 24, 24, 'zebra', True),
 }

@@ -25,7 +25,8 @@ def _rel(p: Path) -> str:
 
 def _det_batch(num_classes: int, h: int = 64, w: int = 96):
     from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData, PixelData
 
     torch.manual_seed(0)
     samples = []
@@ -43,6 +44,11 @@ def _det_batch(num_classes: int, h: int = 64, w: int = 96):
         s.gt_instances = InstanceData(
             bboxes=torch.tensor([[8.0, 10.0, 40.0, 50.0]]), labels=torch.tensor([i % num_classes])
         )
+        # masks and stuff labels for models with mask / semantic heads (HTC); others ignore them
+        mask = torch.zeros(1, h, w, dtype=torch.uint8)
+        mask[:, 10:50, 8:40] = 1
+        s.gt_instances.masks = BitmapMasks(mask.numpy(), h, w)
+        s.gt_sem_seg = PixelData(sem_seg=torch.randint(0, 183, (1, h, w)))
         samples.append(s)
     return dict(
         inputs=[torch.randint(0, 255, (3, h, w), dtype=torch.uint8) for _ in range(2)],
@@ -93,7 +99,8 @@ def _batch_for(model_cfg: dict):
     if model_cfg.get('type') == 'ViPDeepLab':
         return _vip_batch(model_cfg['decode_head'])
     if 'rpn_head' in model_cfg:
-        return _det_batch(model_cfg['roi_head']['bbox_head']['num_classes'])
+        head = model_cfg['roi_head']['bbox_head']
+        return _det_batch((head[0] if isinstance(head, list) else head)['num_classes'])  # cascades
     return _seg_batch(model_cfg['decode_head']['num_classes'])
 
 

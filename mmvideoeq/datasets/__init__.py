@@ -1,4 +1,5 @@
 from .cityscapes_clips import CityscapesClipDataset  # noqa: F401
+from .coco_stuff import CocoInstanceStuffDataset  # noqa: F401
 from .dvps import CityscapesDVPSDataset, SemKITTIDVPSDataset  # noqa: F401
 from .imagenet_vid import IMAGENET_VID_CLASSES, ImagenetVIDDataset  # noqa: F401
 from .kitti_depth import KittiDepthDataset  # noqa: F401

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from mmengine.config import Config
 
+from .detectors import RESNET_BACKBONES, shrink_resnet_detector_cfg
+
 TINY_CHANNELS = [4, 8, 8, 8]
 
 
@@ -20,6 +22,8 @@ def shrink_model_cfg(model: dict, *, iters: int = 3) -> dict:
     Returns:
         dict: The shrunk copy.
     """
+    if model['backbone']['type'] in RESNET_BACKBONES:
+        return shrink_resnet_detector_cfg(model)
     model = copy.deepcopy(model)
     bb = model['backbone']
     if model.get('type') == 'ViPDeepLab':

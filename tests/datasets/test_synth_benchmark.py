@@ -549,7 +549,7 @@ def test_bad_arguments_raise(tmp_path):
     with pytest.raises(ValueError, match='unknown preset'):
         synth.generate_benchmark(tmp_path, preset='huge')
     with pytest.raises(ValueError, match='formats'):
-        synth.generate_benchmark(tmp_path, formats=('vid', 'coco'))
+        synth.generate_benchmark(tmp_path, formats=('vid', 'imagenet'))
     with pytest.raises(ValueError, match='formats'):
         synth.generate_benchmark(tmp_path, formats=())
     for seed in (-1, 1.5, True):

@@ -1,10 +1,11 @@
-"""Render the bundled benchmark (real photographs, ImageNet-VID / Cityscapes / KITTI formats).
+"""Render the bundled benchmark (real photographs; ImageNet-VID / Cityscapes / KITTI / COCO ...).
 
 Example::
 
     python tools/data/make_benchmark.py --out data/bundled --preset small --seed 0
     python tools/data/make_benchmark.py --out data/bundled_large --preset large \
         --formats vid cityscapes kitti
+    python tools/data/make_benchmark.py --out data/bundled --preset small --formats coco
 
 See ``data/README.md`` for the layout written and the licences of the photographs. The generator
 is the ``benchgen`` package (numpy, OpenCV and Pillow; no OpenMMLab import), installed beside
@@ -19,11 +20,9 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from benchgen import generate_benchmark
+from benchgen import FORMATS, generate_benchmark
 
 PRESETS = ('tiny', 'small', 'large')
-FORMATS = ('vid', 'cityscapes', 'kitti')
-FORMATS += ('cityscapes_dvps', 'semkitti_dvps', 'kitti_depth')
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

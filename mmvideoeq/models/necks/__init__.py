@@ -1,0 +1,3 @@
+from .rfp import RecursiveFeaturePyramid
+
+__all__ = ['RecursiveFeaturePyramid']

@@ -1,0 +1,96 @@
+"""DetectoRS family end to end on the tiny bundled benchmark: every COCO config (shrunk) trains one
+iteration and is evaluated (box/mask AP, and PQ for HTC); the streaming DetectoRS VID config trains
+one iteration and runs ``StreamingTestLoop`` with the streamed RFP recursion."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from benchgen import generate_benchmark
+from mmvideoeq.testing import shrink_model_cfg, tiny_data_cfg
+from mmvideoeq.testing.detectors import tiny_coco_cfg
+
+ROOT = Path(__file__).resolve().parents[2]
+COCO = sorted((ROOT / 'configs' / 'detectors').glob('*coco.py'))
+VID = sorted((ROOT / 'configs' / 'detectors').glob('*bundled-vid.py'))
+
+
+def _has_pq() -> bool:
+    # the generic PQ lives in mmvideoeq.evaluation.functional (the DVPS part of the project)
+    try:
+        return (
+            importlib.util.find_spec('mmvideoeq.evaluation.functional.panoptic_quality') is not None
+        )
+    except ModuleNotFoundError:
+        return False
+
+
+HAS_PQ = _has_pq()
+
+
+@pytest.fixture(scope='module', autouse=True)
+def plain_config_text():
+    """The runner logs, dumps and checkpoints ``cfg.pretty_text``, which yapf-formats the whole
+    config: seconds per run for the HTC configs, more than the run itself. A plain repr here."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Config, 'pretty_text', property(lambda self: repr(self.to_dict())))
+        yield
+
+
+@pytest.fixture(scope='module')
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('tiny_detectors')
+    generate_benchmark(root, preset='tiny', seed=0, formats=('vid', 'coco'))
+    return root
+
+
+def _train_one_iter(cfg, work_dir):
+    cfg.model = shrink_model_cfg(cfg.model.to_dict())
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=1, val_interval=100)
+    cfg.param_scheduler = []
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1, by_epoch=False)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+    cfg.work_dir = str(work_dir)
+    cfg.log_level = 'WARNING'
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert (Path(work_dir) / 'iter_1.pth').is_file()
+    return runner
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('path', COCO, ids=lambda p: p.name)
+def test_coco_config_trains_and_evaluates(path, tiny_root, tmp_path):
+    from mmvideoeq.utils import register_all_modules
+
+    register_all_modules()
+    cfg = tiny_coco_cfg(Config.fromfile(str(path)), tiny_root, panoptic=HAS_PQ)
+    metrics = _train_one_iter(cfg, tmp_path).test()
+    assert 'coco/bbox_mAP' in metrics
+    if 'semantic_head' in cfg.model['roi_head']:
+        assert 'coco/segm_mAP' in metrics
+        if HAS_PQ:
+            assert 0 <= metrics['coco_panoptic/PQ'] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('path', VID, ids=lambda p: p.name)
+def test_vid_config_streams_rfp(path, tiny_root, tmp_path):
+    from mmvideoeq.utils import register_all_modules
+
+    register_all_modules()
+    cfg = tiny_data_cfg(Config.fromfile(str(path)), tiny_root, 'vid')
+    runner = _train_one_iter(cfg, tmp_path)
+    # the comparison of docs/detectors.md: one streamed step, one step without feedback (cold@1)
+    # and the chapter's detector (full: T = 2 from zeros)
+    runner._test_loop = dict(type='StreamingTestLoop', iters=[1], full_iters=2, plot=False)
+    metrics = runner.test()
+    assert 'stream@1/vid/bbox_mAP_50' in metrics
+    report = json.loads((tmp_path / 'streaming' / 'results.json').read_text())
+    assert list(report['settings']) == ['stream@1', 'cold@1', 'full']
+    assert report['settings']['stream@1']['mean_iters'] == 1
+    assert report['settings']['full']['mean_iters'] == 2

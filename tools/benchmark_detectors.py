@@ -1,0 +1,177 @@
+"""Cost of RFP and SAC against the plain ResNet-FPN, and of a streamed RFP step against T = 2.
+
+Example:
+    python tools/benchmark_detectors.py --size 256 384 --repeats 5 --threads 1
+    python tools/benchmark_detectors.py --depth 26 --base-channels 8 --fpn 32 --size 144 240
+
+Feature extraction only (backbone + neck, the part DetectoRS changes; the heads are the same in
+every row), random weights (the cost does not depend on them), one image. Every variant runs once
+per repeat in turn (interleaved, so load changes on a shared machine hit all rows alike) and the
+median is reported, with its ratio to the plain ResNet + FPN:
+
+* ``plain``: ResNet + FPN (HTC's baseline backbone);
+* ``plain-aws``: the same with DetectoRS' weight-standardised convolutions (mmcv ``ConvAWS``,
+  used by every DetectoRS config; the standardisation is recomputed at every forward);
+* ``sac``, ``sac-dcn-mmcv``, ``sac-no-dcn``: SAC in stages 2-4 with the default deformable
+  convolution (``deform_impl='auto'``: plain PyTorch on CPU, mmcv's op on CUDA), with mmcv's
+  compiled op forced, without deformable convolution;
+* ``rfp``: RFP with T = 2 (two backbone passes, ASPP, fusion);
+* ``detectors``: RFP (T = 2) + SAC (``deform_impl='auto'``), the chapter's DetectoRS;
+* ``rfp-step`` / ``detectors-step``: one streamed recursive step (the feedback pass from a carried
+  pyramid, ``RecursiveFeaturePyramid.feedback_step``), the per-frame cost of streaming RFP with
+  M = 1, next to its T = 2 row.
+
+``--json`` also writes the numbers.
+"""
+
+import argparse
+import json
+import os.path as osp
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from mmvideoeq.registry import MODELS  # noqa: E402
+from mmvideoeq.utils import register_all_modules  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--depth', type=int, default=50, help='ResNet depth (14, 26, 50, 101)')
+    p.add_argument('--base-channels', type=int, default=64)
+    p.add_argument('--fpn', type=int, default=256, help='FPN width')
+    p.add_argument('--size', type=int, nargs=2, default=[256, 384], metavar=('H', 'W'))
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--threads', type=int, default=None, help='torch threads (CPU)')
+    p.add_argument('--json', default=None, help='also write the numbers here')
+    return p.parse_args(argv)
+
+
+def _sac(impl='auto', deform=True):
+    return dict(type='SwitchableAtrousConv', use_deform=deform, deform_impl=impl)
+
+
+def build_variants(depth: int, base: int, fpn: int) -> dict:
+    """Backbone + neck pairs of every row (see the module docstring)."""
+    stages = [4 * base * 2**i for i in range(4)]
+
+    def backbone(sac=None, aws=False, **kw):
+        cfg = dict(type='DetectoRSResNet', depth=depth, base_channels=base, **kw)
+        if sac is not None or aws:  # DetectoRS' weight-standardised convolutions (ConvAWS)
+            cfg['conv_cfg'] = dict(type='ConvAWS')
+        if sac is not None:
+            cfg.update(sac=sac, stage_with_sac=(False, True, True, True))
+        return cfg
+
+    def rfp(sac=None):
+        return (
+            backbone(sac, aws=True, output_img=True),
+            dict(
+                type='RecursiveFeaturePyramid',
+                in_channels=stages,
+                out_channels=fpn,
+                num_outs=5,
+                rfp_steps=2,
+                aspp_out_channels=fpn // 4,
+                rfp_backbone=backbone(sac, aws=True, rfp_inplanes=fpn),
+            ),
+        )
+
+    plain_neck = dict(type='mmdet.FPN', in_channels=stages, out_channels=fpn, num_outs=5)
+    return {
+        'plain': (backbone(), plain_neck),
+        'plain-aws': (backbone(aws=True), plain_neck),
+        'sac': (backbone(_sac()), plain_neck),
+        'sac-dcn-mmcv': (backbone(_sac('mmcv')), plain_neck),
+        'sac-no-dcn': (backbone(_sac(deform=False)), plain_neck),
+        'rfp': rfp(),
+        'detectors': rfp(_sac()),
+    }
+
+
+class Variant:
+    """A built backbone + neck and how to run it."""
+
+    def __init__(self, backbone_cfg: dict, neck_cfg: dict, device: str) -> None:
+        self.backbone = MODELS.build(backbone_cfg).to(device)
+        self.neck = MODELS.build(neck_cfg).to(device)
+        self.backbone.eval()  # (mmdet's ResNet.train returns None: no chaining)
+        self.neck.eval()
+        self.is_rfp = 'rfp_steps' in neck_cfg
+
+    def extract(self, x):
+        feats = self.backbone(x)
+        return self.neck(feats, backbone=self.backbone) if self.is_rfp else self.neck(feats)
+
+    def streamed_step(self, x, z):
+        return self.neck.feedback_step(x, z, step=1, backbone=self.backbone)
+
+
+def _sync(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def measure(variants: dict, x, repeats: int, device: str) -> dict:
+    """Median milliseconds of every row, interleaved over ``repeats`` rounds."""
+    runs = {}
+    for name, v in variants.items():
+        runs[name] = lambda v=v: v.extract(x)
+        if v.is_rfp:
+            z = [t.clone() for t in v.extract(x)]
+            runs[f'{name}-step'] = lambda v=v, z=z: v.streamed_step(x, z)
+    for fn in runs.values():  # warm-up
+        fn()
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def report(ms: dict) -> list:
+    """Table lines: ms, ratio to plain, and the streamed steps against their T = 2 rows."""
+    lines = [f'{"variant":<16} {"ms":>9} {"x plain":>8} {"x T=2":>7}']
+    for name, value in ms.items():
+        t2 = ms.get(name[: -len('-step')]) if name.endswith('-step') else None
+        ratio_t2 = f'{value / t2:7.2f}' if t2 else f'{"":>7}'
+        lines.append(f'{name:<16} {value:9.1f} {value / ms["plain"]:8.2f} {ratio_t2}')
+    return lines
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    register_all_modules()
+    torch.manual_seed(0)
+    configs = build_variants(args.depth, args.base_channels, args.fpn)
+    variants = {name: Variant(*cfg, args.device) for name, cfg in configs.items()}
+    x = torch.randn(1, 3, *args.size, device=args.device)
+    ms = measure(variants, x, args.repeats, args.device)
+    lines = report(ms)
+    print('\n'.join(lines))
+    out = dict(
+        ms=ms,
+        args=vars(args),
+        machine=dict(platform=platform.platform(), threads=torch.get_num_threads()),
+    )
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+if __name__ == '__main__':
+    main()
