@@ -1,4 +1,4 @@
-"""Every config under configs/ loads, shrinks, builds on CPU and runs one forward (issue 2).
+"""Every config under configs/ loads, shrinks, builds on CPU and runs one forward.
 
 Shrinking keeps the structure (model types, heads, losses, data pipeline types) and cuts the sizes:
 MDEQ branch widths, solver iterations, FPN/head widths, image size.

@@ -11,14 +11,13 @@ Measures, side by side in one run, on one ``MDEQNet`` and one input (batch 1):
      preceded by one reference evaluation of ``f`` on a fixed state, timed separately; the
      overhead of a solve is ``(solve time - reference time) / reference time``, i.e. the time of
      an iteration (its own ``f`` plus everything the solver does, cache effects included) over
-     the time of an ``f`` measured a few milliseconds away. Load changes on the machine (on the
-     shared 2-core CPU, ``f`` alone varied from 52 to 108 ms between blocks of a few seconds)
-     then hit both sides alike. A ``no solver`` row (``z = f(z)`` under the same timing) shows
+     the time of an ``f`` measured a few milliseconds away. Load changes on the machine then hit
+     both sides alike. A ``no solver`` row (``z = f(z)`` under the same timing) shows
      the estimate's own baseline. The reference goes *before* the solver's ``f`` so that the
      solver's work after ``f`` sees the cache as in an uninterrupted solve (``f``'s output just
      written, the previous iterate long evicted), and so that the solver's ``f`` and the
-     calibration row's ``f`` both get an input the reference has evicted. The earlier order,
-     the reference right *after* each ``f`` call, is still printed ("ref after"): it evicts
+     calibration row's ``f`` both get an input the reference has evicted. The other order,
+     the reference right *after* each ``f`` call, is also printed ("ref after"): it evicts
      ``f``'s output before the solver reads it (a cost no real solve has) and leaves the
      solver's next ``f`` a warmer input than the calibration row's, so it is biased against
      the solvers;

@@ -1,4 +1,4 @@
-"""StreamingInferencer keeps the stream state between calls (issue 4)."""
+"""StreamingInferencer keeps the stream state between calls."""
 
 from pathlib import Path
 

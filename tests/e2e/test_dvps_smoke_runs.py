@@ -1,7 +1,7 @@
-"""One end-to-end smoke run per DVPS config (issue 14): every config under configs/vip_deeplab/,
-shrunk, trains one iteration on the tiny rendered DVPS benchmark and is evaluated - through the
-StreamingTestLoop (warm-started solves + stitching) for DEQ backbones, the per-frame TestLoop
-otherwise."""
+"""DVPS family end to end: the streaming ViP-DeepLab config (MDEQ backbone) and the depth-only
+KITTI config, shrunk, train one iteration on the tiny rendered DVPS benchmark and are evaluated -
+through the StreamingTestLoop (warm-started solves + stitching) for the DEQ backbone, the per-frame
+TestLoop otherwise. (Every config is built and run one step in tests/test_configs.py.)"""
 
 import json
 from pathlib import Path
@@ -14,7 +14,13 @@ from benchgen import generate_benchmark
 from mmvideoeq.testing import shrink_model_cfg, tiny_dvps_data_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
-DVPS = sorted((ROOT / 'configs' / 'vip_deeplab').glob('*.py'))
+DVPS = [
+    ROOT / 'configs' / 'vip_deeplab' / name
+    for name in (
+        'vip-deeplab_mdeq-tiny-sur8_600it_bundled-cityscapes-dvps.py',
+        'vip-deeplab_r50-os32-depth_120k_kitti-depth.py',
+    )
+]
 
 
 @pytest.fixture(scope='module')

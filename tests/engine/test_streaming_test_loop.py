@@ -1,4 +1,4 @@
-"""StreamingTestLoop on a toy DEQ model (issue 4): isolation, batching, resets, order, results."""
+"""StreamingTestLoop on a toy DEQ model: isolation, batching, resets, order, results."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Checkpoint safety under torch's weights-only unpickler (issue 2)."""
+"""Checkpoint safety under torch's weights-only unpickler."""
 
 import os
 import subprocess

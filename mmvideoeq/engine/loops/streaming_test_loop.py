@@ -224,7 +224,10 @@ class StreamingTestLoop(BaseLoop):
     def _solver_name(self) -> str | None:
         net = getattr(getattr(self.runner.model, 'backbone', None), 'net', None)
         deq = getattr(net, 'deq', None)
-        return getattr(deq, 'solver', None)
+        solver = getattr(deq, 'solver', None)
+        if solver is None:  # a recursive (non-DEQ) streaming model, e.g. DetectoRS with RFP
+            return f'none ({type(self.runner.model).__name__})'
+        return solver
 
     def _step(self, x, z0, max_iter, tol, payloads):
         return self.runner.model.stream_step(x, payloads, z0, max_iter=max_iter, tol=tol)
