@@ -1,4 +1,4 @@
-"""--show-dir: frames are drawn per setting and video, for detectors and segmentors."""
+"""--show-dir: frames are drawn per setting and video, for detectors, segmentors and DVPS models."""
 
 from types import SimpleNamespace
 
@@ -13,6 +13,7 @@ from mmseg.structures import SegDataSample
 from mmseg.visualization import SegLocalVisualizer
 
 from mmvideoeq.engine.hooks import VideoVisualizationHook
+from mmvideoeq.visualization import DVPSLocalVisualizer
 
 
 def _image(path):
@@ -20,13 +21,15 @@ def _image(path):
     return str(path)
 
 
-@pytest.mark.parametrize('task', ['det', 'seg'])
+@pytest.mark.parametrize('task', ['det', 'seg', 'dvps'])
 def test_frames_are_named_per_setting_and_video(tmp_path, task):
     name = f'vis_{task}'
     if task == 'det':
         DetLocalVisualizer.get_instance(name, vis_backends=None)
-    else:
+    elif task == 'seg':
         SegLocalVisualizer.get_instance(name, vis_backends=None)
+    else:
+        DVPSLocalVisualizer.get_instance(name, vis_backends=None)
     runner = SimpleNamespace(work_dir=str(tmp_path), _test_loop=SimpleNamespace())
     hook = VideoVisualizationHook(draw=True, test_out_dir='show')
     samples = []
@@ -40,9 +43,15 @@ def test_frames_are_named_per_setting_and_video(tmp_path, task):
                 scores=torch.tensor([0.9]),
                 labels=torch.tensor([0]),
             )
-        else:
+        elif task == 'seg':
             s = SegDataSample(metainfo=dict(img_path=img, video_id=video, ori_shape=(24, 32)))
             s.pred_sem_seg = PixelData(data=torch.zeros(1, 24, 32, dtype=torch.long))
+        else:
+            s = SegDataSample(metainfo=dict(img_path=img, video_id=video, ori_shape=(24, 32)))
+            pan = torch.zeros(1, 24, 32, dtype=torch.long)
+            pan[0, 4:12, 6:20] = 13001  # a car
+            s.pred_panoptic = PixelData(data=pan)
+            s.pred_depth = PixelData(data=torch.full((1, 24, 32), 12.5))
         samples.append(s)
     skipped = samples[0].clone()
     skipped.set_metainfo(dict(eval_skip_reason='decode error', video_id='v3'))
@@ -53,3 +62,7 @@ def test_frames_are_named_per_setting_and_video(tmp_path, task):
         for video in ('v1', 'v2'):
             assert (tmp_path / 'show' / setting / video / '000000.JPEG').is_file()
         assert not (tmp_path / 'show' / setting / 'v3').exists()  # not evaluated: not drawn
+    if task == 'dvps':  # image | panoptic (track colours) | depth, side by side
+        drawn = cv2.imread(str(tmp_path / 'show' / 'full' / 'v1' / '000000.JPEG'))
+        assert drawn.shape == (24, 3 * 32, 3)
+        assert (drawn[8, 32 + 10] != drawn[20, 32 + 28]).any()  # the car is drawn

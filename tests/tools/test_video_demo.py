@@ -79,3 +79,20 @@ def test_bad_outputs_and_inputs_fail_with_one_line(demo, frames, tmp_path):
     empty.mkdir()
     code, _, err = demo(empty, CFG, CKPT, '--out', tmp_path / 'y.mp4')
     assert code == 2 and 'holds no' in err
+
+
+def test_dvps_model_draws_panoptic_and_depth(demo, frames, tmp_path):
+    cfg = (
+        ROOT
+        / 'configs'
+        / 'vip_deeplab'
+        / 'vip-deeplab_mdeq-tiny-sur8_600it_bundled-cityscapes-dvps.py'
+    )
+    ckpt = ROOT / 'checkpoints' / 'vip-deeplab_mdeq-tiny-sur8_600it_bundled-cityscapes-dvps.pth'
+    out = tmp_path / 'vip.avi'
+    code, stdout, err = demo(frames, cfg, ckpt, '--iters', '1', '--out', out)
+    assert code == 0, err
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    ok, first = cap.read()
+    assert ok and first.shape == (72, 3 * 120, 3)  # frame | panoptic | depth, side by side
