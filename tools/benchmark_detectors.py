@@ -10,8 +10,11 @@ per repeat in turn (interleaved, so load changes on a shared machine hit all row
 median is reported, with its ratio to the plain ResNet + FPN:
 
 * ``plain``: ResNet + FPN (HTC's baseline backbone);
-* ``plain-aws``: the same with DetectoRS' weight-standardised convolutions (mmcv ``ConvAWS``,
-  used by every DetectoRS config; the standardisation is recomputed at every forward);
+* ``plain-aws``: the same with DetectoRS' weight-standardised convolutions (``ConvAWS``, used by
+  every DetectoRS config; without autograd the standardised weights are kept between frames);
+* ``plain-aws-uncached``: the same, standardising the weights at every forward (the cost of a
+  first frame, and of every forward in training);
+* ``plain-aws-mmcv``: the same with mmcv's own ``ConvAWS2d`` (standardised at every forward);
 * ``sac``, ``sac-dcn-mmcv``, ``sac-no-dcn``: SAC in stages 2-4 with the default deformable
   convolution (``deform_impl='auto'``: plain PyTorch on CPU, mmcv's op on CUDA), with mmcv's
   compiled op forced, without deformable convolution;
@@ -36,6 +39,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from mmvideoeq.models.layers import ConvAWS2d  # noqa: E402
 from mmvideoeq.registry import MODELS  # noqa: E402
 from mmvideoeq.utils import register_all_modules  # noqa: E402
 
@@ -64,7 +68,7 @@ def build_variants(depth: int, base: int, fpn: int) -> dict:
     def backbone(sac=None, aws=False, **kw):
         cfg = dict(type='DetectoRSResNet', depth=depth, base_channels=base, **kw)
         if sac is not None or aws:  # DetectoRS' weight-standardised convolutions (ConvAWS)
-            cfg['conv_cfg'] = dict(type='ConvAWS')
+            cfg['conv_cfg'] = dict(type='mmengine.ConvAWS' if aws == 'mmcv' else 'ConvAWS')
         if sac is not None:
             cfg.update(sac=sac, stage_with_sac=(False, True, True, True))
         return cfg
@@ -87,6 +91,8 @@ def build_variants(depth: int, base: int, fpn: int) -> dict:
     return {
         'plain': (backbone(), plain_neck),
         'plain-aws': (backbone(aws=True), plain_neck),
+        'plain-aws-uncached': (backbone(aws=True), plain_neck),
+        'plain-aws-mmcv': (backbone(aws='mmcv'), plain_neck),
         'sac': (backbone(_sac()), plain_neck),
         'sac-dcn-mmcv': (backbone(_sac('mmcv')), plain_neck),
         'sac-no-dcn': (backbone(_sac(deform=False)), plain_neck),
@@ -142,11 +148,11 @@ def measure(variants: dict, x, repeats: int, device: str) -> dict:
 
 def report(ms: dict) -> list:
     """Table lines: ms, ratio to plain, and the streamed steps against their T = 2 rows."""
-    lines = [f'{"variant":<16} {"ms":>9} {"x plain":>8} {"x T=2":>7}']
+    lines = [f'{"variant":<18} {"ms":>9} {"x plain":>8} {"x T=2":>7}']
     for name, value in ms.items():
         t2 = ms.get(name[: -len('-step')]) if name.endswith('-step') else None
         ratio_t2 = f'{value / t2:7.2f}' if t2 else f'{"":>7}'
-        lines.append(f'{name:<16} {value:9.1f} {value / ms["plain"]:8.2f} {ratio_t2}')
+        lines.append(f'{name:<18} {value:9.1f} {value / ms["plain"]:8.2f} {ratio_t2}')
     return lines
 
 
@@ -158,6 +164,11 @@ def main(argv=None) -> dict:
     torch.manual_seed(0)
     configs = build_variants(args.depth, args.base_channels, args.fpn)
     variants = {name: Variant(*cfg, args.device) for name, cfg in configs.items()}
+    for name, v in variants.items():
+        if name.endswith('-uncached'):
+            for m in v.backbone.modules():
+                if isinstance(m, ConvAWS2d):
+                    m.cache_standardised = False
     x = torch.randn(1, 3, *args.size, device=args.device)
     ms = measure(variants, x, args.repeats, args.device)
     lines = report(ms)

@@ -307,3 +307,15 @@ def test_weight_norm_cache_is_exact_and_invalidated_by_updates():
                 z = [u.detach() for u in net.forward_features(x + 0.1 * t, z, max_iter=2, tol=0).z]
             for a, b in zip(z, cached[t]):
                 torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_weight_norm_cache_from_inference_mode_is_not_reused_under_autograd():
+    conv = WNConv2d(3, 5, 3, padding=1)
+    for p in conv.parameters():
+        p.requires_grad_(False)  # frozen: the cache is used with autograd on
+    x = torch.randn(1, 3, 6, 6)
+    with torch.inference_mode():
+        conv(x)
+    x.requires_grad_(True)
+    conv(x).sum().backward()  # an inference tensor saved for backward would raise here
+    assert x.grad is not None

@@ -1,4 +1,4 @@
-"""SAC (thesis Eq. 6.4, Fig. 6-5) and the plain-PyTorch deformable convolution.
+"""SAC (thesis Eq. 6.4, Fig. 6-5), ConvAWS and the plain-PyTorch deformable convolution.
 
 Expected values come from a straightforward re-implementation of the chapter's equations written
 here (plain ``F.conv2d``, explicit pooling and sums, bilinear sampling by hand), and from mmcv's
@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmvideoeq.models.layers import SwitchableAtrousConv, deform_conv2d_torch
+from mmvideoeq.models.layers import ConvAWS2d, SwitchableAtrousConv, deform_conv2d_torch
 from mmvideoeq.testing.detectors import randomize_
 
 
@@ -181,3 +181,89 @@ def test_deform_conv_torch_gradients_match_mmcv():
         grads.append(torch.autograd.grad(out, (x, off, w), g))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+def _random_aws(cls, dtype=torch.float32):
+    torch.manual_seed(0)
+    m = cls(6, 5, 3, padding=1, bias=True).to(dtype)
+    with torch.no_grad():
+        m.weight.normal_(0.1, 0.3)
+        m.weight_gamma.uniform_(0.5, 2.0)
+        m.weight_beta.normal_(0, 0.1)
+    return m
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_conv_aws_equals_mmcv_conv_aws(dtype):
+    from mmcv.cnn import ConvAWS2d as MMCVConvAWS2d
+
+    ref, mine = _random_aws(MMCVConvAWS2d, dtype), _random_aws(ConvAWS2d, dtype)
+    mine.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 6, 9, 7, dtype=dtype, requires_grad=True)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    out_ref, out = ref(x), mine(x)
+    torch.testing.assert_close(out, out_ref, **tol)
+    w = mine.weight
+    torch.testing.assert_close(
+        mine.standardised_weight(), _standardize(w, mine.weight_gamma, mine.weight_beta), **tol
+    )
+    g = torch.randn_like(out)
+    grads_ref = torch.autograd.grad(out_ref, [x, ref.weight, ref.bias], g)
+    grads = torch.autograd.grad(out, [x, mine.weight, mine.bias], g)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_conv_aws_cache_follows_the_parameters():
+    from mmcv.cnn import ConvAWS2d as MMCVConvAWS2d
+
+    m = _random_aws(ConvAWS2d).eval()
+    x = torch.randn(1, 6, 8, 8)
+
+    def expected():
+        w = _standardize(m.weight, m.weight_gamma, m.weight_beta)
+        return F.conv2d(x, w, m.bias, padding=1)
+
+    with torch.no_grad():
+        w0 = m.standardised_weight()
+        assert m.standardised_weight() is w0  # kept between calls
+        m.weight.add_(0.5)  # an in-place update (an optimizer step)
+        assert m.standardised_weight() is not w0
+        torch.testing.assert_close(m(x), expected(), rtol=1e-5, atol=1e-5)
+        m.weight_gamma.mul_(2.0)
+        torch.testing.assert_close(m(x), expected(), rtol=1e-5, atol=1e-5)
+        other = _random_aws(MMCVConvAWS2d)
+        other.weight.normal_(0, 1)
+        m.load_state_dict(other.state_dict())
+        torch.testing.assert_close(m(x), other(x), rtol=1e-5, atol=1e-5)
+        w1 = m.standardised_weight()
+    m.train()
+    assert m._cache is None
+    m.eval()
+    with torch.no_grad():
+        assert m.standardised_weight() is not w1
+    out = m(x)  # autograd on: never the cached tensor
+    assert out.requires_grad and m.standardised_weight().requires_grad
+
+
+def test_configs_build_the_project_conv_aws():
+    from mmcv.cnn import build_conv_layer
+    from mmengine.registry import DefaultScope
+
+    from mmvideoeq.utils import register_all_modules
+
+    register_all_modules()
+    with DefaultScope.overwrite_default_scope('mmvideoeq'):
+        layer = build_conv_layer(dict(type='ConvAWS'), 4, 4, 3)
+    assert type(layer) is ConvAWS2d
+
+
+def test_conv_aws_cache_from_inference_mode_is_not_reused_under_autograd():
+    m = _random_aws(ConvAWS2d).eval()
+    m.weight.requires_grad_(False)  # a frozen stage: the cache is used with autograd on
+    x = torch.randn(1, 6, 8, 8)
+    with torch.inference_mode():
+        m(x)
+    x.requires_grad_(True)
+    m(x).sum().backward()  # an inference tensor saved for backward would raise here
+    assert x.grad is not None

@@ -123,7 +123,9 @@ class WNConv2d(nn.Module):
         if (torch.is_grad_enabled() and grad) or not self.cache_between_solves:
             return self._normalised()
         g, v = self.weight_g, self.weight_v
+        # (an inference-mode tensor must not reach autograd later: the mode is part of the key)
         key = (g.data_ptr(), g._version, v.data_ptr(), v._version, g.dtype, g.device)
+        key += (torch.is_inference_mode_enabled(),)
         if self._cache is None or self._cache[0] != key:
             with torch.no_grad():
                 self._cache = (key, self._normalised())

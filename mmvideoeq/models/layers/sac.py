@@ -14,8 +14,9 @@ Why this is not mmcv's ``SAConv2d`` (``mmcv/ops/saconv.py``): that class lives i
 so it needs mmcv's compiled extension even without deformable convolution, and it has none of the
 design choices of Table 6-III as options. This class keeps mmcv's parameter names, shapes and
 numerics by default (a state dict of mmcv's ``SAC`` loads strictly and gives the same output;
-``tests/models/test_detectors_layers.py``), inherits mmcv's weight-standardised ``ConvAWS2d``
-(from ``mmcv.cnn``, no compiled code) as mmcv's does, and adds:
+``tests/models/test_detectors_layers.py``), inherits the weight-standardised ``ConvAWS2d`` as
+mmcv's does (here :class:`.conv_aws.ConvAWS2d`: mmcv's, with a faster standardisation that is
+kept between frames without autograd), and adds:
 
 * ``atrous_rate`` (``r``; mmcv fixes 3);
 * ``global_context=False``: no pre/post context modules ("SAC - DCN - global");
@@ -39,12 +40,12 @@ import math
 
 import torch
 import torch.nn.functional as F
-from mmcv.cnn import ConvAWS2d
 from mmengine.model import constant_init
 from torch import Tensor, nn
 
 from mmvideoeq.registry import MODELS
 
+from .conv_aws import ConvAWS2d
 from .deform_conv import deform_conv2d
 
 __all__ = ['SwitchableAtrousConv']
@@ -175,7 +176,7 @@ class SwitchableAtrousConv(ConvAWS2d):
         mode = 'reflect' if min(x.shape[-2:]) > 2 else 'replicate'
         pooled = F.avg_pool2d(F.pad(x, (2, 2, 2, 2), mode=mode), kernel_size=5, stride=1)
         switch = self.switch(pooled)
-        weight = self._get_weight(self.weight)
+        weight = self.standardised_weight()
         out_s = self._conv(x, pooled, weight, 1, 'offset_s')
         weight_l = weight + self.weight_diff if self.weight_locking else self.weight_diff
         out_l = self._conv(x, pooled, weight_l, self.atrous_rate, 'offset_l')
