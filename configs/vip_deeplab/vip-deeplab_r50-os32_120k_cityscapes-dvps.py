@@ -7,3 +7,7 @@ _base_ = [
     '../_base_/vip_runtime.py',
     '../_base_/schedules/schedule_120k_vip.py',
 ]
+# Sequence ids (VPQ / DVPQ over k > 1 frames) need the stitching memory carried from frame to
+# frame: the streaming loop runs this per-frame model as one setting, 'stream' (metrics
+# 'stream/dvps/...'). Validation during training stays per frame (fresh ids on every frame).
+test_cfg = dict(type='StreamingTestLoop')

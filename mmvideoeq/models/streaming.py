@@ -7,7 +7,10 @@ A streaming model exposes two methods (``docs/architecture.md`` section 3):
   list of tensors with batch dim B, or ``None`` for a cold start) and a budget of ``max_iter``
   steps (``None``: the backbone's configured full solve);
 * ``stream_zero_state(inputs) -> list[Tensor]``: the cold state of a batch (used when cold and
-  warm streams are solved together).
+  warm streams are solved together);
+* optionally ``stream_has_solver`` (default True): False for a per-frame network whose state is
+  only a memory (ViP-DeepLab on a ResNet); ``StreamingTestLoop`` then runs one setting,
+  ``stream``, instead of a budget sweep.
 
 The model holds no stream state: the caller (``StreamingTestLoop``, ``StreamingInferencer``) owns
 the states and decides resets, as StreamDEQ (thesis ch. 3.2) prescribes. Only the backbone's

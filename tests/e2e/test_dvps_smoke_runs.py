@@ -1,7 +1,9 @@
-"""DVPS family end to end: the streaming ViP-DeepLab config (MDEQ backbone) and the depth-only
-KITTI config, shrunk, train one iteration on the tiny rendered DVPS benchmark and are evaluated -
-through the StreamingTestLoop (warm-started solves + stitching) for the DEQ backbone, the per-frame
-TestLoop otherwise. (Every config is built and run one step in tests/test_configs.py.)"""
+"""DVPS family end to end: the streaming ViP-DeepLab config (MDEQ backbone), the ResNet
+Cityscapes-DVPS config and the depth-only KITTI config, shrunk, train one iteration on the tiny
+rendered DVPS benchmark and are evaluated - through the StreamingTestLoop (warm-started solves +
+stitching) for the DEQ backbone, the same loop as one per-frame 'stream' setting (stitching) for
+the ResNet, the per-frame TestLoop for depth only. (Every config is built and run one step in
+tests/test_configs.py.)"""
 
 import json
 from pathlib import Path
@@ -18,6 +20,7 @@ DVPS = [
     ROOT / 'configs' / 'vip_deeplab' / name
     for name in (
         'vip-deeplab_mdeq-tiny-sur8_600it_bundled-cityscapes-dvps.py',
+        'vip-deeplab_r50-os32_120k_cityscapes-dvps.py',
         'vip-deeplab_r50-os32-depth_120k_kitti-depth.py',
     )
 ]
@@ -65,5 +68,11 @@ def test_dvps_config_trains_and_evaluates(path, tiny_dvps, tmp_path):
         assert report['settings']['stream@2']['mean_iters'] == 2
         assert report['settings']['stream@2']['frames'] == 3
         assert f'stream@2/{key}' in metrics
+    elif cfg.test_cfg.get('type') == 'StreamingTestLoop':  # per-frame backbone, stitched
+        report = json.loads((tmp_path / 'streaming' / 'results.json').read_text())
+        assert list(report['settings']) == ['stream']
+        assert report['settings']['stream']['frames'] == 3
+        assert report['settings']['stream']['mean_iters'] == 0
+        assert f'stream/{key}' in metrics
     else:
         assert key in metrics

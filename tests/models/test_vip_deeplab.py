@@ -215,10 +215,28 @@ def test_pair_of_different_sizes_in_the_head_is_an_error(model):
         model.decode_head.forward_next(f1[-1], f2)
 
 
-def test_stream_step_tracks_objects_with_perfect_heads(model, monkeypatch, perfect_maps):
+@pytest.fixture(scope='module')
+def resnet_model():
+    """The same heads on a per-frame backbone (mmseg's ResNetV1c, widths 4-32)."""
+    register_all_modules()
+    torch.manual_seed(0)
+    cfg = copy.deepcopy(CFG)
+    cfg['backbone'] = dict(
+        type='mmseg.ResNetV1c', depth=18, base_channels=4, stem_channels=8, norm_eval=False
+    )
+    cfg['decode_head']['in_channels'] = [4, 8, 16, 32]
+    m = MODELS.build(cfg)
+    m.init_weights()
+    return m
+
+
+@pytest.mark.parametrize('which', ['model', 'resnet_model'])
+def test_stream_step_tracks_objects_with_perfect_heads(which, request, monkeypatch, perfect_maps):
     """The streaming step's plumbing (state, next-frame branch on the stored feature, pair
     post-processing, stitching) keeps ids of objects that swap places; the heads are replaced
-    by the maps a perfect model would predict (``perfect_maps``, conftest.py)."""
+    by the maps a perfect model would predict (``perfect_maps``, conftest.py). The same with an
+    equilibrium backbone and with a per-frame one."""
+    model = request.getfixturevalue(which)
     frame_maps = perfect_maps
     left, right = (2, 3, 1, 8, 6), (2, 3, 17, 8, 22)
     videos = [{'a': left, 'b': right}, {'a': right, 'b': left}, {'a': right, 'b': left}]
@@ -299,3 +317,40 @@ def test_streaming_padded_and_resized_frames(model):
     assert [tuple(t.shape) for t in zero] == [tuple(t.shape) for t in z]
     assert tuple(z[-4].shape[-2:]) == (32, 64)  # the stored ids, at the padded input size
     assert not z[-4][..., 30:, :].any() and not z[-4][..., :, 60:].any()  # padding zeroed
+
+
+def test_per_frame_backbone_streams_only_the_memory(resnet_model):
+    model = resnet_model.eval()
+    assert not model.stream_has_solver
+    frames = [_batch(n=1, frames=1, seed=s) for s in range(3)]
+    for t, f in enumerate(frames):
+        f['data_samples'][0].set_metainfo(dict(frame_id=t))
+    data = model.data_preprocessor(copy.deepcopy(frames[0]), False)
+    zero = model.stream_zero_state(data['inputs'])
+    (first,), z, stats = model.stream_step(data['inputs'], data['data_samples'], None)
+    assert len(z) == 8  # the memory only: no solver state
+    assert [tuple(t.shape) for t in zero] == [tuple(t.shape) for t in z]
+    assert tuple(z[0].shape) == (1, 32, H // 32, W // 32)  # res5 feature: 32 channels, stride 32
+    assert int(stats.nstep[0]) == 0 and stats.n_eval == 1 and not bool(stats.diverged[0])
+    # the first frame of a stream is the per-frame prediction
+    (pred,) = model.predict(data['inputs'], copy.deepcopy(data['data_samples']))
+    assert torch.equal(first.pred_panoptic.data, pred.pred_panoptic.data)
+    for f in frames[1:]:
+        d = model.data_preprocessor(f, False)
+        _, z, _ = model.stream_step(d['inputs'], d['data_samples'], z)
+    assert bool(z[-2].all()) and int(z[-1][0, 0]) == 2  # has-previous flag, last frame_id
+    with pytest.raises(ValueError, match='has 8 memory tensors'):
+        model.stream_step(d['inputs'], d['data_samples'], [torch.zeros(1)] + list(z))
+
+
+def test_streaming_loop_runs_a_per_frame_model_as_one_setting(resnet_model):
+    from types import SimpleNamespace
+
+    from mmvideoeq.engine.loops import StreamingTestLoop
+
+    loop = StreamingTestLoop.__new__(StreamingTestLoop)
+    loop._runner = SimpleNamespace(model=resnet_model)  # (BaseLoop keeps the runner there)
+    loop.skip_response = 'continue'
+    (setting,) = loop.settings()
+    assert setting['name'] == 'stream' and setting['warm']
+    assert setting['policy']['budget'] == dict(type='FullSolve')

@@ -6,6 +6,8 @@ For every setting of a sweep (thesis Figures 4.1/4.2/4.6-4.9 and Table 4.3):
   with a budget of M solver steps (Eq. 3.5, or Eq. 3.4 with ``init='reference'``);
 * ``cold@M``: the non-streaming baseline, every frame from zeros with M steps;
 * ``full``: every frame from zeros with the backbone's configured full solve;
+* ``stream`` alone, for a model whose ``stream_has_solver`` is False (a per-frame network that
+  carries only a memory between frames, e.g. ViP-DeepLab's stitching ids on a ResNet);
 
 the loop walks the whole test set through :func:`~mmvideoeq.streaming.run_stream` (the one
 streaming driver; the loop only turns batches into frames and predictions into metric input),
@@ -172,6 +174,11 @@ class StreamingTestLoop(BaseLoop):
     def settings(self) -> list[dict]:
         """The runs of the sweep, in order: name, steps, warm start or not, policy config."""
         common = dict(skip_response=self.skip_response, max_history=0)
+        if not getattr(self.runner.model, 'stream_has_solver', True):
+            # a per-frame network that streams only a memory (ViP-DeepLab on ResNet: the
+            # stitching ids): one warm setting; budgets and cold baselines do not apply
+            policy = dict(budget=dict(type='FullSolve'), init='zeros', **common)
+            return [dict(name='stream', iters=None, warm=True, policy=policy)]
         out = []
         if self.warm_start:
             shot = None

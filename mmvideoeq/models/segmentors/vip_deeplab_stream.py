@@ -17,6 +17,11 @@ available one frame at a time: at frame ``t`` the step
 This is the chapter's pairing ``(t-1, t)`` evaluated when frame ``t`` arrives: no frame of
 latency, and each frame is solved once. The first frame of a video is ``P_0`` alone.
 
+A per-frame backbone (ResNet: no ``forward_stream``) streams the same way without a solver: step
+1 is one forward pass, the state holds only the memory, and the statistics are those of
+:meth:`~mmvideoeq.deq.SolverStats.single_pass`. This is how its sequence ids (VPQ over windows
+``k > 1``) are evaluated: ``StreamingTestLoop`` runs it as one setting, ``stream``.
+
 The state is a list of tensors with batch dimension ``B`` (the streaming protocol's ``z``): the
 MDEQ fixed point (``S`` tensors) followed by :data:`MEMORY_KEYS` - the high-level feature, the
 semantic ids, centre heatmap and offsets of the previous frame at the network's input size
@@ -34,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmvideoeq.deq import SolverStats
 from mmvideoeq.models.utils.video_stitching import stitch_frame, stitch_pair_step
 
 __all__ = ['ViPStreamMixin', 'MEMORY_KEYS']
@@ -53,13 +59,37 @@ MEMORY_KEYS = (
 class ViPStreamMixin:
     """``stream_step`` / ``stream_zero_state`` of :class:`ViPDeepLab` (see the module docstring)."""
 
-    def _memory_shapes(self, inputs: Tensor) -> list[tuple]:
-        """Shapes of the memory tensors for frames ``(B, 3, H, W)`` (maps at the input size)."""
-        b, _, h, w = inputs.shape
-        high = self.decode_head.high_index
+    @property
+    def stream_has_solver(self) -> bool:
+        """True for an equilibrium backbone (MDEQ: warm-started solves); False for a per-frame
+        backbone (e.g. ResNet), whose stream carries only the stitching memory."""
+        return hasattr(self.backbone, 'forward_stream')
+
+    def _check_streamable(self) -> None:
         if self.neck is not None:
             raise TypeError('streaming ViP-DeepLab supports backbones without a neck')
-        c, stride = self.backbone.out_channels[high], self.backbone.strides[high]
+
+    def _high_feature(self, inputs: Tensor) -> tuple[int, int]:
+        """Channels and stride of the high-level feature the next-frame branch reads."""
+        high = self.decode_head.high_index
+        if self.stream_has_solver:
+            return self.backbone.out_channels[high], self.backbone.strides[high]
+        if getattr(self, '_probed_high', None) is None:
+            # a per-frame backbone states neither: measured once on a small blank input
+            size = 256
+            training = self.backbone.training
+            self.backbone.eval()  # (no BN statistics from the probe)
+            with torch.no_grad():
+                feat = self.backbone(inputs.new_zeros(1, 3, size, size))[high]
+            self.backbone.train(training)
+            self._probed_high = (int(feat.shape[1]), size // int(feat.shape[-1]))
+        return self._probed_high
+
+    def _memory_shapes(self, inputs: Tensor) -> list[tuple]:
+        """Shapes of the memory tensors for frames ``(B, 3, H, W)`` (maps at the input size)."""
+        self._check_streamable()
+        b, _, h, w = inputs.shape
+        c, stride = self._high_feature(inputs)
         maps = [(b, 1, h, w), (b, 1, h, w), (b, 2, h, w), (b, 1, h, w)]
         return [(b, c, -(-h // stride), -(-w // stride)), *maps, (b, 1), (b, 1), (b, 1)]
 
@@ -87,17 +117,19 @@ class ViPStreamMixin:
         """The cold state of a batch ``(B, 3, H, W)``: zero fixed point and an empty memory."""
         self._check_streamable()
         frame = inputs[:, :3]
-        return [*self.backbone.init_stream_state(frame), *self._zero_memory(frame)]
+        solver = self.backbone.init_stream_state(frame) if self.stream_has_solver else []
+        return [*solver, *self._zero_memory(frame)]
 
     def _split_state(self, z0, frame):
         n = len(MEMORY_KEYS)
         if z0 is None:
             return None, self._zero_memory(frame)
         z0 = list(z0)
-        if len(z0) <= n:
+        if len(z0) < n or (len(z0) == n) == self.stream_has_solver:
+            what = 'the solver state followed by ' if self.stream_has_solver else ''
             raise ValueError(
-                f'a ViP-DeepLab stream state has the solver state followed by {n} memory '
-                f'tensors ({", ".join(MEMORY_KEYS)}); got {len(z0)} tensors. Start streams with '
+                f'a ViP-DeepLab stream state of this model has {what}{n} memory tensors '
+                f'({", ".join(MEMORY_KEYS)}); got {len(z0)} tensors. Start streams with '
                 'z0=None or stream_zero_state()'
             )
         mem = z0[-n:]
@@ -140,7 +172,13 @@ class ViPStreamMixin:
         solver_z0, mem = self._split_state(z0, frame)
         if max_iter is not None and tol is None:
             tol = 0.0
-        feats, z, stats = self.backbone.forward_stream(frame, solver_z0, max_iter=max_iter, tol=tol)
+        if self.stream_has_solver:
+            feats, z, stats = self.backbone.forward_stream(
+                frame, solver_z0, max_iter=max_iter, tol=tol
+            )
+        else:  # one forward per frame; max_iter and tol do not apply
+            feats, z = self.backbone(frame), []
+            stats = SolverStats.single_pass(frame.shape[0], frame.device)
         feats = tuple(feats)
         head = self.decode_head
         outs = head(feats)
