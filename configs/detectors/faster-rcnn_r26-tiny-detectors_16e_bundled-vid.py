@@ -6,7 +6,7 @@
 # which compares, frame by frame: stream@M (M RFP steps fed with the previous frame's pyramid),
 # cold@1 (no feedback), cold@2 = full (T = 2 from zeros, the chapter's detector).
 _base_ = [
-    '../_base_/models/faster-rcnn_mdeq-xl_fpn.py',
+    '../_base_/models/faster-rcnn_mdeq-tiny_fpn.py',  # its detector; backbone and neck replaced
     '../_base_/datasets/bundled_vid.py',
     '../_base_/default_runtime.py',
 ]
