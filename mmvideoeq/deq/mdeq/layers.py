@@ -17,6 +17,7 @@ from torch import Tensor, nn
 __all__ = [
     'VariationalDropout2d',
     'WNConv2d',
+    'cached_weight',
     'frozen_weight_norm',
     'BasicBlock',
     'Branch',
@@ -62,6 +63,27 @@ class VariationalDropout2d(nn.Module):
                 'before the forward pass (MDEQNet.forward_features does this)'
             )
         return x * self.mask
+
+
+def cached_weight(
+    cache: tuple[tuple, Tensor] | None, params: Sequence[Tensor], compute
+) -> tuple[tuple[tuple, Tensor], Tensor]:
+    """A weight derived from ``params`` by ``compute()``, kept while they are unchanged.
+
+    Returns ``(cache, weight)``: the caller stores ``cache`` (``None`` at first, and after
+    anything it does not track, e.g. ``train()``) and passes it back on the next call. ``compute``
+    runs without autograd, again whenever a tensor of ``params`` has a new storage or in-place
+    version counter (an optimizer step, ``load_state_dict``, ``.to()``), dtype or device, or the
+    inference mode changed (a tensor made under ``torch.inference_mode()`` must not reach autograd
+    later). Shared by :class:`WNConv2d` and the weight-standardised convolution of DetectoRS.
+    """
+    first = params[0]
+    key = tuple((t.data_ptr(), t._version) for t in params)
+    key += (first.dtype, first.device, torch.is_inference_mode_enabled())
+    if cache is None or cache[0] != key:
+        with torch.no_grad():
+            cache = (key, compute())
+    return cache, cache[1]
 
 
 class WNConv2d(nn.Module):
@@ -122,14 +144,10 @@ class WNConv2d(nn.Module):
         grad = self.weight_g.requires_grad or self.weight_v.requires_grad
         if (torch.is_grad_enabled() and grad) or not self.cache_between_solves:
             return self._normalised()
-        g, v = self.weight_g, self.weight_v
-        # (an inference-mode tensor must not reach autograd later: the mode is part of the key)
-        key = (g.data_ptr(), g._version, v.data_ptr(), v._version, g.dtype, g.device)
-        key += (torch.is_inference_mode_enabled(),)
-        if self._cache is None or self._cache[0] != key:
-            with torch.no_grad():
-                self._cache = (key, self._normalised())
-        return self._cache[1]
+        self._cache, w = cached_weight(
+            self._cache, (self.weight_g, self.weight_v), self._normalised
+        )
+        return w
 
     def train(self, mode: bool = True) -> 'WNConv2d':
         self._cache = None

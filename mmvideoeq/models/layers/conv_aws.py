@@ -12,7 +12,8 @@ registered under the same name ``ConvAWS`` in the ``mmvideoeq`` scope so that th
 * without autograd (evaluation, streaming) the standardised weight is kept while ``weight``,
   ``weight_gamma`` and ``weight_beta`` are unchanged (keyed on their storage and in-place version
   counters, so an optimizer step, ``load_state_dict`` or ``.to()`` invalidates it; ``train()``
-  clears it), as :class:`~mmvideoeq.deq.mdeq.layers.WNConv2d` does for weight normalisation.
+  clears it), with :func:`~mmvideoeq.deq.mdeq.layers.cached_weight`, as
+  :class:`~mmvideoeq.deq.mdeq.layers.WNConv2d` does for weight normalisation.
 
 mmcv's ``_load_from_state_dict`` (recovering ``gamma``/``beta`` from a plain-conv checkpoint) is
 inherited unchanged.
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from mmcv.cnn import ConvAWS2d as _MMCVConvAWS2d
 from torch import Tensor
 
+from mmvideoeq.deq.mdeq.layers import cached_weight
 from mmvideoeq.registry import MODELS
 
 __all__ = ['ConvAWS2d', 'standardise_weight']
@@ -58,16 +60,13 @@ class ConvAWS2d(_MMCVConvAWS2d):
 
     def standardised_weight(self) -> Tensor:
         """The standardised ``weight`` (cached without autograd, see the module docstring)."""
-        w, g, b = self.weight, self.weight_gamma, self.weight_beta
+        w = self.weight
         if (torch.is_grad_enabled() and w.requires_grad) or not self.cache_standardised:
             return self._get_weight(w)
-        # (an inference-mode tensor must not reach autograd later: the mode is part of the key)
-        key = tuple((t.data_ptr(), t._version) for t in (w, g, b))
-        key += (w.dtype, w.device, torch.is_inference_mode_enabled())
-        if self._cache is None or self._cache[0] != key:
-            with torch.no_grad():
-                self._cache = (key, self._get_weight(w))
-        return self._cache[1]
+        self._cache, std = cached_weight(
+            self._cache, (w, self.weight_gamma, self.weight_beta), lambda: self._get_weight(w)
+        )
+        return std
 
     def train(self, mode: bool = True) -> ConvAWS2d:
         self._cache = None
