@@ -38,7 +38,7 @@ import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmvideoeq.deq import solve  # noqa: E402
+from mmvideoeq.deq import Budget, solve  # noqa: E402
 from mmvideoeq.deq.mdeq import WNConv2d, frozen_weight_norm  # noqa: E402
 from mmvideoeq.registry import MODELS  # noqa: E402
 from mmvideoeq.streaming import StreamFrame, StreamPolicy, run_stream  # noqa: E402
@@ -129,7 +129,7 @@ def fixed_costs(model, frames, device) -> dict:
         e = (t_k - t_1) / (st_k.n_eval - st_1.n_eval)
         pieces['eval'].append(e)
         pieces['setup'].append(max(t_1 - e * st_1.n_eval, 0.0))
-        feats, _, _ = model.backbone.forward_stream(x, None, max_iter=1, tol=0.0)
+        feats, _, _ = model.backbone.forward_stream(x, None, Budget.steps(1))
         t, _ = _timed(lambda: model.predict_from_feats(tuple(feats), list(samples)), device)
         pieces['heads'].append(t)
     return {k: statistics.median(v) for k, v in pieces.items()}

@@ -17,7 +17,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from mmvideoeq.deq import MDEQNet, solve  # noqa: E402
+from mmvideoeq.deq import Budget, MDEQNet, solve  # noqa: E402
 from mmvideoeq.streaming import StreamFrame, StreamPolicy, run_stream  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def solve_case(net, x, method, tol):
 
 def stream_case(net, frames, device):
     def step(x, z0, max_iter, tol, payloads):
-        out = net.forward_features(x, z0, max_iter=max_iter, tol=tol, return_lowest=False)
+        out = net.forward_features(x, z0, Budget(max_iter, tol or 0.0))
         return out.features, out.z, out.stats
 
     policy = StreamPolicy(budget=dict(type='FixedBudget', iters=2))

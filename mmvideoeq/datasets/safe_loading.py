@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 from mmengine.logging import print_log
 
-from mmvideoeq.evaluation.metrics.frame_offset import SKIP_KEY
+from mmvideoeq.structures import SKIP_KEY
 
 __all__ = ['run_pipeline', 'SkipUnreadableFramesMixin']
 

@@ -13,9 +13,9 @@ Training modes (``train_mode``), following the StreamDEQ thesis (chapter 3):
 
 Evaluation (``training=False``) runs ``solver`` for at most ``test_max_iter`` steps with tolerance
 ``tol`` under ``torch.no_grad()`` and returns the lowest-residual state (``return_lowest``, the
-references' full solve). ``max_iter``/``tol``/``return_lowest`` given to the call override these
-for that call only: a streaming budget is ``max_iter=M, tol=0, return_lowest=False``, exactly M
-steps and the last state ``z^[M]`` (thesis Eq. 3.5). What a step is depends on the solver (see
+references' full solve). A :class:`~mmvideoeq.deq.Budget` given to the call replaces these for
+that call only: a streaming budget is ``Budget.steps(M)``, exactly M steps and the last state
+``z^[M]`` (thesis Eq. 3.5). What a step is depends on the solver (see
 :mod:`mmvideoeq.deq.solvers`).
 
 Stochastic unrolling draws one ``N`` per call, i.e. per batch (per GPU with data parallelism):
@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .budget import FULL_SOLVE, Budget
 from .grad import implicit_layer, phantom_layer
 from .jacobian import jac_frobenius_estimate
 from .solvers import METHODS, STOP_MODES, SolverStats, check_method_kwargs, solve_with_preimage
@@ -181,9 +182,7 @@ class DEQSolver:
         z0: Tensor | Sequence[Tensor],
         *,
         training: bool,
-        max_iter: int | None = None,
-        tol: float | None = None,
-        return_lowest: bool | None = None,
+        budget: Budget = FULL_SOLVE,
     ) -> tuple[Tensor | list[Tensor], SolverStats, dict]:
         """Finds the equilibrium ``z* = f(z*)`` starting from ``z0``.
 
@@ -193,12 +192,12 @@ class DEQSolver:
             z0: Initial state, list of S tensors ``(B, C_s, H_s, W_s)`` (or one tensor).
             training: Use the training mode (``module.training``). Without grad mode on, the
                 training budget is run without any graph and ``aux`` is empty.
-            max_iter: Iteration budget for this call only (evaluation: replaces
-                ``test_max_iter``; training: replaces ``train_max_iter`` or the unroll count).
-            tol: Tolerance for this call only (``0``: exactly ``max_iter`` steps; ignored
-                by the unrolled train modes, which never stop early).
-            return_lowest: Evaluation only: return the lowest-residual state (``True``) or the
-                last one (``False``, what a streaming frame carries); ``None``: configured.
+            budget: The :class:`~mmvideoeq.deq.Budget` of this call. :data:`FULL_SOLVE` (the
+                default) is the configured solve (evaluation: ``test_max_iter``, ``tol``,
+                ``return_lowest``; training: the configured train mode). Otherwise evaluation
+                runs ``budget.max_iter`` steps with ``budget.tol`` and returns the
+                ``budget.select`` iterate; training replaces ``train_max_iter`` or the unroll
+                count with ``budget.max_iter`` (the unrolled train modes never stop early).
 
         Returns:
             tuple: ``(z, stats, aux)``: the equilibrium with the structure of ``z0`` (in training
@@ -211,10 +210,8 @@ class DEQSolver:
                 f'training must be a bool (pass module.training), got '
                 f'{type(training).__name__}.'
             )
-        if max_iter is not None:
-            check_int('max_iter', max_iter, 1)
-        if tol is not None:  # None: the configured tolerance; 0: no early stop for this call
-            tol = check_tol('tol', tol) or 0.0
+        if not isinstance(budget, Budget):
+            raise TypeError(f'budget must be a Budget, got {type(budget).__name__}.')
         single = isinstance(z0, Tensor)
         if single:
 
@@ -224,30 +221,38 @@ class DEQSolver:
             fn = f
         zs = as_state_list(z0)
         if training:
-            out, stats, aux = self._train(fn, zs, max_iter, tol)
+            out, stats, aux = self._train(fn, zs, budget)
         else:
+            if budget.is_full:
+                run = dict(
+                    max_iter=self.test_max_iter, tol=self.tol, return_lowest=self.return_lowest
+                )
+            else:
+                run = dict(
+                    max_iter=budget.max_iter,
+                    tol=budget.tol,
+                    return_lowest=budget.select == 'lowest',
+                )
             with torch.no_grad():
                 out, _, stats = solve_with_preimage(
                     fn,
                     zs,
                     method=self.solver,
-                    max_iter=self.test_max_iter if max_iter is None else max_iter,
-                    tol=self.tol if tol is None else tol,
                     stop_mode=self.stop_mode,
-                    return_lowest=self.return_lowest if return_lowest is None else return_lowest,
+                    **run,
                     **self.solver_kwargs,
                 )
             aux = {}
         return (out[0] if single else out), stats, aux
 
     def _train(
-        self, f: StateFn, z0: list[Tensor], max_iter: int | None, tol: float | None
+        self, f: StateFn, z0: list[Tensor], budget: Budget
     ) -> tuple[list[Tensor], SolverStats, dict]:
         aux: dict = {}
         jac = self.jac_reg_weight > 0 and torch.is_grad_enabled()
         if self.train_mode != 'implicit':  # UR / SUR: fixed-point unrolling, never early
-            if max_iter is not None:
-                n = max_iter
+            if not budget.is_full:
+                n = budget.max_iter
             elif self.train_mode == 'unroll':
                 n = self.unroll_iters
             else:
@@ -255,11 +260,12 @@ class DEQSolver:
             aux['unroll_iters'] = n
             run = dict(method='fixed_point', max_iter=n, tol=None, return_lowest=False)
         else:
+            explicit = not budget.is_full
             run = dict(
                 method=self.solver,
-                max_iter=self.train_max_iter if max_iter is None else max_iter,
-                tol=self.train_tol if tol is None else tol,
-                return_lowest=self.return_lowest,
+                max_iter=budget.max_iter if explicit else self.train_max_iter,
+                tol=budget.tol if explicit else self.train_tol,
+                return_lowest=budget.select == 'lowest' if explicit else self.return_lowest,
                 **self.solver_kwargs,
             )
         if self.train_mode != 'implicit' or self.grad == 'unroll' or not torch.is_grad_enabled():

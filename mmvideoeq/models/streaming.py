@@ -25,6 +25,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from mmvideoeq.deq import FULL_SOLVE, Budget
+
 
 class StreamingMixin:
     """Adds the streaming protocol to a model whose backbone has ``forward_stream``.
@@ -64,10 +66,8 @@ class StreamingMixin:
             point (detached list of tensors, batch dim B) and the solver statistics.
         """
         self._check_streamable()
-        if max_iter is not None and tol is None:
-            # here None means "exactly max_iter"; for the backbone it means "as configured"
-            tol = 0.0
-        feats, z, stats = self.backbone.forward_stream(inputs, z0, max_iter=max_iter, tol=tol)
+        budget = FULL_SOLVE if max_iter is None else Budget(max_iter, tol or 0.0)
+        feats, z, stats = self.backbone.forward_stream(inputs, z0, budget)
         preds = self.predict_from_feats(tuple(feats), list(data_samples))
         return preds, [t.detach() for t in z], stats
 

@@ -10,8 +10,9 @@ the evaluations reported in the statistics.
 from __future__ import annotations
 
 import math
-from numbers import Integral
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mmvideoeq.utils.checks import check_int, check_ms, check_positive
 
 if TYPE_CHECKING:
     from mmvideoeq.deq import SolverStats
@@ -24,31 +25,6 @@ __all__ = [
     'FullSolve',
     'build_budget',
 ]
-
-
-def check_int(name: str, v: Any, low: int = 1) -> int:
-    """``v`` as an int ``>= low`` (bools refused), else a ``ValueError`` naming it."""
-    if isinstance(v, bool) or not isinstance(v, Integral) or v < low:
-        raise ValueError(f'{name} must be an int >= {low}, got {v!r}')
-    return int(v)
-
-
-def check_positive(name: str, v: Any, allow_none: bool = True) -> float | None:
-    """A positive finite float (or ``None`` when allowed), else a ``ValueError`` naming it."""
-    if v is None and allow_none:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise ValueError(
-            f'{name} must be a positive finite number{" or None" * allow_none}, got {v!r}'
-        )
-    return float(v)
-
-
-def check_ms(name: str, v: Any) -> float:
-    """A finite number of milliseconds ``>= 0``, else a ``ValueError`` naming it."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-        raise ValueError(f'{name} must be a finite number of milliseconds >= 0, got {v!r}')
-    return float(v)
 
 
 class IterationBudget:
@@ -116,7 +92,7 @@ class AdaptiveBudget(IterationBudget):
     """
 
     def __init__(self, tol: float, max_iter: int) -> None:
-        self.tol = check_positive('AdaptiveBudget.tol', tol, allow_none=False)
+        self.tol = check_positive('AdaptiveBudget.tol', tol)
         self.max_iter = check_int('AdaptiveBudget.max_iter', max_iter)
 
     def plan(self) -> tuple[int, float]:
@@ -178,7 +154,7 @@ class TimeBudget(IterationBudget):
                 f'TimeBudget.init_iter ({init_iter}) must lie in [min_iter, max_iter] = '
                 f'[{self.min_iter}, {self.max_iter}]'
             )
-        self.tol = check_positive('TimeBudget.tol', tol)
+        self.tol = check_positive('TimeBudget.tol', tol, allow_none=True)
         if (
             isinstance(ema_decay, bool)
             or not isinstance(ema_decay, (int, float))
@@ -188,7 +164,9 @@ class TimeBudget(IterationBudget):
         self.ema_decay = float(ema_decay)
         self.fixed_known = fixed_ms is not None
         self.fixed_ms_est: float = 0.0 if fixed_ms is None else check_ms('fixed_ms', fixed_ms)
-        self.iter_ms_est: float | None = check_positive('TimeBudget.iter_ms', iter_ms)
+        self.iter_ms_est: float | None = check_positive(
+            'TimeBudget.iter_ms', iter_ms, allow_none=True
+        )
         self.extra_evals = 0
         self._fixed_seen = False
         self._last: tuple[int, float] | None = None
@@ -229,7 +207,7 @@ class TimeBudget(IterationBudget):
             n = int(stats.n_eval)
             self.extra_evals = max(0, n - int(stats.nstep.max()))
         else:
-            n = check_int('iters', iters, low=0)
+            n = check_int('iters', iters, 0)
         d = self.ema_decay
         if not self.fixed_known:
             sample = None

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from mmvideoeq.deq.utils import as_state_list
+from mmvideoeq.utils.checks import check_int, check_ms, check_positive
 
-from .budgets import IterationBudget, build_budget, check_int, check_ms, check_positive
+from .budgets import IterationBudget, build_budget
 from .shot_change import ShotChangeDetector
 from .state import FrameRecord, Reason, StreamState
 
@@ -157,7 +158,7 @@ class StreamPolicy:
             raise ValueError(f'init must be one of {INIT_MODES}, got {init!r}')
         self.init = init
         self.reference_iters = check_int('reference_iters', reference_iters)
-        self.reference_tol = check_positive('reference_tol', reference_tol)
+        self.reference_tol = check_positive('reference_tol', reference_tol, allow_none=True)
         self.warm = bool(warm)
         if isinstance(shot_change, dict):
             shot_change = ShotChangeDetector(**shot_change)
@@ -172,7 +173,7 @@ class StreamPolicy:
                 f'skip_response must be one of {SKIP_RESPONSES}, got {skip_response!r}'
             )
         self.skip_response = skip_response
-        self.outlier_factor = check_positive('outlier_factor', outlier_factor, allow_none=False)
+        self.outlier_factor = check_positive('outlier_factor', outlier_factor)
         if init_z_fn is not None and not callable(init_z_fn):
             raise TypeError(f'init_z_fn must be callable or None, got {type(init_z_fn).__name__}')
         self.init_z_fn = init_z_fn

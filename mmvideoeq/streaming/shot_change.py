@@ -27,19 +27,11 @@ import math
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmvideoeq.utils.checks import check_positive
+
 __all__ = ['ShotChangeDetector', 'SHOT_RESPONSES']
 
 SHOT_RESPONSES = ('extra_iters', 'reset', 'none')
-
-
-def _positive(name: str, v: float | None, allow_none: bool = True) -> float | None:
-    if v is None and allow_none:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise ValueError(
-            f'{name} must be a positive finite number{" or None" * allow_none}, ' f'got {v!r}'
-        )
-    return float(v)
 
 
 class ShotChangeDetector:
@@ -71,13 +63,13 @@ class ShotChangeDetector:
         min_residual: float = 1e-3,
         thumb_size: int = 16,
     ) -> None:
-        self.residual_ratio = _positive('residual_ratio', residual_ratio)
+        self.residual_ratio = check_positive('residual_ratio', residual_ratio, allow_none=True)
         if self.residual_ratio is not None and self.residual_ratio <= 1:
             raise ValueError(
                 f'residual_ratio must be > 1 (a jump above the running average), got '
                 f'{residual_ratio!r}'
             )
-        self.input_diff = _positive('input_diff', input_diff)
+        self.input_diff = check_positive('input_diff', input_diff, allow_none=True)
         if self.residual_ratio is None and self.input_diff is None:
             raise ValueError(
                 'ShotChangeDetector needs at least one signal: set residual_ratio '

@@ -435,7 +435,7 @@ def test_unreadable_frame_becomes_a_marked_placeholder(tmp_path):
     image of the frame's size marked eval_skip_reason (naming the file); in training it raises."""
     import cv2
 
-    from mmvideoeq.evaluation.metrics.frame_offset import SKIP_KEY
+    from mmvideoeq.structures import SKIP_KEY
 
     root = tmp_path / 'Data' / 'VID'
     for f in range(5):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmvideoeq.deq import DEQSolver
+from mmvideoeq.deq import Budget, DEQSolver
 
 
 def test_eval_uses_test_budget_and_call_overrides(tanh_problem):
@@ -15,15 +15,18 @@ def test_eval_uses_test_budget_and_call_overrides(tanh_problem):
     assert aux == {} and not z[0].requires_grad
     assert stats.n_eval < 8 and (stats.final_rel < 1e-2).all()  # stopped by tol
     tanh_problem.calls = 0
-    _, stats, _ = deq(tanh_problem.f, tanh_problem.z0(), training=False, tol=0)
+    _, stats, _ = deq(tanh_problem.f, tanh_problem.z0(), training=False, budget=Budget(7))
     assert tanh_problem.calls == 8 == stats.n_eval  # tol=0: 7 Broyden steps + initial eval
     tanh_problem.calls = 0
-    _, stats, _ = deq(tanh_problem.f, tanh_problem.z0(), training=False, max_iter=2, tol=0)
+    _, stats, _ = deq(tanh_problem.f, tanh_problem.z0(), training=False, budget=Budget(2))
     assert tanh_problem.calls == 3 and stats.nstep.tolist() == [2, 2]
     # The override applies to that call only.
     tanh_problem.calls = 0
-    deq(tanh_problem.f, tanh_problem.z0(), training=False, tol=0)
+    deq(tanh_problem.f, tanh_problem.z0(), training=False, budget=Budget(7))
     assert tanh_problem.calls == 8
+    tanh_problem.calls = 0
+    deq(tanh_problem.f, tanh_problem.z0(), training=False)  # the configured solve again
+    assert tanh_problem.calls < 8
 
 
 def test_return_lowest_override_is_per_call():
@@ -33,7 +36,7 @@ def test_return_lowest_override_is_per_call():
     z0 = [torch.full((1, 3), 0.1, dtype=torch.float64)]
     deq = DEQSolver(solver='broyden', test_max_iter=1, tol=None, stop_mode='abs')
     full, st_full, _ = deq(f, z0, training=False)
-    last, st_last, _ = deq(f, z0, training=False, return_lowest=False)
+    last, st_last, _ = deq(f, z0, training=False, budget=Budget(1, 0.0, 'last'))
     assert st_full.out_step.tolist() == [0] and st_last.out_step.tolist() == [1]
     torch.testing.assert_close(full[0], z0[0], rtol=0, atol=0)
     torch.testing.assert_close(last[0], f(z0)[0], rtol=0, atol=0)
@@ -91,7 +94,7 @@ def test_unroll_mode_is_n_weight_tied_iterations_with_autograd(tanh_problem):
 
 def test_unroll_mode_call_override_sets_iterations(tanh_problem):
     deq = DEQSolver(train_mode='unroll', unroll_iters=20)
-    _, stats, aux = deq(tanh_problem.f, tanh_problem.z0(), training=True, max_iter=3)
+    _, stats, aux = deq(tanh_problem.f, tanh_problem.z0(), training=True, budget=Budget(3))
     assert tanh_problem.calls == 3 and aux['unroll_iters'] == 3 and stats.n_eval == 3
 
 
@@ -196,12 +199,12 @@ def test_solver_kwargs_are_forwarded(tanh_problem):
         (dict(train_mode='sur'), ValueError, 'Unknown train_mode'),
         (dict(grad='ift'), ValueError, 'Unknown grad'),
         (dict(train_mode='unroll', grad='implicit'), ValueError, 'only applies to'),
-        (dict(train_max_iter=0), ValueError, 'train_max_iter must be >= 1'),
+        (dict(train_max_iter=0), ValueError, 'train_max_iter must be an int >= 1'),
         (dict(test_max_iter=1.5), TypeError, 'test_max_iter must be an int'),
         (dict(tol=-1.0), ValueError, 'tol must be >= 0'),
         (dict(phantom_tau=0.0), ValueError, 'phantom_tau must be in'),
         (dict(jac_reg_weight=-1.0), ValueError, 'jac_reg_weight must be >= 0'),
-        (dict(unroll_max=0), ValueError, 'unroll_max must be >= 1'),
+        (dict(unroll_max=0), ValueError, 'unroll_max must be an int >= 1'),
         (dict(backward_solver='lbfgs'), ValueError, 'Unknown backward_solver'),
         (dict(solver='anderson', solver_kwargs=dict(memory=3)), TypeError, 'Unexpected solver'),
         (dict(stop_mode='l2'), ValueError, 'stop_mode must be one of'),
@@ -218,7 +221,13 @@ def test_bad_call_arguments(tanh_problem):
         deq(tanh_problem.f, tanh_problem.z0(), training=1)
     with pytest.raises(TypeError, match='training'):
         deq(tanh_problem.f, tanh_problem.z0())
-    with pytest.raises(ValueError, match='max_iter must be >= 1'):
-        deq(tanh_problem.f, tanh_problem.z0(), training=False, max_iter=0)
-    with pytest.raises(ValueError, match='tol must be >= 0'):
-        deq(tanh_problem.f, tanh_problem.z0(), training=False, tol=-1)
+    with pytest.raises(TypeError, match='budget must be a Budget'):
+        deq(tanh_problem.f, tanh_problem.z0(), training=False, budget=4)
+    with pytest.raises(ValueError, match='Budget.max_iter must be an int >= 1'):
+        Budget(0)
+    with pytest.raises(ValueError, match='Budget.tol must be >= 0'):
+        Budget(3, -1.0)
+    with pytest.raises(ValueError, match='Budget.select must be one of'):
+        Budget(3, 0.0, 'first')
+    with pytest.raises(ValueError, match='configured full solve'):
+        Budget(None, 1e-3)

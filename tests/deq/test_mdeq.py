@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from mmvideoeq.deq import Budget
 from mmvideoeq.deq.mdeq import MDEQ_PRESETS, MDEQNet, WNConv2d
 
 TINY = dict(num_channels=(4, 8), expansion=2, num_groups=2, num_classes=5)
@@ -64,7 +65,7 @@ def test_preset_shapes_and_layer_size(arch):
     x = torch.randn(1, 3, 32, 64)
     n_iter = {'small': 3, 'xl': 1}[arch]  # XL: 90M parameters, one iteration is enough here
     with torch.no_grad():
-        out = net.forward_features(x, max_iter=n_iter, tol=0)
+        out = net.forward_features(x, budget=Budget(n_iter, 0.0, 'lowest'))
         logits = net.cls_head(out.features)
     assert [tuple(f.shape) for f in out.features] == [
         (1, chans[0], 8, 16),
@@ -89,7 +90,7 @@ def test_seg_preset_head_and_settings():
     assert net.stem[1].momentum == pytest.approx(0.01)
     assert net.deq.test_max_iter == 26 and net.deq.backward_max_iter == 26
     with torch.no_grad():
-        logits = net(torch.randn(2, 3, 64, 64), max_iter=2, tol=0)
+        logits = net(torch.randn(2, 3, 64, 64), budget=Budget(2, 0.0, 'lowest'))
     assert logits.shape == (2, 19, 16, 16)
     # the presets follow the reference yaml files
     assert MDEQ_PRESETS['small']['seg']['dropout'] == pytest.approx(0.02)
@@ -102,7 +103,7 @@ def test_odd_input_size_uses_ceil_shapes():
     shapes = [tuple(t.shape) for t in net.init_state(x)]
     assert shapes == [(1, 4, 8, 10), (1, 8, 4, 5)]
     with torch.no_grad():
-        out = net.forward_features(x, max_iter=2, tol=0)
+        out = net.forward_features(x, budget=Budget(2, 0.0, 'lowest'))
     assert [tuple(f.shape) for f in out.features] == shapes
 
 
@@ -124,8 +125,8 @@ def test_residual_decreases_with_iterations(solver):
     net = make_contractive(tiny(deq_cfg=dict(solver=solver))).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        few = net.forward_features(x, max_iter=3, tol=0).stats
-        many = net.forward_features(x, max_iter=25, tol=0).stats
+        few = net.forward_features(x, budget=Budget(3, 0.0, 'lowest')).stats
+        many = net.forward_features(x, budget=Budget(25, 0.0, 'lowest')).stats
     assert (many.rel_lowest < 1e-3).all(), many.rel_lowest
     assert (many.rel_lowest < 0.1 * few.rel_lowest).all()
     assert many.abs_trace.shape == (2, 26 if solver == 'broyden' else 25)  # Broyden: +1 eval
@@ -137,11 +138,13 @@ def test_warm_start_needs_fewer_iterations():
     x = torch.randn(1, 3, 32, 32)
     x_next = x + 0.05 * torch.randn_like(x)  # the next, slightly different frame
     with torch.no_grad():
-        cold = net.forward_features(x, tol=1e-4, max_iter=60)
+        cold = net.forward_features(x, budget=Budget(60, 1e-4, 'lowest'))
         assert (cold.stats.rel_lowest < 1e-4).all()
-        again = net.forward_features(x, z0=[t.clone() for t in cold.z], tol=1e-4, max_iter=60)
-        cold_next = net.forward_features(x_next, tol=1e-4, max_iter=60)
-        warm_next = net.forward_features(x_next, z0=cold.z, tol=1e-4, max_iter=60)
+        again = net.forward_features(
+            x, z0=[t.clone() for t in cold.z], budget=Budget(60, 1e-4, 'lowest')
+        )
+        cold_next = net.forward_features(x_next, budget=Budget(60, 1e-4, 'lowest'))
+        warm_next = net.forward_features(x_next, z0=cold.z, budget=Budget(60, 1e-4, 'lowest'))
     assert again.stats.nstep.item() <= 2 < cold.stats.nstep.item()
     assert warm_next.stats.nstep.item() < cold_next.stats.nstep.item()
     # the warm start begins much closer to the equilibrium (StreamDEQ's premise)
@@ -278,7 +281,7 @@ def test_weight_norm_cache_is_exact_and_invalidated_by_updates():
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     net.train()
     x = torch.randn(1, 3, 16, 16)
-    feat = net.forward_features(x, max_iter=2, tol=0).features[0]
+    feat = net.forward_features(x, budget=Budget(2, 0.0, 'lowest')).features[0]
     (feat * torch.randn_like(feat)).sum().backward()  # (a plain sum is constant under GroupNorm)
     opt.step()
     net.eval()
@@ -296,7 +299,7 @@ def test_weight_norm_cache_is_exact_and_invalidated_by_updates():
         z = None
         cached = []
         for t in range(3):
-            z = net.forward_features(x + 0.1 * t, z, max_iter=2, tol=0).z
+            z = net.forward_features(x + 0.1 * t, z, budget=Budget(2, 0.0, 'lowest')).z
             cached.append(z)
         for m in net.modules():
             if isinstance(m, WNConv2d):
@@ -304,7 +307,10 @@ def test_weight_norm_cache_is_exact_and_invalidated_by_updates():
         z = None
         for t in range(3):
             with torch.enable_grad():  # autograd on: no caching anywhere
-                z = [u.detach() for u in net.forward_features(x + 0.1 * t, z, max_iter=2, tol=0).z]
+                z = [
+                    u.detach()
+                    for u in net.forward_features(x + 0.1 * t, z, budget=Budget(2, 0.0, 'lowest')).z
+                ]
             for a, b in zip(z, cached[t]):
                 torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmvideoeq.deq import solve
+from mmvideoeq.deq import Budget, solve
 from mmvideoeq.deq.mdeq import MDEQNet, frozen_weight_norm
 from mmvideoeq.deq.solvers.stats import Tracker
 from mmvideoeq.deq.utils import StateLayout
@@ -182,7 +182,7 @@ def test_streaming_budget_carries_z_M(solver, evals):
     z = None
     with torch.no_grad():
         for x in frames:
-            out = net.forward_features(x, z, max_iter=4, tol=0, return_lowest=False)
+            out = net.forward_features(x, z, Budget.steps(4))
             assert out.stats.n_eval == evals
             assert out.stats.nstep.tolist() == out.stats.out_step.tolist() == [4]
             f, layout = _layer_fn(net, x)

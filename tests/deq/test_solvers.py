@@ -531,13 +531,13 @@ def test_float32_state_statistics_dtype(make_tanh):
     [
         (dict(method='newton'), ValueError, 'Unknown solver method'),
         (dict(stop_mode='max'), ValueError, 'stop_mode must be one of'),
-        (dict(max_iter=0), ValueError, 'max_iter must be >= 1'),
+        (dict(max_iter=0), ValueError, 'max_iter must be an int >= 1'),
         (dict(max_iter=2.5), TypeError, 'max_iter must be an int'),
         (dict(tol=-1e-3), ValueError, 'tol must be >= 0'),
-        (dict(tol='1e-3'), TypeError, 'tol must be a float or None'),
+        (dict(tol='1e-3'), TypeError, 'tol must be a number'),
         (dict(method='broyden', m=3), TypeError, r"Unexpected solver option\(s\) \['m'\]"),
         (dict(method='anderson', beta=1.5), ValueError, 'beta must be in'),
-        (dict(method='broyden', memory=0), ValueError, 'memory must be >= 1'),
+        (dict(method='broyden', memory=0), ValueError, 'memory must be an int >= 1'),
         (dict(divergence_factor=0.5), ValueError, 'divergence_factor must be > 1'),
     ],
 )

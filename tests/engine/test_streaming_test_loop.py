@@ -39,18 +39,18 @@ class ToyBackbone(nn.Module):
     def init_stream_state(self, x):
         return [x.new_zeros(x.shape[0], C, H, W)]
 
-    def forward_stream(self, x, z0, max_iter=None, tol=None):
+    def forward_stream(self, x, z0, budget):
         inj = self.inj(x)
         f = lambda z: [torch.tanh(self.conv(z[0]) + inj)]
         z0 = self.init_stream_state(x) if z0 is None else z0
-        full = max_iter is None
+        full = budget.is_full
         z, stats = solve(
             f,
             z0,
             method='fixed_point',
-            max_iter=FULL if full else max_iter,
-            tol=tol,
-            return_lowest=full,
+            max_iter=FULL if full else budget.max_iter,
+            tol=None if full else budget.tol,
+            return_lowest=full or budget.select == 'lowest',
         )
         return [z[0]], z, stats
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from mmvideoeq.deq import Budget
 from mmvideoeq.deq.mdeq import MDEQNet
 from mmvideoeq.models.backbones.mdeq import MDEQ
 from mmvideoeq.registry import MODELS
@@ -44,13 +45,13 @@ def test_forward_stream_warm_start():
     z0 = bb.init_stream_state(x)
     assert [tuple(t.shape) for t in z0] == [(1, 4, 8, 8), (1, 8, 4, 4), (1, 8, 2, 2)]
     with torch.no_grad():
-        feats, z, stats = bb.forward_stream(x, z0, max_iter=2, tol=0)
+        feats, z, stats = bb.forward_stream(x, z0, Budget.steps(2))
         cold = bb(x)
     assert stats.abs_trace.shape == (1, 2)  # exactly the per-frame budget
     assert all(not t.requires_grad for t in z)
     # two iterations from zeros, then one more from that state == three from zeros
     with torch.no_grad():
-        feats3, _, stats3 = bb.forward_stream(x, z, max_iter=1, tol=0)
+        feats3, _, stats3 = bb.forward_stream(x, z, Budget.steps(1))
     assert stats3.abs_trace.shape == (1, 1)
     for a, b in zip(feats3, cold):
         assert torch.allclose(a, b, atol=1e-6)

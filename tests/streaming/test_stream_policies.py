@@ -30,8 +30,10 @@ def test_fixed_and_adaptive_budgets_plan_and_validate():
     assert b.plan() == (4, None)
     b.iters = 2  # a controller may change it on the fly
     assert b.plan() == (2, None)
-    for bad in (0, 2.5, True, None):
-        with pytest.raises(ValueError, match='FixedBudget.iters'):
+    with pytest.raises(ValueError, match='FixedBudget.iters must be an int >= 1'):
+        FixedBudget(0)
+    for bad in (2.5, True, None):
+        with pytest.raises(TypeError, match='FixedBudget.iters must be an int'):
             FixedBudget(bad)
     a = AdaptiveBudget(1e-3, 12)
     assert a.plan() == (12, 1e-3)

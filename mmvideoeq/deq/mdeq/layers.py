@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmvideoeq.utils.weight_cache import cached_weight
+
 __all__ = [
     'VariationalDropout2d',
     'WNConv2d',
-    'cached_weight',
     'frozen_weight_norm',
     'BasicBlock',
     'Branch',
@@ -63,27 +64,6 @@ class VariationalDropout2d(nn.Module):
                 'before the forward pass (MDEQNet.forward_features does this)'
             )
         return x * self.mask
-
-
-def cached_weight(
-    cache: tuple[tuple, Tensor] | None, params: Sequence[Tensor], compute
-) -> tuple[tuple[tuple, Tensor], Tensor]:
-    """A weight derived from ``params`` by ``compute()``, kept while they are unchanged.
-
-    Returns ``(cache, weight)``: the caller stores ``cache`` (``None`` at first, and after
-    anything it does not track, e.g. ``train()``) and passes it back on the next call. ``compute``
-    runs without autograd, again whenever a tensor of ``params`` has a new storage or in-place
-    version counter (an optimizer step, ``load_state_dict``, ``.to()``), dtype or device, or the
-    inference mode changed (a tensor made under ``torch.inference_mode()`` must not reach autograd
-    later). Shared by :class:`WNConv2d` and the weight-standardised convolution of DetectoRS.
-    """
-    first = params[0]
-    key = tuple((t.data_ptr(), t._version) for t in params)
-    key += (first.dtype, first.device, torch.is_inference_mode_enabled())
-    if cache is None or cache[0] != key:
-        with torch.no_grad():
-            cache = (key, compute())
-    return cache, cache[1]
 
 
 class WNConv2d(nn.Module):

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple, Sequence
 
 from torch import Tensor, nn
 
+from ..budget import FULL_SOLVE, Budget
 from ..core import DEQSolver
 from ..solvers import SolverStats
 from .heads import MDEQClsHead, MDEQSegHead
@@ -61,7 +62,7 @@ class MDEQNet(nn.Module):
     Example:
         >>> net = MDEQNet(arch='small', num_channels=(4, 8), num_blocks=(1, 1), expansion=2,
         ...               num_groups=2, with_head=False)
-        >>> out = net.eval().forward_features(torch.randn(1, 3, 32, 32), max_iter=4, tol=None)
+        >>> out = net.eval().forward_features(torch.randn(1, 3, 32, 32), budget=Budget.steps(4))
         >>> [tuple(f.shape) for f in out.features]
         [(1, 4, 8, 8), (1, 8, 4, 4)]
     """
@@ -259,9 +260,7 @@ class MDEQNet(nn.Module):
         self,
         x: Tensor,
         z0: Sequence[Tensor] | None = None,
-        max_iter: int | None = None,
-        tol: float | None = None,
-        return_lowest: bool | None = None,
+        budget: Budget = FULL_SOLVE,
     ) -> MDEQOutput:
         """Solve for the equilibrium of ``f_theta(.; x)``.
 
@@ -269,12 +268,9 @@ class MDEQNet(nn.Module):
             x: Images ``(B, 3, H, W)``.
             z0: Initial state (S tensors shaped as :meth:`init_state`); None = zeros (cold start).
                 Streaming passes the previous frame's fixed point here.
-            max_iter: Iteration limit for this call (None: the configured test/train limit).
-            tol: Stopping tolerance for this call (None: the configured one; ``0`` runs exactly
-                ``max_iter`` steps).
-            return_lowest: Evaluation: return the lowest-residual state (a full solve) or the
-                last one (``False``: a streaming budget, ``z^[M]``); None: configured. All three
-                are forwarded to :class:`DEQSolver`.
+            budget: The solve of this call (:class:`~mmvideoeq.deq.Budget`, forwarded to
+                :class:`DEQSolver`): :data:`FULL_SOLVE` is the configured solve,
+                ``Budget.steps(M)`` exactly ``M`` steps returning ``z^[M]`` (a streaming frame).
 
         Returns:
             :class:`MDEQOutput` with ``features``/``z`` (S tensors ``(B, C_s, H_s, W_s)``),
@@ -295,9 +291,7 @@ class MDEQNet(nn.Module):
                 f,
                 z_init,
                 training=self.training,
-                max_iter=max_iter,
-                tol=tol,
-                return_lowest=return_lowest,
+                budget=budget,
             )
         z = list(z)
         # The reference's output dropout (``iodrop``) has rate 0, i.e. features == z.
@@ -308,8 +302,7 @@ class MDEQNet(nn.Module):
         self,
         x: Tensor,
         z0: Sequence[Tensor] | None = None,
-        max_iter: int | None = None,
-        tol: float | None = None,
+        budget: Budget = FULL_SOLVE,
     ) -> Tensor | list[Tensor]:
         """Features through the head.
 
@@ -317,7 +310,7 @@ class MDEQNet(nn.Module):
             ``(B, num_classes)`` logits (cls head), ``(B, num_classes, H/4, W/4)`` logits (seg
             head) or, without a head, the list of S feature maps.
         """
-        feats = self.forward_features(x, z0, max_iter=max_iter, tol=tol).features
+        feats = self.forward_features(x, z0, budget).features
         if self.cls_head is not None:
             return self.cls_head(feats)
         if self.seg_head is not None:

@@ -7,6 +7,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from mmvideoeq.utils.checks import check_int
+from mmvideoeq.utils.checks import check_tol as _check_tol
+
 from ..utils import StateLayout
 
 __all__ = ['StateFn', 'check_int', 'check_tol', 'residual_norms', 'rows_dot', 'dot', 'put']
@@ -14,24 +17,12 @@ __all__ = ['StateFn', 'check_int', 'check_tol', 'residual_norms', 'rows_dot', 'd
 StateFn = Callable[[list[Tensor]], Sequence[Tensor]]
 
 
-def check_int(name: str, value: object, minimum: int) -> int:
-    """``value`` as an int ``>= minimum`` (bools refused), else a ``TypeError``/``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f'{name} must be an int, got {type(value).__name__} ({value!r}).')
-    if value < minimum:
-        raise ValueError(f'{name} must be >= {minimum}, got {value}.')
-    return value
-
-
 def check_tol(name: str, tol: object) -> float | None:
-    """A tolerance: ``None``/``0`` (no early stop, returned as ``None``) or a positive float."""
+    """A solver tolerance: ``None``/``0`` (no early stop; returned as ``None``) or a float > 0."""
     if tol is None:
         return None
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)):
-        raise TypeError(f'{name} must be a float or None, got {type(tol).__name__}.')
-    if not tol >= 0:
-        raise ValueError(f'{name} must be >= 0 (0 or None: no early stopping), got {tol}.')
-    return None if tol == 0 else float(tol)
+    tol = _check_tol(name, tol)
+    return None if tol == 0 else tol
 
 
 def residual_norms(

@@ -12,8 +12,8 @@ from mmengine.hooks import Hook
 from mmengine.utils import mkdir_or_exist
 from mmengine.visualization import Visualizer
 
-from mmvideoeq.evaluation.metrics.frame_offset import SKIP_KEY
 from mmvideoeq.registry import HOOKS
+from mmvideoeq.structures import SKIP_KEY
 
 
 @HOOKS.register_module()

@@ -35,9 +35,9 @@ import torch
 from mmengine.runner import BaseLoop, autocast
 from mmengine.utils import ProgressBar
 
-from mmvideoeq.evaluation.metrics.frame_offset import SKIP_KEY
 from mmvideoeq.registry import LOOPS
 from mmvideoeq.streaming import StreamFrame, StreamPolicy, StreamState, run_stream
+from mmvideoeq.structures import SKIP_KEY
 
 from .streaming_report import StreamingReport
 

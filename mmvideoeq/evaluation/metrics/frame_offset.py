@@ -30,17 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    'SKIP_KEY',
     'OffsetBuckets',
     'frame_offsets',
     'group_by_offset',
     'aggregate_by_offset',
 ]
-
-#: Metainfo key that marks a frame as not evaluated, with the reason: set by the datasets when a
-#: frame fails to load and by the streaming loop when a frame's solve diverged. Every by-frame
-#: metric leaves such frames out, counts and lists them.
-SKIP_KEY = 'eval_skip_reason'
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,9 @@ from mmengine.logging import MMLogger
 from mmengine.structures import BaseDataElement
 
 from mmvideoeq.registry import METRICS
+from mmvideoeq.structures import SKIP_KEY
 
-from .frame_offset import SKIP_KEY, OffsetBuckets, aggregate_by_offset, frame_offsets
+from .frame_offset import OffsetBuckets, aggregate_by_offset, frame_offsets
 
 __all__ = ['VIDMetric']
 

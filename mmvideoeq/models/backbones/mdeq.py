@@ -9,6 +9,7 @@ from mmengine.model import BaseModule
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
+from mmvideoeq.deq import FULL_SOLVE, Budget
 from mmvideoeq.deq.mdeq import MDEQNet
 from mmvideoeq.deq.mdeq_convert import (
     convert_mdeq_state_dict,
@@ -212,31 +213,22 @@ class MDEQ(BaseModule):
         return self._select(out.features)
 
     def forward_stream(
-        self,
-        x: Tensor,
-        z0: Sequence[Tensor] | None,
-        max_iter: int | None = None,
-        tol: float | None = None,
+        self, x: Tensor, z0: Sequence[Tensor] | None, budget: Budget = FULL_SOLVE
     ) -> tuple[tuple[Tensor, ...], list[Tensor], SolverStats]:
         """One streaming step: solve from ``z0`` (the previous frame's fixed point).
-
-        A budget (``max_iter`` given) carries the last state, ``z^[M]`` (thesis Eq. 3.5), never
-        the lowest-residual one: lowest-residual selection is for full solves only.
 
         Args:
             x: Frames ``(B, 3, H, W)``.
             z0: Initial state (see :meth:`init_stream_state`); None = zeros.
-            max_iter: Solver steps for this frame (None: the configured full solve).
-            tol: Tolerance for this frame (None: configured; 0 runs exactly ``max_iter``).
+            budget: The frame's :class:`~mmvideoeq.deq.Budget`, handed to the solver unchanged
+                (``Budget.steps(M)``: exactly ``M`` steps carrying ``z^[M]``, thesis Eq. 3.5;
+                :data:`~mmvideoeq.deq.FULL_SOLVE`: the configured full solve).
 
         Returns:
             ``(features, z, stats)``: the selected feature maps, the full fixed point (detached,
             ready to be stored in the stream state) and the solver statistics.
         """
-        full = max_iter is None  # the configured full solve keeps its lowest-residual selection
-        out = self.net.forward_features(
-            x, z0, max_iter=max_iter, tol=tol, return_lowest=None if full else False
-        )
+        out = self.net.forward_features(x, z0, budget)
         if self.training:
             self.last_aux = out.aux
         return self._select(out.features), [t.detach() for t in out.z], out.stats

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from mmcv.cnn import ConvAWS2d as _MMCVConvAWS2d
 from torch import Tensor
 
-from mmvideoeq.deq.mdeq.layers import cached_weight
 from mmvideoeq.registry import MODELS
+from mmvideoeq.utils.weight_cache import cached_weight
 
 __all__ = ['ConvAWS2d', 'standardise_weight']
 

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmvideoeq.deq import SolverStats
+from mmvideoeq.deq import FULL_SOLVE, Budget, SolverStats
 from mmvideoeq.models.utils.video_stitching import stitch_frame, stitch_pair_step
 
 __all__ = ['ViPStreamMixin', 'MEMORY_KEYS']
@@ -170,12 +170,9 @@ class ViPStreamMixin:
         frame = inputs[:, :3]
         samples = list(data_samples)
         solver_z0, mem = self._split_state(z0, frame)
-        if max_iter is not None and tol is None:
-            tol = 0.0
+        budget = FULL_SOLVE if max_iter is None else Budget(max_iter, tol or 0.0)
         if self.stream_has_solver:
-            feats, z, stats = self.backbone.forward_stream(
-                frame, solver_z0, max_iter=max_iter, tol=tol
-            )
+            feats, z, stats = self.backbone.forward_stream(frame, solver_z0, budget)
         else:  # one forward per frame; max_iter and tol do not apply
             feats, z = self.backbone(frame), []
             stats = SolverStats.single_pass(frame.shape[0], frame.device)
