@@ -8,9 +8,9 @@
 The inferencer owns one :class:`~mmvideoeq.streaming.StreamState` and one
 :class:`~mmvideoeq.streaming.StreamPolicy` and drives them through
 :func:`~mmvideoeq.streaming.run_stream`; the model stays stateless (the streaming protocol of
-``mmvideoeq.models.streaming``). The stream keeps the records of its last ``max_history`` frames
-(1000 by default), so a live stream runs in constant memory. A frame whose solve diverged comes
-back with ``pred.metainfo['diverged'] = True``.
+``mmvideoeq.streaming.StreamingModel``). The stream keeps the records of its last
+``max_history`` frames (1000 by default), so a live stream runs in constant memory. A frame whose
+solve diverged comes back with ``pred.metainfo['diverged'] = True``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
 
 from mmvideoeq.registry import MODELS
-from mmvideoeq.streaming import StreamFrame, StreamPolicy, StreamState, run_stream
+from mmvideoeq.streaming import (
+    StreamFrame,
+    StreamPolicy,
+    StreamState,
+    check_streaming_model,
+    run_stream,
+)
 from mmvideoeq.utils.checkpoint import load_weights
 
 
@@ -80,8 +86,7 @@ class StreamingInferencer:
                 load_weights(model, checkpoint, allow_missing=allow_missing_weights)
         if cfg is None:
             raise ValueError('pass cfg= (for the test pipeline) together with a built model')
-        if not hasattr(model, 'stream_step'):
-            raise TypeError(f'{type(model).__name__} has no stream_step(): not a streaming model')
+        check_streaming_model(model)
         self.cfg = cfg
         self.model = model.to(device).eval()
         self.device = device
@@ -127,12 +132,9 @@ class StreamingInferencer:
         data = self.model.data_preprocessor(pseudo_collate([data]), False)
         inputs, samples = data['inputs'], data['data_samples']
 
-        def step(x, z0, max_iter, tol, payloads):
-            return self.model.stream_step(x, payloads, z0, max_iter=max_iter, tol=tol)
-
         frame_in = StreamFrame(inputs, self.stream_id, self.frame_index, payload=samples[0])
         run = run_stream(
-            step,
+            self.model.stream_step,
             [frame_in],
             self.policy,
             states=self._states,

@@ -1,10 +1,11 @@
-"""Per-frame iteration budgets of streaming DEQ inference (plain PyTorch).
+"""Per-frame budget controllers of streaming inference (plain PyTorch).
 
-A budget says how many solver steps ``M`` (and which tolerance) the next frame gets (StreamDEQ,
-thesis Ch. 3: a few steps per frame instead of a full solve). What a step costs depends on the
-solver (``mmvideoeq.deq.solvers``: a Broyden step is one evaluation of ``f`` after the initial
-one, a fixed-point or Anderson step one evaluation); the budgets count steps and learn costs from
-the evaluations reported in the statistics.
+A controller gives the next frame its :class:`~mmvideoeq.deq.Budget`: how many solver steps
+``M``, which tolerance and which iterate (StreamDEQ, thesis Ch. 3: a few steps per frame instead
+of a full solve). The budget goes unchanged to the model and its solver. What a step costs
+depends on the solver (``mmvideoeq.deq.solvers``: a Broyden step is one evaluation of ``f``
+after the initial one, a fixed-point or Anderson step one evaluation); the budgets count steps and
+learn costs from the evaluations reported in the statistics.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from mmvideoeq.utils.checks import check_int, check_ms, check_positive
+from mmvideoeq.deq.budget import FULL_SOLVE, Budget
+from mmvideoeq.utils.checks import check_int, check_ms, check_positive, check_tol
 
 if TYPE_CHECKING:
     from mmvideoeq.deq import SolverStats
@@ -30,13 +32,12 @@ __all__ = [
 class IterationBudget:
     """Interface of a per-frame budget.
 
-    :meth:`plan` gives ``(max_iter, tol)`` for the next frame: at most ``max_iter`` steps, exactly
-    ``max_iter`` when ``tol`` is ``None``; ``max_iter=None`` asks the model for its configured
-    full solve. :meth:`update` is told what a solve cost.
+    :meth:`plan` gives the :class:`~mmvideoeq.deq.Budget` of the next frame (``FULL_SOLVE``:
+    the model's configured full solve). :meth:`update` is told what a solve cost.
     """
 
-    def plan(self) -> tuple[int | None, float | None]:
-        """Return ``(max_iter, tol)`` for the next frame."""
+    def plan(self) -> Budget:
+        """The budget of the next frame."""
         raise NotImplementedError
 
     def update(self, stats: SolverStats | None, elapsed_ms: float, *, iters: int | None = None):
@@ -45,7 +46,7 @@ class IterationBudget:
 
 
 class FixedBudget(IterationBudget):
-    """Exactly ``iters`` solver steps per frame (``tol=None``): the StreamDEQ-M setting.
+    """Exactly ``iters`` solver steps per frame, the last iterate: the StreamDEQ-M setting.
 
     Args:
         iters: Steps per frame ``M`` (settable at run time, e.g. by a controller).
@@ -63,18 +64,18 @@ class FixedBudget(IterationBudget):
     def iters(self, v: int) -> None:
         self._iters = check_int('FixedBudget.iters', v)
 
-    def plan(self) -> tuple[int, None]:
-        return self._iters, None
+    def plan(self) -> Budget:
+        return Budget.steps(self._iters)
 
     def __repr__(self) -> str:
         return f'FixedBudget(iters={self._iters})'
 
 
 class FullSolve(IterationBudget):
-    """The model's configured full solve on every frame (``plan() == (None, None)``)."""
+    """The model's configured full solve on every frame (``plan() == FULL_SOLVE``)."""
 
-    def plan(self) -> tuple[None, None]:
-        return None, None
+    def plan(self) -> Budget:
+        return FULL_SOLVE
 
     def __repr__(self) -> str:
         return 'FullSolve()'
@@ -95,8 +96,8 @@ class AdaptiveBudget(IterationBudget):
         self.tol = check_positive('AdaptiveBudget.tol', tol)
         self.max_iter = check_int('AdaptiveBudget.max_iter', max_iter)
 
-    def plan(self) -> tuple[int, float]:
-        return self.max_iter, self.tol
+    def plan(self) -> Budget:
+        return Budget(self.max_iter, self.tol)
 
     def __repr__(self) -> str:
         return f'AdaptiveBudget(tol={self.tol}, max_iter={self.max_iter})'
@@ -125,7 +126,7 @@ class TimeBudget(IterationBudget):
         min_iter: Fewest steps per frame.
         max_iter: Most steps per frame.
         init_iter: Steps before anything is measured; defaults to ``min_iter``.
-        tol: Optional early-stopping tolerance passed to the solver.
+        tol: Early-stopping tolerance passed to the solver (``0.0``: none).
         ema_decay: Weight of the previous estimate in the running averages, in ``[0, 1)``.
     """
 
@@ -138,7 +139,7 @@ class TimeBudget(IterationBudget):
         min_iter: int = 1,
         max_iter: int = 30,
         init_iter: int | None = None,
-        tol: float | None = None,
+        tol: float = 0.0,
         ema_decay: float = 0.7,
     ) -> None:
         self.ms_per_frame = ms_per_frame
@@ -154,7 +155,7 @@ class TimeBudget(IterationBudget):
                 f'TimeBudget.init_iter ({init_iter}) must lie in [min_iter, max_iter] = '
                 f'[{self.min_iter}, {self.max_iter}]'
             )
-        self.tol = check_positive('TimeBudget.tol', tol, allow_none=True)
+        self.tol = check_tol('TimeBudget.tol', tol)
         if (
             isinstance(ema_decay, bool)
             or not isinstance(ema_decay, (int, float))
@@ -193,8 +194,8 @@ class TimeBudget(IterationBudget):
         n = math.floor((ms - self.fixed_ms_est) / self.iter_ms_est + 1e-9) - self.extra_evals
         return max(self.min_iter, min(self.max_iter, n))
 
-    def plan(self) -> tuple[int, float | None]:
-        return self.iterations_for(self._ms_per_frame), self.tol
+    def plan(self) -> Budget:
+        return Budget(self.iterations_for(self._ms_per_frame), self.tol)
 
     def update(self, stats: SolverStats | None, elapsed_ms: float, *, iters: int | None = None):
         t = check_ms('elapsed_ms', elapsed_ms)

@@ -6,11 +6,14 @@ For every setting of a sweep (thesis Figures 4.1/4.2/4.6-4.9 and Table 4.3):
   with a budget of M solver steps (Eq. 3.5, or Eq. 3.4 with ``init='reference'``);
 * ``cold@M``: the non-streaming baseline, every frame from zeros with M steps;
 * ``full``: every frame from zeros with the backbone's configured full solve;
-* ``stream`` alone, for a model whose ``stream_has_solver`` is False (a per-frame network that
-  carries only a memory between frames, e.g. ViP-DeepLab's stitching ids on a ResNet);
+* ``stream`` alone, for a model without a solver state (its ``stream_zero_state`` is empty: a
+  per-frame network that carries only a memory between frames, e.g. ViP-DeepLab's stitching ids
+  on a ResNet, or a tracker), where budgets and cold starts do not apply;
 
 the loop walks the whole test set through :func:`~mmvideoeq.streaming.run_stream` (the one
-streaming driver; the loop only turns batches into frames and predictions into metric input),
+streaming driver, given the model's ``stream_step`` itself; the loop only turns batches into
+frames and predictions into metric input). The model's memory (a tracker's ids) is carried in
+every setting; ``cold@M`` and ``full`` restart only the solver state on every frame. The loop
 feeds the evaluator frame by frame with each prediction's ``frame_offset`` and collects the
 metrics overall and by frame offset. Each setting is then timed on its first batches with
 warm-up and repeats. Results go to ``<work_dir>/streaming/results.json`` after every setting (a
@@ -32,12 +35,26 @@ import statistics
 from typing import Any, Sequence
 
 import torch
+from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, autocast
 from mmengine.utils import ProgressBar
 
 from mmvideoeq.registry import LOOPS
-from mmvideoeq.streaming import StreamFrame, StreamPolicy, StreamState, run_stream
-from mmvideoeq.structures import SKIP_KEY
+from mmvideoeq.streaming import (
+    StreamFrame,
+    StreamPolicy,
+    StreamState,
+    check_streaming_model,
+    run_stream,
+)
+from mmvideoeq.structures import (
+    DIVERGED_KEY,
+    FRAME_OFFSET_KEY,
+    SKIP_KEY,
+    STREAM_EVALS_KEY,
+    STREAM_ITERS_KEY,
+    STREAM_SETTING_KEY,
+)
 
 from .streaming_report import StreamingReport
 
@@ -154,9 +171,15 @@ class StreamingTestLoop(BaseLoop):
         self.plot = plot
         self.fp16 = fp16
 
+    @property
+    def model(self):
+        """The streaming model (model wrappers such as DDP unwrapped)."""
+        model = self.runner.model
+        return model.module if is_model_wrapper(model) else model
+
     # ------------------------------------------------------------------ settings
     def _test_steps(self) -> int:
-        n = getattr(getattr(self.runner.model, 'backbone', None), 'test_max_iter', None)
+        n = getattr(getattr(self.model, 'backbone', None), 'test_max_iter', None)
         if not isinstance(n, int):
             raise ValueError(
                 'reference_iters is not set and the backbone has no test_max_iter; set '
@@ -174,9 +197,9 @@ class StreamingTestLoop(BaseLoop):
     def settings(self) -> list[dict]:
         """The runs of the sweep, in order: name, steps, warm start or not, policy config."""
         common = dict(skip_response=self.skip_response, max_history=0)
-        if not getattr(self.runner.model, 'stream_has_solver', True):
+        if not self._has_solver_state():
             # a per-frame network that streams only a memory (ViP-DeepLab on ResNet: the
-            # stitching ids): one warm setting; budgets and cold baselines do not apply
+            # stitching ids): one setting; budgets and cold baselines do not apply
             policy = dict(budget=dict(type='FullSolve'), init='zeros', **common)
             return [dict(name='stream', iters=None, warm=True, policy=policy)]
         out = []
@@ -210,17 +233,29 @@ class StreamingTestLoop(BaseLoop):
             )
         return out
 
+    def _has_solver_state(self) -> bool:
+        """Whether the model has a solver state: its zero state of the first test frame is not
+        empty (a model with only a memory streams as one setting)."""
+        if getattr(self, '_solver_state', None) is None:
+            data = self.model.data_preprocessor(next(iter(self.dataloader)), False)
+            self._solver_state = len(self.model.stream_zero_state(data['inputs'][:1])) > 0
+        return self._solver_state
+
     # ------------------------------------------------------------------ running
     def run(self) -> dict:
         """Run every setting; return the flat metrics (``<setting>/<metric>``)."""
+        check_streaming_model(self.model)
         self.runner.call_hook('before_test')
         self.runner.call_hook('before_test_epoch')
         self.runner.model.eval()
         out_dir = self.out_dir or osp.join(self.runner.work_dir, 'streaming')
         os.makedirs(out_dir, exist_ok=True)
-        report = StreamingReport(out_dir, solver=self._solver_name(), metric=self.metric)
+        report = StreamingReport(out_dir, metric=self.metric)
         for setting in self.settings():
-            report.add(setting['name'], self.run_setting(setting))
+            result = self.run_setting(setting)
+            report.add(setting['name'], result)
+            if report.data.get('solver') is None:
+                report.data['solver'] = self._solver_name(result)
             report.write_json()  # partial results stay readable
         report.finish(self.runner.logger, plot=self.plot)
         flat = report.flat_metrics()
@@ -228,21 +263,16 @@ class StreamingTestLoop(BaseLoop):
         self.runner.call_hook('after_test')
         return flat
 
-    def _solver_name(self) -> str | None:
-        net = getattr(getattr(self.runner.model, 'backbone', None), 'net', None)
-        deq = getattr(net, 'deq', None)
-        solver = getattr(deq, 'solver', None)
-        if solver is None:  # a recursive (non-DEQ) streaming model, e.g. DetectoRS with RFP
-            return f'none ({type(self.runner.model).__name__})'
-        return solver
-
-    def _step(self, x, z0, max_iter, tol, payloads):
-        return self.runner.model.stream_step(x, payloads, z0, max_iter=max_iter, tol=tol)
+    def _solver_name(self, result: dict) -> str:
+        """The solver the frames report (``SolverStats.method``), with the model's class; a
+        model without a solver is named ``none (Model)``."""
+        name = type(self.model).__name__
+        solver = result.get('solver')
+        return f'none ({name})' if solver is None else f'{solver} ({name})'
 
     def run_setting(self, setting: dict) -> dict:
         """Walk the test set once under one setting; return metrics and per-frame summaries."""
         policy = StreamPolicy.from_cfg(setting['policy'])
-        self.current_setting = setting['name']  # read by VideoVisualizationHook
         states: dict[Any, StreamState] = {}
         positions: dict[Any, int] = {}
         records, timing_batches = [], []
@@ -251,11 +281,13 @@ class StreamingTestLoop(BaseLoop):
         bar = ProgressBar(len(self.dataloader)) if len(self.dataloader) > 20 else None
         for idx, data_batch in enumerate(self.dataloader):
             self.runner.call_hook('before_test_iter', batch_idx=idx, data_batch=data_batch)
-            data = self.runner.model.data_preprocessor(data_batch, False)
+            data = self.model.data_preprocessor(data_batch, False)
             if idx < n_timing:
                 timing_batches.append(copy.deepcopy(data))
             with autocast(enabled=self.fp16):
                 preds, recs = self.run_batch(policy, states, positions, data)
+            for pred in preds:
+                pred.set_metainfo({STREAM_SETTING_KEY: setting['name']})
             records += recs
             self.evaluator.process(data_samples=preds, data_batch=data_batch)
             self.runner.call_hook(
@@ -267,6 +299,7 @@ class StreamingTestLoop(BaseLoop):
             raise ValueError('the test dataloader produced no frame')
         metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
         result = StreamingReport.summarise(setting, metrics, records)
+        result['solver'] = next((r.solver for r in records if r.solver is not None), None)
         if timing_batches:
             result['timing'] = self.time_setting(setting, timing_batches)
         return result
@@ -299,22 +332,28 @@ class StreamingTestLoop(BaseLoop):
             positions[vid] = offsets[-1] + 1
             skip = sample.metainfo.get(SKIP_KEY)
             frames.append(StreamFrame(inputs[i : i + 1], vid, fid, payload=sample, skip=skip))
-        model = self.runner.model
+        model = self.model
         run = run_stream(
-            self._step, [frames], policy, states=states, zeros_like_fn=model.stream_zero_state
+            model.stream_step,
+            [frames],
+            policy,
+            states=states,
+            zeros_like_fn=model.stream_zero_state,
         )
         preds = []
         for frame, out, rec, offset in zip(frames, run.outputs, run.records, offsets):
             pred = frame.payload if out is None else out
             if rec.diverged:
-                pred.set_metainfo({SKIP_KEY: 'diverged: non-finite or exploding residual'})
-            pred.set_metainfo(
-                dict(
-                    frame_offset=offset,
-                    stream_iters=rec.iters,
-                    stream_evals=rec.n_eval,
-                    diverged=rec.diverged,
+                pred.set_metainfo(
+                    {SKIP_KEY: 'diverged: non-finite or exploding residual or state norm'}
                 )
+            pred.set_metainfo(
+                {
+                    FRAME_OFFSET_KEY: offset,
+                    STREAM_ITERS_KEY: rec.iters,
+                    STREAM_EVALS_KEY: rec.n_eval,
+                    DIVERGED_KEY: rec.diverged,
+                }
             )
             preds.append(pred)
             length = frame.payload.metainfo.get('video_length')

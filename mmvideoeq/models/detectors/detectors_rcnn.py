@@ -6,9 +6,9 @@ detectors here run it in two ways:
 
 * per image (training and ``predict``): ``T`` unrolled steps from ``f^0 = 0`` exactly as mmdet
   (step 1 without feedback);
-* on video (``stream_step``, the streaming protocol of ``mmvideoeq/models/streaming.py``): the
-  last pyramid of frame ``t - 1`` is the feedback of frame ``t`` and ``M`` recursive steps run per
-  frame, through :func:`mmvideoeq.deq.solve` (``method='fixed_point'``, exactly ``M``
+* on video (``stream_step``, the streaming protocol :class:`mmvideoeq.streaming.StreamingModel`):
+  the last pyramid of frame ``t - 1`` is the feedback of frame ``t`` and ``M`` recursive steps run
+  per frame, through :func:`mmvideoeq.deq.solve` (``method='fixed_point'``, exactly ``M``
   applications of ``G``, solver statistics included). The zero state is the cold state: the
   step from ``f = 0`` is the no-feedback step (mmdet's step 1), so ``M = T`` from a cold state
   reproduces the per-image detector and ``M = 1`` from a cold state is "no feedback".
@@ -26,7 +26,7 @@ semantic head's per-pixel prediction (``pred_sem_seg``, COCO-stuff labels) for p
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,10 +34,10 @@ from mmdet.models.detectors import CascadeRCNN, FasterRCNN, HybridTaskCascade
 from mmengine.structures import PixelData
 from torch import Tensor
 
-from mmvideoeq.deq import solve
+from mmvideoeq.deq import Budget, solve
 from mmvideoeq.models.necks.rfp import RecursiveFeaturePyramid, check_feedback_backbone
-from mmvideoeq.models.streaming import StreamingMixin
 from mmvideoeq.registry import MODELS
+from mmvideoeq.streaming import StepOutput
 
 __all__ = [
     'RecursiveFeedbackMixin',
@@ -57,7 +57,7 @@ def pyramid_shapes(height: int, width: int, num_levels: int) -> list[tuple[int, 
     return out
 
 
-class RecursiveFeedbackMixin(StreamingMixin):
+class RecursiveFeedbackMixin:
     """RFP recursion for mmdet two-stage detectors: per image and streamed (module docstring).
 
     Builds like the mmdet detector it is mixed into; with a
@@ -193,40 +193,40 @@ class RecursiveFeedbackMixin(StreamingMixin):
     def stream_step(
         self,
         inputs: Tensor,
-        data_samples: Sequence,
         z0: list[Tensor] | None,
-        max_iter: int | None = None,
-        tol: float | None = None,
-    ):
+        memory: list[Any],
+        budget: Budget,
+        payloads: Sequence,
+    ) -> StepOutput:
         """``M`` recursive RFP steps from a carried pyramid (or from zeros), then the heads.
 
         Args:
             inputs: Preprocessed frames ``(B, 3, H, W)``.
-            data_samples: Their data samples.
             z0: The previous frames' pyramids (``num_outs`` tensors ``(B, C, H_l, W_l)``) or
                 ``None`` (cold: :meth:`stream_zero_state`).
-            max_iter: ``M`` (``None``: ``rfp_steps``, the per-image detector from a cold state).
-            tol: ``None``: exactly ``M`` steps; else stop when every frame's relative residual
-                ``||G(f) - f|| / ||G(f)||`` is below it.
+            memory: The streams' memories (unused: the detector keeps none).
+            budget: ``M = budget.max_iter`` steps (the full solve: ``rfp_steps``, the per-image
+                detector from a cold state), stopping early at ``budget.tol`` on the relative
+                residual ``||G(f) - f|| / ||G(f)||``; ``budget.select`` picks the returned
+                iterate (the full solve returns the last).
+            payloads: The frames' data samples.
 
         Returns:
-            tuple: ``(preds, z, stats)``: data samples with predictions, the new pyramid
-            (detached, batch B) and the :class:`~mmvideoeq.deq.SolverStats` of the recursion.
+            StepOutput: data samples with predictions, the new pyramid (detached, batch B),
+            ``B`` empty memories and the :class:`~mmvideoeq.deq.SolverStats` of the recursion.
         """
         self._check_rfp_streamable()
-        steps = self.neck.rfp_steps if max_iter is None else int(max_iter)
         if z0 is None:
             z0 = self.stream_zero_state(inputs)
-        z, stats = solve(
-            self.rfp_map(inputs),
-            list(z0),
-            method='fixed_point',
-            max_iter=steps,
-            tol=tol,
-            return_lowest=False,
-        )
-        preds = self.predict_from_pyramid(z, list(data_samples))
-        return preds, [t.detach() for t in z], stats
+        if budget.is_full:
+            run = dict(max_iter=self.neck.rfp_steps, tol=0.0, return_lowest=False)
+        else:
+            run = dict(
+                max_iter=budget.max_iter, tol=budget.tol, return_lowest=budget.select == 'lowest'
+            )
+        z, stats = solve(self.rfp_map(inputs), list(z0), method='fixed_point', **run)
+        preds = self.predict_from_pyramid(z, list(payloads))
+        return StepOutput(preds, [t.detach() for t in z], [None] * inputs.shape[0], stats)
 
 
 @MODELS.register_module()

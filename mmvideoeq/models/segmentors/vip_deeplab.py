@@ -26,7 +26,7 @@ from mmseg.structures import SegDataSample
 from torch import Tensor
 
 from mmvideoeq.models.heads.vip_deeplab_head import resize_outputs
-from mmvideoeq.models.streaming import StreamingMixin
+from mmvideoeq.models.streaming import backbone_aux_losses
 from mmvideoeq.models.utils.panoptic_postprocess import panoptic_deeplab_postprocess
 from mmvideoeq.registry import MODELS
 
@@ -92,7 +92,7 @@ def _stack_field(samples: Sequence, key: str, what: str, pad_value: float) -> Te
 
 
 @MODELS.register_module()
-class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
+class ViPDeepLab(ViPStreamMixin, BaseSegmentor):
     """ViP-DeepLab segmentor (any backbone; the streaming mode needs a DEQ backbone).
 
     Args:
@@ -101,9 +101,7 @@ class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
         neck: Optional neck config.
         train_cfg: Unused (kept for the mmseg interface).
         test_cfg: Post-processing: ``center_threshold``, ``nms_kernel``, ``top_k``,
-            ``stuff_area`` (defaults: deeplab2's ViP-DeepLab evaluator options) and
-            ``solver_warm_start`` (streaming: warm-start the solver from the previous frame;
-            ``False`` keeps the stitching state but solves every frame from zeros).
+            ``stuff_area`` (defaults: deeplab2's ViP-DeepLab evaluator options).
         data_preprocessor: Data preprocessor config (``ViPDataPreprocessor``).
         init_cfg: mmengine init config.
     """
@@ -124,10 +122,10 @@ class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
         self.neck = MODELS.build(neck) if neck is not None else None
         self.decode_head = MODELS.build(decode_head)
         self.train_cfg = train_cfg
-        unknown = set(test_cfg or {}) - set(DEFAULT_TEST_CFG) - {'solver_warm_start'}
+        unknown = set(test_cfg or {}) - set(DEFAULT_TEST_CFG)
         if unknown:
             raise ValueError(f'unknown test_cfg keys {sorted(unknown)} for ViPDeepLab')
-        self.test_cfg = {**DEFAULT_TEST_CFG, 'solver_warm_start': True, **(test_cfg or {})}
+        self.test_cfg = {**DEFAULT_TEST_CFG, **(test_cfg or {})}
         self.align_corners = self.decode_head.align_corners
 
     # ------------------------------------------------------------------ features
@@ -180,7 +178,7 @@ class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
                 data_samples, 'next_gt_panoptic', 'panoptic ground truth of frame t+1', ignore
             )
         losses = head.loss_by_feat(outs, panoptic, depth=depth, next_panoptic=next_pan)
-        losses.update(self.backbone_aux_losses())
+        losses.update(backbone_aux_losses(self.backbone))
         return losses
 
     # ------------------------------------------------------------------ inference
