@@ -18,10 +18,9 @@ from pycocotools.cocoeval import COCOeval
 from mmvideoeq.evaluation.functional.streaming_ap import (
     annotation_sequences,
     coco_streaming_ap,
-    pair_stream,
     realtime_streaming_ap,
-    simulate_pairs,
 )
+from mmvideoeq.evaluation.functional.streaming_pairs import pair_stream, simulate_pairs
 from mmvideoeq.streaming.record import SequenceRecord, load_record
 
 DATA = Path(__file__).resolve().parents[1] / 'data' / 'streaming_ap'

@@ -21,16 +21,13 @@ from .panoptic_quality import (  # noqa: F401
 from .stq import DSTQuality, STQuality  # noqa: F401
 from .streaming_ap import (  # noqa: F401
     SAP_STAT_NAMES,
-    StreamCounts,
     StreamingAPResult,
-    StreamPairing,
     annotation_sequences,
     coco_streaming_ap,
     evaluate_record,
-    pair_stream,
     realtime_streaming_ap,
-    simulate_pairs,
 )
+from .streaming_pairs import StreamCounts, StreamPairing, pair_stream, simulate_pairs  # noqa: F401
 from .video_panoptic_quality import (  # noqa: F401
     DVPQ_PROTOCOLS,
     DVPQProtocol,
