@@ -1,3 +1,4 @@
+from .video_clip_batch_sampler import VideoClipBatchSampler
 from .video_interleaved_batch_sampler import VideoInterleavedBatchSampler
 
-__all__ = ['VideoInterleavedBatchSampler']
+__all__ = ['VideoClipBatchSampler', 'VideoInterleavedBatchSampler']
