@@ -92,11 +92,12 @@ def test_vid_config_streams_rfp(path, tiny_root, tmp_path):
     clips = cfg.train_dataloader.dataset.type == 'VideoClipDataset'
     cfg = tiny_data_cfg(cfg, tiny_root, 'vid')
     if clips:  # the tiny data in the config's clip loader: 2 clips of 2-3 frames
-        cfg.train_dataloader.update(
-            batch_sampler=dict(type='VideoClipBatchSampler', clip_len=(2, 3)),
-            dataset=dict(type='VideoClipDataset', dataset=cfg.train_dataloader.dataset),
-        )
+        frames = cfg.train_dataloader.dataset.to_dict()
+        cfg.train_dataloader.batch_sampler = dict(type='VideoClipBatchSampler', clip_len=(2, 3))
+        cfg.train_dataloader.dataset = dict(type='VideoClipDataset', dataset=frames)
     runner = _train_one_iter(cfg, tmp_path)
+    if clips:  # the iteration trained on a batch of clips
+        assert type(runner.train_dataloader.batch_sampler).__name__ == 'VideoClipBatchSampler'
     # the comparison of docs/detectors.md: one streamed step, one step without feedback (cold@1)
     # and the chapter's detector (full: T = 2 from zeros)
     runner._test_loop = dict(type='StreamingTestLoop', iters=[1], full_iters=2, plot=False)
