@@ -10,6 +10,11 @@ ViP-DeepLab with its stitching memory in ``models/segmentors/vip_deeplab_stream.
 
 The model holds no stream state: the caller (``StreamingTestLoop``, ``StreamingInferencer``) owns
 the states and the policy decides resets, as StreamDEQ (thesis ch. 3.2) prescribes.
+
+``stream_stages()`` gives the same step cut into stem / solve / heads
+(:class:`~mmvideoeq.streaming.pipeline.StreamStages`), which a
+:class:`~mmvideoeq.streaming.pipeline.PipelinedStream` runs concurrently on consecutive frames;
+``stream_step`` is those stages composed.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from torch import Tensor, nn
 
 from mmvideoeq.deq import Budget
 from mmvideoeq.streaming import StepOutput
+from mmvideoeq.streaming.pipeline import StreamStages
 
 __all__ = ['DEQStreamingMixin', 'backbone_aux_losses']
 
@@ -60,7 +66,8 @@ class DEQStreamingMixin:
         budget: Budget,
         payloads: Sequence,
     ) -> StepOutput:
-        """One frame of ``B`` streams: solve from ``z0`` with ``budget``, then the heads.
+        """One frame of ``B`` streams: solve from ``z0`` with ``budget``, then the heads (the
+        stages of :meth:`stream_stages` composed).
 
         Args:
             inputs: Preprocessed frames ``(B, 3, H, W)`` (after ``data_preprocessor``).
@@ -74,10 +81,39 @@ class DEQStreamingMixin:
             StepOutput: the data samples with predictions, the new fixed point (detached), ``B``
             empty memories and the solver statistics.
         """
+        return self.stream_stages().step(inputs, z0, memory, budget, payloads)
+
+    def stream_stages(self) -> StreamStages:
+        """The streaming step as three stages (each runs without autograd):
+
+        * ``stem(inputs) -> s``: the backbone's per-frame stem and input injection
+          (``backbone.stream_stem``; the frames themselves for a backbone without one);
+        * ``solve(s, z0, memory, budget) -> (features, z, memory, stats)``: the solver steps
+          (``backbone.stream_solve``, or ``forward_stream``), ``z`` detached, ``B`` empty
+          memories;
+        * ``heads(features, data_samples) -> data samples``: :meth:`predict_from_feats`.
+        """
         self._check_streamable()
-        feats, z, stats = self.backbone.forward_stream(inputs, z0, budget)
-        preds = self.predict_from_feats(tuple(feats), list(payloads))
-        return StepOutput(preds, [t.detach() for t in z], [None] * inputs.shape[0], stats)
+        backbone = self.backbone
+        staged = hasattr(backbone, 'stream_stem') and hasattr(backbone, 'stream_solve')
+
+        @torch.no_grad()
+        def stem(inputs: Tensor) -> Any:
+            return backbone.stream_stem(inputs) if staged else inputs
+
+        @torch.no_grad()
+        def solve(s: Any, z0, memory, budget: Budget):
+            if staged:
+                feats, z, stats = backbone.stream_solve(s, z0, budget)
+            else:
+                feats, z, stats = backbone.forward_stream(s, z0, budget)
+            return tuple(feats), [t.detach() for t in z], [None] * feats[0].shape[0], stats
+
+        @torch.no_grad()
+        def heads(feats: tuple[Tensor, ...], data_samples: list) -> list:
+            return self.predict_from_feats(tuple(feats), list(data_samples))
+
+        return StreamStages(stem=stem, solve=solve, heads=heads)
 
     def predict_from_feats(self, feats: tuple[Tensor, ...], data_samples: list) -> list:
         """The model's predictions from backbone features ``(B, C_k, H_k, W_k)``."""

@@ -18,6 +18,13 @@ from .budgets import (
     TimeBudget,
     build_budget,
 )
+from .pipeline import (
+    DEFAULT_STAGES,
+    PipelinedStream,
+    PipelineLatency,
+    PipelineRun,
+    StreamStages,
+)
 from .policy import GAP_RESPONSES, INIT_MODES, SKIP_RESPONSES, FramePlan, StreamPolicy
 from .protocol import StepFn, StepOutput, StreamingModel, check_streaming_model
 from .runner import StreamFrame, StreamRun, group_plans, run_stream, split_outputs
@@ -64,4 +71,9 @@ __all__ = [
     'run_stream',
     'group_plans',
     'split_outputs',
+    'StreamStages',
+    'PipelinedStream',
+    'PipelineRun',
+    'PipelineLatency',
+    'DEFAULT_STAGES',
 ]

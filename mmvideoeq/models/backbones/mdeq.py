@@ -215,7 +215,8 @@ class MDEQ(BaseModule):
     def forward_stream(
         self, x: Tensor, z0: Sequence[Tensor] | None, budget: Budget = FULL_SOLVE
     ) -> tuple[tuple[Tensor, ...], list[Tensor], SolverStats]:
-        """One streaming step: solve from ``z0`` (the previous frame's fixed point).
+        """One streaming step: solve from ``z0`` (the previous frame's fixed point); the same as
+        :meth:`stream_solve` after :meth:`stream_stem`.
 
         Args:
             x: Frames ``(B, 3, H, W)``.
@@ -228,7 +229,31 @@ class MDEQ(BaseModule):
             ``(features, z, stats)``: the selected feature maps, the full fixed point (detached,
             ready to be stored in the stream state) and the solver statistics.
         """
-        out = self.net.forward_features(x, z0, budget)
+        return self.stream_solve(self.stream_stem(x), z0, budget)
+
+    def stream_stem(self, x: Tensor) -> tuple[Tensor, list[Tensor | None]]:
+        """The per-frame part before the solve (stem and input injection), which depends on the
+        frame only: ``(x, injection)`` for :meth:`stream_solve`.
+
+        Args:
+            x: Frames ``(B, 3, H, W)``.
+        """
+        self.net._check_input(x)
+        return x, self.net.injection_features(x)
+
+    def stream_solve(
+        self,
+        stem: tuple[Tensor, list[Tensor | None]],
+        z0: Sequence[Tensor] | None,
+        budget: Budget = FULL_SOLVE,
+    ) -> tuple[tuple[Tensor, ...], list[Tensor], SolverStats]:
+        """The solve of :meth:`forward_stream` from :meth:`stream_stem`'s output.
+
+        Returns:
+            ``(features, z, stats)`` as :meth:`forward_stream`.
+        """
+        x, injection = stem
+        out = self.net.solve_injected(x, injection, z0, budget)
         if self.training:
             self.last_aux = out.aux
         return self._select(out.features), [t.detach() for t in out.z], out.stats
