@@ -12,6 +12,7 @@ from mmvideoeq.deq.budget import FULL_SOLVE, Budget
 
 from .budgets import (
     AdaptiveBudget,
+    DeadlineBudget,
     FixedBudget,
     FullSolve,
     IterationBudget,
@@ -28,6 +29,7 @@ from .pipeline import (
 from .policy import GAP_RESPONSES, INIT_MODES, SKIP_RESPONSES, FramePlan, StreamPolicy
 from .protocol import StepFn, StepOutput, StreamingModel, check_streaming_model
 from .runner import StreamFrame, StreamRun, group_plans, run_stream, split_outputs
+from .scheduler import ScheduledLatency
 from .shot_change import SHOT_RESPONSES, ShotChangeDetector
 from .state import (
     FrameRecord,
@@ -57,6 +59,7 @@ __all__ = [
     'FixedBudget',
     'AdaptiveBudget',
     'TimeBudget',
+    'DeadlineBudget',
     'FullSolve',
     'build_budget',
     'FramePlan',
@@ -75,5 +78,6 @@ __all__ = [
     'PipelinedStream',
     'PipelineRun',
     'PipelineLatency',
+    'ScheduledLatency',
     'DEFAULT_STAGES',
 ]
