@@ -1,0 +1,330 @@
+"""Real-time simulation of a streaming sweep: streaming AP (sAP) next to offline AP.
+
+After the sweep's accuracy passes, every setting is played back in real time at each frame rate
+(Li, Wang, Ramanan, *Towards Streaming Perception*, ECCV 2020; the reference simulator and
+pairing of github ``mtli/sAP``, :mod:`mmvideoeq.streaming.realtime` and
+:mod:`mmvideoeq.evaluation.functional.streaming_ap`): frames of a video arrive every ``1 / fps``;
+one worker takes the latest frame whenever it is free and spends the frame's latency on it; every
+ground-truth frame is scored with the latest output finished by its time, with COCO AP.
+
+* **Latency** of a frame: ``'trace'`` (default), what the accuracy pass measured on that frame
+  (the model step plus its share of the batch's pre-processing); ``'median'``, one constant per
+  setting (the median of those); or a
+  :class:`~mmvideoeq.streaming.realtime.LatencyTable` file (measured on another device), looked
+  up by setting name (``stream@4``, ``cold@4``, ``full``).
+* **Which predictions**: a frame the worker takes is processed by a stream that skipped the
+  frames in between. With ``replay`` (default) the warm settings (``stream@M``) are re-run on
+  exactly the frames taken, each warm-started from the previous frame *taken* (the driver's
+  ``replay`` callback); the cold settings and the full solve use the accuracy pass's predictions
+  of those frames (a frame of theirs does not depend on the frames before it). Without
+  ``replay`` every setting uses the accuracy pass's predictions (a warm start from the previous
+  frame, even when a real-time worker skipped it).
+* **deadline**: with ``scheduler`` and at least one ``stream@M`` setting, the
+  :class:`~mmvideoeq.streaming.DeadlineBudget` picks each frame's ``M`` among the swept ones (its
+  estimate of ``M``'s latency: the median of ``stream@M``'s frames, or its table entry) or skips
+  the frame; each
+  frame then takes the latency ``stream@M`` measured on it (:class:`~mmvideoeq.streaming.
+  ScheduledLatency`), and the stream is replayed with those budgets.
+* ``AP`` (``fps`` ``inf``): the same scorer with every frame answered by its own prediction (the
+  offline AP under the sAP protocol's COCO settings, to set the sAP beside).
+
+Only detection is scored (a metric exposing pycocotools ground truth, ``VIDMetric``); the
+pairing (:func:`~mmvideoeq.evaluation.functional.simulate_pairs`) is the one any per-frame
+metric would use.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mmvideoeq.evaluation.functional.streaming_ap import StreamingAPResult, coco_streaming_ap
+from mmvideoeq.streaming import DeadlineBudget, ScheduledLatency
+from mmvideoeq.streaming.realtime import (
+    LatencyModel,
+    LatencyTable,
+    RealtimeTrace,
+    SequentialLatency,
+    simulate_realtime,
+)
+from mmvideoeq.streaming.record import SequenceRecord
+
+__all__ = ['FrameLog', 'RealtimeSweep', 'LATENCY_SOURCES', 'detection_ground_truth']
+
+LATENCY_SOURCES = ('trace', 'median')
+#: ``replay(setting, plan) -> predictions``: run a setting's stream on the planned frames only.
+#: ``plan``: video -> {frame index: steps M for that frame, or None for the setting's budget};
+#: returns video -> {frame index: prediction (bboxes, scores, labels) or None}.
+ReplayFn = Callable[[dict, dict[Any, dict[int, int | None]]], dict[Any, dict[int, Any]]]
+
+
+@dataclass
+class FrameLog:
+    """One frame of a setting's accuracy pass.
+
+    Attributes:
+        video_id: Its video.
+        index: Its position in the video (0-based, arrival order).
+        img_id: Its image id in the ground truth.
+        ms: What it cost (ms): the model step and its share of the pre-processing.
+        pred: ``(bboxes (N, 4) x1 y1 x2 y2, scores (N,), labels (N,))`` numpy arrays (labels:
+            class indices), or ``None`` (the frame was not processed).
+    """
+
+    video_id: Any
+    index: int
+    img_id: int
+    ms: float
+    pred: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+
+
+def detection_ground_truth(metrics: Sequence[Any]) -> tuple[Any, list[int]] | None:
+    """``(pycocotools COCO, cat_ids)`` of the first evaluated detection metric (after
+    ``evaluate``: mmdet's ``CocoMetric`` family keeps ``_coco_api`` and ``cat_ids``), else None."""
+    for metric in metrics:
+        coco, cat_ids = getattr(metric, '_coco_api', None), getattr(metric, 'cat_ids', None)
+        if coco is not None and cat_ids is not None:
+            return coco, list(cat_ids)
+    return None
+
+
+def prediction_of(sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The detections of a data sample as numpy ``(bboxes, scores, labels)``, or None."""
+    pred = sample.get('pred_instances') if hasattr(sample, 'get') else None
+    if pred is None:
+        return None
+    out = []
+    for key in ('bboxes', 'scores', 'labels'):
+        v = pred[key]
+        out.append(np.asarray(v.detach().cpu().numpy() if hasattr(v, 'detach') else v))
+    return out[0].reshape(-1, 4), out[1].reshape(-1), out[2].reshape(-1)
+
+
+_EMPTY = (np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64))
+
+
+class RealtimeSweep:
+    """Collects the frames of a sweep's settings and plays them back in real time.
+
+    Args:
+        fps: Frame rates to simulate.
+        eta: The pairing's ``eta`` (0: frame ``i`` is answered when it arrives).
+        latency: ``'trace'`` or ``'median'`` (see the module docstring).
+        latency_table: A latency table file; given, it replaces the measured latencies.
+        replay: Re-run the warm settings on the frames the worker takes.
+        scheduler: Add the ``deadline`` setting.
+        max_dets: COCO ``maxDets`` of the scoring (default mmdet's, as the offline bbox_mAP).
+    """
+
+    def __init__(
+        self,
+        *,
+        fps: Sequence[float],
+        eta: float = 0.0,
+        latency: str = 'trace',
+        latency_table: str | None = None,
+        replay: bool = True,
+        scheduler: bool = True,
+        max_dets: Sequence[int] = (100, 300, 1000),
+    ) -> None:
+        fps = [fps] if isinstance(fps, (int, float)) else list(fps)
+        if not fps or any(
+            isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < math.inf
+            for f in fps
+        ):
+            raise ValueError(f'realtime fps must be positive frame rates, got {fps}')
+        if latency not in LATENCY_SOURCES:
+            raise ValueError(f'realtime latency must be one of {LATENCY_SOURCES}, got {latency!r}')
+        self.fps = [float(f) for f in fps]
+        self.eta = float(eta)
+        self.latency = latency
+        self.table = None if latency_table is None else LatencyTable.load(latency_table)
+        self.replay = bool(replay)
+        self.scheduler = bool(scheduler)
+        self.max_dets = tuple(int(m) for m in max_dets)
+        self.frames: dict[str, list[FrameLog]] = {}
+        self.settings: dict[str, dict] = {}
+
+    # ------------------------------------------------------------------ collection
+    def add(self, setting: dict, logs: Sequence[FrameLog], timing: dict | None = None) -> None:
+        """Record a setting's frames (its accuracy pass) and its timing summary."""
+        self.frames[setting['name']] = list(logs)
+        self.settings[setting['name']] = dict(setting, timing=timing)
+
+    def videos(self, name: str) -> dict[Any, list[FrameLog]]:
+        """The setting's frames by video, in arrival order (indices 0, 1, ... checked)."""
+        out: dict[Any, list[FrameLog]] = {}
+        for log in self.frames[name]:
+            out.setdefault(log.video_id, []).append(log)
+        for vid, logs in out.items():
+            logs.sort(key=lambda f: f.index)
+            if [f.index for f in logs] != list(range(len(logs))):
+                raise ValueError(
+                    f'setting {name}: the frames of video {vid!r} are not 0..{len(logs) - 1} '
+                    '(a frame is missing or repeated)'
+                )
+        return out
+
+    # ------------------------------------------------------------------ latency
+    def constant_ms(self, name: str) -> float:
+        """The setting's one latency: the table entry, else the median of its frames."""
+        if self.table is not None:
+            return self.table.get(name)
+        done = [f.ms for f in self.frames[name] if f.pred is not None]
+        return statistics.median(done) if done else 0.0
+
+    def latency_model(self, name: str) -> LatencyModel:
+        """The worker of setting ``name``: per-frame trace, or one constant."""
+        if self.table is not None or self.latency == 'median':
+            source = 'table' if self.table is not None else 'median'
+            return SequentialLatency(self.constant_ms(name), name=f'{name} ({source})')
+        fill = self.constant_ms(name)  # a frame that was not processed costs a typical one
+        traces = [
+            [f.ms if f.pred is not None else fill for f in logs]
+            for logs in self.videos(name).values()
+        ]
+        return SequentialLatency(traces, per_sequence=True, name=f'{name} (measured per frame)')
+
+    # ------------------------------------------------------------------ scoring
+    def _score(
+        self,
+        gt: tuple[Any, list[int]],
+        videos: dict[Any, list[FrameLog]],
+        traces: list[RealtimeTrace],
+        preds: dict[Any, dict[int, Any]],
+        fps: float,
+        eta: float,
+    ) -> StreamingAPResult:
+        sequences = {}
+        for (vid, logs), trace in zip(videos.items(), traces):
+            rec = SequenceRecord()
+            for k, (j, t) in enumerate(zip(trace.input_index, trace.finish)):
+                pred = preds[vid].get(j)
+                rec.append(t, j, *(_EMPTY if pred is None else pred), where=f'{vid} output {k}')
+            sequences[str(vid)] = ([f.img_id for f in logs], rec)
+        return coco_streaming_ap(
+            gt[0], sequences, fps=fps, eta=eta, cat_ids=gt[1], max_dets=self.max_dets
+        )
+
+    def offline(self, gt, name: str) -> StreamingAPResult:
+        """Every frame answered by its own prediction (the sAP scorer's offline AP)."""
+        videos = self.videos(name)
+        traces = []
+        for logs in videos.values():
+            n = len(logs)
+            traces.append(RealtimeTrace(n, 1.0, list(range(n)), [], [float(i) for i in range(n)]))
+        preds = {vid: {f.index: f.pred for f in logs} for vid, logs in videos.items()}
+        return self._score(gt, videos, traces, preds, 1.0, 0.0)
+
+    def simulate(self, name: str, fps: float, model: LatencyModel) -> list[RealtimeTrace]:
+        """The real-time schedule of every video of setting ``name``."""
+        return [
+            simulate_realtime(len(logs), fps, model, sequence=s)
+            for s, logs in enumerate(self.videos(name).values())
+        ]
+
+    def run(self, gt: tuple[Any, list[int]], replay: ReplayFn | None = None) -> dict:
+        """Simulate every setting at every frame rate and score it.
+
+        Args:
+            gt: ``(COCO, cat_ids)`` (:func:`detection_ground_truth`).
+            replay: The driver's replay (``ReplayFn``); ``None``: no replay.
+
+        Returns:
+            dict: ``settings`` -> name -> ``offline`` (the scorer's AP) and ``fps`` -> rate ->
+            the sAP result (``as_dict``: stats, counts, traces, the latency trace used);
+            ``best_fixed`` -> rate -> the setting of highest sAP; ``deadline`` rows compare
+            with it.
+        """
+        out: dict[str, Any] = dict(
+            fps=self.fps,
+            eta=self.eta,
+            latency=('table: ' + self.table.device) if self.table is not None else self.latency,
+            replay=bool(self.replay and replay is not None),
+            max_dets=list(self.max_dets),
+            settings={},
+        )
+        for name, setting in self.settings.items():
+            entry = out['settings'][name] = dict(offline=self.offline(gt, name).as_dict(False))
+            entry['fps'] = {}
+            for fps in self.fps:
+                model = self.latency_model(name)
+                traces = self.simulate(name, fps, model)
+                preds = self._predictions(name, setting, traces, replay)
+                res = self._score(gt, self.videos(name), traces, preds, fps, self.eta)
+                entry['fps'][_key(fps)] = self._as_dict(res, name, traces)
+        if self.scheduler:
+            streams = {
+                s['iters']: n
+                for n, s in self.settings.items()
+                if n.startswith('stream@') and s.get('iters') is not None
+            }
+            if streams:
+                out['settings']['deadline'] = dict(
+                    fps={_key(fps): self._deadline(gt, fps, streams, replay) for fps in self.fps}
+                )
+        out['best_fixed'] = {}
+        for fps in self.fps:
+            k = _key(fps)
+            fixed = {n: e['fps'][k] for n, e in out['settings'].items() if n != 'deadline'}
+            if fixed:
+                best = max(fixed, key=lambda n: (fixed[n]['sAP'], fixed[n]['sAP_50']))
+                out['best_fixed'][k] = dict(setting=best, sAP=fixed[best]['sAP'])
+                if 'deadline' in out['settings']:
+                    d = out['settings']['deadline']['fps'][k]
+                    d['beats_best_fixed'] = bool(d['sAP'] > fixed[best]['sAP'])
+        return out
+
+    def _as_dict(self, res: StreamingAPResult, name: str, traces: list[RealtimeTrace]) -> dict:
+        d = res.as_dict(traces=False)
+        d['traces'] = {str(v): t.as_dict() for v, t in zip(self.videos(name), traces)}
+        return d
+
+    def _predictions(self, name, setting, traces, replay) -> dict[Any, dict[int, Any]]:
+        videos = self.videos(name)
+        if self.replay and replay is not None and setting.get('warm'):
+            plan = {vid: {j: None for j in t.input_index} for vid, t in zip(videos, traces)}
+            return replay(setting, plan)
+        return {vid: {f.index: f.pred for f in logs} for vid, logs in videos.items()}
+
+    def _deadline(self, gt, fps: float, streams: dict[int, str], replay) -> dict:
+        """The deadline scheduler among the swept stream@M budgets at ``fps``."""
+        ms = {m: self.constant_ms(n) for m, n in streams.items()}
+        actual = {m: self.latency_model(n) for m, n in streams.items()}
+        budget = DeadlineBudget(fps, latency_ms=ms)
+        model = ScheduledLatency(budget, actual, name='deadline')
+        first = streams[min(streams)]
+        videos = self.videos(first)
+        traces = self.simulate(first, fps, model)
+        plans = {
+            vid: {j: m for j, m in dec if m is not None}
+            for vid, dec in zip(videos, model.decisions)
+        }
+        if self.replay and replay is not None:
+            setting = dict(self.settings[first], name='deadline')
+            preds = replay(setting, plans)
+        else:  # each frame's prediction from the stream@M pass of its budget
+            by_m = {
+                m: {(f.video_id, f.index): f.pred for f in self.frames[n]}
+                for m, n in streams.items()
+            }
+            preds = {
+                vid: {j: by_m[m][(vid, j)] for j, m in plan.items()} for vid, plan in plans.items()
+            }
+        res = self._score(gt, videos, traces, preds, fps, self.eta)
+        d = self._as_dict(res, first, traces)
+        chosen = [m for plan in plans.values() for m in plan.values()]
+        d['budgets'] = {str(m): chosen.count(m) for m in sorted(streams)}
+        d['skipped_by_scheduler'] = sum(m is None for dec in model.decisions for _, m in dec)
+        d['decisions'] = {str(v): dec for v, dec in zip(videos, model.decisions)}
+        d['estimate_ms'] = {str(m): v for m, v in ms.items()}
+        return d
+
+
+def _key(fps: float) -> str:
+    return f'{fps:g}'
