@@ -189,3 +189,7 @@ def test_replay_and_deadline_scheduler():
     best = out['best_fixed']['10']
     assert best['setting'] in ('stream@1', 'stream@4')
     assert d['beats_best_fixed'] == (d['sAP'] > best['sAP'])
+    # a process without the ground truth (distributed) replays the same frames, scores nothing
+    n = len(calls)
+    assert sweep.run(None, replay) is None
+    assert calls[n:] == calls[:n]

@@ -193,13 +193,15 @@ class RealtimeSweep:
     # ------------------------------------------------------------------ scoring
     def _score(
         self,
-        gt: tuple[Any, list[int]],
+        gt: tuple[Any, list[int]] | None,
         videos: dict[Any, list[FrameLog]],
         traces: list[RealtimeTrace],
         preds: dict[Any, dict[int, Any]],
         fps: float,
         eta: float,
-    ) -> StreamingAPResult:
+    ) -> StreamingAPResult | None:
+        if gt is None:  # a process that only takes part in the replays
+            return None
         sequences = {}
         for (vid, logs), trace in zip(videos.items(), traces):
             rec = SequenceRecord()
@@ -211,7 +213,7 @@ class RealtimeSweep:
             gt[0], sequences, fps=fps, eta=eta, cat_ids=gt[1], max_dets=self.max_dets
         )
 
-    def offline(self, gt, name: str) -> StreamingAPResult:
+    def offline(self, gt, name: str) -> StreamingAPResult | None:
         """Every frame answered by its own prediction (the sAP scorer's offline AP)."""
         videos = self.videos(name)
         traces = []
@@ -228,11 +230,16 @@ class RealtimeSweep:
             for s, logs in enumerate(self.videos(name).values())
         ]
 
-    def run(self, gt: tuple[Any, list[int]], replay: ReplayFn | None = None) -> dict:
+    def run(self, gt: tuple[Any, list[int]] | None, replay: ReplayFn | None = None) -> dict | None:
         """Simulate every setting at every frame rate and score it.
 
+        The simulation is deterministic given the frames, so every process of a distributed
+        run computes the same schedules and calls ``replay`` the same number of times (the
+        driver's replay may gather across processes); only the process with ``gt`` scores.
+
         Args:
-            gt: ``(COCO, cat_ids)`` (:func:`detection_ground_truth`).
+            gt: ``(COCO, cat_ids)`` (:func:`detection_ground_truth`), or ``None`` on a process
+                that only takes part in the replays (then nothing is scored: returns None).
             replay: The driver's replay (``ReplayFn``); ``None``: no replay.
 
         Returns:
@@ -250,14 +257,15 @@ class RealtimeSweep:
             settings={},
         )
         for name, setting in self.settings.items():
-            entry = out['settings'][name] = dict(offline=self.offline(gt, name).as_dict(False))
+            offline = self.offline(gt, name)
+            entry = out['settings'][name] = dict(offline=offline and offline.as_dict(False))
             entry['fps'] = {}
             for fps in self.fps:
                 model = self.latency_model(name)
                 traces = self.simulate(name, fps, model)
                 preds = self._predictions(name, setting, traces, replay)
                 res = self._score(gt, self.videos(name), traces, preds, fps, self.eta)
-                entry['fps'][_key(fps)] = self._as_dict(res, name, traces)
+                entry['fps'][_key(fps)] = res and self._as_dict(res, name, traces)
         if self.scheduler:
             streams = {
                 s['iters']: n
@@ -268,6 +276,8 @@ class RealtimeSweep:
                 out['settings']['deadline'] = dict(
                     fps={_key(fps): self._deadline(gt, fps, streams, replay) for fps in self.fps}
                 )
+        if gt is None:
+            return None
         out['best_fixed'] = {}
         for fps in self.fps:
             k = _key(fps)
@@ -317,6 +327,8 @@ class RealtimeSweep:
                 vid: {j: by_m[m][(vid, j)] for j, m in plan.items()} for vid, plan in plans.items()
             }
         res = self._score(gt, videos, traces, preds, fps, self.eta)
+        if res is None:
+            return {}
         d = self._as_dict(res, first, traces)
         chosen = [m for plan in plans.values() for m in plan.values()]
         d['budgets'] = {str(m): chosen.count(m) for m in sorted(streams)}
