@@ -136,6 +136,7 @@ class _Job:
     features: Any = None
     output: Any = None
     record: FrameRecord | None = None
+    arrival: float | None = None
     times: list[tuple[float, float]] = field(default_factory=list)
 
 
@@ -149,6 +150,7 @@ class PipelineRun:
         records: The :class:`~mmvideoeq.streaming.FrameRecord` of each frame, in input order.
         states: The final state of each stream, keyed by slot.
         stage_times: Per frame, per stage, ``(start, end)`` in seconds of the run's clock.
+        arrivals: Per frame, when it was offered to the pipeline (seconds of the same clock).
         stages: The stages' piece groups.
     """
 
@@ -156,12 +158,15 @@ class PipelineRun:
     records: list[FrameRecord] = field(default_factory=list)
     states: dict[Hashable, StreamState] = field(default_factory=dict)
     stage_times: list[list[tuple[float, float]]] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
     stages: tuple[tuple[str, ...], ...] = DEFAULT_STAGES
 
     @property
     def latency_ms(self) -> list[float]:
-        """Per frame: ms from the start of its first stage to the end of its last."""
-        return [(t[-1][1] - t[0][0]) * 1e3 for t in self.stage_times]
+        """Per frame: ms from its arrival (else its first stage's start) to its last stage's
+        end, waits in the queues included."""
+        starts = self.arrivals or [t[0][0] for t in self.stage_times]
+        return [(t[-1][1] - a) * 1e3 for a, t in zip(starts, self.stage_times)]
 
     @property
     def stage_ms(self) -> list[list[float]]:
@@ -344,12 +349,23 @@ class PipelinedStream:
             yield _Job(i, frame)
 
     def _feed(
-        self, frames: Iterable[Any], q: queue.Queue, errors: list, abort: threading.Event
+        self,
+        frames: Iterable[Any],
+        q: queue.Queue,
+        errors: list,
+        abort: threading.Event,
+        interval: float | None,
     ) -> None:
         try:
+            t0 = self.clock()
             for job in self._jobs(frames):
                 if abort.is_set():
                     break
+                if interval is not None:  # a camera: frame i arrives at t0 + i * interval
+                    wait = t0 + job.index * interval - self.clock()
+                    if wait > 0:
+                        time.sleep(wait)
+                job.arrival = self.clock()
                 q.put(job)
         except BaseException as err:
             errors.append(err)
@@ -388,7 +404,11 @@ class PipelinedStream:
         )
 
     def run(
-        self, frames: Iterable[Any], *, states: dict[Hashable, StreamState] | None = None
+        self,
+        frames: Iterable[Any],
+        *,
+        states: dict[Hashable, StreamState] | None = None,
+        interval: float | None = None,
     ) -> PipelineRun:
         """Run frames through the pipeline.
 
@@ -396,10 +416,14 @@ class PipelinedStream:
             frames: Time steps of one frame each (a :class:`StreamFrame`, a dict of its fields
                 or a tuple ``(video_id, frame_id, x[, stream])``, as for ``run_stream``).
             states: Stream states to continue from (updated in place by the solve stage).
+            interval: Offer frame ``i`` no earlier than ``i * interval`` seconds after the start
+                (a camera); ``None``: as fast as the pipeline takes them.
 
         Returns:
             PipelineRun: outputs and records in input order, the states, per-stage times.
         """
+        if interval is not None and not (isinstance(interval, (int, float)) and interval > 0):
+            raise ValueError(f'interval must be a positive number of seconds, got {interval!r}')
         states = {} if states is None else states
         n = len(self.groups)
         queues = [queue.Queue(maxsize=self.queue_size) for _ in range(n)]
@@ -408,7 +432,9 @@ class PipelinedStream:
         abort = threading.Event()
         saved_threads = torch.get_num_threads()
         threads = [
-            threading.Thread(target=self._feed, args=(frames, queues[0], feed_errors, abort))
+            threading.Thread(
+                target=self._feed, args=(frames, queues[0], feed_errors, abort, interval)
+            )
         ]
         for k in range(n):
             q_out = queues[k + 1] if k + 1 < n else done
@@ -445,6 +471,7 @@ class PipelinedStream:
             records=[j.record for j in jobs],
             states=states,
             stage_times=[j.times for j in jobs],
+            arrivals=[j.arrival for j in jobs],
             stages=self.groups,
         )
 

@@ -118,6 +118,17 @@ def test_pipeline_stages_run_concurrently(toy):
     assert b[0] < a[1]  # frame 1's stem started before frame 0's solve ended
 
 
+def test_pipeline_fed_as_a_camera(toy):
+    pipe = PipelinedStream(toy_stages(toy), _policy())
+    run = pipe.run(_frames(((0, 3),)), interval=0.02)
+    assert [a - run.arrivals[0] >= 0.02 * i - 1e-4 for i, a in enumerate(run.arrivals)] == [
+        True
+    ] * 3
+    assert all(lat >= 0 for lat in run.latency_ms)
+    with pytest.raises(ValueError, match='interval must be a positive'):
+        pipe.run(_frames(((0, 1),)), interval=0)
+
+
 def test_pipeline_errors_and_bad_input(toy):
     stages = toy_stages(toy)
 
