@@ -31,6 +31,7 @@ from mmvideoeq.utils.cli import (  # noqa: E402
     parse_common,
     require_file,
     set_work_dir,
+    setup_launcher,
 )
 
 
@@ -175,7 +176,7 @@ def main():
     require_file(args.checkpoint, 'checkpoint')
     safe_load_checkpoint(args.checkpoint)  # an empty, text, corrupt or unsafe file: one line
     cfg = load_config(args.config, args.cfg_options)
-    cfg.launcher = args.launcher
+    setup_launcher(cfg, args.launcher)
     set_work_dir(cfg, args.work_dir, args.config)
     cfg.load_from = args.checkpoint
     add_checkpoint_check(cfg, args.allow_missing_weights)

@@ -23,6 +23,7 @@ from mmvideoeq.utils.cli import (  # noqa: E402
     parse_common,
     require_file,
     set_work_dir,
+    setup_launcher,
 )
 
 
@@ -50,7 +51,7 @@ def parse_args(argv=None):
 
 def build_cfg(args):
     cfg = load_config(args.config, args.cfg_options)
-    cfg.launcher = args.launcher
+    setup_launcher(cfg, args.launcher)
     set_work_dir(cfg, args.work_dir, args.config)
     if args.amp and cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
         cfg.optim_wrapper.type = 'AmpOptimWrapper'

@@ -186,3 +186,45 @@ def cli_main(main: Callable[[], Any]) -> Callable[[], Any]:
             sys.exit(2)
 
     return wrapper
+
+
+def setup_launcher(cfg: Config, launcher: str) -> None:
+    """``--launcher`` into ``cfg``; on a machine without CUDA, a gloo process group for it.
+
+    mmengine's ``init_dist`` calls ``torch.cuda.set_device`` and its default model wrapper passes
+    ``device_ids=[LOCAL_RANK]``, both of which fail with CPU-only PyTorch. Without CUDA the
+    process group is initialised here with the gloo backend from torchrun's environment
+    (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) before the runner is built
+    (mmengine then keeps it), and the model is wrapped in ``MMDistributedDataParallel`` without
+    device ids. With CUDA nothing changes (mmengine's NCCL set-up).
+    """
+    import torch
+
+    cfg.launcher = launcher
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    if launcher != 'pytorch':
+        raise CLIError(
+            f'--launcher {launcher} needs CUDA; without a GPU use --launcher pytorch (torchrun, '
+            'e.g. tools/dist_test.sh), which runs on CPU with the gloo backend'
+        )
+    missing = [
+        k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT') if k not in os.environ
+    ]
+    if missing:
+        raise CLIError(
+            f'--launcher pytorch needs torchrun\'s environment ({", ".join(missing)} unset): start '
+            'the tool with tools/dist_train.sh / tools/dist_test.sh or torchrun'
+        )
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo', init_method='env://')
+    env = dict(cfg.get('env_cfg', None) or {})
+    env['dist_cfg'] = dict(env.get('dist_cfg', None) or {}, backend='gloo')
+    cfg.env_cfg = env
+    wrapper = dict(cfg.get('model_wrapper_cfg', None) or dict(type='MMDistributedDataParallel'))
+    wrapper['device_ids'] = None
+    wrapper.setdefault('broadcast_buffers', False)
+    wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
+    cfg.model_wrapper_cfg = wrapper

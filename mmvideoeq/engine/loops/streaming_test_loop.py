@@ -35,10 +35,12 @@ import statistics
 from typing import Any, Sequence
 
 import torch
+from mmengine.dist import all_gather_object, get_world_size, is_main_process
 from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, autocast
 from mmengine.utils import ProgressBar
 
+from mmvideoeq.datasets.samplers import video_order
 from mmvideoeq.registry import LOOPS
 from mmvideoeq.streaming import (
     StreamFrame,
@@ -248,20 +250,77 @@ class StreamingTestLoop(BaseLoop):
         self.runner.call_hook('before_test')
         self.runner.call_hook('before_test_epoch')
         self.runner.model.eval()
+        self._check_distributed_sampler()
         out_dir = self.out_dir or osp.join(self.runner.work_dir, 'streaming')
-        os.makedirs(out_dir, exist_ok=True)
+        main = is_main_process()  # one process writes the report; every one returns the metrics
+        if main:
+            os.makedirs(out_dir, exist_ok=True)
         report = StreamingReport(out_dir, metric=self.metric)
         for setting in self.settings():
             result = self.run_setting(setting)
             report.add(setting['name'], result)
             if report.data.get('solver') is None:
                 report.data['solver'] = self._solver_name(result)
-            report.write_json()  # partial results stay readable
-        report.finish(self.runner.logger, plot=self.plot)
+            if main:
+                report.write_json()  # partial results stay readable
+        if main:
+            report.finish(self.runner.logger, plot=self.plot)
         flat = report.flat_metrics()
         self.runner.call_hook('after_test_epoch', metrics=flat)
         self.runner.call_hook('after_test')
         return flat
+
+    # ------------------------------------------------------------------ distributed
+    def _check_distributed_sampler(self) -> None:
+        """With several processes every video must stay on one rank, frames in order."""
+        if get_world_size() == 1:
+            return
+        loader = self.dataloader
+        sampler = getattr(getattr(loader, 'batch_sampler', None), 'sampler', None)
+        if not getattr(sampler, 'video_wise', False):
+            sampler = getattr(loader, 'sampler', None)
+        if not getattr(sampler, 'video_wise', False):
+            raise ValueError(
+                f'distributed streaming evaluation ({get_world_size()} processes) needs a '
+                'video-wise sampler (whole videos per rank, frames in order), got '
+                f'{type(sampler).__name__}: set test_dataloader.sampler = '
+                "dict(type='VideoDistributedSampler')"
+            )
+
+    def _canonical_key(self, video_id: Any, frame_id: int) -> tuple[int, int]:
+        """Position of a frame in the one-process order: video (first appearance), frame_id."""
+        if getattr(self, '_video_rank', None) is None:
+            dataset = self.dataloader.dataset
+            self._video_rank = {
+                dataset.get_data_info(v[0])['video_id']: k
+                for k, v in enumerate(video_order(dataset))
+            }
+        return self._video_rank.get(video_id, len(self._video_rank)), int(frame_id)
+
+    def _gather_in_order(self, chunks: list, records: list) -> list:
+        """Give rank 0 every rank's metric results in the one-process order.
+
+        ``chunks`` holds, per processed batch, its canonical key and the results each metric
+        appended for it. mmengine's ``collect_results`` interleaves the ranks' result lists, so
+        with whole videos per rank the order would differ from one process; instead rank 0's
+        metrics get all results sorted by the key and the other ranks' none, which
+        ``collect_results`` then passes through unchanged. Returns the records of all ranks in
+        the same order.
+        """
+        if get_world_size() == 1:
+            return records
+        every = sorted((c for part in all_gather_object(chunks) for c in part), key=lambda c: c[0])
+        metrics = self.evaluator.metrics
+        for k, metric in enumerate(metrics):
+            metric.results = (
+                [r for _, parts in every for r in parts[k]] if is_main_process() else []
+            )
+        keyed = [
+            (self._canonical_key(r.video_id, r.frame_id), r)
+            for part in all_gather_object(records)
+            for r in part
+        ]
+        return [r for _, r in sorted(keyed, key=lambda kr: kr[0])]
 
     def _solver_name(self, result: dict) -> str:
         """The solver the frames report (``SolverStats.method``), with the model's class; a
@@ -275,7 +334,9 @@ class StreamingTestLoop(BaseLoop):
         policy = StreamPolicy.from_cfg(setting['policy'])
         states: dict[Any, StreamState] = {}
         positions: dict[Any, int] = {}
-        records, timing_batches = [], []
+        records, timing_batches, chunks = [], [], []
+        metrics = self.evaluator.metrics
+        distributed = get_world_size() > 1
         n_timing = 0 if self.timing is None else int(self.timing['batches'])
         self.runner.logger.info(f"streaming test: {setting['name']}")
         bar = ProgressBar(len(self.dataloader)) if len(self.dataloader) > 20 else None
@@ -289,12 +350,17 @@ class StreamingTestLoop(BaseLoop):
             for pred in preds:
                 pred.set_metainfo({STREAM_SETTING_KEY: setting['name']})
             records += recs
+            before = [len(m.results) for m in metrics]
             self.evaluator.process(data_samples=preds, data_batch=data_batch)
+            if distributed:  # what each metric kept of this batch, for the ordered gather
+                key = min(self._canonical_key(r.video_id, r.frame_id) for r in recs)
+                chunks.append((key, [m.results[n:] for m, n in zip(metrics, before)]))
             self.runner.call_hook(
                 'after_test_iter', batch_idx=idx, data_batch=data_batch, outputs=preds
             )
             if bar is not None:
                 bar.update()
+        records = self._gather_in_order(chunks, records)
         if not records:
             raise ValueError('the test dataloader produced no frame')
         metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
