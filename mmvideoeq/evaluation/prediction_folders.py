@@ -38,7 +38,7 @@ from mmvideoeq.datasets.dvps_io import (
 from mmvideoeq.datasets.kitti_depth import KITTI_SELECTION_NAME
 
 from .functional import DVPQ_PROTOCOLS
-from .metrics.dvps_metric import DepthMetric, DVPQMetric, STQMetric
+from .metrics.dvps_metric import DVPQMetric, KittiDepthMetric, STQMetric
 
 __all__ = ['FOLDER_FORMATS', 'iter_frames', 'evaluate_folders']
 
@@ -234,7 +234,7 @@ def _build_metrics(fmt, metrics, pan_dir, depth_dir, windows, thresholds, offset
         kw = dict(_STQ[fmt], depth_thresholds=_STQ[fmt]['depth_thresholds'] if depth_dir else None)
         built['stq'] = STQMetric(**kw, offset_buckets=offset_buckets)
     if 'depth' in metrics:
-        built['depth'] = DepthMetric(offset_buckets=offset_buckets)
+        built['depth'] = KittiDepthMetric(offset_buckets=offset_buckets)
     return built
 
 
