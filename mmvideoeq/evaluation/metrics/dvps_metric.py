@@ -456,13 +456,15 @@ class KittiDepthMetric(_DVPSBase):
         return dict(meta, sums=depth_sums(gt_depth, pred_depth, name=name).as_dict())
 
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
-        """Store each frame's depth sums."""
+        """Store each frame's depth sums; errors name ``pred_depth_path`` when the sample has
+        it (a prediction folder), else the frame."""
         for sample in data_samples:
+            meta = _frame_meta(sample)
+            if sample.get('pred_depth_path'):
+                meta['name'] = str(sample['pred_depth_path'])
             self.results.append(
                 self.frame_record(
-                    sample_array(sample, 'gt_depth'),
-                    sample_array(sample, 'pred_depth'),
-                    **_frame_meta(sample),
+                    sample_array(sample, 'gt_depth'), sample_array(sample, 'pred_depth'), **meta
                 )
             )
 
