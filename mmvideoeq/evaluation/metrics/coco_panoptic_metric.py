@@ -92,7 +92,9 @@ def combine_things_and_stuff(
     The fusion itself is mmdet's ``HeuristicFusionHead`` (``_lay_masks``: instances by
     decreasing score, dropped when more than ``overlap_thr`` of them is covered, pasted on the
     free pixels; then every stuff class on the pixels no instance took, void below
-    ``stuff_area_limit``), which is panopticapi's procedure. This function adds what the head
+    ``stuff_area_limit``), which is panopticapi's procedure (mmdet adds 1e-5 to the denominator
+    of the covered fraction; at panopticapi's 0.5 that changes no decision, since a fraction of
+    integers above 1/2 exceeds it by at least ``1 / (2 * area)``). This function adds what the head
     leaves to its caller: panopticapi's ``--confidence_thr`` filter, a stable order for equal
     scores (panopticapi sorts with Python's stable ``sorted``; the head's ``torch.argsort`` is not
     stable, so it gets the ranks instead of the scores), the stuff map as the head's one-hot
