@@ -21,7 +21,7 @@ FORMATS = ('cityscapes_dvps', 'semkitti_dvps', 'kitti_depth', 'kitti')
 PIPELINE = [
     dict(type='mmseg.LoadImageFromFile'),
     dict(type='LoadPanopticAnnotation', with_next=True),
-    dict(type='LoadDepthAnnotation'),
+    dict(type='LoadKittiDepthAnnotation'),
     dict(type='LoadNextImageFromFile'),
     dict(type='PackDVPSInputs'),
 ]
@@ -90,7 +90,7 @@ def test_semkitti_dvps_sparse_labels(bench):
     video = render_benchmark_video('semkitti_dvps', 'val', 0, preset='tiny', seed=0)
     ds = SemKITTIDVPSDataset(
         data_root=str(root / 'semkitti_dvps'),
-        pipeline=[dict(type='LoadPanopticAnnotation'), dict(type='LoadDepthAnnotation')],
+        pipeline=[dict(type='LoadPanopticAnnotation'), dict(type='LoadKittiDepthAnnotation')],
     )
     assert len(ds) == 6
     for t in range(6):
@@ -143,7 +143,9 @@ def test_dataset_errors(bench, tmp_path):
     assert ds.get_data_info(2)['depth_path'] is None
     # an 8-bit depth map is refused with the file's name
     Image.fromarray(np.zeros((32, 64), np.uint8)).save(victim)
-    ds = CityscapesDVPSDataset(data_root=str(copy), pipeline=[dict(type='LoadDepthAnnotation')])
+    ds = CityscapesDVPSDataset(
+        data_root=str(copy), pipeline=[dict(type='LoadKittiDepthAnnotation')]
+    )
     with pytest.raises(ValueError, match=rf'{victim.name}: expected a 16-bit PNG, got 8-bit'):
         ds[2]
     with pytest.raises(KeyError, match='with_next_frame=True'):

@@ -44,7 +44,7 @@ from ..functional import (
 )
 from .frame_offset import OffsetBuckets, frame_offsets
 
-__all__ = ['DVPQMetric', 'STQMetric', 'DepthMetric', 'sample_array', 'build_protocol']
+__all__ = ['DVPQMetric', 'STQMetric', 'KittiDepthMetric', 'sample_array', 'build_protocol']
 
 
 def sample_array(sample: Any, key: str) -> np.ndarray | None:
@@ -407,8 +407,14 @@ class STQMetric(_DVPSBase):
 
 
 @METRICS.register_module()
-class DepthMetric(_DVPSBase):
+class KittiDepthMetric(_DVPSBase):
     """Depth errors (KITTI devkit and Eigen et al., see :mod:`.depth_metrics`) by frame offset.
+
+    Not mmseg's ``DepthMetric`` (a different metric under the name this project used to
+    register): mmseg's reads ``gt_depth_map`` / ``pred_depth_map``, keeps every valid pixel of
+    every image until the end, and computes another ``silog`` (``sqrt(mean(e^2) -
+    0.5 mean(e)^2)``, not the KITTI devkit's x100 value) and Eigen's ``sq_rel`` only; it has no
+    ``irmse``, no pooled-pixel reduction (deeplab2's DSTQ inliers) and no frame offsets.
 
     Args:
         reductions (Sequence[str]): ``'image'`` (per image, then the mean over images: the KITTI
@@ -444,19 +450,21 @@ class DepthMetric(_DVPSBase):
         """Check one frame and keep its :class:`DepthSums` (as a dict)."""
         name = meta.get('name', '?')
         if gt_depth is None or pred_depth is None:
-            raise KeyError(f'{name}: DepthMetric needs gt_depth and pred_depth')
+            raise KeyError(f'{name}: KittiDepthMetric needs gt_depth and pred_depth')
         if self.gt_max_depth is not None:
             gt_depth = np.where(gt_depth > self.gt_max_depth, 0, gt_depth)
         return dict(meta, sums=depth_sums(gt_depth, pred_depth, name=name).as_dict())
 
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
-        """Store each frame's depth sums."""
+        """Store each frame's depth sums; errors name ``pred_depth_path`` when the sample has
+        it (a prediction folder), else the frame."""
         for sample in data_samples:
+            meta = _frame_meta(sample)
+            if sample.get('pred_depth_path'):
+                meta['name'] = str(sample['pred_depth_path'])
             self.results.append(
                 self.frame_record(
-                    sample_array(sample, 'gt_depth'),
-                    sample_array(sample, 'pred_depth'),
-                    **_frame_meta(sample),
+                    sample_array(sample, 'gt_depth'), sample_array(sample, 'pred_depth'), **meta
                 )
             )
 
