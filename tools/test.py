@@ -22,14 +22,13 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 from mmengine.runner import Runner  # noqa: E402
 
 from mmvideoeq.utils import register_all_modules  # noqa: E402
-from mmvideoeq.utils.checkpoint import safe_load_checkpoint  # noqa: E402
 from mmvideoeq.utils.cli import (  # noqa: E402
     CLIError,
     add_common_args,
+    check_checkpoint,
     cli_main,
     load_config,
     parse_common,
-    require_file,
     set_work_dir,
 )
 
@@ -172,8 +171,7 @@ def main():
             f'the checkpoint argument {args.checkpoint!r} is a .py file; the arguments are CONFIG '
             'CHECKPOINT'
         )
-    require_file(args.checkpoint, 'checkpoint')
-    safe_load_checkpoint(args.checkpoint)  # an empty, text, corrupt or unsafe file: one line
+    check_checkpoint(args.checkpoint, 'checkpoint')  # missing, empty, corrupt, unsafe: one line
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     set_work_dir(cfg, args.work_dir, args.config)

@@ -19,7 +19,12 @@ from typing import Any, Callable
 
 from mmengine.config import Config, DictAction  # noqa: F401  (re-exported for the tools)
 
-from .checkpoint import UnsafeCheckpointError, unsafe_checkpoint_error
+from .checkpoint import (
+    UnsafeCheckpointError,
+    load_checkpoint_weights_only,
+    safe_load_checkpoint,
+    unsafe_checkpoint_error,
+)
 
 
 class CLIError(Exception):
@@ -86,6 +91,21 @@ def _missing_key(cfg: Any, key: str) -> str | None:
                 f'{type(node).__name__}, not a dict'
             )
     return None
+
+
+def check_checkpoint(path: str, what: str) -> None:
+    """Load ``path`` once before the runner is built, so that a missing, empty, corrupt or unsafe
+    checkpoint ends with one line. A URL or other mmengine scheme (``https://``,
+    ``torchvision://``, ...) is resolved and loaded weights-only as the runner would.
+
+    Raises:
+        CLIError: A local ``path`` that is not a file.
+    """
+    if '://' in str(path):
+        load_checkpoint_weights_only(path)
+        return
+    require_file(path, what)
+    safe_load_checkpoint(path)
 
 
 CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.pkl', '.ckpt', '.bin', '.safetensors')
