@@ -18,11 +18,13 @@ from mmvideoeq.utils.cli import (  # noqa: E402
     CLIError,
     add_common_args,
     check_checkpoint,
+    claim_work_dir,
     cli_main,
     load_config,
     parse_common,
     require_file,
     set_work_dir,
+    wait_for_fresh_run_folder,
 )
 
 
@@ -76,13 +78,15 @@ def main():
     cfg = build_cfg(args)
     if cfg.get('load_from') and not cfg.resume and '://' not in str(cfg.load_from):
         require_file(cfg.load_from, 'checkpoint in load_from')  # URLs: loaded weights-only
-    if 'runner_type' in cfg:
-        from mmvideoeq.registry import RUNNERS
+    with claim_work_dir(cfg.work_dir):
+        wait_for_fresh_run_folder(cfg.work_dir)
+        if 'runner_type' in cfg:
+            from mmvideoeq.registry import RUNNERS
 
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.train()
+            runner = RUNNERS.build(cfg)
+        else:
+            runner = Runner.from_cfg(cfg)
+        runner.train()
 
 
 if __name__ == '__main__':

@@ -510,6 +510,37 @@ def check_weights(
     return missing
 
 
+def nonfinite_tensors(state: dict) -> list[str]:
+    """Keys of the floating-point tensors of ``state`` that hold a NaN or an infinity."""
+    return [
+        k
+        for k, v in state.items()
+        if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+
+
+def check_finite(checkpoint: Any, *, source: str = 'the checkpoint') -> None:
+    """Refuse a checkpoint whose floating-point tensors hold NaN or infinite values.
+
+    Such weights make every frame diverge (non-finite residuals) and every metric empty.
+
+    Args:
+        checkpoint: The loaded checkpoint (or its state dict).
+        source: Name of the checkpoint in messages.
+
+    Raises:
+        NonFiniteWeightsError: Naming the tensors (the first five) and how many there are.
+    """
+    bad = nonfinite_tensors(state_dict_of(checkpoint))
+    if bad:
+        raise NonFiniteWeightsError(
+            f'{source} holds non-finite (NaN/inf) values in {len(bad)} tensor(s) '
+            f'({", ".join(bad[:5])}{", ..." if len(bad) > 5 else ""}): the model cannot give '
+            'finite outputs. Use an earlier checkpoint, or evaluate it anyway with '
+            'tools/test.py --allow-nonfinite-weights'
+        )
+
+
 def load_weights(model: torch.nn.Module, path: str, *, allow_missing: bool = False) -> dict:
     """Load a checkpoint (a local file or any scheme of :func:`load_checkpoint_weights_only`)
     into ``model`` safely and completely (see :func:`check_weights`).

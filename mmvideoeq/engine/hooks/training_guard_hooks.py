@@ -12,6 +12,7 @@ from mmengine.hooks import Hook
 
 from mmvideoeq.deq import DEQSolver
 from mmvideoeq.registry import HOOKS
+from mmvideoeq.utils.checkpoint import nonfinite_tensors
 
 __all__ = ['RNGStateHook', 'NonFiniteLossHook']
 
@@ -179,11 +180,7 @@ class NonFiniteLossHook(Hook):
         wrapper._nonfinite_guard = True
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        bad = [
-            k
-            for k, v in checkpoint.get('state_dict', {}).items()
-            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())
-        ]
+        bad = nonfinite_tensors(checkpoint.get('state_dict', {}))
         if bad:
             raise FloatingPointError(
                 f'refusing to save a checkpoint with non-finite weights ({", ".join(bad[:3])}'
