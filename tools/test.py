@@ -5,7 +5,8 @@ Plain evaluation runs the config's ``test_cfg`` loop. ``--streaming`` switches t
 started from the previous frame's fixed point (StreamDEQ, thesis Eq. 3.5) with a budget of M
 iterations, for every M of ``--iters`` in one command, next to the same budgets without the warm
 start and the full solve. Results: ``<work_dir>/streaming/results.json``, ``curves.png`` and a table
-in the log.
+in the log (each run's copy stays in ``<work_dir>/<timestamp>/streaming/``). Exit status 1 when a
+setting ends without a metric (every frame skipped or diverged).
 
 Examples:
     python tools/test.py CONFIG CKPT
