@@ -30,12 +30,8 @@ from typing import Any, Callable, Iterator
 
 from mmengine.config import Config, DictAction  # noqa: F401  (re-exported for the tools)
 
-from .checkpoint import (
-    UnsafeCheckpointError,
-    load_checkpoint_weights_only,
-    safe_load_checkpoint,
-    unsafe_checkpoint_error,
-)
+from .checkpoint import UnsafeCheckpointError, safe_load_checkpoint, unsafe_checkpoint_error
+from .checkpoint_schemes import load_checkpoint_weights_only
 
 
 class CLIError(Exception):
@@ -349,10 +345,11 @@ def keep_earlier_results(out_dir: str, work_dir: str) -> str | None:
     time the file was last written, unless a run folder already holds the same file).
 
     Returns:
-        str | None: The folder holding the earlier results, or ``None`` when there are none.
+        str | None: The folder holding the earlier results, or ``None`` when there are none (or
+        on ranks other than 0).
     """
     current = os.path.join(out_dir, 'results.json')
-    if not os.path.isfile(current):
+    if not _is_rank0() or not os.path.isfile(current):
         return None
     for copy_ in glob.glob(os.path.join(work_dir, '*', 'streaming', 'results.json')):
         if filecmp.cmp(copy_, current, shallow=False):
@@ -370,7 +367,7 @@ def keep_run_results(out_dir: str, log_dir: str) -> str | None:
     Returns:
         str | None: The copy's folder, or ``None`` when the run wrote no results.
     """
-    if not os.path.isfile(os.path.join(out_dir, 'results.json')):
+    if not _is_rank0() or not os.path.isfile(os.path.join(out_dir, 'results.json')):
         return None
     dst = os.path.join(log_dir, 'streaming')
     _copy_results(out_dir, dst)

@@ -21,11 +21,7 @@ import torch
 from mmengine.config import Config, ConfigDict
 
 from mmvideoeq.utils import register_all_modules
-from mmvideoeq.utils.checkpoint import (
-    UnsafeCheckpointError,
-    install_safe_checkpoint_loader,
-    load_weights,
-)
+from mmvideoeq.utils.checkpoint import UnsafeCheckpointError, load_weights
 
 ROOT = Path(__file__).resolve().parents[2]
 HUB = Path(mmengine.__path__[0]) / 'hub'
@@ -85,7 +81,10 @@ def _evil_ckpt(marker):
 def test_every_registered_scheme_loads_weights_only():
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from mmvideoeq.utils.checkpoint import SAFE_CHECKPOINT_SCHEMES
+    from mmvideoeq.utils.checkpoint_schemes import (
+        SAFE_CHECKPOINT_SCHEMES,
+        install_safe_checkpoint_loader,
+    )
 
     register_all_modules(init_default_scope=False)
     for prefix, loader in CheckpointLoader._schemes.items():

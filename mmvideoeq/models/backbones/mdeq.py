@@ -17,7 +17,7 @@ from mmvideoeq.deq.mdeq_convert import (
 )
 from mmvideoeq.deq.solvers import SolverStats
 from mmvideoeq.registry import MODELS
-from mmvideoeq.utils.checkpoint import load_checkpoint_weights_only
+from mmvideoeq.utils.checkpoint_schemes import load_checkpoint_weights_only
 
 __all__ = ['MDEQ']
 
