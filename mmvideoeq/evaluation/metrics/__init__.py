@@ -1,3 +1,4 @@
+from .coco_metric import CocoMetricWithSkips  # noqa: F401
 from .coco_panoptic_metric import CocoPanopticPQMetric  # noqa: F401
 from .dvps_metric import DVPQMetric, KittiDepthMetric, STQMetric  # noqa: F401
 from .frame_offset import OffsetBuckets, aggregate_by_offset, frame_offsets  # noqa: F401
