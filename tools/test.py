@@ -15,6 +15,7 @@ Examples:
 """
 
 import argparse
+import os
 import os.path as osp
 import sys
 
@@ -207,7 +208,8 @@ def run_test(cfg, args) -> None:
     folder (``<work_dir>/<timestamp>/streaming/``, beside its log) and fails (exit 1) when a
     setting produced no metric, e.g. because every frame diverged."""
     out_dir = None
-    if args.streaming:
+    main_rank = int(os.environ.get('RANK', '0')) == 0  # one process keeps the results
+    if args.streaming and main_rank:
         out_dir = cfg.test_cfg.get('out_dir') or osp.join(cfg.work_dir, 'streaming')
         kept = keep_earlier_results(out_dir, cfg.work_dir)
         if kept is not None:

@@ -15,9 +15,10 @@ streaming driver, given the model's ``stream_step`` itself; the loop only turns 
 frames and predictions into metric input). The model's memory (a tracker's ids) is carried in
 every setting; ``cold@M`` and ``full`` restart only the solver state on every frame. The loop
 feeds the evaluator frame by frame with each prediction's ``frame_offset`` and collects the
-metrics overall and by frame offset. Each setting is then timed on its first batches with
-warm-up and repeats. Results go to ``<work_dir>/streaming/results.json`` after every setting (a
-crash leaves the finished ones readable); a table goes to the log and plots to
+metrics overall and by frame offset. Then every setting is timed on the first batches with
+warm-up and repeats, the settings' repeats interleaved. Results go to
+``<work_dir>/streaming/results.json`` after every setting (a crash leaves the finished ones
+readable); a table goes to the log and plots to
 ``accuracy_vs_cost.png`` and ``curves.png`` (:mod:`.streaming_report`).
 
 Frames the dataset could not load (metainfo ``eval_skip_reason``, set by the datasets' safe
@@ -102,10 +103,10 @@ class StreamingTestLoop(BaseLoop):
         skip_response: After a frame that failed to load: ``'continue'`` from the last good
             state, or ``'reset'``.
         timing: ``True`` (= ``dict(batches=8, repeats=3, warmup=1)``) or such a dict: after the
-            accuracy pass each setting is re-run ``warmup + repeats`` times on its first
-            ``batches`` batches (model step only, fresh streams each time) and the median and
-            range of ms/frame over the repeats are reported; ``False`` reports only the
-            accuracy pass's mean.
+            accuracy passes every setting is re-run ``warmup + repeats`` times on the first
+            ``batches`` batches (model step only, fresh streams each time; the settings' repeats
+            interleaved) and the median and range of ms/frame over the repeats are reported;
+            ``False`` reports only the accuracy pass's mean.
         metric: The metric the table and the cost plot lead with (default: mAP@50, mIoU, DVPQ,
             ... whichever the evaluator reports, see ``streaming_report.PRIMARY``).
         out_dir: Where results go (default ``<work_dir>/streaming``).
@@ -256,13 +257,17 @@ class StreamingTestLoop(BaseLoop):
         if main:
             os.makedirs(out_dir, exist_ok=True)
         report = StreamingReport(out_dir, metric=self.metric)
-        for setting in self.settings():
+        settings = self.settings()
+        for setting in settings:
             result = self.run_setting(setting)
             report.add(setting['name'], result)
             if report.data.get('solver') is None:
                 report.data['solver'] = self._solver_name(result)
             if main:
                 report.write_json()  # partial results stay readable
+        if getattr(self, '_timing_batches', None):
+            for name, timing in self.time_settings(settings, self._timing_batches).items():
+                report.data['settings'][name]['timing'] = timing
         if main:
             report.finish(self.runner.logger, plot=self.plot)
         flat = report.flat_metrics()
@@ -366,8 +371,7 @@ class StreamingTestLoop(BaseLoop):
         metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
         result = StreamingReport.summarise(setting, metrics, records)
         result['solver'] = next((r.solver for r in records if r.solver is not None), None)
-        if timing_batches:
-            result['timing'] = self.time_setting(setting, timing_batches)
+        self._timing_batches = timing_batches  # timed after all settings (interleaved)
         return result
 
     @torch.no_grad()
@@ -428,27 +432,43 @@ class StreamingTestLoop(BaseLoop):
                 positions.pop(frame.video_id, None)
         return preds, run.records
 
-    def time_setting(self, setting: dict, batches: list[dict]) -> dict:
-        """ms/frame of the model step on ``batches``: median and range over repeats."""
-        per_repeat = []
+    def _time_once(self, setting: dict, batches: list[dict]) -> tuple[float, int]:
+        """One timed pass of a setting over ``batches`` (fresh streams): ms/frame, frames."""
+        policy = StreamPolicy.from_cfg(setting['policy'])
+        states: dict = {}
+        ms, frames = 0.0, 0
+        for data in batches:
+            _, recs = self.run_batch(policy, states, {}, copy.deepcopy(data))
+            ms += sum(rec.ms for rec in recs)
+            frames += sum(rec.skipped is None for rec in recs)
+        return ms / max(frames, 1), frames
+
+    def time_settings(self, settings: list[dict], batches: list[dict]) -> dict[str, dict]:
+        """ms/frame of the model step of every setting on ``batches``: median and range.
+
+        The repeats are interleaved (setting 1, 2, ..., n, then again), so a slow phase of a
+        shared machine spreads over all settings instead of biasing the one that ran during it;
+        ``warmup`` rounds of every setting come first.
+        """
+        warmup, repeats = int(self.timing['warmup']), int(self.timing['repeats'])
+        per_repeat: dict[str, list[float]] = {s['name']: [] for s in settings}
         frames = 0
-        for r in range(int(self.timing['warmup']) + int(self.timing['repeats'])):
-            policy = StreamPolicy.from_cfg(setting['policy'])
-            states: dict = {}
-            ms, frames = 0.0, 0
-            for data in batches:
-                _, recs = self.run_batch(policy, states, {}, copy.deepcopy(data))
-                ms += sum(rec.ms for rec in recs)
-                frames += sum(rec.skipped is None for rec in recs)
-            if r >= int(self.timing['warmup']):
-                per_repeat.append(ms / max(frames, 1))
-        return dict(
-            median_ms=statistics.median(per_repeat),
-            min_ms=min(per_repeat),
-            max_ms=max(per_repeat),
-            repeats=len(per_repeat),
-            warmup=int(self.timing['warmup']),
-            frames=frames,
-            method='model step (stream_step) wall time per frame, fresh streams per repeat, on '
-            'the first batches of the test set, after warm-up; data loading excluded',
-        )
+        for r in range(warmup + repeats):
+            for setting in settings:
+                ms, frames = self._time_once(setting, batches)
+                if r >= warmup:
+                    per_repeat[setting['name']].append(ms)
+        out = {}
+        for name, values in per_repeat.items():
+            out[name] = dict(
+                median_ms=statistics.median(values),
+                min_ms=min(values),
+                max_ms=max(values),
+                repeats=len(values),
+                warmup=warmup,
+                frames=frames,
+                method='model step (stream_step) wall time per frame, fresh streams per repeat, '
+                'on the first batches of the test set, after warm-up, repeats of all settings '
+                'interleaved; data loading excluded',
+            )
+        return out
