@@ -14,15 +14,18 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 from mmengine.runner import Runner  # noqa: E402
 
 from mmvideoeq.utils import register_all_modules  # noqa: E402
-from mmvideoeq.utils.checkpoint import safe_load_checkpoint  # noqa: E402
 from mmvideoeq.utils.cli import (  # noqa: E402
     CLIError,
     add_common_args,
+    check_checkpoint,
+    claim_work_dir,
     cli_main,
     load_config,
     parse_common,
     require_file,
     set_work_dir,
+    setup_launcher,
+    wait_for_fresh_run_folder,
 )
 
 
@@ -50,7 +53,7 @@ def parse_args(argv=None):
 
 def build_cfg(args):
     cfg = load_config(args.config, args.cfg_options)
-    cfg.launcher = args.launcher
+    setup_launcher(cfg, args.launcher)
     set_work_dir(cfg, args.work_dir, args.config)
     if args.amp and cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
@@ -63,8 +66,7 @@ def build_cfg(args):
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        require_file(args.resume, 'checkpoint to resume from')
-        safe_load_checkpoint(args.resume)  # an empty, text, corrupt or unsafe file: one line
+        check_checkpoint(args.resume, 'checkpoint to resume from')  # one line if unusable
         cfg.resume = True
         cfg.load_from = args.resume
     return cfg
@@ -75,15 +77,17 @@ def main():
     args = parse_args()
     register_all_modules(init_default_scope=False)
     cfg = build_cfg(args)
-    if cfg.get('load_from') and not cfg.resume:
-        require_file(cfg.load_from, 'checkpoint in load_from')
-    if 'runner_type' in cfg:
-        from mmvideoeq.registry import RUNNERS
+    if cfg.get('load_from') and not cfg.resume and '://' not in str(cfg.load_from):
+        require_file(cfg.load_from, 'checkpoint in load_from')  # URLs: loaded weights-only
+    with claim_work_dir(cfg.work_dir):
+        wait_for_fresh_run_folder(cfg.work_dir)
+        if 'runner_type' in cfg:
+            from mmvideoeq.registry import RUNNERS
 
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.train()
+            runner = RUNNERS.build(cfg)
+        else:
+            runner = Runner.from_cfg(cfg)
+        runner.train()
 
 
 if __name__ == '__main__':

@@ -50,7 +50,8 @@ val_dataloader = dict(
     batch_size=1,
     num_workers=2,
     persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
+    # whole videos per process, frames in order (the streaming loop carries the state)
+    sampler=dict(type='VideoDistributedSampler'),
     dataset=dict(
         type='CityscapesClipDataset',
         data_root=data_root,

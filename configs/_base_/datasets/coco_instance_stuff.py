@@ -3,7 +3,8 @@
 # stuffthingmaps/{train2017,val2017}/*.png (COCO-stuff label = category id - 1, 255 = unlabeled).
 # CocoInstanceStuffDataset is mmdet's CocoDataset that fails early when masks or stuff maps are
 # missing (see mmvideoeq/datasets/coco_stuff.py). Box and mask AP: mmdet's CocoMetric
-# (pycocotools).
+# (pycocotools), through CocoMetricWithSkips, which leaves out images the dataset could not read
+# (missing, corrupt, or not of their listed size) and counts them.
 dataset_type = 'CocoInstanceStuffDataset'
 data_root = 'data/coco/'
 backend_args = None
@@ -58,7 +59,7 @@ val_dataloader = dict(
 )
 test_dataloader = val_dataloader
 val_evaluator = dict(
-    type='mmdet.CocoMetric',
+    type='CocoMetricWithSkips',
     ann_file=data_root + 'annotations/instances_val2017.json',
     metric=['bbox', 'segm'],
     format_only=False,

@@ -70,7 +70,8 @@ val_dataloader = dict(
     num_workers=2,
     persistent_workers=True,
     drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
+    # whole videos per process, frames in order (the streaming loop carries the state)
+    sampler=dict(type='VideoDistributedSampler'),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,

@@ -1,5 +1,6 @@
+from .coco_metric import CocoMetricWithSkips  # noqa: F401
 from .coco_panoptic_metric import CocoPanopticPQMetric  # noqa: F401
-from .dvps_metric import DepthMetric, DVPQMetric, STQMetric  # noqa: F401
+from .dvps_metric import DVPQMetric, KittiDepthMetric, STQMetric  # noqa: F401
 from .frame_offset import OffsetBuckets, aggregate_by_offset, frame_offsets  # noqa: F401
 from .seg_metric import StreamingIoUMetric  # noqa: F401
 from .vid_metric import VIDMetric  # noqa: F401

@@ -10,10 +10,14 @@ sample (a ``SegDataSample`` as a dict, or a plain dict):
 
 ``process`` keeps a few small per-frame statistics (pair histograms, tube counts, depth sums,
 see the functional modules), never the maps; ``compute_metrics`` orders the frames by
-``(video_id, frame_id)`` and evaluates. Every metric also reports ``offset_curve/<key>`` (the
-frames, or windows starting at frames, of each frame-offset bucket; buckets and offsets as in
-:mod:`.frame_offset`) for the streaming loop's curves. Values are percentages except the depth
-errors (their own units, see :mod:`.depth_metrics`).
+``(video_id, frame_id)`` and evaluates. A frame whose metainfo carries a skip reason
+(:data:`mmvideoeq.structures.SKIP_KEY`: a file the dataset could not read, a diverged solve) is
+left out and counted (``num_skipped_frames``, listed in the log), as in the VID metric; in a
+(D)VPQ window it counts as a frame without labelled pixels, so its neighbours still form
+windows. When every frame is skipped only the counts are returned. Every metric also reports
+``offset_curve/<key>`` (the frames, or windows starting at frames, of each frame-offset bucket;
+buckets and offsets as in :mod:`.frame_offset`) for the streaming loop's curves. Values are
+percentages except the depth errors (their own units, see :mod:`.depth_metrics`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from mmengine.logging import MMLogger
 from mmengine.structures import BaseDataElement
 
 from mmvideoeq.registry import METRICS
+from mmvideoeq.structures import skip_reason
 
 from ..functional import (
     DEPTH_METRICS,
@@ -34,6 +39,7 @@ from ..functional import (
     DepthSums,
     DSTQuality,
     DVPQProtocol,
+    PairCounts,
     STQuality,
     check_panoptic,
     depth_sums,
@@ -44,7 +50,7 @@ from ..functional import (
 )
 from .frame_offset import OffsetBuckets, frame_offsets
 
-__all__ = ['DVPQMetric', 'STQMetric', 'DepthMetric', 'sample_array', 'build_protocol']
+__all__ = ['DVPQMetric', 'STQMetric', 'KittiDepthMetric', 'sample_array', 'build_protocol']
 
 
 def sample_array(sample: Any, key: str) -> np.ndarray | None:
@@ -162,6 +168,25 @@ class _DVPSBase(BaseMetric):
         labels = self.offset_buckets.labels
         return {labels[b]: evaluate(groups[b], offsets) for b in sorted(groups)}
 
+    def _skipped(self, sample: Any) -> bool:
+        """Store a skipped frame's record (its reason) and say whether it was skipped."""
+        reason = skip_reason(sample)
+        if reason is not None:
+            self.results.append(dict(_frame_meta(sample), skipped=reason))
+        return reason is not None
+
+    def _split(self, results: Sequence[dict]) -> tuple[list[dict], dict]:
+        """The evaluated records and the counts; logs the skipped frames."""
+        done = [r for r in results if 'skipped' not in r]
+        skipped = [r for r in results if 'skipped' in r]
+        if skipped:
+            shown = '; '.join(f"{r['name']} ({r['skipped']})" for r in skipped[:10])
+            MMLogger.get_current_instance().warning(
+                f'{type(self).__name__}: {len(skipped)} frame(s) skipped, not evaluated: {shown}'
+                + (' ...' if len(skipped) > 10 else '')
+            )
+        return done, dict(num_frames=len(done), num_skipped_frames=len(skipped))
+
 
 @METRICS.register_module()
 class DVPQMetric(_DVPSBase):
@@ -248,6 +273,8 @@ class DVPQMetric(_DVPSBase):
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         """Store the pair histograms of each frame."""
         for sample in data_samples:
+            if self._skipped(sample):
+                continue
             self.results.append(
                 self.frame_record(
                     sample_array(sample, 'gt_panoptic'),
@@ -260,7 +287,12 @@ class DVPQMetric(_DVPSBase):
 
     def compute_metrics(self, results: list) -> dict:
         """See the class docstring."""
-        records = _ordered(results)
+        done, counts = self._split(results)
+        if not done:
+            return counts
+        empty = PairCounts(*(np.zeros(0, np.int64) for _ in range(3)))
+        no_pixels = {key: empty for key in (None, *map(float, self.protocol.thresholds))}
+        records = _ordered([r if 'pairs' in r else dict(r, pairs=no_pixels) for r in results])
         frames = [r['pairs'] for r in records]
         seqs = [str(r['video_id']) for r in records]
         full = dvpq_from_pairs(frames, seqs, self.protocol)
@@ -268,6 +300,7 @@ class DVPQMetric(_DVPSBase):
         scalars = {k: 100 * v for k, v in full.items() if k != 'stats' and not k.startswith('num_')}
         main = [k for k in ('DVPQ', 'VPQ', 'PQ') if k in scalars]  # first: what loops plot
         out = {k: scalars[k] for k in main + [k for k in scalars if k not in main]}
+        out.update(counts)
         classes = (self.dataset_meta or {}).get('classes') or range(self.protocol.num_classes)
         stats_1 = full['stats'][self.protocol.windows[0], None]
         per_class = pq_summary(
@@ -362,6 +395,8 @@ class STQMetric(_DVPSBase):
         """Store each frame's STQ statistics."""
         acc = self._new()
         for sample in data_samples:
+            if self._skipped(sample):
+                continue
             meta = _frame_meta(sample)
             gt, pred = sample_array(sample, 'gt_panoptic'), sample_array(sample, 'pred_panoptic')
             if gt is None or pred is None:
@@ -388,7 +423,10 @@ class STQMetric(_DVPSBase):
 
     def compute_metrics(self, results: list) -> dict:
         """See the class docstring."""
-        records = _ordered(results)
+        done, counts = self._split(results)
+        if not done:
+            return counts
+        records = _ordered(done)
         res = self._evaluate(records)
         keys = ['STQ', 'AQ', 'IoU']
         if self.depth_thresholds is not None:
@@ -396,6 +434,7 @@ class STQMetric(_DVPSBase):
                 f'{m}@{t:g}' for t in self.depth_thresholds for m in ('DSTQ', 'DQ')
             ]
         out = {k: 100 * float(res[k]) for k in keys}
+        out.update(counts)
         curves = self._by_offset(
             records, lambda pos, _: (self._evaluate([records[i] for i in pos]), len(pos))
         )
@@ -407,8 +446,14 @@ class STQMetric(_DVPSBase):
 
 
 @METRICS.register_module()
-class DepthMetric(_DVPSBase):
+class KittiDepthMetric(_DVPSBase):
     """Depth errors (KITTI devkit and Eigen et al., see :mod:`.depth_metrics`) by frame offset.
+
+    Not mmseg's ``DepthMetric`` (a different metric under the name this project used to
+    register): mmseg's reads ``gt_depth_map`` / ``pred_depth_map``, keeps every valid pixel of
+    every image until the end, and computes another ``silog`` (``sqrt(mean(e^2) -
+    0.5 mean(e)^2)``, not the KITTI devkit's x100 value) and Eigen's ``sq_rel`` only; it has no
+    ``irmse``, no pooled-pixel reduction (deeplab2's DSTQ inliers) and no frame offsets.
 
     Args:
         reductions (Sequence[str]): ``'image'`` (per image, then the mean over images: the KITTI
@@ -444,19 +489,23 @@ class DepthMetric(_DVPSBase):
         """Check one frame and keep its :class:`DepthSums` (as a dict)."""
         name = meta.get('name', '?')
         if gt_depth is None or pred_depth is None:
-            raise KeyError(f'{name}: DepthMetric needs gt_depth and pred_depth')
+            raise KeyError(f'{name}: KittiDepthMetric needs gt_depth and pred_depth')
         if self.gt_max_depth is not None:
             gt_depth = np.where(gt_depth > self.gt_max_depth, 0, gt_depth)
         return dict(meta, sums=depth_sums(gt_depth, pred_depth, name=name).as_dict())
 
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
-        """Store each frame's depth sums."""
+        """Store each frame's depth sums; errors name ``pred_depth_path`` when the sample has
+        it (a prediction folder), else the frame."""
         for sample in data_samples:
+            if self._skipped(sample):
+                continue
+            meta = _frame_meta(sample)
+            if sample.get('pred_depth_path'):
+                meta['name'] = str(sample['pred_depth_path'])
             self.results.append(
                 self.frame_record(
-                    sample_array(sample, 'gt_depth'),
-                    sample_array(sample, 'pred_depth'),
-                    **_frame_meta(sample),
+                    sample_array(sample, 'gt_depth'), sample_array(sample, 'pred_depth'), **meta
                 )
             )
 
@@ -470,8 +519,11 @@ class DepthMetric(_DVPSBase):
 
     def compute_metrics(self, results: list) -> dict:
         """See the class docstring."""
-        records = _ordered(results)
-        out = self._evaluate(records)
+        done, counts = self._split(results)
+        if not done:
+            return counts
+        records = _ordered(done)
+        out = dict(self._evaluate(records), **counts)
         curves = self._by_offset(
             records, lambda pos, _: (self._evaluate([records[i] for i in pos]), len(pos))
         )

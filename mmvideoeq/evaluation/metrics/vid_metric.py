@@ -17,7 +17,10 @@ here, because mmdet lacks it:
   every image of ``ann_file`` (a frame without a result counts as all misses); here only the
   frames that were processed are evaluated;
 * class matching by name (mmdet maps ``dataset_meta['classes']`` to category ids in file order);
-* the unrounded COCO statistics next to mmdet's 3-decimal values (``exact/bbox_mAP_50`` ...).
+* the unrounded COCO statistics next to mmdet's 3-decimal values (``exact/bbox_mAP_50`` ...):
+  ``CocoMetric.compute_metrics`` keeps no handle on its ``COCOeval``, so the same evaluation
+  (same detections, ``catIds``, ``imgIds``, ``maxDets``, ``iouThrs``) is run once more with
+  pycocotools and its ``stats`` are reported.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-import mmdet.evaluation.metrics.coco_metric as coco_metric_module
 import numpy as np
 import torch
 from mmdet.datasets.api_wrappers import COCO, COCOeval
@@ -48,25 +50,6 @@ __all__ = ['VIDMetric']
 
 _VIDEO_KEYS = ('video_data_samples', '_video_data_samples')
 _STAT_NAMES = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
-
-
-@contextlib.contextmanager
-def _recorded_cocoeval():
-    """Keep the ``COCOeval`` that mmdet's ``CocoMetric.compute_metrics`` creates (it only
-    returns rounded values and keeps no handle on it): yields the list it is appended to."""
-    seen: list = []
-    base = coco_metric_module.COCOeval
-
-    class Recorded(base):
-        def summarize(self):
-            super().summarize()
-            seen.append(self)
-
-    coco_metric_module.COCOeval = Recorded
-    try:
-        yield seen
-    finally:
-        coco_metric_module.COCOeval = base
 
 
 class _FrameRecordMetric(CocoMetric):
@@ -303,17 +286,19 @@ class VIDMetric(CocoVideoMetric, _FrameRecordMetric):
         if not done:
             logger.error('VIDMetric: no frame could be evaluated')
             return metrics
-        with _recorded_cocoeval() as evals:
-            metrics.update(CocoMetric.compute_metrics(self, [(r['gt'], r['pred']) for r in done]))
-        if evals:  # mmdet rounds to 3 decimals; the exact values for reports
-            metrics.update(
-                {f'exact/bbox_{n}': float(v) for n, v in zip(_STAT_NAMES, evals[-1].stats)}
-            )
+        metrics.update(CocoMetric.compute_metrics(self, [(r['gt'], r['pred']) for r in done]))
         if self.format_only:
             return metrics
 
         coco_dt = self._detections([r['pred'] for r in done])
-        if 'bbox_mAP_50' not in metrics:  # CocoMetric gives up when there is no detection at all
+        if coco_dt.getAnnIds():  # mmdet rounds to 3 decimals; the exact values for reports
+            coco_eval = self._coco_eval(coco_dt, self.img_ids, self.iou_thrs)
+            with contextlib.redirect_stdout(io.StringIO()):
+                coco_eval.summarize()
+            metrics.update(
+                {f'exact/bbox_{n}': float(v) for n, v in zip(_STAT_NAMES, coco_eval.stats)}
+            )
+        else:  # CocoMetric gives up when there is no detection at all
             metrics['bbox_mAP_50'] = round(self._ap50(coco_dt, self.img_ids), 3)
         if self.offset_buckets is not None:
             metrics.update(self._offset_curve(done, skipped, coco_dt, logger))
@@ -387,16 +372,22 @@ class VIDMetric(CocoVideoMetric, _FrameRecordMetric):
             coco_dt.createIndex()
         return coco_dt
 
-    def _ap50(self, coco_dt: COCO, img_ids: list) -> float:
-        """pycocotools AP at IoU 0.5, area ``all``, ``maxDets`` = ``proposal_nums[2]``."""
+    def _coco_eval(self, coco_dt: COCO, img_ids: list, iou_thrs) -> COCOeval:
+        """pycocotools' ``bbox`` evaluation (evaluated and accumulated) with mmdet
+        ``CocoMetric``'s parameters on the frames ``img_ids``."""
         coco_eval = COCOeval(self._coco_api, coco_dt, 'bbox')
         coco_eval.params.catIds = self.cat_ids
         coco_eval.params.imgIds = list(img_ids)
         coco_eval.params.maxDets = list(self.proposal_nums)
-        coco_eval.params.iouThrs = np.array([0.5])
+        coco_eval.params.iouThrs = np.asarray(iou_thrs, np.float64)
         with contextlib.redirect_stdout(io.StringIO()):
             coco_eval.evaluate()
             coco_eval.accumulate()
+        return coco_eval
+
+    def _ap50(self, coco_dt: COCO, img_ids: list) -> float:
+        """pycocotools AP at IoU 0.5, area ``all``, ``maxDets`` = ``proposal_nums[2]``."""
+        coco_eval = self._coco_eval(coco_dt, img_ids, [0.5])
         # precision: (iou, recall, class, area range, max dets); as COCOeval.summarize's stats[1]
         precision = coco_eval.eval['precision'][0, :, :, 0, 2]
         precision = precision[precision > -1]
