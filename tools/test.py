@@ -12,6 +12,8 @@ Examples:
     python tools/test.py CONFIG CKPT
     python tools/test.py CONFIG CKPT --streaming --iters 1 2 4 8
     python tools/test.py CONFIG CKPT --streaming --iters 8 --budget adaptive --tol 1e-2
+    python tools/test.py CONFIG CKPT --streaming --realtime-fps 10 30 60 [--eta 0]
+        [--latency-table FILE]     # streaming AP of every setting, played back in real time
 """
 
 import argparse
@@ -34,6 +36,7 @@ from mmvideoeq.utils.cli import (  # noqa: E402
     keep_run_results,
     load_config,
     parse_common,
+    require_file,
     set_work_dir,
     settings_without_metric,
     setup_launcher,
@@ -116,6 +119,36 @@ def parse_args(argv=None):
         default=None,
         help='response to a detected shot change',
     )
+    rt = parser.add_argument_group('real-time simulation (streaming AP, with --streaming)')
+    rt.add_argument(
+        '--realtime-fps',
+        type=float,
+        nargs='+',
+        default=None,
+        help='play every setting back in real time at these frame rates and report streaming '
+        'AP (sAP, sAP@50, in_time/miss/mismatch) next to offline AP, plus the deadline scheduler',
+    )
+    rt.add_argument(
+        '--eta',
+        type=float,
+        default=None,
+        help='answer ground-truth frame i at (i - eta) / fps: 0 (default) when it arrives, -1 '
+        'until the next frame arrives',
+    )
+    rt.add_argument(
+        '--latency-table',
+        default=None,
+        help='latency table JSON (ms per frame of each setting, e.g. measured on a GPU) to use '
+        'instead of the latencies measured in this run',
+    )
+    rt.add_argument(
+        '--realtime-latency',
+        choices=['auto', 'trace', 'median', 'timing'],
+        default=None,
+        help="measured latency of a frame: its own (trace), its setting's median, or the "
+        "setting's timing repeats (timing); auto (default): timing for a fixed budget, trace "
+        'where the cost varies',
+    )
     return parse_common(parser, argv)
 
 
@@ -143,6 +176,22 @@ def apply_streaming_args(cfg, args) -> None:
     ):
         if value is not None:
             loop[key] = value
+    if args.realtime_fps is not None:
+        if any(f <= 0 for f in args.realtime_fps):
+            raise CLIError(f'--realtime-fps must be positive frame rates, got {args.realtime_fps}')
+        realtime = dict(loop.get('realtime') or {}, fps=list(args.realtime_fps))
+        if args.latency_table is not None:
+            require_file(args.latency_table, 'latency table')
+        for key, value in (
+            ('eta', args.eta),
+            ('latency_table', args.latency_table),
+            ('latency', args.realtime_latency),
+        ):
+            if value is not None:
+                realtime[key] = value
+        loop['realtime'] = realtime
+    elif any(v is not None for v in (args.eta, args.latency_table, args.realtime_latency)):
+        raise CLIError('--eta/--latency-table/--realtime-latency need --realtime-fps')
     cfg.test_cfg = loop
 
 
@@ -195,6 +244,8 @@ def main():
         apply_streaming_args(cfg, args)
     elif any(v for v in (args.iters, args.no_warm_start, args.init, args.budget)):
         raise CLIError('--iters/--no-warm-start/--init/--budget need --streaming')
+    elif args.realtime_fps is not None:
+        raise CLIError('--realtime-fps needs --streaming')
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):

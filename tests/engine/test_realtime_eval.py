@@ -155,6 +155,20 @@ def test_latency_table_and_median_give_constant_workers(tmp_path):
     sweep = RealtimeSweep(fps=[10], latency='median', scheduler=False)
     sweep.add(dict(name='cold@1', iters=1, warm=False), _logs(lambda v, t: 100.0 + t))
     assert sweep.constant_ms('cold@1') == 102.0  # median of 100..105, 100..103
+    # 'auto': a fixed budget's cost is constant: its timing repeats plus the pre-processing
+    fixed = dict(name='stream@1', iters=1, warm=True, policy=dict(budget=dict(type='FixedBudget')))
+    sweep = RealtimeSweep(fps=[10], scheduler=False)
+    logs = _logs(lambda v, t: 100.0 + t)
+    for log in logs:
+        log.pre_ms = 2.0
+    sweep.add(fixed, logs)
+    assert sweep.source('stream@1') == 'median'  # no timing repeats yet
+    sweep.set_timing('stream@1', dict(median_ms=40.0))
+    assert (sweep.source('stream@1'), sweep.constant_ms('stream@1')) == ('timing', 42.0)
+    adaptive = dict(fixed, name='stream@4', policy=dict(budget=dict(type='AdaptiveBudget')))
+    sweep.add(adaptive, logs)
+    sweep.set_timing('stream@4', dict(median_ms=40.0))
+    assert sweep.source('stream@4') == 'trace'  # its cost varies frame to frame
     with pytest.raises(KeyError, match="no entry 'full'"):
         RealtimeSweep(fps=[10], latency_table=str(path)).constant_ms('full')
 

@@ -7,11 +7,15 @@ pairing of github ``mtli/sAP``, :mod:`mmvideoeq.streaming.realtime` and
 one worker takes the latest frame whenever it is free and spends the frame's latency on it; every
 ground-truth frame is scored with the latest output finished by its time, with COCO AP.
 
-* **Latency** of a frame: ``'trace'`` (default), what the accuracy pass measured on that frame
-  (the model step plus its share of the batch's pre-processing); ``'median'``, one constant per
-  setting (the median of those); or a
-  :class:`~mmvideoeq.streaming.realtime.LatencyTable` file (measured on another device), looked
-  up by setting name (``stream@4``, ``cold@4``, ``full``).
+* **Latency** of a frame, measured by the loop (the model step plus its share of the batch's
+  pre-processing; data loading excluded): ``'trace'``, what the accuracy pass measured on that
+  very frame; ``'median'``, the median of those per setting; ``'timing'``, the setting's
+  timing repeats (median, after warm-up, interleaved with the other settings) plus the median
+  pre-processing; ``'auto'`` (default): ``'timing'`` (else ``'median'``) for a setting whose
+  cost per frame is constant by design (a fixed budget, the full solve), ``'trace'`` where it
+  varies (an adaptive or time budget). Or a :class:`~mmvideoeq.streaming.realtime.LatencyTable`
+  file (measured on another device), one constant per setting name (``stream@4``, ``cold@4``,
+  ``full``).
 * **Which predictions**: a frame the worker takes is processed by a stream that skipped the
   frames in between. With ``replay`` (default) the warm settings (``stream@M``) are re-run on
   exactly the frames taken, each warm-started from the previous frame *taken* (the driver's
@@ -21,10 +25,10 @@ ground-truth frame is scored with the latest output finished by its time, with C
   frame, even when a real-time worker skipped it).
 * **deadline**: with ``scheduler`` and at least one ``stream@M`` setting, the
   :class:`~mmvideoeq.streaming.DeadlineBudget` picks each frame's ``M`` among the swept ones (its
-  estimate of ``M``'s latency: the median of ``stream@M``'s frames, or its table entry) or skips
-  the frame; each
-  frame then takes the latency ``stream@M`` measured on it (:class:`~mmvideoeq.streaming.
-  ScheduledLatency`), and the stream is replayed with those budgets.
+  estimate of ``M``'s latency: ``stream@M``'s constant latency) or skips the frame; each frame
+  then takes the latency of ``stream@M`` (on that frame, with ``'trace'``;
+  :class:`~mmvideoeq.streaming.ScheduledLatency`), and the stream is replayed with those
+  budgets.
 * ``AP`` (``fps`` ``inf``): the same scorer with every frame answered by its own prediction (the
   offline AP under the sAP protocol's COCO settings, to set the sAP beside).
 
@@ -42,9 +46,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+from mmengine.dist import all_gather_object, get_world_size
 
 from mmvideoeq.evaluation.functional.streaming_ap import StreamingAPResult, coco_streaming_ap
-from mmvideoeq.streaming import DeadlineBudget, ScheduledLatency
+from mmvideoeq.streaming import (
+    DeadlineBudget,
+    FixedBudget,
+    ScheduledLatency,
+    StreamFrame,
+    StreamPolicy,
+    run_stream,
+)
 from mmvideoeq.streaming.realtime import (
     LatencyModel,
     LatencyTable,
@@ -53,10 +66,21 @@ from mmvideoeq.streaming.realtime import (
     simulate_realtime,
 )
 from mmvideoeq.streaming.record import SequenceRecord
+from mmvideoeq.structures import SKIP_KEY
 
-__all__ = ['FrameLog', 'RealtimeSweep', 'LATENCY_SOURCES', 'detection_ground_truth']
+__all__ = [
+    'FrameLog',
+    'RealtimeSweep',
+    'LATENCY_SOURCES',
+    'detection_ground_truth',
+    'prediction_of',
+    'frame_logs',
+    'replay_stream',
+]
 
-LATENCY_SOURCES = ('trace', 'median')
+LATENCY_SOURCES = ('auto', 'trace', 'median', 'timing')
+#: Budgets whose cost per frame is constant by design (``'auto'`` uses their timing repeats).
+_CONSTANT_COST = ('FixedBudget', 'FullSolve')
 #: ``replay(setting, plan) -> predictions``: run a setting's stream on the planned frames only.
 #: ``plan``: video -> {frame index: steps M for that frame, or None for the setting's budget};
 #: returns video -> {frame index: prediction (bboxes, scores, labels) or None}.
@@ -72,6 +96,7 @@ class FrameLog:
         index: Its position in the video (0-based, arrival order).
         img_id: Its image id in the ground truth.
         ms: What it cost (ms): the model step and its share of the pre-processing.
+        pre_ms: That share of the pre-processing (ms).
         pred: ``(bboxes (N, 4) x1 y1 x2 y2, scores (N,), labels (N,))`` numpy arrays (labels:
             class indices), or ``None`` (the frame was not processed).
     """
@@ -81,6 +106,7 @@ class FrameLog:
     img_id: int
     ms: float
     pred: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    pre_ms: float = 0.0
 
 
 def detection_ground_truth(metrics: Sequence[Any]) -> tuple[Any, list[int]] | None:
@@ -105,6 +131,33 @@ def prediction_of(sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | No
     return out[0].reshape(-1, 4), out[1].reshape(-1), out[2].reshape(-1)
 
 
+def frame_logs(preds: list, recs: list, arrivals: dict, pre_ms: float) -> list[FrameLog]:
+    """The batch's frames for the real-time simulation: arrival index in their video,
+    image id, ms (the model step and a share of the batch's pre-processing), detections."""
+    logs = []
+    for pred, rec in zip(preds, recs):
+        img_id = pred.metainfo.get('img_id')
+        if img_id is None:
+            raise ValueError(
+                f'frame {rec.frame_id} of video {rec.video_id!r} has no img_id in its '
+                "metainfo: the real-time simulation pairs frames with the ground truth's "
+                "images; keep img_id in PackDetInputs' meta_keys"
+            )
+        index = arrivals[rec.video_id] = arrivals.get(rec.video_id, -1) + 1
+        done = rec.skipped is None
+        logs.append(
+            FrameLog(
+                rec.video_id,
+                index,
+                int(img_id),
+                rec.ms + pre_ms / len(recs),
+                prediction_of(pred) if done else None,
+                pre_ms / len(recs),
+            )
+        )
+    return logs
+
+
 _EMPTY = (np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64))
 
 
@@ -114,7 +167,7 @@ class RealtimeSweep:
     Args:
         fps: Frame rates to simulate.
         eta: The pairing's ``eta`` (0: frame ``i`` is answered when it arrives).
-        latency: ``'trace'`` or ``'median'`` (see the module docstring).
+        latency: ``'auto'``, ``'trace'``, ``'median'`` or ``'timing'`` (module docstring).
         latency_table: A latency table file; given, it replaces the measured latencies.
         replay: Re-run the warm settings on the frames the worker takes.
         scheduler: Add the ``deadline`` setting.
@@ -126,7 +179,7 @@ class RealtimeSweep:
         *,
         fps: Sequence[float],
         eta: float = 0.0,
-        latency: str = 'trace',
+        latency: str = 'auto',
         latency_table: str | None = None,
         replay: bool = True,
         scheduler: bool = True,
@@ -151,10 +204,14 @@ class RealtimeSweep:
         self.settings: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ collection
-    def add(self, setting: dict, logs: Sequence[FrameLog], timing: dict | None = None) -> None:
-        """Record a setting's frames (its accuracy pass) and its timing summary."""
+    def add(self, setting: dict, logs: Sequence[FrameLog]) -> None:
+        """Record a setting's frames (its accuracy pass)."""
         self.frames[setting['name']] = list(logs)
-        self.settings[setting['name']] = dict(setting, timing=timing)
+        self.settings[setting['name']] = dict(setting, timing=None)
+
+    def set_timing(self, name: str, timing: dict) -> None:
+        """The setting's timing repeats (``median_ms`` of the model step)."""
+        self.settings[name]['timing'] = timing
 
     def videos(self, name: str) -> dict[Any, list[FrameLog]]:
         """The setting's frames by video, in arrival order (indices 0, 1, ... checked)."""
@@ -171,24 +228,53 @@ class RealtimeSweep:
         return out
 
     # ------------------------------------------------------------------ latency
-    def constant_ms(self, name: str) -> float:
-        """The setting's one latency: the table entry, else the median of its frames."""
+    def source(self, name: str) -> str:
+        """Where the latency of setting ``name`` comes from: ``'table'``, ``'trace'``,
+        ``'median'`` or ``'timing'`` (``'auto'`` resolved)."""
         if self.table is not None:
+            return 'table'
+        setting = self.settings[name]
+        if self.latency != 'auto':
+            src = self.latency
+        else:
+            budget = (setting.get('policy') or {}).get('budget') or {}
+            constant = isinstance(budget, dict) and budget.get('type') in _CONSTANT_COST
+            src = 'timing' if constant else 'trace'
+        if src == 'timing' and not setting.get('timing'):
+            src = 'median'  # no timing repeats ran
+        return src
+
+    def constant_ms(self, name: str) -> float:
+        """The setting's one latency: the table entry, its timing median plus the median
+        pre-processing (``'timing'``), else the median of its frames."""
+        src = self.source(name)
+        if src == 'table':
             return self.table.get(name)
-        done = [f.ms for f in self.frames[name] if f.pred is not None]
-        return statistics.median(done) if done else 0.0
+        done = [f for f in self.frames[name] if f.pred is not None]
+        if src == 'timing':
+            pre = statistics.median([f.pre_ms for f in done]) if done else 0.0
+            return float(self.settings[name]['timing']['median_ms']) + pre
+        return statistics.median([f.ms for f in done]) if done else 0.0
 
     def latency_model(self, name: str) -> LatencyModel:
         """The worker of setting ``name``: per-frame trace, or one constant."""
-        if self.table is not None or self.latency == 'median':
-            source = 'table' if self.table is not None else 'median'
-            return SequentialLatency(self.constant_ms(name), name=f'{name} ({source})')
-        fill = self.constant_ms(name)  # a frame that was not processed costs a typical one
-        traces = [
-            [f.ms if f.pred is not None else fill for f in logs]
-            for logs in self.videos(name).values()
-        ]
+        lat = self.latency_record(name)
+        if not isinstance(lat, dict):
+            return SequentialLatency(lat, name=f'{name} ({self.source(name)})')
+        traces = list(lat.values())
         return SequentialLatency(traces, per_sequence=True, name=f'{name} (measured per frame)')
+
+    def latency_record(self, name: str) -> float | dict[str, list[float]]:
+        """The latencies the simulation of ``name`` uses (for results.json): the constant, or
+        per video the ms of every frame."""
+        if self.source(name) != 'trace':
+            return self.constant_ms(name)
+        done = [f.ms for f in self.frames[name] if f.pred is not None]
+        fill = statistics.median(done) if done else 0.0  # an unprocessed frame: a typical one
+        return {
+            str(vid): [f.ms if f.pred is not None else fill for f in logs]
+            for vid, logs in self.videos(name).items()
+        }
 
     # ------------------------------------------------------------------ scoring
     def _score(
@@ -259,6 +345,8 @@ class RealtimeSweep:
         for name, setting in self.settings.items():
             offline = self.offline(gt, name)
             entry = out['settings'][name] = dict(offline=offline and offline.as_dict(False))
+            entry['latency_ms'] = self.latency_record(name)
+            entry['latency_source'] = self.source(name)
             entry['fps'] = {}
             for fps in self.fps:
                 model = self.latency_model(name)
@@ -340,3 +428,52 @@ class RealtimeSweep:
 
 def _key(fps: float) -> str:
     return f'{fps:g}'
+
+
+@torch.no_grad()
+def replay_stream(
+    model: Any, dataloader: Any, setting: dict, plan: dict[Any, dict[int, int | None]]
+) -> dict[Any, dict[int, Any]]:
+    """Run a setting's stream on the planned frames only (a :data:`ReplayFn` for a loop).
+
+    Walks ``dataloader`` in order and streams, per video, the frames whose arrival index is in
+    ``plan[video]``, each warm-started from the previous frame *processed* (the policy's gap
+    reset is off: the frames in between were skipped by the real-time worker, not lost), with
+    ``FixedBudget(M)`` where the plan gives ``M``. With several processes each replays its own
+    videos and the predictions are gathered.
+
+    Returns:
+        dict: video -> {frame index: ``(bboxes, scores, labels)`` or None}.
+    """
+    policy = StreamPolicy.from_cfg(dict(setting['policy'], gap_response='continue', max_history=0))
+    states: dict = {}
+    positions: dict[Any, int] = {}
+    out: dict[Any, dict[int, Any]] = {}
+    for data_batch in dataloader:
+        data = model.data_preprocessor(data_batch, False)
+        for i, sample in enumerate(data['data_samples']):
+            meta = sample.metainfo
+            vid = meta['video_id']
+            j = positions[vid] = positions.get(vid, -1) + 1
+            todo = plan.get(vid)
+            if todo is None or j not in todo:
+                continue
+            if todo[j] is not None:
+                policy.budget = FixedBudget(todo[j])
+            frame = StreamFrame(
+                data['inputs'][i : i + 1], vid, meta['frame_id'], payload=sample,
+                skip=meta.get(SKIP_KEY),
+            )  # fmt: skip
+            run = run_stream(
+                model.stream_step, [frame], policy, states=states,
+                zeros_like_fn=model.stream_zero_state,
+            )  # fmt: skip
+            pred = run.outputs[0]
+            out.setdefault(vid, {})[j] = None if pred is None else prediction_of(pred)
+    if get_world_size() > 1:
+        merged: dict[Any, dict[int, Any]] = {}
+        for part in all_gather_object(out):
+            for vid, preds in part.items():
+                merged.setdefault(vid, {}).update(preds)
+        out = merged
+    return out

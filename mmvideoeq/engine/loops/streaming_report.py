@@ -7,7 +7,15 @@ list of skipped and diverged frames with their reasons. Plots:
 
 * ``accuracy_vs_cost.png``: the first scalar metric against evaluations of ``f`` per frame and
   against ms per frame, streamed vs cold vs full solve, each point labelled with its frames;
-* ``curves.png``: the first by-frame-offset curve of the streamed settings and the full solve.
+* ``curves.png``: the first by-frame-offset curve of the streamed settings and the full solve;
+* ``sap_vs_fps.png`` (with the real-time simulation): streaming AP of every setting against the
+  frame rate, the offline AP beside it.
+
+With the real-time simulation, ``results.json`` has a ``realtime`` section
+(:meth:`~.realtime_eval.RealtimeSweep.run`): per setting the offline AP of the sAP scorer, the
+latencies used and, per frame rate, sAP and the COCO statistics, ``in_time``/``miss``/
+``mismatch``, and per video the simulated trace (input frame, start and finish of every output);
+the ``deadline`` setting adds its decisions; ``best_fixed`` names the best setting per rate.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import json
 import math
 import os
 import os.path as osp
+import statistics
 from typing import Any
 
 __all__ = ['StreamingReport']
@@ -107,19 +116,28 @@ class StreamingReport:
         return self.json_path
 
     def flat_metrics(self) -> dict[str, float]:
-        """``<setting>/<metric>`` for every scalar metric."""
-        return {
+        """``<setting>/<metric>`` for every scalar metric, and ``<setting>/sAP@<fps>fps``,
+        ``<setting>/sAP_50@<fps>fps`` of the real-time simulation."""
+        flat = {
             f'{name}/{k}': v
             for name, res in self.data['settings'].items()
             for k, v in res['metrics'].items()
             if isinstance(v, (int, float))
         }
+        for name, res in ((self.data.get('realtime') or {}).get('settings') or {}).items():
+            for fps, r in res['fps'].items():
+                if r:
+                    flat[f'{name}/sAP@{fps}fps'] = r['sAP']
+                    flat[f'{name}/sAP_50@{fps}fps'] = r['sAP_50']
+        return flat
 
     def finish(self, logger, plot: bool = True) -> None:
         """Mark the report done, write it, log the table and problems, draw the plots."""
         self.data['status'] = 'done'
         self.write_json()
         logger.info('\n' + self.format_table())
+        if self.data.get('realtime'):
+            logger.info('\n' + self.format_realtime_table())
         for name, res in self.data['settings'].items():
             for key, what in (('skipped', 'skipped (not evaluated)'), ('diverged', 'diverged')):
                 if res[key]:
@@ -130,7 +148,7 @@ class StreamingReport:
                     )
                     logger.warning(f'{name}: {len(res[key])} frame(s) {what}: {shown}')
         if plot:
-            for path in (self.plot_cost(), self.plot_curves()):
+            for path in (self.plot_cost(), self.plot_curves(), self.plot_sap()):
                 if path:
                     logger.info(f'plot written to {path}')
         logger.info(f'streaming results written to {self.json_path}')
@@ -170,6 +188,52 @@ class StreamingReport:
             else 'mean of the accuracy pass'
         )
         return '\n'.join([title, line(head), sep, *map(line, rows)])
+
+    def format_realtime_table(self) -> str:
+        """One row per setting: offline AP and AP@50 of the sAP scorer, ms per frame, then per
+        frame rate sAP, sAP@50 and in_time / miss / mismatch; then the best setting per rate."""
+        rt = self.data['realtime']
+        head = ['setting', 'AP', 'AP@50', 'ms/frame']
+        for fps in rt['fps']:
+            head += [f'{fps:g} fps: sAP', 'sAP@50', 'in time/miss/mismatch']
+        rows = []
+        for name, res in rt['settings'].items():
+            off, lat = res.get('offline'), res.get('latency_ms')
+            if isinstance(lat, dict):
+                lat = statistics.median(v for trace in lat.values() for v in trace)
+            row = [name]
+            row += [f"{off['sAP']:.4f}", f"{off['sAP_50']:.4f}"] if off else ['-', '-']
+            row.append('-' if lat is None else f'{lat:.1f}')
+            for fps in rt['fps']:
+                r = res['fps'].get(f'{fps:g}')
+                c = r['counts'] if r else None
+                row += (
+                    [f"{r['sAP']:.4f}", f"{r['sAP_50']:.4f}"]
+                    + [f"{c['in_time']}/{c['miss']}/{c['mismatch']}"]
+                    if r
+                    else ['-'] * 3
+                )
+            rows.append(row)
+        widths = [max(len(str(r[c])) for r in [head, *rows]) for c in range(len(head))]
+        line = lambda r: '| ' + ' | '.join(str(x).ljust(w) for x, w in zip(r, widths)) + ' |'
+        sep = '|' + '|'.join('-' * (w + 2) for w in widths) + '|'
+        title = (
+            f"real time: eta {rt['eta']:g}, latency {rt['latency']}, warm settings "
+            f"{'replayed on the frames taken' if rt['replay'] else 'from the accuracy pass'}; "
+            f"COCO maxDets {rt['max_dets']}; AP: every frame answered by its own prediction"
+        )
+        notes = []
+        for fps, best in rt.get('best_fixed', {}).items():
+            note = f"{fps} fps: best fixed setting {best['setting']} (sAP {best['sAP']:.4f})"
+            d = rt['settings'].get('deadline', {}).get('fps', {}).get(fps)
+            if d:
+                note += (
+                    f"; deadline scheduler sAP {d['sAP']:.4f} "
+                    f"({'beats' if d['beats_best_fixed'] else 'does not beat'} it; budgets "
+                    f"{d['budgets']}, {d['skipped_by_scheduler']} frames skipped)"
+                )
+            notes.append(note)
+        return '\n'.join([title, line(head), sep, *map(line, rows), *notes])
 
     # ------------------------------------------------------------------ plots
     @staticmethod
@@ -252,6 +316,43 @@ class StreamingReport:
         )
         fig.tight_layout()
         path = osp.join(self.out_dir, 'accuracy_vs_cost.png')
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+    def plot_sap(self) -> str | None:
+        """Streaming AP against the frame rate per setting; offline AP as the fps=inf end."""
+        rt = self.data.get('realtime')
+        if not rt or not rt.get('settings'):
+            return None
+        plt = self._pyplot()
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, key, label in zip(axes, ('sAP', 'sAP_50'), ('sAP', 'sAP@50')):
+            for name, res in rt['settings'].items():
+                pts = [(f, res['fps'].get(f'{f:g}')) for f in rt['fps']]
+                pts = [(f, r[key]) for f, r in pts if r]
+                if not pts:
+                    continue
+                style = (
+                    '-s' if name == 'deadline' else ('-o' if name.startswith('stream') else '--^')
+                )
+                (h,) = ax.plot(*zip(*pts), style, ms=4, label=name)
+                if res.get('offline'):
+                    ax.axhline(res['offline'][key], color=h.get_color(), ls=':', lw=0.8)
+            ax.set_xscale('log')
+            ax.set_xticks(rt['fps'])
+            ax.set_xticklabels([f'{f:g}' for f in rt['fps']])
+            ax.set_xlabel('frame rate (fps)')
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7, ncol=2)
+        fig.suptitle(
+            f"streaming AP vs frame rate (eta {rt['eta']:g}, latency {rt['latency']}); dotted: "
+            'offline AP of each setting',
+            fontsize=9,
+        )
+        fig.tight_layout()
+        path = osp.join(self.out_dir, 'sap_vs_fps.png')
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return path

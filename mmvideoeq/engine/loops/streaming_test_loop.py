@@ -21,6 +21,10 @@ warm-up and repeats, the settings' repeats interleaved. Results go to
 readable); a table goes to the log and plots to
 ``accuracy_vs_cost.png`` and ``curves.png`` (:mod:`.streaming_report`).
 
+With ``realtime`` (``tools/test.py --realtime-fps``) every setting is then played back in real
+time at the given frame rates and scored with streaming AP next to its offline AP
+(:mod:`.realtime_eval`); the ``deadline`` setting adds the deadline scheduler.
+
 Frames the dataset could not load (metainfo ``eval_skip_reason``, set by the datasets' safe
 loading) are not solved: the policy records them as skipped and the stream continues (or
 restarts, ``skip_response``); frames whose solve diverged are flagged and left out of the
@@ -33,10 +37,16 @@ import copy
 import os
 import os.path as osp
 import statistics
+import time
 from typing import Any, Sequence
 
 import torch
-from mmengine.dist import all_gather_object, get_world_size, is_main_process
+from mmengine.dist import (
+    all_gather_object,
+    broadcast_object_list,
+    get_world_size,
+    is_main_process,
+)
 from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, autocast
 from mmengine.utils import ProgressBar
@@ -59,6 +69,12 @@ from mmvideoeq.structures import (
     STREAM_SETTING_KEY,
 )
 
+from .realtime_eval import (
+    RealtimeSweep,
+    detection_ground_truth,
+    frame_logs,
+    replay_stream,
+)
 from .streaming_report import StreamingReport
 
 BUDGETS = ('fixed', 'adaptive', 'time')
@@ -112,6 +128,10 @@ class StreamingTestLoop(BaseLoop):
         out_dir: Where results go (default ``<work_dir>/streaming``).
         plot: Write the plots.
         fp16: Run under autocast.
+        realtime: Simulate every setting in real time (streaming AP): ``dict(fps=[30],
+            eta=0.0, latency='auto' | 'trace' | 'median' | 'timing', latency_table=None,
+            replay=True, scheduler=True, max_dets=(100, 300, 1000))``, see
+            :class:`~.realtime_eval.RealtimeSweep`; ``None``: off.
     """
 
     def __init__(
@@ -138,6 +158,7 @@ class StreamingTestLoop(BaseLoop):
         out_dir: str | None = None,
         plot: bool = True,
         fp16: bool = False,
+        realtime: dict | None = None,
     ) -> None:
         super().__init__(runner, dataloader)
         self.evaluator = (
@@ -173,6 +194,11 @@ class StreamingTestLoop(BaseLoop):
         self.out_dir = out_dir
         self.plot = plot
         self.fp16 = fp16
+        if realtime is not None and not isinstance(realtime, dict):
+            raise TypeError(f'realtime must be a dict of RealtimeSweep arguments, got {realtime!r}')
+        if realtime is not None and budget != 'fixed' and realtime.get('scheduler', True):
+            realtime = dict(realtime, scheduler=False)  # it chooses among fixed budgets M
+        self.realtime = None if realtime is None else RealtimeSweep(**realtime)
 
     @property
     def model(self):
@@ -268,6 +294,10 @@ class StreamingTestLoop(BaseLoop):
         if getattr(self, '_timing_batches', None):
             for name, timing in self.time_settings(settings, self._timing_batches).items():
                 report.data['settings'][name]['timing'] = timing
+                if self.realtime is not None:
+                    self.realtime.set_timing(name, timing)
+        if self.realtime is not None:
+            report.data['realtime'] = self.run_realtime()
         if main:
             report.finish(self.runner.logger, plot=self.plot)
         flat = report.flat_metrics()
@@ -339,7 +369,8 @@ class StreamingTestLoop(BaseLoop):
         policy = StreamPolicy.from_cfg(setting['policy'])
         states: dict[Any, StreamState] = {}
         positions: dict[Any, int] = {}
-        records, timing_batches, chunks = [], [], []
+        records, timing_batches, chunks, logs = [], [], [], []
+        arrivals: dict[Any, int] = {}
         metrics = self.evaluator.metrics
         distributed = get_world_size() > 1
         n_timing = 0 if self.timing is None else int(self.timing['batches'])
@@ -347,7 +378,9 @@ class StreamingTestLoop(BaseLoop):
         bar = ProgressBar(len(self.dataloader)) if len(self.dataloader) > 20 else None
         for idx, data_batch in enumerate(self.dataloader):
             self.runner.call_hook('before_test_iter', batch_idx=idx, data_batch=data_batch)
+            t0 = time.perf_counter()
             data = self.model.data_preprocessor(data_batch, False)
+            pre_ms = (time.perf_counter() - t0) * 1e3
             if idx < n_timing:
                 timing_batches.append(copy.deepcopy(data))
             with autocast(enabled=self.fp16):
@@ -355,6 +388,8 @@ class StreamingTestLoop(BaseLoop):
             for pred in preds:
                 pred.set_metainfo({STREAM_SETTING_KEY: setting['name']})
             records += recs
+            if self.realtime is not None:
+                logs += frame_logs(preds, recs, arrivals, pre_ms)
             before = [len(m.results) for m in metrics]
             self.evaluator.process(data_samples=preds, data_batch=data_batch)
             if distributed:  # what each metric kept of this batch, for the ordered gather
@@ -372,7 +407,36 @@ class StreamingTestLoop(BaseLoop):
         result = StreamingReport.summarise(setting, metrics, records)
         result['solver'] = next((r.solver for r in records if r.solver is not None), None)
         self._timing_batches = timing_batches  # timed after all settings (interleaved)
+        if self.realtime is not None:
+            if distributed:  # every process simulates the same schedules
+                logs = [log for part in all_gather_object(logs) for log in part]
+            self.realtime.add(setting, logs)
         return result
+
+    # ------------------------------------------------------------------ real time
+    def run_realtime(self) -> dict | None:
+        """Play every setting back in real time (:class:`~.realtime_eval.RealtimeSweep`);
+        the result for ``results.json`` (on the main process; ``None`` elsewhere or without a
+        detection metric)."""
+        gt = detection_ground_truth(self.evaluator.metrics) if is_main_process() else None
+        found = [gt is not None]
+        if get_world_size() > 1:
+            broadcast_object_list(found)
+        if not found[0]:
+            self.runner.logger.warning(
+                'real-time simulation skipped: it scores detections (streaming AP) and needs a '
+                'metric with COCO ground truth, e.g. VIDMetric'
+            )
+            return None
+        self.runner.logger.info(
+            f'real-time simulation at {self.realtime.fps} fps (eta {self.realtime.eta})'
+        )
+
+        def replay(setting: dict, plan: dict) -> dict:
+            with autocast(enabled=self.fp16):
+                return replay_stream(self.model, self.dataloader, setting, plan)
+
+        return self.realtime.run(gt, replay)
 
     @torch.no_grad()
     def run_batch(
