@@ -149,6 +149,17 @@ def parse_args(argv=None):
         "setting's timing repeats (timing); auto (default): timing for a fixed budget, trace "
         'where the cost varies',
     )
+    rt.add_argument(
+        '--realtime-pipeline',
+        action='store_true',
+        help='also play every stream@M back as a depth-parallel pipeline (stem / solve / heads '
+        'stage times measured here)',
+    )
+    rt.add_argument(
+        '--save-latency-table',
+        default=None,
+        help='write the latencies used (one per setting) to this latency table JSON',
+    )
     return parse_common(parser, argv)
 
 
@@ -186,12 +197,23 @@ def apply_streaming_args(cfg, args) -> None:
             ('eta', args.eta),
             ('latency_table', args.latency_table),
             ('latency', args.realtime_latency),
+            ('save_latency_table', args.save_latency_table),
+            ('pipeline', args.realtime_pipeline or None),
         ):
             if value is not None:
                 realtime[key] = value
         loop['realtime'] = realtime
-    elif any(v is not None for v in (args.eta, args.latency_table, args.realtime_latency)):
-        raise CLIError('--eta/--latency-table/--realtime-latency need --realtime-fps')
+    elif (
+        any(
+            v is not None
+            for v in (args.eta, args.latency_table, args.realtime_latency, args.save_latency_table)
+        )
+        or args.realtime_pipeline
+    ):
+        raise CLIError(
+            '--eta/--latency-table/--realtime-latency/--realtime-pipeline/--save-latency-table '
+            'need --realtime-fps'
+        )
     cfg.test_cfg = loop
 
 

@@ -23,7 +23,7 @@ from mmvideoeq.deq import Budget, solve
 from mmvideoeq.evaluation.functional import pair_stream
 from mmvideoeq.models.streaming import DEQStreamingMixin
 from mmvideoeq.registry import DATASETS, METRICS, MODELS
-from mmvideoeq.streaming import StreamFrame, StreamPolicy, run_stream
+from mmvideoeq.streaming import PipelineLatency, StreamFrame, StreamPolicy, run_stream
 from mmvideoeq.streaming.realtime import LatencyTable, SequentialLatency, simulate_realtime
 
 VIDEOS = (('a', 8), ('b', 4))
@@ -222,8 +222,13 @@ def results(tmp_path_factory):
         test_cfg=dict(
             type='StreamingTestLoop',
             iters=[1],
-            timing=False,
-            realtime=dict(fps=[FPS], latency_table=str(table)),
+            timing=dict(batches=3, repeats=1, warmup=0),
+            realtime=dict(
+                fps=[FPS],
+                latency_table=str(table),
+                pipeline=True,
+                save_latency_table=str(tmp / 'saved.json'),
+            ),
         ),
         default_scope='mmvideoeq',
         default_hooks=dict(logger=None, checkpoint=None),
@@ -268,6 +273,19 @@ def test_schedule_replay_deadline_and_report(results):
     assert set(deadline['budgets']) == {'1'}
     assert data['realtime']['best_fixed']['10']['setting'] in LATENCY
     assert (tmp / 'streaming' / 'sap_vs_fps.png').is_file()
+    # the latencies used, saved as a table
+    assert LatencyTable.load(tmp / 'saved.json').latency_ms == LATENCY
+
+
+def test_pipelined_stream_is_timed_by_its_stages(results):
+    _, data, _ = results
+    piped = data['realtime']['settings']['stream@1|pipelined']
+    stages = piped['latency_ms']['stages']
+    assert len(stages) == 3 and piped['latency_ms']['latency'] == pytest.approx(sum(stages))
+    for video, n in VIDEOS:
+        trace = simulate_realtime(n, FPS, PipelineLatency(stages))
+        assert piped['fps']['10']['traces'][video]['input_index'] == trace.input_index
+    assert 'stream@1|pipelined' not in data['realtime']['best_fixed']['10']['setting']
 
 
 def test_bad_realtime_config_is_a_clear_error(tmp_path):

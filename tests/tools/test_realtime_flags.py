@@ -29,11 +29,15 @@ def test_realtime_flags(tmp_path):
     assert _loop('--realtime-fps', '60', '--realtime-latency', 'timing')['realtime'] == dict(
         fps=[60.0], latency='timing'
     )
+    loop = _loop('--realtime-fps', '30', '--realtime-pipeline', '--save-latency-table', 'out.json')
+    assert loop['realtime'] == dict(fps=[30.0], pipeline=True, save_latency_table='out.json')
 
 
 def test_realtime_flag_errors(tmp_path):
     with pytest.raises(TOOL.CLIError, match='need --realtime-fps'):
         _loop('--eta', '0')
+    with pytest.raises(TOOL.CLIError, match='need --realtime-fps'):
+        _loop('--realtime-pipeline')
     with pytest.raises(TOOL.CLIError, match='latency table not found'):
         _loop('--realtime-fps', '30', '--latency-table', str(tmp_path / 'missing.json'))
     with pytest.raises(TOOL.CLIError, match='positive frame rates'):

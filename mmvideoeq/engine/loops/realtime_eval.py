@@ -29,6 +29,13 @@ ground-truth frame is scored with the latest output finished by its time, with C
   then takes the latency of ``stream@M`` (on that frame, with ``'trace'``;
   :class:`~mmvideoeq.streaming.ScheduledLatency`), and the stream is replayed with those
   budgets.
+* ``stream@M|pipelined`` (``pipeline``): the same stream run as a depth-parallel pipeline
+  (:class:`~mmvideoeq.streaming.PipelinedStream`: the same predictions, only their timing
+  changes), timed by :class:`~mmvideoeq.streaming.PipelineLatency` from its stage times (stem
+  with the pre-processing / solve / heads, measured stage by stage on the timing batches): a
+  new frame every ``max(stage)``, each ready ``sum(stage)`` after it was taken. The stage times
+  are measured one after the other; running them concurrently needs a core (or a CUDA stream)
+  per stage, which ``tools/benchmark_pipeline.py`` measures.
 * ``AP`` (``fps`` ``inf``): the same scorer with every frame answered by its own prediction (the
   offline AP under the sAP protocol's COCO settings, to set the sAP beside).
 
@@ -39,7 +46,10 @@ metric would use.
 
 from __future__ import annotations
 
+import copy
 import math
+import os
+import platform
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,6 +63,8 @@ from mmvideoeq.evaluation.functional.streaming_ap import StreamingAPResult, coco
 from mmvideoeq.streaming import (
     DeadlineBudget,
     FixedBudget,
+    PipelinedStream,
+    PipelineLatency,
     ScheduledLatency,
     StreamFrame,
     StreamPolicy,
@@ -76,6 +88,8 @@ __all__ = [
     'prediction_of',
     'frame_logs',
     'replay_stream',
+    'stage_times',
+    'device_name',
 ]
 
 LATENCY_SOURCES = ('auto', 'trace', 'median', 'timing')
@@ -171,7 +185,9 @@ class RealtimeSweep:
         latency_table: A latency table file; given, it replaces the measured latencies.
         replay: Re-run the warm settings on the frames the worker takes.
         scheduler: Add the ``deadline`` setting.
+        pipeline: Add ``stream@M|pipelined`` (stage times given by :meth:`set_stages`).
         max_dets: COCO ``maxDets`` of the scoring (default mmdet's, as the offline bbox_mAP).
+        save_latency_table: Write the settings' constant latencies to this latency table file.
     """
 
     def __init__(
@@ -183,7 +199,9 @@ class RealtimeSweep:
         latency_table: str | None = None,
         replay: bool = True,
         scheduler: bool = True,
+        pipeline: bool = False,
         max_dets: Sequence[int] = (100, 300, 1000),
+        save_latency_table: str | None = None,
     ) -> None:
         fps = [fps] if isinstance(fps, (int, float)) else list(fps)
         if not fps or any(
@@ -199,9 +217,12 @@ class RealtimeSweep:
         self.table = None if latency_table is None else LatencyTable.load(latency_table)
         self.replay = bool(replay)
         self.scheduler = bool(scheduler)
+        self.pipeline = bool(pipeline)
         self.max_dets = tuple(int(m) for m in max_dets)
+        self.save_latency_table = save_latency_table
         self.frames: dict[str, list[FrameLog]] = {}
         self.settings: dict[str, dict] = {}
+        self.stage_ms: dict[str, list[float]] = {}
 
     # ------------------------------------------------------------------ collection
     def add(self, setting: dict, logs: Sequence[FrameLog]) -> None:
@@ -212,6 +233,12 @@ class RealtimeSweep:
     def set_timing(self, name: str, timing: dict) -> None:
         """The setting's timing repeats (``median_ms`` of the model step)."""
         self.settings[name]['timing'] = timing
+
+    def set_stages(self, name: str, stage_ms: Sequence[float]) -> None:
+        """Stage times (ms) of setting ``name`` run as a pipeline: adds ``<name>|pipelined``,
+        the same stream (the same predictions) under :class:`~mmvideoeq.streaming.
+        PipelineLatency`."""
+        self.stage_ms[name] = [float(v) for v in stage_ms]
 
     def videos(self, name: str) -> dict[Any, list[FrameLog]]:
         """The setting's frames by video, in arrival order (indices 0, 1, ... checked)."""
@@ -347,13 +374,15 @@ class RealtimeSweep:
             entry = out['settings'][name] = dict(offline=offline and offline.as_dict(False))
             entry['latency_ms'] = self.latency_record(name)
             entry['latency_source'] = self.source(name)
-            entry['fps'] = {}
-            for fps in self.fps:
-                model = self.latency_model(name)
-                traces = self.simulate(name, fps, model)
-                preds = self._predictions(name, setting, traces, replay)
-                res = self._score(gt, self.videos(name), traces, preds, fps, self.eta)
-                entry['fps'][_key(fps)] = res and self._as_dict(res, name, traces)
+            entry['fps'] = self._play(gt, name, self.latency_model(name), replay)
+            if name in self.stage_ms:  # the same stream, pipelined
+                stages = self.stage_ms[name]
+                out['settings'][f'{name}|pipelined'] = dict(
+                    offline=entry['offline'],
+                    latency_ms=dict(stages=stages, latency=sum(stages), interval=max(stages)),
+                    latency_source='stage times',
+                    fps=self._play(gt, name, PipelineLatency(stages, name=name), replay),
+                )
         if self.scheduler:
             streams = {
                 s['iters']: n
@@ -369,7 +398,11 @@ class RealtimeSweep:
         out['best_fixed'] = {}
         for fps in self.fps:
             k = _key(fps)
-            fixed = {n: e['fps'][k] for n, e in out['settings'].items() if n != 'deadline'}
+            fixed = {  # one sequential worker and a fixed setting
+                n: e['fps'][k]
+                for n, e in out['settings'].items()
+                if n != 'deadline' and not n.endswith('|pipelined')
+            }
             if fixed:
                 best = max(fixed, key=lambda n: (fixed[n]['sAP'], fixed[n]['sAP_50']))
                 out['best_fixed'][k] = dict(setting=best, sAP=fixed[best]['sAP'])
@@ -377,6 +410,27 @@ class RealtimeSweep:
                     d = out['settings']['deadline']['fps'][k]
                     d['beats_best_fixed'] = bool(d['sAP'] > fixed[best]['sAP'])
         return out
+
+    def _play(self, gt, name: str, model: LatencyModel, replay) -> dict[str, dict | None]:
+        """Setting ``name`` under the worker ``model`` at every frame rate: sAP results."""
+        out = {}
+        for fps in self.fps:
+            traces = self.simulate(name, fps, model)
+            preds = self._predictions(name, self.settings[name], traces, replay)
+            res = self._score(gt, self.videos(name), traces, preds, fps, self.eta)
+            out[_key(fps)] = res and self._as_dict(res, name, traces)
+        return out
+
+    def latency_table(self, device: str) -> LatencyTable:
+        """The constant latency of every setting as a table (``--save-latency-table``)."""
+        return LatencyTable(
+            device=device,
+            measured='tools/test.py --streaming --realtime-fps: per setting, '
+            + ', '.join(f'{n}: {self.source(n)}' for n in self.settings)
+            + ' (timing: median of the timing repeats plus the median pre-processing; median: '
+            'median per frame of the accuracy pass), batch size of the test dataloader',
+            latency_ms={n: self.constant_ms(n) for n in self.settings},
+        )
 
     def _as_dict(self, res: StreamingAPResult, name: str, traces: list[RealtimeTrace]) -> dict:
         d = res.as_dict(traces=False)
@@ -477,3 +531,37 @@ def replay_stream(
                 merged.setdefault(vid, {}).update(preds)
         out = merged
     return out
+
+
+@torch.no_grad()
+def stage_times(model: Any, setting: dict, batches: list[dict], *, repeats: int = 3) -> list[float]:
+    """Median ms per stage (stem / solve / heads, ``model.stream_stages()``) of a setting's
+    stream over pre-processed ``batches``, the stages run one after the other in the calling
+    thread (:meth:`~mmvideoeq.streaming.PipelinedStream.run_sequential`), after one warm-up."""
+    frames = [
+        StreamFrame(
+            data['inputs'][i : i + 1], s.metainfo['video_id'], s.metainfo['frame_id'], payload=s
+        )
+        for data in batches
+        for i, s in enumerate(data['data_samples'])
+    ]
+    per_frame: list[list[float]] = []
+    for r in range(repeats + 1):
+        pipe = PipelinedStream(
+            model.stream_stages(),
+            StreamPolicy.from_cfg(setting['policy']),
+            zeros_like_fn=model.stream_zero_state,
+            intra_op_threads=None,
+        )
+        run = pipe.run_sequential(copy.deepcopy(frames))
+        if r > 0:
+            per_frame += run.stage_ms
+    return [statistics.median(s) for s in zip(*per_frame)]
+
+
+def device_name() -> str:
+    """The device the latencies are measured on, for a latency table."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    cpu = platform.processor() or platform.machine()
+    return f'CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} intra-op threads'

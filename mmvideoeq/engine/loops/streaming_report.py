@@ -199,11 +199,15 @@ class StreamingReport:
         rows = []
         for name, res in rt['settings'].items():
             off, lat = res.get('offline'), res.get('latency_ms')
-            if isinstance(lat, dict):
-                lat = statistics.median(v for trace in lat.values() for v in trace)
+            if isinstance(lat, dict) and 'stages' in lat:  # a pipeline: latency, interval
+                ms = f"{lat['latency']:.1f} (a frame every {lat['interval']:.1f})"
+            elif isinstance(lat, dict):  # per-frame traces
+                ms = f'{statistics.median(v for trace in lat.values() for v in trace):.1f}'
+            else:
+                ms = '-' if lat is None else f'{lat:.1f}'
             row = [name]
             row += [f"{off['sAP']:.4f}", f"{off['sAP_50']:.4f}"] if off else ['-', '-']
-            row.append('-' if lat is None else f'{lat:.1f}')
+            row.append(ms)
             for fps in rt['fps']:
                 r = res['fps'].get(f'{fps:g}')
                 c = r['counts'] if r else None

@@ -72,8 +72,10 @@ from mmvideoeq.structures import (
 from .realtime_eval import (
     RealtimeSweep,
     detection_ground_truth,
+    device_name,
     frame_logs,
     replay_stream,
+    stage_times,
 )
 from .streaming_report import StreamingReport
 
@@ -130,7 +132,8 @@ class StreamingTestLoop(BaseLoop):
         fp16: Run under autocast.
         realtime: Simulate every setting in real time (streaming AP): ``dict(fps=[30],
             eta=0.0, latency='auto' | 'trace' | 'median' | 'timing', latency_table=None,
-            replay=True, scheduler=True, max_dets=(100, 300, 1000))``, see
+            replay=True, scheduler=True, pipeline=False, max_dets=(100, 300, 1000),
+            save_latency_table=None)``, see
             :class:`~.realtime_eval.RealtimeSweep`; ``None``: off.
     """
 
@@ -431,6 +434,15 @@ class StreamingTestLoop(BaseLoop):
         self.runner.logger.info(
             f'real-time simulation at {self.realtime.fps} fps (eta {self.realtime.eta})'
         )
+        batches = getattr(self, '_timing_batches', None)
+        if self.realtime.pipeline and batches and hasattr(self.model, 'stream_stages'):
+            for name, setting in self.realtime.settings.items():
+                if name.startswith('stream@'):  # stage 0 also pre-processes
+                    stages = stage_times(self.model, setting, batches)
+                    pre = statistics.median(f.pre_ms for f in self.realtime.frames[name])
+                    self.realtime.set_stages(name, [stages[0] + pre, *stages[1:]])
+        if self.realtime.save_latency_table and is_main_process():
+            self.realtime.latency_table(device_name()).save(self.realtime.save_latency_table)
 
         def replay(setting: dict, plan: dict) -> dict:
             with autocast(enabled=self.fp16):
