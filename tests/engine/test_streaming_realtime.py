@@ -88,7 +88,9 @@ class ToyBackbone(nn.Module):
 
 class ToyPreprocessor(BaseDataPreprocessor):
     def forward(self, data, training=False):
-        return dict(inputs=torch.stack(data['inputs']), data_samples=data['data_samples'])
+        x = data['inputs']
+        x = x if isinstance(x, torch.Tensor) else torch.stack(x)  # default_collate stacks
+        return dict(inputs=x, data_samples=data['data_samples'])
 
 
 @MODELS.register_module(force=True)
@@ -99,13 +101,15 @@ class ToyRealtimeDetector(DEQStreamingMixin, BaseModel):
     def __init__(self):
         super().__init__(data_preprocessor=ToyPreprocessor())
         self.backbone = ToyBackbone()
+        self.scale = nn.Parameter(torch.tensor(40.0))  # a parameter, for DDP
 
     def predict_from_feats(self, feats, data_samples):
         for i, s in enumerate(data_samples):
             x1, y1, x2, y2 = s.metainfo['gt_box']
             z = float(feats[0][i].mean())
+            dx = float(self.scale) * z
             s.pred_instances = InstanceData(
-                bboxes=torch.tensor([[x1 + 40.0 * z, y1, x2 + 40.0 * z, y2]]),
+                bboxes=torch.tensor([[x1 + dx, y1, x2 + dx, y2]]),
                 scores=torch.tensor([z]),
                 labels=torch.tensor([0]),
             )

@@ -441,6 +441,15 @@ class StreamingTestLoop(BaseLoop):
                     stages = stage_times(self.model, setting, batches)
                     pre = statistics.median(f.pre_ms for f in self.realtime.frames[name])
                     self.realtime.set_stages(name, [stages[0] + pre, *stages[1:]])
+        if get_world_size() > 1:  # every process must simulate the same schedules: rank 0's
+            shared = [
+                {n: s.get('timing') for n, s in self.realtime.settings.items()},
+                dict(self.realtime.stage_ms),
+            ]
+            broadcast_object_list(shared)
+            for name, timing in shared[0].items():
+                self.realtime.settings[name]['timing'] = timing
+            self.realtime.stage_ms = shared[1]
         if self.realtime.save_latency_table and is_main_process():
             self.realtime.latency_table(device_name()).save(self.realtime.save_latency_table)
 
