@@ -37,7 +37,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -271,7 +271,6 @@ class PipelinedStream:
         elif job.record is not None and job.record.skipped is None:  # heads
             payloads = [frame.payload]
             job.output = split_outputs(self.stages.heads(job.features, payloads), 1)[0]
-            job.features = None
 
     def _solve(self, job: _Job, states: dict) -> None:
         """The solver steps of one frame through ``run_stream`` (policy, records, states)."""
@@ -286,7 +285,16 @@ class PipelinedStream:
         )
         job.record = run.records[0]
         job.features = run.outputs[0]  # one frame: split_outputs hands it back whole
-        job.stem = None
+
+    @staticmethod
+    def _release(job: _Job, group: tuple[str, ...]) -> None:
+        """Drop what the stage's pieces consumed (after its CUDA stream is synchronised, so
+        that no kernel still reads memory the allocator may hand out again)."""
+        if 'solve' in group:
+            job.stem = None
+            job.frame = replace(job.frame, x=None)  # the policy has read its shape
+        if 'heads' in group:
+            job.features = None
 
     # ------------------------------------------------------------------ threads
     def _worker(
@@ -317,6 +325,7 @@ class PipelinedStream:
                     else:
                         for name in self.groups[k]:
                             self._piece(name, job, states)
+                    self._release(job, self.groups[k])
                     job.times.append((t0, self.clock()))
                 except BaseException as err:  # raised in the caller's thread
                     abort.set()
@@ -391,6 +400,7 @@ class PipelinedStream:
                             self._piece(name, job, states)
                         if self.cuda:
                             torch.cuda.synchronize(self.device)
+                        self._release(job, self.groups[k])
                         job.times.append((t0, self.clock()))
                     jobs.append(job)
         finally:
