@@ -15,7 +15,8 @@ With the real-time simulation, ``results.json`` has a ``realtime`` section
 (:meth:`~.realtime_eval.RealtimeSweep.run`): per setting the offline AP of the sAP scorer, the
 latencies used and, per frame rate, sAP and the COCO statistics, ``in_time``/``miss``/
 ``mismatch``, and per video the simulated trace (input frame, start and finish of every output);
-the ``deadline`` setting adds its decisions; ``best_fixed`` names the best setting per rate.
+the ``deadline`` setting adds its decisions; ``best_fixed`` names the best setting per rate,
+``best_fixed_m`` the best ``stream@M`` (which the scheduler chooses among).
 """
 
 from __future__ import annotations
@@ -228,12 +229,15 @@ class StreamingReport:
         )
         notes = []
         for fps, best in rt.get('best_fixed', {}).items():
-            note = f"{fps} fps: best fixed setting {best['setting']} (sAP {best['sAP']:.4f})"
+            note = f"{fps} fps: best setting {best['setting']} (sAP {best['sAP']:.4f})"
+            best_m = rt.get('best_fixed_m', {}).get(fps)
+            if best_m:
+                note += f"; best fixed M {best_m['setting']} (sAP {best_m['sAP']:.4f})"
             d = rt['settings'].get('deadline', {}).get('fps', {}).get(fps)
-            if d:
+            if d and 'beats_best_fixed_m' in d:
                 note += (
                     f"; deadline scheduler sAP {d['sAP']:.4f} "
-                    f"({'beats' if d['beats_best_fixed'] else 'does not beat'} it; budgets "
+                    f"({'beats' if d['beats_best_fixed_m'] else 'does not beat'} it; budgets "
                     f"{d['budgets']}, {d['skipped_by_scheduler']} frames skipped)"
                 )
             notes.append(note)
