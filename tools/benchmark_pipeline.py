@@ -26,7 +26,10 @@ It prints the stage bound ``sum(stage) / max(stage)`` (the most a pipeline can g
 pipelined throughput as a fraction of the bound's throughput ``1 / max(stage)``, the measured
 speed-up over the sequential stream, and checks that the pipelined predictions equal the
 sequential ones. Every repeat records the load average before and after (the machine may be
-shared); ranges are over the repeats.
+shared); ranges are over the repeats. As a diagnostic it also gives the CPU time of the stage
+threads per frame (``time.thread_time``: the work, sequential vs pipelined, without waits for a
+core or the GIL) and the cores the pipeline got, CPU time over wall time: on a machine shared
+with other jobs a pipeline can only gain what the free cores allow.
 """
 
 import argparse
@@ -186,6 +189,10 @@ def measure(model, batches, iters, groups, threads, repeats, device) -> dict:
                     paced_latency_ms=statistics.median(paced.latency_ms[fill:]),
                     paced_interval_ms=1.1 * max(stage_ms),
                     pipe_stage_ms=[statistics.median(s) for s in zip(*piped.stage_ms[fill:])],
+                    # CPU time of the stage threads: the work, without waits for a core / the GIL
+                    seq_cpu_ms=_cpu_per_frame(staged, fill),
+                    pipe_cpu_ms=_cpu_per_frame(piped, fill),
+                    cores=_cpu_per_frame(piped, fill) * pipe_fps / 1e3,
                     of_bound=pipe_fps * max(stage_ms) / 1e3,
                     speedup=seq_ms * pipe_fps / 1e3,
                     identical=all(_same(seq_out, r.outputs) for r in (piped, staged, paced)),
@@ -194,6 +201,11 @@ def measure(model, batches, iters, groups, threads, repeats, device) -> dict:
             )
         res[m] = rows
     return res
+
+
+def _cpu_per_frame(run, fill: int) -> float:
+    """Median over frames of the CPU ms all stages spent on a frame."""
+    return statistics.median(sum(c) for c in run.stage_cpu_ms[fill:])
 
 
 def _rng(rows, key, fmt='{:.1f}'):
@@ -230,7 +242,7 @@ def main(argv=None):
     head = (
         '| M | stage ms | bound sum/max | sequential ms | pipelined ms (1/throughput) '
         '| pipelined/bound throughput | speed-up | latency ms, saturated | latency ms, paced '
-        '| identical | load avg |'
+        '| CPU ms/frame seq / pipelined | cores used | identical | load avg |'
     )
     print(head)
     print('|---' * (head.count('|') - 1) + '|')
@@ -244,6 +256,9 @@ def main(argv=None):
             f'{_rng(rows, "pipe_ms")} | {_rng(rows, "of_bound", "{:.2f}")} | '
             f'{_rng(rows, "speedup", "{:.2f}")} | {_rng(rows, "pipe_latency_ms")} | '
             f'{_rng(rows, "paced_latency_ms")} | '
+            f'{statistics.median(r["seq_cpu_ms"] for r in rows):.1f} / '
+            f'{statistics.median(r["pipe_cpu_ms"] for r in rows):.1f} | '
+            f'{_rng(rows, "cores", "{:.2f}")} | '
             f'{"yes" if all(r["identical"] for r in rows) else "NO"} | '
             f'{min(loads):.1f}-{max(loads):.1f} |'
         )

@@ -138,6 +138,7 @@ class _Job:
     record: FrameRecord | None = None
     arrival: float | None = None
     times: list[tuple[float, float]] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -151,6 +152,9 @@ class PipelineRun:
         states: The final state of each stream, keyed by slot.
         stage_times: Per frame, per stage, ``(start, end)`` in seconds of the run's clock.
         arrivals: Per frame, when it was offered to the pipeline (seconds of the same clock).
+        stage_cpu_ms: Per frame, per stage, the CPU time (ms) of the stage's thread on it
+            (``time.thread_time``: the work itself when each stage runs one intra-op thread,
+            without the time the thread waited for a core or the GIL).
         stages: The stages' piece groups.
     """
 
@@ -159,6 +163,7 @@ class PipelineRun:
     states: dict[Hashable, StreamState] = field(default_factory=dict)
     stage_times: list[list[tuple[float, float]]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
+    stage_cpu_ms: list[list[float]] = field(default_factory=list)
     stages: tuple[tuple[str, ...], ...] = DEFAULT_STAGES
 
     @property
@@ -315,7 +320,7 @@ class PipelinedStream:
                 if abort.is_set():  # a stage failed: let the remaining frames through undone
                     continue
                 try:
-                    t0 = self.clock()
+                    t0, c0 = self.clock(), time.thread_time()
                     if stream is not None:
                         with torch.cuda.stream(stream):
                             for name in self.groups[k]:
@@ -327,6 +332,7 @@ class PipelinedStream:
                             self._piece(name, job, states)
                     self._release(job, self.groups[k])
                     job.times.append((t0, self.clock()))
+                    job.cpu.append((time.thread_time() - c0) * 1e3)
                 except BaseException as err:  # raised in the caller's thread
                     abort.set()
                     q_out.put(_StageError(k, err))
@@ -395,13 +401,14 @@ class PipelinedStream:
             with torch.no_grad():
                 for job in self._jobs(frames):
                     for k in range(len(self.groups)):
-                        t0 = self.clock()
+                        t0, c0 = self.clock(), time.thread_time()
                         for name in self.groups[k]:
                             self._piece(name, job, states)
                         if self.cuda:
                             torch.cuda.synchronize(self.device)
                         self._release(job, self.groups[k])
                         job.times.append((t0, self.clock()))
+                        job.cpu.append((time.thread_time() - c0) * 1e3)
                     jobs.append(job)
         finally:
             torch.set_num_threads(saved_threads)
@@ -410,6 +417,7 @@ class PipelinedStream:
             records=[j.record for j in jobs],
             states=states,
             stage_times=[j.times for j in jobs],
+            stage_cpu_ms=[j.cpu for j in jobs],
             stages=self.groups,
         )
 
@@ -481,6 +489,7 @@ class PipelinedStream:
             records=[j.record for j in jobs],
             states=states,
             stage_times=[j.times for j in jobs],
+            stage_cpu_ms=[j.cpu for j in jobs],
             arrivals=[j.arrival for j in jobs],
             stages=self.groups,
         )
