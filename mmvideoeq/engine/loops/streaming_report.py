@@ -329,34 +329,50 @@ class StreamingReport:
         return path
 
     def plot_sap(self) -> str | None:
-        """Streaming AP against the frame rate per setting; offline AP as the fps=inf end."""
+        """Streaming AP and sAP@50 against the frame rate: one colour per budget M, one line
+        style per kind (streamed, pipelined, cold, full, deadline); the full solve's offline AP
+        dotted."""
         rt = self.data.get('realtime')
         if not rt or not rt.get('settings'):
             return None
         plt = self._pyplot()
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        from matplotlib.ticker import NullFormatter
+
+        budgets = sorted({int(n.split('@')[1].split('|')[0]) for n in rt['settings'] if '@' in n})
+        colours = {m: plt.get_cmap('tab10')(k % 10) for k, m in enumerate(budgets)}
+
+        def style(name: str) -> dict:
+            if name == 'deadline':
+                return dict(fmt='-s', color='red', lw=2.0)
+            if name == 'full' or '@' not in name:
+                return dict(fmt='-*', color='black', lw=1.2)
+            colour = colours[int(name.split('@')[1].split('|')[0])]
+            if name.endswith('|pipelined'):
+                return dict(fmt='-.d', color=colour, lw=1.0)
+            return dict(fmt='-o' if name.startswith('stream') else '--^', color=colour, lw=1.0)
+
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
         for ax, key, label in zip(axes, ('sAP', 'sAP_50'), ('sAP', 'sAP@50')):
             for name, res in rt['settings'].items():
                 pts = [(f, res['fps'].get(f'{f:g}')) for f in rt['fps']]
                 pts = [(f, r[key]) for f, r in pts if r]
-                if not pts:
-                    continue
-                style = (
-                    '-s' if name == 'deadline' else ('-o' if name.startswith('stream') else '--^')
-                )
-                (h,) = ax.plot(*zip(*pts), style, ms=4, label=name)
-                if res.get('offline'):
-                    ax.axhline(res['offline'][key], color=h.get_color(), ls=':', lw=0.8)
+                if pts:
+                    st = style(name)
+                    ax.plot(*zip(*pts), st.pop('fmt'), ms=4, label=name, **st)
+            full = rt['settings'].get('full', {}).get('offline')
+            if full:
+                ax.axhline(full[key], color='gray', ls=':', lw=1.0, label='full, offline')
             ax.set_xscale('log')
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xticks(rt['fps'])
             ax.set_xticklabels([f'{f:g}' for f in rt['fps']])
             ax.set_xlabel('frame rate (fps)')
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=7, ncol=2)
+        axes[1].legend(fontsize=7, ncol=2, loc='upper right')
         fig.suptitle(
-            f"streaming AP vs frame rate (eta {rt['eta']:g}, latency {rt['latency']}); dotted: "
-            'offline AP of each setting',
+            f"streaming AP vs frame rate (eta {rt['eta']:g}, latency {rt['latency']}; solid: "
+            'streamed, dash-dot: pipelined, dashed: cold start)',
             fontsize=9,
         )
         fig.tight_layout()
