@@ -224,7 +224,8 @@ def nearest_center(votes: Tensor, centers: Tensor) -> Tensor:
     ctr = centers.to(votes.dtype)
     if n * k <= _BRUTE_FORCE_PAIRS:
         return _cdist(votes[None], ctr[None])[0].argmin(1)
-    if not bool(votes.abs().max() < _MAX_VOTE):  # NaN, inf or absurd votes: every centre
+    lo, hi = torch.aminmax(votes)
+    if not (-_MAX_VOTE < float(lo) and float(hi) < _MAX_VOTE):  # NaN, inf, absurd: all centres
         tame = (votes.abs() < _MAX_VOTE).all(1)
         out = _cdist(votes[None], ctr[None])[0].argmin(1)
         idx = tame.nonzero()[:, 0]
@@ -319,9 +320,9 @@ def panoptic_frame(
     """
     h, w = semantic.shape
     sem = semantic.reshape(-1).long()
-    smax = int(sem.max()) if sem.numel() else 0
-    if sem.numel() and int(sem.min()) < 0:
-        raise ValueError(f'semantic class ids must be >= 0, got {int(sem.min())}')
+    smin, smax = (int(v) for v in torch.aminmax(sem)) if sem.numel() else (0, 0)
+    if smin < 0:
+        raise ValueError(f'semantic class ids must be >= 0, got {smin}')
     c = int(num_classes) if num_classes is not None else smax + 1
     ids = torch.arange(max(smax, *thing_ids, 0) + 1, device=sem.device)  # per class id: tables
     is_thing = torch.isin(
