@@ -130,39 +130,38 @@ class DetStuffLocalVisualizer(DetLocalVisualizer):
         pred_score_thr: float = 0.3,
         step: int = 0,
     ) -> None:
-        """mmdet's ``add_datasample`` (ground truth | prediction), the semantic map first.
+        """mmdet's ``add_datasample`` (ground truth | prediction), semantic maps drawn first.
 
         Args: see ``mmdet.visualization.DetLocalVisualizer.add_datasample``.
         """
-        if data_sample is None or not draw_pred or 'pred_sem_seg' not in data_sample:
+        has_seg = data_sample is not None and (
+            'pred_sem_seg' in data_sample or 'gt_sem_seg' in data_sample
+        )
+        if not has_seg:
             return super().add_datasample(
-                name,
-                image,
-                data_sample,
-                draw_gt,
-                draw_pred,
-                show,
-                wait_time,
-                out_file,
-                pred_score_thr,
-                step,
-            )
+                name, image, data_sample, draw_gt, draw_pred, show, wait_time, out_file,
+                pred_score_thr, step,
+            )  # fmt: skip
         image = image.clip(0, 255).astype(np.uint8)
         sample = data_sample.cpu()
         classes = self.dataset_meta.get('classes', None)
         palette = self.dataset_meta.get('palette', None)
-        pred = self._draw_sem_seg(image, sample.pred_sem_seg, classes, palette)
-        if 'pred_instances' in sample:
-            inst = sample.pred_instances
-            pred = self._draw_instances(pred, inst[inst.scores > pred_score_thr], classes, palette)
-        drawn = pred
-        if draw_gt:
-            gt = image
-            if 'gt_instances' in sample:
-                gt = self._draw_instances(gt, sample.gt_instances, classes, palette)
-            if 'gt_sem_seg' in sample:
-                gt = self._draw_sem_seg(gt, sample.gt_sem_seg, classes, palette)
-            drawn = np.concatenate((gt, pred), axis=1)
+
+        def drawing(prefix: str, thr: float | None) -> np.ndarray:
+            out = image
+            if f'{prefix}_sem_seg' in sample:
+                out = self._draw_sem_seg(out, sample.get(f'{prefix}_sem_seg'), classes, palette)
+            if f'{prefix}_instances' in sample:
+                inst = sample.get(f'{prefix}_instances')
+                if thr is not None and 'scores' in inst:
+                    inst = inst[inst.scores > thr]
+                out = self._draw_instances(out, inst, classes, palette)
+            return out
+
+        parts = ([drawing('gt', None)] if draw_gt else []) + (
+            [drawing('pred', pred_score_thr)] if draw_pred else []
+        )
+        drawn = np.concatenate(parts, axis=1) if parts else image
         self.set_image(drawn)
         if show:
             self.show(drawn, win_name=name, wait_time=wait_time)
