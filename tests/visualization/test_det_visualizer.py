@@ -95,3 +95,20 @@ def test_label_at_the_frame_edge_is_not_cut(tmp_path, cls):
         assert e1 >= w - 3 and e1 - e0 < x1 - x0 - 10
     else:  # moved inside, whole
         assert e1 <= w - 1 and abs((e1 - e0) - (x1 - x0)) <= 2
+
+
+def test_detector_configs_draw_with_it():
+    """tools/test.py --show-dir and DetInferencer build the config's visualizer: the detectors'
+    default runtime names this one (mmdet's raised IndexError on HTC's first image)."""
+    from pathlib import Path
+
+    from mmengine.config import Config
+
+    from mmvideoeq.registry import VISUALIZERS
+    from mmvideoeq.utils import register_all_modules
+
+    register_all_modules()
+    root = Path(__file__).resolve().parents[2]
+    cfg = Config.fromfile(str(root / 'configs/detectors/htc_r26-tiny-detectors_bundled-coco.py'))
+    vis_cfg = dict(cfg.visualizer, name='htc_config_vis', vis_backends=None)
+    assert isinstance(VISUALIZERS.build(vis_cfg), DetStuffLocalVisualizer)
