@@ -258,11 +258,12 @@ def bootstrap_by_offset(
     with replacement; a video drawn twice brings its frames twice (``reduce`` sees each of its
     items twice, so a reduction that counts items, sums areas or accumulates matches counts the
     repeat); each bucket's value is ``reduce`` of the resample's items in that bucket, exactly as
-    :func:`aggregate_by_offset` computes it. The interval is the ``(1 - level) / 2`` and ``(1 +
-    level) / 2`` quantiles (numpy's linear interpolation) of the finite values over the resamples
-    in which the bucket holds a frame. Deterministic for a given ``seed``. Written here because
-    ``scipy.stats.bootstrap`` resamples observations, not clusters whose per-bucket statistic can
-    be undefined in a resample.
+    :func:`aggregate_by_offset` computes it (the items in the videos' order of first appearance,
+    whatever the order of the draw, so that each distinct multiset of videos is reduced once).
+    The interval is the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles (numpy's linear
+    interpolation) of the finite values over the resamples in which the bucket holds a frame.
+    Deterministic for a given ``seed``. Written here because ``scipy.stats.bootstrap`` resamples
+    observations, not clusters whose per-bucket statistic can be undefined in a resample.
 
     Args:
         items (Sequence[Any]): One item per frame (as :func:`aggregate_by_offset`).
@@ -310,12 +311,21 @@ def bootstrap_by_offset(
     if unknown:
         raise ValueError(f'draws name videos {sorted(map(str, unknown))} that have no frame')
 
+    # a resample is a multiset of videos: its items are taken in the videos' order of first
+    # appearance, and each distinct multiset (of the videos with frames in the bucket) is
+    # reduced once (few videos give few distinct multisets)
+    rank = {v: i for i, v in enumerate(order)}
     values: dict[int, list] = {b: [] for b in present}
+    cache: dict[tuple, Any] = {}
     for draw in draws:
+        ranked = sorted(draw, key=rank.__getitem__)
         for b in present:
-            chosen = [items[p] for video in draw for p in positions[video][b]]
-            if chosen:
-                values[b].append(reduce(chosen))
+            key = (b, *(rank[v] for v in ranked if positions[v][b]))
+            if len(key) == 1:
+                continue
+            if key not in cache:
+                cache[key] = reduce([items[p] for v in ranked for p in positions[v][b]])
+            values[b].append(cache[key])
     labels = buckets.labels
     quantiles = [50 * (1 - level), 50 * (1 + level)]
 
