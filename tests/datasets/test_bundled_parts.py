@@ -119,8 +119,12 @@ def test_version_1_metadata_is_adopted(tmp_path, capsys):
     before = _mtimes(tmp_path)
     out = _run(capsys, '--out', str(tmp_path), '--preset', 'tiny', '--formats', 'vid', 'cityscapes')
     assert 'nothing to do' in out and _mtimes(tmp_path) == before
-    out = _run(capsys, '--out', str(tmp_path), '--preset', 'small', '--formats', 'vid')
-    assert "(vid): rewriting: stale: preset 'tiny', seed 0 on disk, asked preset 'small'" in out
+    out = _run(
+        capsys, '--out', str(tmp_path), '--preset', 'tiny', '--seed', '1', '--formats', 'vid'
+    )
+    assert (
+        "(vid): rewriting: stale: preset 'tiny', seed 0 on disk, asked preset 'tiny', seed 1" in out
+    )
 
 
 def dataclass_dict(name: str) -> dict:
