@@ -4,6 +4,7 @@ part, adds to an existing folder, keeps what is up to date and rebuilds what is 
 The mechanism is tested with the ``tiny`` preset in place of ``small`` / ``large`` (seconds);
 the real command's parts and folders are checked against the configs."""
 
+import dataclasses
 import importlib.util
 import json
 import re
@@ -128,8 +129,6 @@ def test_version_1_metadata_is_adopted(tmp_path, capsys):
 
 
 def dataclass_dict(name: str) -> dict:
-    import dataclasses
-
     return json.loads(json.dumps(dataclasses.asdict(benchgen.get_preset(name))))
 
 
