@@ -16,7 +16,9 @@ left out and counted (``num_skipped_frames``, listed in the log), as in the VID 
 (D)VPQ window it counts as a frame without labelled pixels, so its neighbours still form
 windows. When every frame is skipped only the counts are returned. Every metric also reports
 ``offset_curve/<key>`` (the frames, or windows starting at frames, of each frame-offset bucket;
-buckets and offsets as in :mod:`.frame_offset`) for the streaming loop's curves. Values are
+buckets and offsets as in :mod:`.frame_offset`) for the streaming loop's curves, and
+``offset_curve_ci/<key>``: ``{bucket label: [lo, hi]}``, the 95 % percentile bootstrap interval
+over videos (:func:`.bootstrap_by_offset`, ``ci_resamples`` resamples, seed 0). Values are
 percentages except the depth errors (their own units, see :mod:`.depth_metrics`).
 """
 
@@ -40,6 +42,7 @@ from ..functional import (
     DSTQuality,
     DVPQProtocol,
     PairCounts,
+    PQStats,
     STQuality,
     check_panoptic,
     depth_sums,
@@ -47,8 +50,11 @@ from ..functional import (
     frame_pairs,
     pq_summary,
     reduce_depth_sums,
+    vpq_stats,
+    window_starts,
 )
-from .frame_offset import OffsetBuckets, frame_offsets
+from ..functional.video_panoptic_quality import _means
+from .frame_offset import OffsetBuckets, bootstrap_by_offset, check_ci_resamples, frame_offsets
 
 __all__ = ['DVPQMetric', 'STQMetric', 'KittiDepthMetric', 'sample_array', 'build_protocol']
 
@@ -149,12 +155,25 @@ def _check_same_size(name: str, **arrays) -> None:
 
 
 class _DVPSBase(BaseMetric):
-    """Offset buckets and the by-offset loop shared by the three metrics."""
+    """Offset buckets, the by-offset loop and its bootstrap shared by the three metrics."""
 
-    def __init__(self, offset_buckets, collect_device: str, prefix: str | None) -> None:
+    def __init__(
+        self, offset_buckets, collect_device: str, prefix: str | None, ci_resamples: int = 200
+    ) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.offset_buckets = (
             None if offset_buckets is None else OffsetBuckets.build(offset_buckets)
+        )
+        self.ci_resamples = check_ci_resamples(ci_resamples)
+
+    def _ci(self, records: list[dict], items: list, reduce) -> dict:
+        """``{key: {bucket label: [lo, hi]}}``: bootstrap intervals over videos of the values
+        ``reduce`` (items of a bucket -> ``{key: value}``) gives; ``{}`` when off."""
+        if self.offset_buckets is None or not self.ci_resamples:
+            return {}
+        videos = [str(r['video_id']) for r in records]
+        return bootstrap_by_offset(
+            items, _offsets(records), videos, self.offset_buckets, reduce, n=self.ci_resamples
         )
 
     def _by_offset(self, records: list[dict], evaluate) -> dict:
@@ -206,10 +225,14 @@ class DVPQMetric(_DVPSBase):
             average over the classes present in the bucket (``average='valid'``).
         collect_device (str): ``'cpu'`` or ``'gpu'``.
         prefix (str, optional): Key prefix (default ``'dvps'``).
+        ci_resamples (int): Bootstrap resamples of the curves' intervals; 0: none. Each
+            window's statistics are computed once and attributed to its first frame; a
+            resample sums the statistics of its windows (a video drawn twice counts twice).
 
     Returns (``compute_metrics``): ``PQ``, ``VPQ``, ``DVPQ`` and their ``_th`` / ``_st``,
     ``VPQ_k{k}``, ``DVPQ_k{k}_l{lambda}`` (percent), ``per_class/PQ`` ``{class: PQ}`` at k = 1,
-    ``offset_curve/DVPQ`` (or ``VPQ``), ``offset_curve/PQ``, ``offset_curve/num_frames``.
+    ``offset_curve/DVPQ`` (or ``VPQ``), ``offset_curve/PQ``, ``offset_curve/num_frames`` and
+    ``offset_curve_ci/DVPQ`` (or ``VPQ``), ``offset_curve_ci/PQ``.
     """
 
     default_prefix = 'dvps'
@@ -231,8 +254,9 @@ class DVPQMetric(_DVPSBase):
         offset_buckets: int | Sequence[int] | None = 20,
         collect_device: str = 'cpu',
         prefix: str | None = None,
+        ci_resamples: int = 200,
     ) -> None:
-        super().__init__(offset_buckets, collect_device, prefix)
+        super().__init__(offset_buckets, collect_device, prefix, ci_resamples)
         self.protocol = build_protocol(
             protocol, num_classes=num_classes, label_divisor=label_divisor,
             ignore_label=ignore_label, thing_ids=thing_ids, windows=windows,
@@ -319,12 +343,63 @@ class DVPQMetric(_DVPSBase):
         curves = self._by_offset(records, evaluate)
         if curves:
             main = 'DVPQ' if self.protocol.thresholds else 'VPQ'
-            for key in (main, 'PQ'):
-                if key in next(iter(curves.values()))[0]:
-                    out[f'offset_curve/{key}'] = {b: 100 * r[key] for b, (r, _) in curves.items()}
+            keys = [k for k in (main, 'PQ') if k in next(iter(curves.values()))[0]]
+            for key in keys:
+                out[f'offset_curve/{key}'] = {b: 100 * r[key] for b, (r, _) in curves.items()}
             out['offset_curve/num_frames'] = {b: n for b, (_, n) in curves.items()}
+            if self.ci_resamples:
+                windows = self.window_items(frames, seqs)
+                ci = self._ci(records, windows, self.window_reducer(curve_protocol, keys))
+                out.update({f'offset_curve_ci/{key}': ci[key] for key in keys})
         self._log(full)
         return out
+
+    def window_items(self, frames: list[dict], seqs: list[str]) -> list[dict]:
+        """Per frame, the PQ statistics of every window that starts there.
+
+        Args:
+            frames (list[dict]): Per frame, :func:`frame_pairs`' output, in evaluation order.
+            seqs (list[str]): Sequence of each frame.
+
+        Returns:
+            list[dict]: Per frame ``{(k, lambda): PQStats}`` (``lambda`` ``None``: no depth)
+            for each window length ``k`` whose window starts at the frame.
+        """
+        p = self.protocol
+        items: list[dict] = [{} for _ in frames]
+        for k in p.windows:
+            for start in window_starts(seqs, k, p.window_scope):
+                for lam in (None, *map(float, p.thresholds)):
+                    items[start][k, lam] = vpq_stats(
+                        [f[lam] for f in frames], k, starts=[start],
+                        num_classes=p.num_classes, label_divisor=p.label_divisor,
+                        ignore_label=p.ignore_label, fp_void=p.fp_void,
+                    )  # fmt: skip
+        return items
+
+    @staticmethod
+    def window_reducer(protocol: DVPQProtocol, keys: Sequence[str]):
+        """``window items -> {key: percent}``: the values :func:`dvpq_from_pairs` gives for the
+        windows of the items (summed statistics, then the protocol's PQ and means over k)."""
+
+        def reduce(items: list[dict]) -> dict:
+            cells, present = {}, []
+            for k in protocol.windows:
+                if any((k, None) in item for item in items):
+                    present.append(k)
+                for lam in (None, *map(float, protocol.thresholds)):
+                    total = PQStats.zeros(protocol.num_classes)
+                    for item in items:
+                        if (k, lam) in item:
+                            total = total + item[k, lam]
+                    cells[k, lam] = pq_summary(
+                        total, thing_ids=protocol.thing_ids, average=protocol.average,
+                        epsilon=protocol.epsilon,
+                    )  # fmt: skip
+            means = _means(cells, protocol, present)
+            return {key: 100 * means[key] for key in keys}
+
+        return reduce
 
     def _log(self, full: dict) -> None:
         p = self.protocol
@@ -356,9 +431,12 @@ class STQMetric(_DVPSBase):
         offset_buckets (int | Sequence[int], optional): Buckets of the by-offset curves.
         collect_device (str): ``'cpu'`` or ``'gpu'``.
         prefix (str, optional): Key prefix (default ``'stq'``).
+        ci_resamples (int): Bootstrap resamples of the curve's interval; 0: none. A video drawn
+            twice is two sequences.
 
     Returns: ``STQ``, ``AQ``, ``IoU`` (and ``DSTQ``, ``DQ``, ``DSTQ@t``, ``DQ@t``), percent;
-    ``offset_curve/STQ`` (or ``DSTQ``), ``offset_curve/num_frames``.
+    ``offset_curve/STQ`` (or ``DSTQ``), ``offset_curve/num_frames``, ``offset_curve_ci/STQ``
+    (or ``DSTQ``).
     """
 
     default_prefix = 'stq'
@@ -374,8 +452,9 @@ class STQMetric(_DVPSBase):
         offset_buckets: int | Sequence[int] | None = 20,
         collect_device: str = 'cpu',
         prefix: str | None = None,
+        ci_resamples: int = 200,
     ) -> None:
-        super().__init__(offset_buckets, collect_device, prefix)
+        super().__init__(offset_buckets, collect_device, prefix, ci_resamples)
         self._kwargs = dict(
             num_classes=num_classes,
             thing_ids=tuple(thing_ids),
@@ -416,9 +495,14 @@ class STQMetric(_DVPSBase):
             self.results.append(dict(meta, stats=stats))
 
     def _evaluate(self, records: list[dict]) -> dict:
+        """STQ of the records; the n-th repeat of a frame (a bootstrap resample that drew its
+        video n times) goes to the n-th copy of its sequence."""
         acc = self._new()
+        seen: dict = {}
         for r in records:
-            acc.add(r['stats'], str(r['video_id']))
+            key = (str(r['video_id']), r['frame_id'])
+            seen[key] = seen.get(key, -1) + 1
+            acc.add(r['stats'], f'{key[0]}#{seen[key]}' if seen[key] else key[0])
         return acc.result()
 
     def compute_metrics(self, results: list) -> dict:
@@ -442,6 +526,11 @@ class STQMetric(_DVPSBase):
             main = 'STQ' if self.depth_thresholds is None else 'DSTQ'
             out[f'offset_curve/{main}'] = {b: 100 * float(r[main]) for b, (r, _) in curves.items()}
             out['offset_curve/num_frames'] = {b: n for b, (_, n) in curves.items()}
+            ci = self._ci(
+                records, records, lambda items: {main: 100 * float(self._evaluate(items)[main])}
+            )
+            if ci:
+                out[f'offset_curve_ci/{main}'] = ci[main]
         return out
 
 
@@ -462,10 +551,12 @@ class KittiDepthMetric(_DVPSBase):
         offset_buckets (int | Sequence[int], optional): Buckets of the by-offset curves.
         collect_device (str): ``'cpu'`` or ``'gpu'``.
         prefix (str, optional): Key prefix (default ``'depth'``).
+        ci_resamples (int): Bootstrap resamples of the curves' intervals; 0: none.
 
     Returns: ``{reduction}/{error}`` for every error of :data:`DEPTH_METRICS` (``silog`` x100,
     ``abs_rel``, ``sq_rel_kitti``, ``sq_rel_eigen``, ``rmse`` m, ``rmse_log``, ``irmse`` 1/km,
-    ``delta1..3``), ``offset_curve/{reduction}/{error}`` and ``offset_curve/num_frames``.
+    ``delta1..3``), ``offset_curve/{reduction}/{error}``, ``offset_curve/num_frames`` and
+    ``offset_curve_ci/{reduction}/{error}``.
     """
 
     default_prefix = 'depth'
@@ -477,8 +568,9 @@ class KittiDepthMetric(_DVPSBase):
         offset_buckets: int | Sequence[int] | None = 20,
         collect_device: str = 'cpu',
         prefix: str | None = None,
+        ci_resamples: int = 200,
     ) -> None:
-        super().__init__(offset_buckets, collect_device, prefix)
+        super().__init__(offset_buckets, collect_device, prefix, ci_resamples)
         reductions = (reductions,) if isinstance(reductions, str) else tuple(reductions)
         if not reductions or any(r not in ('image', 'pixel') for r in reductions):
             raise ValueError(f"reductions must be 'image' and/or 'pixel', got {reductions}")
@@ -534,4 +626,6 @@ class KittiDepthMetric(_DVPSBase):
                         b: r[f'{red}/{key}'] for b, (r, _) in curves.items()
                     }
             out['offset_curve/num_frames'] = {b: n for b, (_, n) in curves.items()}
+            for key, interval in self._ci(records, records, self._evaluate).items():
+                out[f'offset_curve_ci/{key}'] = interval
         return out
