@@ -20,7 +20,14 @@ from .budgets import (
 )
 from .policy import GAP_RESPONSES, INIT_MODES, SKIP_RESPONSES, FramePlan, StreamPolicy
 from .protocol import StepFn, StepOutput, StreamingModel, check_streaming_model
-from .runner import StreamFrame, StreamRun, group_plans, run_stream, split_outputs
+from .runner import (
+    StreamFrame,
+    StreamRun,
+    group_plans,
+    iter_stream,
+    run_stream,
+    split_outputs,
+)
 from .shot_change import SHOT_RESPONSES, ShotChangeDetector
 from .state import (
     FrameRecord,
@@ -62,6 +69,7 @@ __all__ = [
     'StreamRun',
     'StepFn',
     'run_stream',
+    'iter_stream',
     'group_plans',
     'split_outputs',
 ]

@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+from mmvideoeq.apis.prediction_folders import evaluate_folders, iter_frames
 from mmvideoeq.apis.prediction_writer import DVPSPredictionWriter
 from mmvideoeq.datasets.dvps_io import read_two_channel_panoptic
-from mmvideoeq.evaluation.prediction_folders import evaluate_folders, iter_frames
 
 DATA = Path(__file__).resolve().parents[1] / 'data' / 'dvps'
 FIXTURES = {
@@ -69,7 +69,8 @@ def test_ground_truth_written_as_prediction_is_perfect(fmt, tmp_path):
     writer = DVPSPredictionWriter(fmt, tmp_path)
     for s in iter_frames(fmt, gt_dir(root), root / 'pred_pan'):  # names of the frames
         writer.write(image_name(fmt, s), s['gt_panoptic'], s['gt_depth'], label_divisor=div)
-    res = evaluate_folders(fmt, gt_dir(root), writer.pan_dir, writer.depth_dir)
+    res = evaluate_folders(fmt, gt_dir(root), writer.pan_dir, writer.depth_dir, average='valid')
+    assert res['dvpq']['DVPQ'] == pytest.approx(100.0) and res['dvpq']['PQ'] == pytest.approx(100.0)
     for stats in res['dvpq/per_window'].values():  # every window length and depth threshold
         assert sum(stats['tp']) > 0
         assert not any(stats['fp']) and not any(stats['fn'])
@@ -118,8 +119,9 @@ def test_long_sequence_ids_fit_eight_bits(tmp_path):
         assert len(set(live.values())) == len(live)
     assert max(f % 1000 for f, _ in tracks.values()) <= 255
     res = evaluate_folders(
-        'cityscapes_dvps', gt, writer.pan_dir, writer.depth_dir, metrics=('dvpq',)
+        'cityscapes_dvps', gt, writer.pan_dir, writer.depth_dir, metrics=('dvpq',), average='valid'
     )
+    assert res['dvpq']['DVPQ'] == pytest.approx(100.0)
     for stats in res['dvpq/per_window'].values():
         assert stats['tp'][13] > 0 and stats['fp'][13] == 0 and stats['fn'][13] == 0
 

@@ -6,7 +6,6 @@ from typing import Any, Sequence
 
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
 from mmvideoeq.deq import FULL_SOLVE, Budget
@@ -18,7 +17,7 @@ from mmvideoeq.deq.mdeq_convert import (
 )
 from mmvideoeq.deq.solvers import SolverStats
 from mmvideoeq.registry import MODELS
-from mmvideoeq.utils.checkpoint import safe_load_checkpoint
+from mmvideoeq.utils.checkpoint_schemes import load_checkpoint_weights_only
 
 __all__ = ['MDEQ']
 
@@ -135,8 +134,9 @@ class MDEQ(BaseModule):
         """Load MDEQ weights strictly into ``self.net``.
 
         Args:
-            checkpoint: A local path (loaded weights-only) or a URL (mmengine's
-                ``CheckpointLoader``) of a converted or official MDEQ checkpoint.
+            checkpoint: A local path or a URL / mmengine scheme (``https://``,
+                ``open-mmlab://``, ...) of a converted or official MDEQ checkpoint, loaded
+                weights-only whatever its kind (``load_checkpoint_weights_only``).
             prefix: Keep only keys starting with it and strip it (e.g. ``'backbone.'`` to read
                 the backbone of a full detector checkpoint).
 
@@ -145,10 +145,7 @@ class MDEQ(BaseModule):
             UnsafeCheckpointError: If the file holds pickled objects outside the allow-list.
             ValueError: If keys are missing/unexpected or shapes differ (all are listed).
         """
-        if '://' in str(checkpoint):
-            ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-        else:  # weights-only load with mmengine's types allowed (detector checkpoints)
-            ckpt = safe_load_checkpoint(checkpoint, map_location='cpu')
+        ckpt = load_checkpoint_weights_only(checkpoint, map_location='cpu')
         state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
         if not isinstance(state, dict):
             raise ValueError(f'{checkpoint} holds a {type(state).__name__}, not a state dict')

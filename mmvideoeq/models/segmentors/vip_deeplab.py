@@ -84,7 +84,7 @@ def _stack_field(samples: Sequence, key: str, what: str, pad_value: float) -> Te
         if field is None:
             raise ValueError(
                 f'data sample {i} has no {key!r} ({what}); load it in the pipeline '
-                '(LoadPanopticAnnotation / LoadDepthAnnotation, PackDVPSInputs)'
+                '(LoadPanopticAnnotation / LoadKittiDepthAnnotation, PackDVPSInputs)'
             )
         maps.append(field.data.reshape(field.data.shape[-2:]))
     h = max(m.shape[0] for m in maps)

@@ -31,12 +31,11 @@ with frame ``t-1`` as the first solve was.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from mmvideoeq.deq import Budget
 from mmvideoeq.models.utils.panoptic_postprocess import pair_groups, panoptic_frame, semantic_ids
 from mmvideoeq.models.utils.video_stitching import TrackIds, sequence_panoptic, stitch_frame
 from mmvideoeq.streaming import StepOutput
@@ -82,29 +81,13 @@ class ViPStreamMixin:
         return self.backbone.init_stream_state(frame) if self._has_solver else []
 
     @torch.no_grad()
-    def stream_step(
-        self,
-        inputs: Tensor,
-        z0: list[Tensor] | None,
-        memory: list[ViPMemory | None],
-        budget: Budget,
-        payloads: Sequence,
-    ) -> StepOutput:
-        """One streaming step (see the module docstring).
-
-        Args:
-            inputs: Preprocessed frames ``(B, 3, H, W)`` (a pair input uses its frame ``t``).
-            z0: The MDEQ fixed point to start from, or ``None`` (zeros); ``[]`` or ``None`` for a
-                per-frame backbone.
-            memory: ``B`` :class:`ViPMemory` of the previous frames (``None``: a new sequence).
-            budget: The frames' solver budget (unused by a per-frame backbone).
-            payloads: The frames' data samples (``ori_shape``, ``img_shape``, ``padding_size``).
-
-        Returns:
-            StepOutput: data samples with ``pred_panoptic`` (sequence ids), ``pred_sem_seg`` and
-            ``pred_depth``; the new fixed point; the new memories; the solver statistics
-            (``None`` for a per-frame backbone).
-        """
+    def stream_step(self, inputs, z0, memory, budget, payloads) -> StepOutput:
+        """:meth:`StreamingModel.stream_step <mmvideoeq.streaming.StreamingModel.stream_step>`
+        (see the module docstring): frame ``t`` of ``inputs`` (a pair input uses its first
+        frame) solved from the MDEQ fixed point ``z0`` with ``budget`` (a per-frame backbone:
+        one forward, ``stats`` ``None``), paired and stitched with the :class:`ViPMemory` of
+        frame ``t-1`` (``None``: a new sequence). Predictions: ``pred_panoptic`` (sequence ids),
+        ``pred_sem_seg`` and ``pred_depth`` at each sample's ``ori_shape``."""
         self._check_streamable()
         frame = inputs[:, :3]
         samples = list(payloads)
