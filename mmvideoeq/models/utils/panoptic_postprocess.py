@@ -25,7 +25,14 @@ hence written here):
   nearest to some point of it (with a margin far above float rounding), a vote in a cell with
   one candidate takes it, the others compare their candidates with the very ``torch.cdist``
   call the brute force makes, so every distance, and every tie, is the same;
+* the NMS gathers the windows of the pixels above the threshold when they are few, instead of
+  max-pooling the whole map (the same maxima);
+* the pair ``(t-1, t)`` needs only frame ``t``'s grouping around the centres of ``t-1``
+  (:func:`pair_groups`): the canvas' left half groups as frame ``t-1`` alone did;
 * :func:`semantic_ids` takes the class ids with ``max(1).indices`` instead of ``argmax(1)``.
+
+A batch is post-processed image by image against its own centres (the brute force padded the
+batch with far-away centres, which a vote farther than 2^28 px could have taken).
 """
 
 from __future__ import annotations
