@@ -8,8 +8,13 @@ start and the full solve. Results: ``<work_dir>/streaming/results.json``, ``curv
 in the log (each run's copy stays in ``<work_dir>/<timestamp>/streaming/``). Exit status 1 when a
 setting ends without a metric (every frame skipped or diverged).
 
+``--tta`` (per-image box detectors): every image is also tested flipped and the boxes are merged
+by mmdet's ``DetTTAModel`` (mmdet's ``tools/test.py --tta``); other models are refused with one
+message.
+
 Examples:
     python tools/test.py CONFIG CKPT
+    python tools/test.py CONFIG CKPT --tta
     python tools/test.py CONFIG CKPT --streaming --iters 1 2 4 8
     python tools/test.py CONFIG CKPT --streaming --iters 8 --budget adaptive --tol 1e-2
     python tools/test.py CONFIG CKPT --streaming --realtime-fps 10 30 60 [--eta 0]
@@ -17,6 +22,7 @@ Examples:
 """
 
 import argparse
+import copy
 import os
 import os.path as osp
 import sys
@@ -53,6 +59,12 @@ def parse_args(argv=None):
     parser.add_argument('--show', action='store_true', help='show prediction results')
     parser.add_argument('--show-dir', help='directory where painted images will be saved')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help="test-time augmentation (horizontal flip, boxes merged by mmdet's DetTTAModel); "
+        'per-image box detectors only',
+    )
     parser.add_argument(
         '--allow-missing-weights',
         action='store_true',
@@ -230,6 +242,50 @@ def enable_visualization(cfg, args) -> None:
         hook['test_out_dir'] = args.show_dir
 
 
+#: Detectors whose predictions are boxes only: what mmdet's DetTTAModel merges (it refuses masks).
+TTA_DETECTORS = ('DetectoRSFasterRCNN', 'DetectoRSCascadeRCNN', 'StreamDEQFasterRCNN')
+
+
+def apply_tta(cfg, streaming: bool) -> None:
+    """``--tta``: mmdet's flip test-time augmentation, or one message saying why not.
+
+    As mmdet's ``tools/test.py``: the config's ``tta_model``/``tta_pipeline`` when present, else
+    ``DetTTAModel`` (NMS at IoU 0.5, 100 boxes) over the test pipeline with its packing step
+    replaced by ``TestTimeAug`` (flipped and not), keeping ``flip``/``flip_direction`` for the
+    merge.
+    """
+    model_type = str(cfg.model.get('type', '')).split('.')[-1]
+    if streaming:
+        raise CLIError(
+            '--tta and --streaming: a streamed frame is solved once, warm-started from the '
+            "previous frame's state; test-time augmentation would need one stream per view. "
+            'Use --tta without --streaming'
+        )
+    if model_type not in TTA_DETECTORS and 'tta_model' not in cfg:
+        raise CLIError(
+            f"--tta: {model_type} is not supported (mmdet's DetTTAModel merges boxes only; "
+            f'supported: {", ".join(TTA_DETECTORS)}). Run without --tta'
+        )
+    if 'tta_model' not in cfg:
+        cfg.tta_model = dict(
+            type='mmdet.DetTTAModel',
+            tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100),
+        )
+    dataset = cfg.test_dataloader.dataset
+    while 'pipeline' not in dataset and 'dataset' in dataset:
+        dataset = dataset['dataset']
+    if 'tta_pipeline' not in cfg:
+        pipeline = copy.deepcopy(dataset.pipeline)
+        pack = dict(pipeline[-1])
+        if 'meta_keys' in pack:
+            pack['meta_keys'] = tuple(pack['meta_keys']) + ('flip', 'flip_direction')
+        flips = [dict(type='mmdet.RandomFlip', prob=1.0), dict(type='mmdet.RandomFlip', prob=0.0)]
+        pipeline[-1] = dict(type='TestTimeAug', transforms=[flips, [pack]])
+        cfg.tta_pipeline = pipeline
+    cfg.model = dict(**cfg.tta_model, module=cfg.model)
+    dataset.pipeline = cfg.tta_pipeline
+
+
 def add_checkpoint_check(cfg, allow_missing: bool, allow_nonfinite: bool = False) -> None:
     """Make sure a ``CheckpointCheckHook`` runs (a config may have replaced ``custom_hooks``)."""
     hooks = list(cfg.get('custom_hooks', []) or [])
@@ -268,6 +324,8 @@ def main():
         raise CLIError('--iters/--no-warm-start/--init/--budget need --streaming')
     elif args.realtime_fps is not None:
         raise CLIError('--realtime-fps needs --streaming')
+    if args.tta:
+        apply_tta(cfg, args.streaming)
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):

@@ -51,6 +51,22 @@ def parse_args(argv=None):
     return parse_common(parser, argv)
 
 
+def check_amp_device() -> None:
+    """``--amp`` needs a device mmengine's ``AmpOptimWrapper`` trains on: say so before starting."""
+    from mmengine.device import (
+        is_cuda_available,
+        is_mlu_available,
+        is_musa_available,
+        is_npu_available,
+    )
+
+    if not (is_cuda_available() or is_npu_available() or is_mlu_available() or is_musa_available()):
+        raise CLIError(
+            "--amp: mixed precision (mmengine's AmpOptimWrapper) trains on a CUDA, NPU, MLU or "
+            'MUSA device and none is available here; drop --amp to train in float32'
+        )
+
+
 def build_cfg(args):
     cfg = load_config(args.config, args.cfg_options)
     setup_launcher(cfg, args.launcher)
@@ -75,6 +91,8 @@ def build_cfg(args):
 @cli_main
 def main():
     args = parse_args()
+    if args.amp:
+        check_amp_device()  # before anything is built or printed
     register_all_modules(init_default_scope=False)
     cfg = build_cfg(args)
     if cfg.get('load_from') and not cfg.resume and '://' not in str(cfg.load_from):

@@ -19,7 +19,7 @@ the states and the policy decides resets, as StreamDEQ (thesis ch. 3.2) prescrib
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -58,29 +58,11 @@ class DEQStreamingMixin:
         return self.backbone.init_stream_state(inputs)
 
     @torch.no_grad()
-    def stream_step(
-        self,
-        inputs: Tensor,
-        z0: list[Tensor] | None,
-        memory: list[Any],
-        budget: Budget,
-        payloads: Sequence,
-    ) -> StepOutput:
-        """One frame of ``B`` streams: solve from ``z0`` with ``budget``, then the heads (the
-        stages of :meth:`stream_stages` composed).
-
-        Args:
-            inputs: Preprocessed frames ``(B, 3, H, W)`` (after ``data_preprocessor``).
-            z0: Fixed point to start from (``S`` tensors ``(B, C_s, H_s, W_s)``) or ``None``
-                for zeros.
-            memory: The streams' memories (unused: a DEQ model keeps none).
-            budget: The frames' budget, handed to the backbone's solver unchanged.
-            payloads: The frames' data samples (metainfo, ground truth).
-
-        Returns:
-            StepOutput: the data samples with predictions, the new fixed point (detached), ``B``
-            empty memories and the solver statistics.
-        """
+    def stream_step(self, inputs, z0, memory, budget, payloads) -> StepOutput:
+        """:meth:`StreamingModel.stream_step <mmvideoeq.streaming.StreamingModel.stream_step>`:
+        the backbone solved from ``z0`` (the fixed point, ``S`` tensors ``(B, C_s, H_s, W_s)``)
+        with ``budget``, then the model's heads on the data samples ``payloads``; no memory. The
+        stages of :meth:`stream_stages` composed."""
         return self.stream_stages().step(inputs, z0, memory, budget, payloads)
 
     def stream_stages(self) -> StreamStages:

@@ -229,7 +229,7 @@ def test_coco_metric_leaves_skipped_images_out(data):
 def test_dvps_metrics_leave_skipped_frames_out():
     """STQ / depth over frames {0, 2} of three equal the same metric run on those two frames;
     DVPQ counts the skipped frame as one without labelled pixels (an all-void frame)."""
-    from mmvideoeq.evaluation.metrics import DepthMetric, DVPQMetric, STQMetric
+    from mmvideoeq.evaluation.metrics import DVPQMetric, KittiDepthMetric, STQMetric
 
     rng = np.random.default_rng(0)
     void = 32 * 1000
@@ -253,7 +253,7 @@ def test_dvps_metrics_leave_skipped_frames_out():
     stq = dict(num_classes=19, thing_ids=(11, 12), ignore_label=32, label_divisor=1000)
     for make, ref in (
         (lambda: STQMetric(**stq, depth_thresholds=None), [frames[0], frames[2]]),
-        (lambda: DepthMetric(), [frames[0], frames[2]]),
+        (lambda: KittiDepthMetric(), [frames[0], frames[2]]),
         (lambda: DVPQMetric(thresholds=()), void_mid),
     ):
         got, want = make(), make()
@@ -266,7 +266,7 @@ def test_dvps_metrics_leave_skipped_frames_out():
         for k in a:
             if isinstance(a[k], float):
                 assert a[k] == pytest.approx(b[k], nan_ok=True), k
-    only = DepthMetric()
+    only = KittiDepthMetric()
     only.process({}, [frame(1, skipped=True)])
     assert only.compute_metrics(only.results) == dict(num_frames=0, num_skipped_frames=1)
 

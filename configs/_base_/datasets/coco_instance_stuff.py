@@ -17,7 +17,8 @@ train_pipeline = [
     dict(type='mmdet.PackDetInputs'),
 ]
 test_pipeline = [
-    dict(type='mmdet.LoadImageFromFile', backend_args=backend_args),
+    # mmcv's loader, unprefixed: the name mmdet's/mmseg's inferencers replace by their own
+    dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='mmdet.Resize', scale=img_scale, keep_ratio=True),
     dict(type='mmdet.LoadAnnotations', with_bbox=True, with_mask=True),
     dict(
@@ -48,6 +49,7 @@ val_dataloader = dict(
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
+        _scope_='mmvideoeq',  # built in this scope also by mmdet's DetInferencer
         type=dataset_type,
         data_root=data_root,
         ann_file='annotations/instances_val2017.json',

@@ -17,6 +17,11 @@ here, because mmdet lacks it:
   every image of ``ann_file`` (a frame without a result counts as all misses); here only the
   frames that were processed are evaluated;
 * class matching by name (mmdet maps ``dataset_meta['classes']`` to category ids in file order);
+* a **bootstrap interval** of each offset bucket's mAP@0.5 over videos
+  (:func:`.bootstrap_by_offset`): every image is matched once (``COCOeval.evaluate``) and each
+  resample is accumulated (``COCOeval.accumulate``) over its list of images *with repeats* (a
+  video drawn twice counts twice, which ``COCOeval.evaluate`` itself cannot do: it deduplicates
+  ``imgIds``);
 * the unrounded COCO statistics next to mmdet's 3-decimal values (``exact/bbox_mAP_50`` ...):
   ``CocoMetric.compute_metrics`` keeps no handle on its ``COCOeval``, so the same evaluation
   (same detections, ``catIds``, ``imgIds``, ``maxDets``, ``iouThrs``) is run once more with
@@ -44,7 +49,13 @@ from mmengine.structures import BaseDataElement
 from mmvideoeq.registry import METRICS
 from mmvideoeq.structures import SKIP_KEY
 
-from .frame_offset import OffsetBuckets, aggregate_by_offset, frame_offsets
+from .frame_offset import (
+    OffsetBuckets,
+    aggregate_by_offset,
+    bootstrap_by_offset,
+    check_ci_resamples,
+    frame_offsets,
+)
 
 __all__ = ['VIDMetric']
 
@@ -137,7 +148,10 @@ class VIDMetric(CocoVideoMetric, _FrameRecordMetric):
     * ``offset_curve/bbox_mAP_50``: ``{bucket label: mAP@0.5}`` and ``offset_curve/num_frames``:
       ``{bucket label: frames}``, for non-empty buckets in order (dicts, as
       ``StreamingIoUMetric`` does: logged and dumped as non-scalar results). A bucket without any
-      ground truth of the evaluated classes gets ``-1`` (pycocotools' convention).
+      ground truth of the evaluated classes gets ``-1`` (pycocotools' convention);
+    * ``offset_curve_ci/bbox_mAP_50``: ``{bucket label: [lo, hi]}``, the 95 % percentile
+      bootstrap interval over videos (``ci_resamples`` resamples, seed 0; frames without a
+      ``video_id`` are their own unit; resamples whose bucket has no ground truth are left out).
 
     Args:
         ann_file (str, optional): The CocoVID (or COCO) annotation file the frames come from
@@ -159,6 +173,8 @@ class VIDMetric(CocoVideoMetric, _FrameRecordMetric):
         collect_device (str): ``'cpu'`` or ``'gpu'``.
         prefix (str, optional): Metric name prefix. Defaults to ``'vid'``.
         max_listed (int): At most this many skipped frames are listed in the log. Defaults to 20.
+        ci_resamples (int): Bootstrap resamples of the curve's intervals; 0: no intervals.
+            Defaults to 200.
 
     Attributes:
         skipped_frames (list[dict]): After :meth:`compute_metrics`: ``img_id``, ``video_id``,
@@ -182,6 +198,7 @@ class VIDMetric(CocoVideoMetric, _FrameRecordMetric):
         collect_device: str = 'cpu',
         prefix: str | None = None,
         max_listed: int = 20,
+        ci_resamples: int = 200,
     ) -> None:
         if ann_file is not None and not exists(ann_file, backend_args=backend_args):
             raise FileNotFoundError(
@@ -211,6 +228,7 @@ class VIDMetric(CocoVideoMetric, _FrameRecordMetric):
             None if offset_buckets is None else OffsetBuckets.build(offset_buckets)
         )
         self.max_listed = max_listed
+        self.ci_resamples = check_ci_resamples(ci_resamples)
         self.skipped_frames: list[dict] = []
         self._saw_track_samples = False
 
@@ -393,6 +411,49 @@ class VIDMetric(CocoVideoMetric, _FrameRecordMetric):
         precision = precision[precision > -1]
         return float(precision.mean()) if precision.size else -1.0
 
+    def _ap50_reducer(self, coco_dt: COCO, img_ids: list):
+        """AP@0.5 of any list of the images ``img_ids``, repeats counted, as a function.
+
+        Each image is matched once (``COCOeval.evaluate`` at IoU 0.5, area ``all``,
+        ``maxDets`` = ``proposal_nums[2]``: the cell of :meth:`_ap50`); the function lays the
+        per-image results out for the given list, repeats included, as ``COCOeval.accumulate``
+        reads them (``evalImgs[k * I + i]`` over ``_paramsEval.imgIds``), and accumulates. On
+        distinct images it equals :meth:`_ap50`; a bucket without ground truth gives NaN.
+
+        Args:
+            coco_dt (COCO): The detections.
+            img_ids (list): The images the lists will be drawn from.
+
+        Returns:
+            Callable[[list], float]: ``image ids (repeats allowed) -> AP@0.5``.
+        """
+        coco_eval = COCOeval(self._coco_api, coco_dt, 'bbox')
+        params = coco_eval.params
+        params.catIds = self.cat_ids
+        params.imgIds = list(img_ids)
+        params.maxDets = [self.proposal_nums[2]]
+        params.iouThrs = np.asarray([0.5], np.float64)
+        params.areaRng, params.areaRngLbl = params.areaRng[:1], params.areaRngLbl[:1]
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_eval.evaluate()
+        evaluated = list(coco_eval._paramsEval.imgIds)  # sorted, unique
+        where = {img_id: i for i, img_id in enumerate(evaluated)}
+        per_cat = [
+            coco_eval.evalImgs[k * len(evaluated) : (k + 1) * len(evaluated)]
+            for k in range(len(coco_eval._paramsEval.catIds))
+        ]
+
+        def ap50(chosen: list) -> float:
+            coco_eval.evalImgs = [row[where[i]] for row in per_cat for i in chosen]
+            coco_eval._paramsEval.imgIds = coco_eval.params.imgIds = list(chosen)
+            with contextlib.redirect_stdout(io.StringIO()):
+                coco_eval.accumulate()
+            precision = coco_eval.eval['precision'][0, :, :, 0, 0]
+            precision = precision[precision > -1]
+            return float(precision.mean()) if precision.size else float('nan')
+
+        return ap50
+
     def _offset_curve(
         self, done: list, skipped: list, coco_dt: COCO, logger: MMLogger
     ) -> dict[str, Any]:
@@ -418,4 +479,23 @@ class VIDMetric(CocoVideoMetric, _FrameRecordMetric):
             f'  {label:>8}  {counts[label]:>8}  {ap:.3f}' for label, ap in curve.items()
         )
         logger.info(f'bbox_mAP_50 by frame offset:\n    offset    frames  mAP_50\n{table}')
-        return {'offset_curve/bbox_mAP_50': curve, 'offset_curve/num_frames': counts}
+        out = {'offset_curve/bbox_mAP_50': curve, 'offset_curve/num_frames': counts}
+        if self.ci_resamples:
+            videos = [
+                ('img', r['frame']['img_id'])
+                if r['frame']['video_id'] is None
+                else r['frame']['video_id']
+                for r in done
+            ]
+            ci = bootstrap_by_offset(
+                img_ids,
+                offsets,
+                videos,
+                self.offset_buckets,
+                self._ap50_reducer(coco_dt, img_ids),
+                n=self.ci_resamples,
+            )
+            out['offset_curve_ci/bbox_mAP_50'] = {
+                label: [round(lo, 3), round(hi, 3)] for label, (lo, hi) in ci.items()
+            }
+        return out
