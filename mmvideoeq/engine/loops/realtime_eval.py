@@ -46,29 +46,19 @@ metric would use.
 
 from __future__ import annotations
 
-import copy
 import math
-import os
-import platform
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from mmengine.dist import all_gather_object, get_world_size
 
 from mmvideoeq.evaluation.functional.streaming_ap import StreamingAPResult, coco_streaming_ap
 from mmvideoeq.streaming import (
     DeadlineBudget,
-    FixedBudget,
-    PipelinedStream,
     PipelineLatency,
     ScheduledLatency,
-    StreamFrame,
-    StreamPolicy,
-    run_stream,
 )
 from mmvideoeq.streaming.realtime import (
     LatencyModel,
@@ -78,19 +68,8 @@ from mmvideoeq.streaming.realtime import (
     simulate_realtime,
 )
 from mmvideoeq.streaming.record import SequenceRecord
-from mmvideoeq.structures import SKIP_KEY
 
-__all__ = [
-    'FrameLog',
-    'RealtimeSweep',
-    'LATENCY_SOURCES',
-    'detection_ground_truth',
-    'prediction_of',
-    'frame_logs',
-    'replay_stream',
-    'stage_times',
-    'device_name',
-]
+__all__ = ['FrameLog', 'RealtimeSweep', 'LATENCY_SOURCES']
 
 LATENCY_SOURCES = ('auto', 'trace', 'median', 'timing')
 #: Budgets whose cost per frame is constant by design (``'auto'`` uses their timing repeats).
@@ -121,55 +100,6 @@ class FrameLog:
     ms: float
     pred: tuple[np.ndarray, np.ndarray, np.ndarray] | None
     pre_ms: float = 0.0
-
-
-def detection_ground_truth(metrics: Sequence[Any]) -> tuple[Any, list[int]] | None:
-    """``(pycocotools COCO, cat_ids)`` of the first evaluated detection metric (after
-    ``evaluate``: mmdet's ``CocoMetric`` family keeps ``_coco_api`` and ``cat_ids``), else None."""
-    for metric in metrics:
-        coco, cat_ids = getattr(metric, '_coco_api', None), getattr(metric, 'cat_ids', None)
-        if coco is not None and cat_ids is not None:
-            return coco, list(cat_ids)
-    return None
-
-
-def prediction_of(sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The detections of a data sample as numpy ``(bboxes, scores, labels)``, or None."""
-    pred = sample.get('pred_instances') if hasattr(sample, 'get') else None
-    if pred is None:
-        return None
-    out = []
-    for key in ('bboxes', 'scores', 'labels'):
-        v = pred[key]
-        out.append(np.asarray(v.detach().cpu().numpy() if hasattr(v, 'detach') else v))
-    return out[0].reshape(-1, 4), out[1].reshape(-1), out[2].reshape(-1)
-
-
-def frame_logs(preds: list, recs: list, arrivals: dict, pre_ms: float) -> list[FrameLog]:
-    """The batch's frames for the real-time simulation: arrival index in their video,
-    image id, ms (the model step and a share of the batch's pre-processing), detections."""
-    logs = []
-    for pred, rec in zip(preds, recs):
-        img_id = pred.metainfo.get('img_id')
-        if img_id is None:
-            raise ValueError(
-                f'frame {rec.frame_id} of video {rec.video_id!r} has no img_id in its '
-                "metainfo: the real-time simulation pairs frames with the ground truth's "
-                "images; keep img_id in PackDetInputs' meta_keys"
-            )
-        index = arrivals[rec.video_id] = arrivals.get(rec.video_id, -1) + 1
-        done = rec.skipped is None
-        logs.append(
-            FrameLog(
-                rec.video_id,
-                index,
-                int(img_id),
-                rec.ms + pre_ms / len(recs),
-                prediction_of(pred) if done else None,
-                pre_ms / len(recs),
-            )
-        )
-    return logs
 
 
 _EMPTY = (np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64))
@@ -487,86 +417,3 @@ class RealtimeSweep:
 
 def _key(fps: float) -> str:
     return f'{fps:g}'
-
-
-@torch.no_grad()
-def replay_stream(
-    model: Any, dataloader: Any, setting: dict, plan: dict[Any, dict[int, int | None]]
-) -> dict[Any, dict[int, Any]]:
-    """Run a setting's stream on the planned frames only (a :data:`ReplayFn` for a loop).
-
-    Walks ``dataloader`` in order and streams, per video, the frames whose arrival index is in
-    ``plan[video]``, each warm-started from the previous frame *processed* (the policy's gap
-    reset is off: the frames in between were skipped by the real-time worker, not lost), with
-    ``FixedBudget(M)`` where the plan gives ``M``. With several processes each replays its own
-    videos and the predictions are gathered.
-
-    Returns:
-        dict: video -> {frame index: ``(bboxes, scores, labels)`` or None}.
-    """
-    policy = StreamPolicy.from_cfg(dict(setting['policy'], gap_response='continue', max_history=0))
-    states: dict = {}
-    positions: dict[Any, int] = {}
-    out: dict[Any, dict[int, Any]] = {}
-    for data_batch in dataloader:
-        data = model.data_preprocessor(data_batch, False)
-        for i, sample in enumerate(data['data_samples']):
-            meta = sample.metainfo
-            vid = meta['video_id']
-            j = positions[vid] = positions.get(vid, -1) + 1
-            todo = plan.get(vid)
-            if todo is None or j not in todo:
-                continue
-            if todo[j] is not None:
-                policy.budget = FixedBudget(todo[j])
-            frame = StreamFrame(
-                data['inputs'][i : i + 1], vid, meta['frame_id'], payload=sample,
-                skip=meta.get(SKIP_KEY),
-            )  # fmt: skip
-            run = run_stream(
-                model.stream_step, [frame], policy, states=states,
-                zeros_like_fn=model.stream_zero_state,
-            )  # fmt: skip
-            pred = run.outputs[0]
-            out.setdefault(vid, {})[j] = None if pred is None else prediction_of(pred)
-    if get_world_size() > 1:
-        merged: dict[Any, dict[int, Any]] = {}
-        for part in all_gather_object(out):
-            for vid, preds in part.items():
-                merged.setdefault(vid, {}).update(preds)
-        out = merged
-    return out
-
-
-@torch.no_grad()
-def stage_times(model: Any, setting: dict, batches: list[dict], *, repeats: int = 3) -> list[float]:
-    """Median ms per stage (stem / solve / heads, ``model.stream_stages()``) of a setting's
-    stream over pre-processed ``batches``, the stages run one after the other in the calling
-    thread (:meth:`~mmvideoeq.streaming.PipelinedStream.run_sequential`), after one warm-up."""
-    frames = [
-        StreamFrame(
-            data['inputs'][i : i + 1], s.metainfo['video_id'], s.metainfo['frame_id'], payload=s
-        )
-        for data in batches
-        for i, s in enumerate(data['data_samples'])
-    ]
-    per_frame: list[list[float]] = []
-    for r in range(repeats + 1):
-        pipe = PipelinedStream(
-            model.stream_stages(),
-            StreamPolicy.from_cfg(setting['policy']),
-            zeros_like_fn=model.stream_zero_state,
-            intra_op_threads=None,
-        )
-        run = pipe.run_sequential(copy.deepcopy(frames))
-        if r > 0:
-            per_frame += run.stage_ms
-    return [statistics.median(s) for s in zip(*per_frame)]
-
-
-def device_name() -> str:
-    """The device the latencies are measured on, for a latency table."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    cpu = platform.processor() or platform.machine()
-    return f'CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} intra-op threads'

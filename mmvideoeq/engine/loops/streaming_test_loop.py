@@ -43,7 +43,6 @@ from typing import Any, Sequence
 import torch
 from mmengine.dist import (
     all_gather_object,
-    broadcast_object_list,
     get_world_size,
     is_main_process,
 )
@@ -69,14 +68,8 @@ from mmvideoeq.structures import (
     STREAM_SETTING_KEY,
 )
 
-from .realtime_eval import (
-    RealtimeSweep,
-    detection_ground_truth,
-    device_name,
-    frame_logs,
-    replay_stream,
-    stage_times,
-)
+from .realtime_driver import frame_logs, run_realtime
+from .realtime_eval import RealtimeSweep
 from .streaming_report import StreamingReport
 
 BUDGETS = ('fixed', 'adaptive', 'time')
@@ -418,46 +411,8 @@ class StreamingTestLoop(BaseLoop):
 
     # ------------------------------------------------------------------ real time
     def run_realtime(self) -> dict | None:
-        """Play every setting back in real time (:class:`~.realtime_eval.RealtimeSweep`);
-        the result for ``results.json`` (on the main process; ``None`` elsewhere or without a
-        detection metric)."""
-        gt = detection_ground_truth(self.evaluator.metrics) if is_main_process() else None
-        found = [gt is not None]
-        if get_world_size() > 1:
-            broadcast_object_list(found)
-        if not found[0]:
-            self.runner.logger.warning(
-                'real-time simulation skipped: it scores detections (streaming AP) and needs a '
-                'metric with COCO ground truth, e.g. VIDMetric'
-            )
-            return None
-        self.runner.logger.info(
-            f'real-time simulation at {self.realtime.fps} fps (eta {self.realtime.eta})'
-        )
-        batches = getattr(self, '_timing_batches', None)
-        if self.realtime.pipeline and batches and hasattr(self.model, 'stream_stages'):
-            for name, setting in self.realtime.settings.items():
-                if name.startswith('stream@'):  # stage 0 also pre-processes
-                    stages = stage_times(self.model, setting, batches)
-                    pre = statistics.median(f.pre_ms for f in self.realtime.frames[name])
-                    self.realtime.set_stages(name, [stages[0] + pre, *stages[1:]])
-        if get_world_size() > 1:  # every process must simulate the same schedules: rank 0's
-            shared = [
-                {n: s.get('timing') for n, s in self.realtime.settings.items()},
-                dict(self.realtime.stage_ms),
-            ]
-            broadcast_object_list(shared)
-            for name, timing in shared[0].items():
-                self.realtime.settings[name]['timing'] = timing
-            self.realtime.stage_ms = shared[1]
-        if self.realtime.save_latency_table and is_main_process():
-            self.realtime.latency_table(device_name()).save(self.realtime.save_latency_table)
-
-        def replay(setting: dict, plan: dict) -> dict:
-            with autocast(enabled=self.fp16):
-                return replay_stream(self.model, self.dataloader, setting, plan)
-
-        return self.realtime.run(gt, replay)
+        """Play every setting back in real time (:func:`~.realtime_driver.run_realtime`)."""
+        return run_realtime(self, self.realtime)
 
     @torch.no_grad()
     def run_batch(
