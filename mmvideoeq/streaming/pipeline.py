@@ -24,7 +24,9 @@ operators, so stages overlap as far as the Python between operators allows. On C
 thread sets its own number of intra-op threads (``torch.set_num_threads`` in that thread: with
 PyTorch's OpenMP backend the OpenMP team size is per thread; the call also becomes the default of
 threads started later, so the pipeline restores the caller's value when it ends). On GPU each
-stage runs on its own CUDA stream and synchronises it before handing a frame on.
+stage runs on its own CUDA stream and synchronises it before handing a frame on (the frames, or
+the ``preprocess`` piece, put the inputs on the device; this path has not been run in this
+project, which has no GPU).
 
 :class:`PipelineLatency` is the pipeline's timing for the real-time simulation
 (:mod:`.realtime`): a :class:`~.realtime.LatencyModel` that accepts the next frame before the
