@@ -286,6 +286,8 @@ def test_pipelined_stream_is_timed_by_its_stages(results):
     piped = data['realtime']['settings']['stream@1|pipelined']
     stages = piped['latency_ms']['stages']
     assert len(stages) == 3 and piped['latency_ms']['latency'] == pytest.approx(sum(stages))
+    # the stages split the setting's latency (the table's 150 ms): the same work, overlapped
+    assert sum(stages) == pytest.approx(LATENCY['stream@1'])
     for video, n in VIDEOS:
         trace = simulate_realtime(n, FPS, PipelineLatency(stages))
         assert piped['fps']['10']['traces'][video]['input_index'] == trace.input_index

@@ -208,7 +208,11 @@ def run_realtime(loop: Any, sweep: RealtimeSweep) -> dict | None:
             if name.startswith('stream@'):  # stage 0 also pre-processes
                 stages = stage_times(model, setting, batches)
                 pre = statistics.median(f.pre_ms for f in sweep.frames[name])
-                sweep.set_stages(name, [stages[0] + pre, *stages[1:]])
+                stages = [stages[0] + pre, *stages[1:]]
+                # the setting's latency split in the measured proportions: the pipeline does
+                # the same work, so its stages sum to what the sequential stream costs
+                scale = sweep.constant_ms(name) / sum(stages) if sum(stages) > 0 else 1.0
+                sweep.set_stages(name, [t * scale for t in stages])
     if get_world_size() > 1:  # every process must simulate the same schedules: rank 0's
         shared = [{n: s.get('timing') for n, s in sweep.settings.items()}, dict(sweep.stage_ms)]
         broadcast_object_list(shared)

@@ -31,11 +31,12 @@ ground-truth frame is scored with the latest output finished by its time, with C
   budgets.
 * ``stream@M|pipelined`` (``pipeline``): the same stream run as a depth-parallel pipeline
   (:class:`~mmvideoeq.streaming.PipelinedStream`: the same predictions, only their timing
-  changes), timed by :class:`~mmvideoeq.streaming.PipelineLatency` from its stage times (stem
-  with the pre-processing / solve / heads, measured stage by stage on the timing batches): a
-  new frame every ``max(stage)``, each ready ``sum(stage)`` after it was taken. The stage times
-  are measured one after the other; running them concurrently needs a core (or a CUDA stream)
-  per stage, which ``tools/benchmark_pipeline.py`` measures.
+  changes), timed by :class:`~mmvideoeq.streaming.PipelineLatency` from its stage times: the
+  setting's latency split into stem with the pre-processing / solve / heads in the proportions
+  measured stage by stage on the timing batches (the same work overlapped): a new frame every
+  ``max(stage)``, each ready ``sum(stage)`` (the sequential latency) after it was taken. This
+  assumes a core (or a CUDA stream) per stage; ``tools/benchmark_pipeline.py`` measures how
+  close a real pipeline comes.
 * ``AP`` (``fps`` ``inf``): the same scorer with every frame answered by its own prediction (the
   offline AP under the sAP protocol's COCO settings, to set the sAP beside).
 
