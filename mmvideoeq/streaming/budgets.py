@@ -246,20 +246,20 @@ class DeadlineBudget(TimeBudget):
     Frames arrive every ``1 / fps`` s (frame ``i`` at ``i / fps``, the real-time simulation's
     clock, :mod:`.realtime`). A worker that becomes free at ``t`` takes the latest frame,
     ``i = floor(t * fps)``. An output finished at ``f`` is first used by the ground-truth frame
-    ``u = ceil(f * fps)`` (streaming AP pairs frame ``k`` with the outputs finished by ``k /
-    fps``). With the estimated latency ``cost(M)`` of each candidate budget,
-    :meth:`decide` (called with the time the frame is taken):
+    ``ceil(f * fps)`` (streaming AP pairs frame ``k`` with the outputs finished by ``k / fps``).
+    With the estimated latency ``cost(M)`` (s) of each candidate budget, :meth:`decide` (called
+    with the time the frame is taken):
 
-    1. the deadline is the earliest boundary any candidate reaches, ``u* = min_M u(M)``: when
-       the fastest budget fits in what is left of the frame interval, the end of the interval;
-    2. **wait** (skip frame ``i``) if frame ``i + 1``, started when it arrives with the fastest
-       budget, is used no later (``ceil(((i + 1) / fps + min_M cost(M)) * fps) <= u*``): the
-       output would be as early and from a newer frame;
-    3. otherwise process frame ``i`` with the **most steps that still meet** the deadline,
-       ``max{M : u(M) <= u*}`` (more solver steps, a better fixed point, at no cost in
-       staleness).
+    1. if some budgets **finish within the frame interval** (by ``(i + 1) / fps``, when the next
+       frame arrives), the most steps among them: the worker would otherwise idle until then, so
+       the extra steps cost no freshness (more solver steps, a better fixed point);
+    2. otherwise **wait** (skip frame ``i``) if frame ``i + 1``, started when it arrives with the
+       fastest budget, is used no later than frame ``i`` with it
+       (``ceil(((i + 1) / fps + cost) * fps) <= ceil((t + cost) * fps)``): as early, and from a
+       newer frame;
+    3. otherwise the fastest budget: any extra time would delay every later frame.
 
-    With a single budget, rule 2 is the reference's dynamic schedule (Li et al., *Towards
+    With a single budget, rules 2 and 3 are the reference's dynamic schedule (Li et al., *Towards
     Streaming Perception*, ECCV 2020, Sec. 4.3, "shrinking tail"; github ``mtli/sAP``,
     ``det/srt_det.py --dynamic-schedule``: wait when ``rtf < floor(r + rtf)`` with ``rtf`` the
     runtime in frame intervals and ``r`` the fraction of the current interval gone) whenever
@@ -368,15 +368,17 @@ class DeadlineBudget(TimeBudget):
             self.last = Budget(self.init_iter, self.tol)
             return self.last
         fps = self.fps
-        usable = [math.ceil((now + c / 1000.0) * fps) for c in costs]
-        deadline = min(usable)
-        if self.wait:
-            nxt = (math.floor(now * fps) + 1) / fps
-            if math.ceil((nxt + min(costs) / 1000.0) * fps) <= deadline:
-                self.last = None
-                return None
-        m = max(m for m, u in zip(self.choices, usable) if u <= deadline)
-        self.last = Budget(m, self.tol)
+        nxt = (math.floor(now * fps) + 1) / fps  # the next frame's arrival
+        fit = [m for m, c in zip(self.choices, costs) if now + c / 1000.0 <= nxt]
+        if fit:  # the worker would idle until nxt: spend the time on steps
+            self.last = Budget(max(fit), self.tol)
+            return self.last
+        fastest = min(zip(costs, self.choices))
+        used_now = math.ceil((now + fastest[0] / 1000.0) * fps)
+        if self.wait and math.ceil((nxt + fastest[0] / 1000.0) * fps) <= used_now:
+            self.last = None
+            return None
+        self.last = Budget(fastest[1], self.tol)
         return self.last
 
     def plan(self) -> Budget:

@@ -18,13 +18,13 @@ TABLE = {1: 30.0, 2: 45.0, 4: 75.0, 8: 135.0}
 @pytest.mark.parametrize(
     'now, fps, expected',
     [
-        # 10 fps: finishes .03 .045 .075 .135 are used at frames 1 1 1 2: the deadline is frame
-        # 1's arrival; 4 steps are the most that meet it
+        # 10 fps: finishes .03 .045 .075 .135; frame 1 arrives at .1: 4 steps are the most that
+        # end before it
         (0.0, 10, Budget.steps(4)),
-        # taken at .05: .08 .095 -> 1, .125 .185 -> 2: 2 steps
+        # taken at .05: .08 .095 end by .1, .125 .185 do not: 2 steps
         (0.05, 10, Budget.steps(2)),
-        # taken at .075: everything is late (frame 2); frame 1 started at .1 with 1 step ends
-        # .13 and is used at frame 2 as well: wait for it
+        # taken at .075: nothing ends by .1; 1 step ends .105 (used at frame 2), and frame 1
+        # started at .1 with 1 step ends .13, used at frame 2 as well: wait for it
         (0.075, 10, None),
         # 30 fps: only 1 step (.03 s < 1/30) meets the next arrival
         (0.0, 30, Budget.steps(1)),
@@ -34,20 +34,25 @@ def test_decisions_on_a_latency_table(now, fps, expected):
     assert DeadlineBudget(fps, latency_ms=TABLE).decide(now) == expected
 
 
+def test_no_budget_fits_the_interval_takes_the_fastest():
+    # 10 fps, 120 / 150 ms: both outputs are used at frame 2, but the 30 ms more would delay
+    # every later frame the worker takes: 1 step
+    assert DeadlineBudget(10, latency_ms={1: 120, 2: 150}).decide(0.0) == Budget.steps(1)
+
+
 def test_schedule_with_waits_worked_by_hand():
-    # 10 fps, 8 frames (the sequence ends at .8 s); 1 step takes 130 ms, 2 steps 160 ms.
-    #   t=0:    frame 0; 1 and 2 steps are both used at frame 2: 2 steps -> .16
-    #   t=.16:  frame 1; 1 step -> .29 (frame 3), 2 steps -> .32 (4): 1 step
-    #   t=.29:  frame 2; both land at frame 5, as does frame 3 started at .3: wait
-    #   t=.3:   frame 3; .43 and .46 both frame 5: 2 steps -> .46
-    #   t=.46:  frame 4; .59 (6) vs .62 (7): 1 step -> .59
-    #   t=.59:  frame 5; both frame 8, as frame 6 at .6 (.73): wait
-    #   t=.6:   frame 6; 2 steps -> .76;  t=.76: frame 7, 1 step -> .89 >= .8: dropped
+    # 10 fps, 8 frames (the sequence ends at .8 s); 1 step takes 130 ms, 2 steps 160 ms: nothing
+    # fits in a frame interval, so the fastest budget, or a wait:
+    #   t=0:    frame 0 -> .13 (used at frame 2; frame 1 started at .1 -> .23, frame 3): 1 step
+    #   t=.13:  frame 1 -> .26;  t=.26: frame 2 -> .39 (frame 4; frame 3 at .3 -> .43, frame 5)
+    #   t=.39:  frame 3 -> .52 is used at frame 6, as frame 4 started at .4 (.53): wait
+    #   t=.4:   frame 4 -> .53;  t=.53: frame 5 -> .66;  t=.66: frame 6 -> .79
+    #   t=.79:  frame 7 -> .92 (frame 10), frame 8 at .8 -> .93 (frame 10 too): wait; the end
     lat = ScheduledLatency(DeadlineBudget(10, latency_ms={1: 130, 2: 160}), {1: 130, 2: 160})
     trace = simulate_realtime(8, 10, lat)
-    assert lat.decisions == [[(0, 2), (1, 1), (2, None), (3, 2), (4, 1), (5, None), (6, 2), (7, 1)]]
-    assert trace.input_index == [0, 1, 3, 4, 6]
-    assert trace.finish == pytest.approx([0.16, 0.29, 0.46, 0.59, 0.76], abs=1e-12)
+    assert lat.decisions == [[(0, 1), (1, 1), (2, 1), (3, None), (4, 1), (5, 1), (6, 1), (7, None)]]
+    assert trace.input_index == [0, 1, 2, 4, 5, 6]
+    assert trace.finish == pytest.approx([0.13, 0.26, 0.39, 0.53, 0.66, 0.79], abs=1e-12)
     assert lat.describe()['type'] == 'deadline'
 
 
