@@ -41,7 +41,7 @@ ground-truth frame is scored with the latest output finished by its time, with C
   offline AP under the sAP protocol's COCO settings, to set the sAP beside).
 
 Only detection is scored (a metric exposing pycocotools ground truth, ``VIDMetric``); the
-pairing (:func:`~mmvideoeq.evaluation.functional.simulate_pairs`) is the one any per-frame
+pairing (:func:`~mmvideoeq.evaluation.functional.pair_stream`) is the one any per-frame
 metric would use.
 """
 
