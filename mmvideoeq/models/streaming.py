@@ -17,11 +17,16 @@ solve (e.g. SUR's drawn unroll depth), every later frame is warm-started from th
 frame's fixed point with ``stream_steps`` unrolled steps, as ``stream@M`` runs it, and the loss is
 taken on every frame, with backpropagation through the carried state truncated every
 ``truncate`` frames. A batch without clip metainfo trains per frame as before.
+
+``stream_stages()`` gives the same step cut into stem / solve / heads
+(:class:`~mmvideoeq.streaming.pipeline.StreamStages`), which a
+:class:`~mmvideoeq.streaming.pipeline.PipelinedStream` runs concurrently on consecutive frames;
+``stream_step`` is those stages composed.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +39,7 @@ from mmvideoeq.models.clip_training import (
     draw_steps,
 )
 from mmvideoeq.streaming import StepOutput
+from mmvideoeq.streaming.pipeline import StreamStages
 
 __all__ = ['DEQStreamingMixin', 'backbone_aux_losses']
 
@@ -75,32 +81,44 @@ class DEQStreamingMixin:
         return self.backbone.init_stream_state(inputs)
 
     @torch.no_grad()
-    def stream_step(
-        self,
-        inputs: Tensor,
-        z0: list[Tensor] | None,
-        memory: list[Any],
-        budget: Budget,
-        payloads: Sequence,
-    ) -> StepOutput:
-        """One frame of ``B`` streams: solve from ``z0`` with ``budget``, then the heads.
+    def stream_step(self, inputs, z0, memory, budget, payloads) -> StepOutput:
+        """:meth:`StreamingModel.stream_step <mmvideoeq.streaming.StreamingModel.stream_step>`:
+        the backbone solved from ``z0`` (the fixed point, ``S`` tensors ``(B, C_s, H_s, W_s)``)
+        with ``budget``, then the model's heads on the data samples ``payloads``; no memory. The
+        stages of :meth:`stream_stages` composed."""
+        return self.stream_stages().step(inputs, z0, memory, budget, payloads)
 
-        Args:
-            inputs: Preprocessed frames ``(B, 3, H, W)`` (after ``data_preprocessor``).
-            z0: Fixed point to start from (``S`` tensors ``(B, C_s, H_s, W_s)``) or ``None``
-                for zeros.
-            memory: The streams' memories (unused: a DEQ model keeps none).
-            budget: The frames' budget, handed to the backbone's solver unchanged.
-            payloads: The frames' data samples (metainfo, ground truth).
+    def stream_stages(self) -> StreamStages:
+        """The streaming step as three stages (each runs without autograd):
 
-        Returns:
-            StepOutput: the data samples with predictions, the new fixed point (detached), ``B``
-            empty memories and the solver statistics.
+        * ``stem(inputs) -> s``: the backbone's per-frame stem and input injection
+          (``backbone.stream_stem``; the frames themselves for a backbone without one);
+        * ``solve(s, z0, memory, budget) -> (features, z, memory, stats)``: the solver steps
+          (``backbone.stream_solve``, or ``forward_stream``), ``z`` detached, ``B`` empty
+          memories;
+        * ``heads(features, data_samples) -> data samples``: :meth:`predict_from_feats`.
         """
         self._check_streamable()
-        feats, z, stats = self.backbone.forward_stream(inputs, z0, budget)
-        preds = self.predict_from_feats(tuple(feats), list(payloads))
-        return StepOutput(preds, [t.detach() for t in z], [None] * inputs.shape[0], stats)
+        backbone = self.backbone
+        staged = hasattr(backbone, 'stream_stem') and hasattr(backbone, 'stream_solve')
+
+        @torch.no_grad()
+        def stem(inputs: Tensor) -> Any:
+            return backbone.stream_stem(inputs) if staged else inputs
+
+        @torch.no_grad()
+        def solve(s: Any, z0, memory, budget: Budget):
+            if staged:
+                feats, z, stats = backbone.stream_solve(s, z0, budget)
+            else:
+                feats, z, stats = backbone.forward_stream(s, z0, budget)
+            return tuple(feats), [t.detach() for t in z], [None] * feats[0].shape[0], stats
+
+        @torch.no_grad()
+        def heads(feats: tuple[Tensor, ...], data_samples: list) -> list:
+            return self.predict_from_feats(tuple(feats), list(data_samples))
+
+        return StreamStages(stem=stem, solve=solve, heads=heads)
 
     def predict_from_feats(self, feats: tuple[Tensor, ...], data_samples: list) -> list:
         """The model's predictions from backbone features ``(B, C_k, H_k, W_k)``."""

@@ -12,15 +12,31 @@ from mmvideoeq.deq.budget import FULL_SOLVE, Budget
 
 from .budgets import (
     AdaptiveBudget,
+    DeadlineBudget,
     FixedBudget,
     FullSolve,
     IterationBudget,
     TimeBudget,
     build_budget,
 )
+from .pipeline import (
+    DEFAULT_STAGES,
+    PipelinedStream,
+    PipelineLatency,
+    PipelineRun,
+    StreamStages,
+)
 from .policy import GAP_RESPONSES, INIT_MODES, SKIP_RESPONSES, FramePlan, StreamPolicy
 from .protocol import StepFn, StepOutput, StreamingModel, check_streaming_model
-from .runner import StreamFrame, StreamRun, group_plans, run_stream, split_outputs
+from .runner import (
+    StreamFrame,
+    StreamRun,
+    group_plans,
+    iter_stream,
+    run_stream,
+    split_outputs,
+)
+from .scheduler import ScheduledLatency
 from .shot_change import SHOT_RESPONSES, ShotChangeDetector
 from .state import (
     FrameRecord,
@@ -50,6 +66,7 @@ __all__ = [
     'FixedBudget',
     'AdaptiveBudget',
     'TimeBudget',
+    'DeadlineBudget',
     'FullSolve',
     'build_budget',
     'FramePlan',
@@ -62,6 +79,13 @@ __all__ = [
     'StreamRun',
     'StepFn',
     'run_stream',
+    'iter_stream',
     'group_plans',
     'split_outputs',
+    'StreamStages',
+    'PipelinedStream',
+    'PipelineRun',
+    'PipelineLatency',
+    'ScheduledLatency',
+    'DEFAULT_STAGES',
 ]

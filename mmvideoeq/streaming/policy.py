@@ -156,7 +156,8 @@ class StreamPolicy:
         init_z_fn: Optional ``init_z_fn(video_id) -> list[Tensor] | None``: the first frame of a
             video starts from the returned state (e.g. a fixed point of another video, Sec.
             4.1.3) with the normal budget; ``None`` falls back to ``init``.
-        max_history: Keep at most this many records in ``state.history`` (``None``: all).
+        max_history: Keep at most this many records in ``state.history`` (``None``: all; the
+            default keeps a long-running stream's state bounded).
     """
 
     def __init__(
@@ -175,7 +176,7 @@ class StreamPolicy:
         norm_factor: float | None = 10.0,
         norm_frames: int = 3,
         init_z_fn: Callable[[str | int], Sequence[Tensor] | None] | None = None,
-        max_history: int | None = None,
+        max_history: int | None = 1000,
     ) -> None:
         self.budget = build_budget(budget)
         if init not in INIT_MODES:

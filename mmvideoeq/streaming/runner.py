@@ -9,7 +9,7 @@ all drive streams through it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ from .state import FrameRecord, StreamState, split_state, split_stats, stack_sta
 if TYPE_CHECKING:
     pass
 
-__all__ = ['StreamFrame', 'StreamRun', 'run_stream', 'group_plans', 'split_outputs']
+__all__ = ['StreamFrame', 'StreamRun', 'run_stream', 'iter_stream', 'group_plans', 'split_outputs']
 
 
 @dataclass
@@ -267,17 +267,42 @@ def run_stream(
             batched; default: zeros shaped like a warm stream's state.
         clock: Time source in seconds (inject a fake one in tests).
     """
+    run = StreamRun(states={} if states is None else states)
+    for out, record in iter_stream(
+        step_fn, frames, policy, states=run.states, zeros_like_fn=zeros_like_fn, clock=clock
+    ):
+        run.outputs.append(out)
+        run.records.append(record)
+    return run
+
+
+def iter_stream(
+    step_fn: StepFn,
+    frames: Iterable[Any],
+    policy: StreamPolicy,
+    *,
+    states: dict[Hashable, StreamState] | None = None,
+    zeros_like_fn: Callable[[Tensor], Sequence[Tensor]] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Iterator[tuple[Any, FrameRecord]]:
+    """:func:`run_stream` as a generator: yields ``(output, record)`` per frame, in input order.
+
+    Nothing is accumulated, so a stream of any length (a live camera, days of frames) runs in
+    constant memory as long as ``frames`` is a generator, the states are bounded (slot keys
+    ``StreamFrame.stream`` reused, or states popped by the caller when a video ends) and the
+    policy keeps a bounded ``max_history``. Arguments as :func:`run_stream`.
+    """
     if not isinstance(policy, StreamPolicy):
         raise TypeError(f'policy must be a StreamPolicy, got {type(policy).__name__}')
     if not callable(step_fn):
         raise TypeError('step_fn must be callable as step_fn(inputs, z0, memory, budget, payloads)')
-    run = StreamRun(states={} if states is None else states)
+    states = {} if states is None else states
     for step in frames:
         batch = [_as_frame(step)] if _is_single(step) else [_as_frame(f) for f in step]
         if not batch:
             continue
         _check_batch(batch)
-        sts = [run.states.setdefault(f.key, policy.init_state()) for f in batch]
+        sts = [states.setdefault(f.key, policy.init_state()) for f in batch]
         live = [i for i, f in enumerate(batch) if f.skip is None]
         outs: list[Any] = [None] * len(batch)
         records: list[Any] = [None] * len(batch)
@@ -295,8 +320,6 @@ def run_stream(
             )
             for j, i in enumerate(live):
                 outs[i], records[i] = o[j], r[j]
-        for f, rec in zip(batch, records):
+        for f, out, rec in zip(batch, outs, records):
             rec.stream = f.key
-        run.outputs.extend(outs)
-        run.records.extend(records)
-    return run
+            yield out, rec

@@ -168,7 +168,9 @@ def test_two_streams_together_equal_each_alone(model):
     together, z, memory = _stream(model, frames)
     assert len(z) == 4  # the MDEQ scales only: the memory travels apart
     assert len(memory) == 2 and all(isinstance(m, ViPMemory) for m in memory)
-    assert memory[0].panoptic.dtype == torch.int64 and isinstance(memory[0].max_id, int)
+    ids = memory[0].ids
+    assert memory[0].seq_ids.dtype == torch.int64 and isinstance(ids.max_id, int)
+    assert ids.frame == 2 and all(isinstance(k, int) for k in ids.last_seen)
     for i in range(2):
         alone, _, _ = _stream(
             model,
@@ -201,8 +203,9 @@ def test_cold_solver_keeps_the_stitching_memory(model):
     (fresh,), z_fresh, mem_fresh = _stream(model, frames[1:], None, None)
     for a, c in zip(z_cold, z_fresh):
         torch.testing.assert_close(a, c)
-    # the stitched max id grows from frame 0's when the memory is kept
-    assert mem_cold[0].max_id >= memory[0].max_id
+    # a second frame of the sequence for the stitching; a first one without the memory
+    assert (mem_cold[0].ids.frame, mem_fresh[0].ids.frame) == (1, 0)
+    assert mem_cold[0].ids.max_id >= memory[0].ids.max_id
 
 
 def test_frame_size_change_in_a_stream_is_an_error(model):
@@ -326,7 +329,7 @@ def test_streaming_padded_and_resized_frames(model):
         (pred,), z, memory = out.outputs, out.z, out.memory
         assert pred.pred_panoptic.shape == (45, 90) and pred.pred_depth.shape == (45, 90)
     assert [tuple(t.shape) for t in zero] == [tuple(t.shape) for t in z]
-    assert tuple(memory[0].panoptic.shape) == (1, 30, 60)  # the ids of the unpadded frame
+    assert tuple(memory[0].size) == (30, 60)  # the maps of the unpadded frame
 
 
 def test_per_frame_backbone_streams_only_the_memory(resnet_model):
@@ -349,7 +352,7 @@ def test_per_frame_backbone_streams_only_the_memory(resnet_model):
         memories = model.stream_step(
             d['inputs'], [], memories, FULL_SOLVE, d['data_samples']
         ).memory
-    assert memories[0].max_id >= memory.max_id
+    assert memories[0].ids.max_id >= memory.ids.max_id and memories[0].ids.frame == 2
     with pytest.raises(ValueError, match='1 memories for a batch of 2 frames'):
         d = model.data_preprocessor(_batch(n=2, frames=1), False)
         model.stream_step(d['inputs'], [], memories, FULL_SOLVE, d['data_samples'])
@@ -367,3 +370,12 @@ def test_streaming_loop_runs_a_per_frame_model_as_one_setting(resnet_model):
     (setting,) = loop.settings()
     assert setting['name'] == 'stream' and setting['warm']
     assert setting['policy']['budget'] == dict(type='FullSolve')
+
+
+@pytest.mark.parametrize('gap', [0, 2.5, True])
+def test_id_reuse_gap_must_be_a_positive_int(gap):
+    register_all_modules()
+    cfg = copy.deepcopy(CFG)
+    cfg['test_cfg'] = dict(cfg['test_cfg'], id_reuse_gap=gap)
+    with pytest.raises(ValueError, match='test_cfg.id_reuse_gap must be an int >= 1'):
+        MODELS.build(cfg)

@@ -15,10 +15,15 @@ streaming driver, given the model's ``stream_step`` itself; the loop only turns 
 frames and predictions into metric input). The model's memory (a tracker's ids) is carried in
 every setting; ``cold@M`` and ``full`` restart only the solver state on every frame. The loop
 feeds the evaluator frame by frame with each prediction's ``frame_offset`` and collects the
-metrics overall and by frame offset. Each setting is then timed on its first batches with
-warm-up and repeats. Results go to ``<work_dir>/streaming/results.json`` after every setting (a
-crash leaves the finished ones readable); a table goes to the log and plots to
+metrics overall and by frame offset. Then every setting is timed on the first batches with
+warm-up and repeats, the settings' repeats interleaved. Results go to
+``<work_dir>/streaming/results.json`` after every setting (a crash leaves the finished ones
+readable); a table goes to the log and plots to
 ``accuracy_vs_cost.png`` and ``curves.png`` (:mod:`.streaming_report`).
+
+With ``realtime`` (``tools/test.py --realtime-fps``) every setting is then played back in real
+time at the given frame rates and scored with streaming AP next to its offline AP
+(:mod:`.realtime_eval`); the ``deadline`` setting adds the deadline scheduler.
 
 Frames the dataset could not load (metainfo ``eval_skip_reason``, set by the datasets' safe
 loading) are not solved: the policy records them as skipped and the stream continues (or
@@ -32,13 +37,20 @@ import copy
 import os
 import os.path as osp
 import statistics
+import time
 from typing import Any, Sequence
 
 import torch
+from mmengine.dist import (
+    all_gather_object,
+    get_world_size,
+    is_main_process,
+)
 from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, autocast
 from mmengine.utils import ProgressBar
 
+from mmvideoeq.datasets.samplers import video_order
 from mmvideoeq.registry import LOOPS
 from mmvideoeq.streaming import (
     StreamFrame,
@@ -56,6 +68,8 @@ from mmvideoeq.structures import (
     STREAM_SETTING_KEY,
 )
 
+from .realtime_driver import frame_logs, run_realtime
+from .realtime_eval import RealtimeSweep
 from .streaming_report import StreamingReport
 
 BUDGETS = ('fixed', 'adaptive', 'time')
@@ -100,15 +114,20 @@ class StreamingTestLoop(BaseLoop):
         skip_response: After a frame that failed to load: ``'continue'`` from the last good
             state, or ``'reset'``.
         timing: ``True`` (= ``dict(batches=8, repeats=3, warmup=1)``) or such a dict: after the
-            accuracy pass each setting is re-run ``warmup + repeats`` times on its first
-            ``batches`` batches (model step only, fresh streams each time) and the median and
-            range of ms/frame over the repeats are reported; ``False`` reports only the
-            accuracy pass's mean.
+            accuracy passes every setting is re-run ``warmup + repeats`` times on the first
+            ``batches`` batches (model step only, fresh streams each time; the settings' repeats
+            interleaved) and the median and range of ms/frame over the repeats are reported;
+            ``False`` reports only the accuracy pass's mean.
         metric: The metric the table and the cost plot lead with (default: mAP@50, mIoU, DVPQ,
             ... whichever the evaluator reports, see ``streaming_report.PRIMARY``).
         out_dir: Where results go (default ``<work_dir>/streaming``).
         plot: Write the plots.
         fp16: Run under autocast.
+        realtime: Simulate every setting in real time (streaming AP): ``dict(fps=[30],
+            eta=0.0, latency='auto' | 'trace' | 'median' | 'timing', latency_table=None,
+            replay=True, scheduler=True, pipeline=False, max_dets=(100, 300, 1000),
+            save_latency_table=None)``, see
+            :class:`~.realtime_eval.RealtimeSweep`; ``None``: off.
     """
 
     def __init__(
@@ -135,6 +154,7 @@ class StreamingTestLoop(BaseLoop):
         out_dir: str | None = None,
         plot: bool = True,
         fp16: bool = False,
+        realtime: dict | None = None,
     ) -> None:
         super().__init__(runner, dataloader)
         self.evaluator = (
@@ -170,6 +190,11 @@ class StreamingTestLoop(BaseLoop):
         self.out_dir = out_dir
         self.plot = plot
         self.fp16 = fp16
+        if realtime is not None and not isinstance(realtime, dict):
+            raise TypeError(f'realtime must be a dict of RealtimeSweep arguments, got {realtime!r}')
+        if realtime is not None and budget != 'fixed' and realtime.get('scheduler', True):
+            realtime = dict(realtime, scheduler=False)  # it chooses among fixed budgets M
+        self.realtime = None if realtime is None else RealtimeSweep(**realtime)
 
     @property
     def model(self):
@@ -248,20 +273,85 @@ class StreamingTestLoop(BaseLoop):
         self.runner.call_hook('before_test')
         self.runner.call_hook('before_test_epoch')
         self.runner.model.eval()
+        self._check_distributed_sampler()
         out_dir = self.out_dir or osp.join(self.runner.work_dir, 'streaming')
-        os.makedirs(out_dir, exist_ok=True)
+        main = is_main_process()  # one process writes the report; every one returns the metrics
+        if main:
+            os.makedirs(out_dir, exist_ok=True)
         report = StreamingReport(out_dir, metric=self.metric)
-        for setting in self.settings():
+        settings = self.settings()
+        for setting in settings:
             result = self.run_setting(setting)
             report.add(setting['name'], result)
             if report.data.get('solver') is None:
                 report.data['solver'] = self._solver_name(result)
-            report.write_json()  # partial results stay readable
-        report.finish(self.runner.logger, plot=self.plot)
+            if main:
+                report.write_json()  # partial results stay readable
+        if getattr(self, '_timing_batches', None):
+            for name, timing in self.time_settings(settings, self._timing_batches).items():
+                report.data['settings'][name]['timing'] = timing
+                if self.realtime is not None:
+                    self.realtime.set_timing(name, timing)
+        if self.realtime is not None:
+            report.data['realtime'] = self.run_realtime()
+        if main:
+            report.finish(self.runner.logger, plot=self.plot)
         flat = report.flat_metrics()
         self.runner.call_hook('after_test_epoch', metrics=flat)
         self.runner.call_hook('after_test')
         return flat
+
+    # ------------------------------------------------------------------ distributed
+    def _check_distributed_sampler(self) -> None:
+        """With several processes every video must stay on one rank, frames in order."""
+        if get_world_size() == 1:
+            return
+        loader = self.dataloader
+        sampler = getattr(getattr(loader, 'batch_sampler', None), 'sampler', None)
+        if not getattr(sampler, 'video_wise', False):
+            sampler = getattr(loader, 'sampler', None)
+        if not getattr(sampler, 'video_wise', False):
+            raise ValueError(
+                f'distributed streaming evaluation ({get_world_size()} processes) needs a '
+                'video-wise sampler (whole videos per rank, frames in order), got '
+                f'{type(sampler).__name__}: set test_dataloader.sampler = '
+                "dict(type='VideoDistributedSampler')"
+            )
+
+    def _canonical_key(self, video_id: Any, frame_id: int) -> tuple[int, int]:
+        """Position of a frame in the one-process order: video (first appearance), frame_id."""
+        if getattr(self, '_video_rank', None) is None:
+            dataset = self.dataloader.dataset
+            self._video_rank = {
+                dataset.get_data_info(v[0])['video_id']: k
+                for k, v in enumerate(video_order(dataset))
+            }
+        return self._video_rank.get(video_id, len(self._video_rank)), int(frame_id)
+
+    def _gather_in_order(self, chunks: list, records: list) -> list:
+        """Give rank 0 every rank's metric results in the one-process order.
+
+        ``chunks`` holds, per processed batch, its canonical key and the results each metric
+        appended for it. mmengine's ``collect_results`` interleaves the ranks' result lists, so
+        with whole videos per rank the order would differ from one process; instead rank 0's
+        metrics get all results sorted by the key and the other ranks' none, which
+        ``collect_results`` then passes through unchanged. Returns the records of all ranks in
+        the same order.
+        """
+        if get_world_size() == 1:
+            return records
+        every = sorted((c for part in all_gather_object(chunks) for c in part), key=lambda c: c[0])
+        metrics = self.evaluator.metrics
+        for k, metric in enumerate(metrics):
+            metric.results = (
+                [r for _, parts in every for r in parts[k]] if is_main_process() else []
+            )
+        keyed = [
+            (self._canonical_key(r.video_id, r.frame_id), r)
+            for part in all_gather_object(records)
+            for r in part
+        ]
+        return [r for _, r in sorted(keyed, key=lambda kr: kr[0])]
 
     def _solver_name(self, result: dict) -> str:
         """The solver the frames report (``SolverStats.method``), with the model's class; a
@@ -275,13 +365,18 @@ class StreamingTestLoop(BaseLoop):
         policy = StreamPolicy.from_cfg(setting['policy'])
         states: dict[Any, StreamState] = {}
         positions: dict[Any, int] = {}
-        records, timing_batches = [], []
+        records, timing_batches, chunks, logs = [], [], [], []
+        arrivals: dict[Any, int] = {}
+        metrics = self.evaluator.metrics
+        distributed = get_world_size() > 1
         n_timing = 0 if self.timing is None else int(self.timing['batches'])
         self.runner.logger.info(f"streaming test: {setting['name']}")
         bar = ProgressBar(len(self.dataloader)) if len(self.dataloader) > 20 else None
         for idx, data_batch in enumerate(self.dataloader):
             self.runner.call_hook('before_test_iter', batch_idx=idx, data_batch=data_batch)
+            t0 = time.perf_counter()
             data = self.model.data_preprocessor(data_batch, False)
+            pre_ms = (time.perf_counter() - t0) * 1e3
             if idx < n_timing:
                 timing_batches.append(copy.deepcopy(data))
             with autocast(enabled=self.fp16):
@@ -289,20 +384,35 @@ class StreamingTestLoop(BaseLoop):
             for pred in preds:
                 pred.set_metainfo({STREAM_SETTING_KEY: setting['name']})
             records += recs
+            if self.realtime is not None:
+                logs += frame_logs(preds, recs, arrivals, pre_ms)
+            before = [len(m.results) for m in metrics]
             self.evaluator.process(data_samples=preds, data_batch=data_batch)
+            if distributed:  # what each metric kept of this batch, for the ordered gather
+                key = min(self._canonical_key(r.video_id, r.frame_id) for r in recs)
+                chunks.append((key, [m.results[n:] for m, n in zip(metrics, before)]))
             self.runner.call_hook(
                 'after_test_iter', batch_idx=idx, data_batch=data_batch, outputs=preds
             )
             if bar is not None:
                 bar.update()
+        records = self._gather_in_order(chunks, records)
         if not records:
             raise ValueError('the test dataloader produced no frame')
         metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
         result = StreamingReport.summarise(setting, metrics, records)
         result['solver'] = next((r.solver for r in records if r.solver is not None), None)
-        if timing_batches:
-            result['timing'] = self.time_setting(setting, timing_batches)
+        self._timing_batches = timing_batches  # timed after all settings (interleaved)
+        if self.realtime is not None:
+            if distributed:  # every process simulates the same schedules
+                logs = [log for part in all_gather_object(logs) for log in part]
+            self.realtime.add(setting, logs)
         return result
+
+    # ------------------------------------------------------------------ real time
+    def run_realtime(self) -> dict | None:
+        """Play every setting back in real time (:func:`~.realtime_driver.run_realtime`)."""
+        return run_realtime(self, self.realtime)
 
     @torch.no_grad()
     def run_batch(
@@ -362,27 +472,43 @@ class StreamingTestLoop(BaseLoop):
                 positions.pop(frame.video_id, None)
         return preds, run.records
 
-    def time_setting(self, setting: dict, batches: list[dict]) -> dict:
-        """ms/frame of the model step on ``batches``: median and range over repeats."""
-        per_repeat = []
+    def _time_once(self, setting: dict, batches: list[dict]) -> tuple[float, int]:
+        """One timed pass of a setting over ``batches`` (fresh streams): ms/frame, frames."""
+        policy = StreamPolicy.from_cfg(setting['policy'])
+        states: dict = {}
+        ms, frames = 0.0, 0
+        for data in batches:
+            _, recs = self.run_batch(policy, states, {}, copy.deepcopy(data))
+            ms += sum(rec.ms for rec in recs)
+            frames += sum(rec.skipped is None for rec in recs)
+        return ms / max(frames, 1), frames
+
+    def time_settings(self, settings: list[dict], batches: list[dict]) -> dict[str, dict]:
+        """ms/frame of the model step of every setting on ``batches``: median and range.
+
+        The repeats are interleaved (setting 1, 2, ..., n, then again), so a slow phase of a
+        shared machine spreads over all settings instead of biasing the one that ran during it;
+        ``warmup`` rounds of every setting come first.
+        """
+        warmup, repeats = int(self.timing['warmup']), int(self.timing['repeats'])
+        per_repeat: dict[str, list[float]] = {s['name']: [] for s in settings}
         frames = 0
-        for r in range(int(self.timing['warmup']) + int(self.timing['repeats'])):
-            policy = StreamPolicy.from_cfg(setting['policy'])
-            states: dict = {}
-            ms, frames = 0.0, 0
-            for data in batches:
-                _, recs = self.run_batch(policy, states, {}, copy.deepcopy(data))
-                ms += sum(rec.ms for rec in recs)
-                frames += sum(rec.skipped is None for rec in recs)
-            if r >= int(self.timing['warmup']):
-                per_repeat.append(ms / max(frames, 1))
-        return dict(
-            median_ms=statistics.median(per_repeat),
-            min_ms=min(per_repeat),
-            max_ms=max(per_repeat),
-            repeats=len(per_repeat),
-            warmup=int(self.timing['warmup']),
-            frames=frames,
-            method='model step (stream_step) wall time per frame, fresh streams per repeat, on '
-            'the first batches of the test set, after warm-up; data loading excluded',
-        )
+        for r in range(warmup + repeats):
+            for setting in settings:
+                ms, frames = self._time_once(setting, batches)
+                if r >= warmup:
+                    per_repeat[setting['name']].append(ms)
+        out = {}
+        for name, values in per_repeat.items():
+            out[name] = dict(
+                median_ms=statistics.median(values),
+                min_ms=min(values),
+                max_ms=max(values),
+                repeats=len(values),
+                warmup=warmup,
+                frames=frames,
+                method='model step (stream_step) wall time per frame, fresh streams per repeat, '
+                'on the first batches of the test set, after warm-up, repeats of all settings '
+                'interleaved; data loading excluded',
+            )
+        return out

@@ -1,6 +1,7 @@
 """Metric functions in plain numpy (no OpenMMLab import): PQ / VPQ / DVPQ, STQ / DSTQ, depth,
 streaming AP (sAP) and the streaming pairing."""
 
+from .coco_panoptic_quality import COCO_VOID, coco_pq_stats, coco_pq_stats_from_pairs  # noqa: F401
 from .depth_metrics import (  # noqa: F401
     DEPTH_METRICS,
     DepthSums,

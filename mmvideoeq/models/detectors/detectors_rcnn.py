@@ -33,7 +33,7 @@ semantic head's per-pixel prediction (``pred_sem_seg``, COCO-stuff labels) for p
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -270,31 +270,12 @@ class RecursiveFeedbackMixin:
         return g
 
     @torch.no_grad()
-    def stream_step(
-        self,
-        inputs: Tensor,
-        z0: list[Tensor] | None,
-        memory: list[Any],
-        budget: Budget,
-        payloads: Sequence,
-    ) -> StepOutput:
-        """``M`` recursive RFP steps from a carried pyramid (or from zeros), then the heads.
-
-        Args:
-            inputs: Preprocessed frames ``(B, 3, H, W)``.
-            z0: The previous frames' pyramids (``num_outs`` tensors ``(B, C, H_l, W_l)``) or
-                ``None`` (cold: :meth:`stream_zero_state`).
-            memory: The streams' memories (unused: the detector keeps none).
-            budget: ``M = budget.max_iter`` steps (the full solve: ``rfp_steps``, the per-image
-                detector from a cold state), stopping early at ``budget.tol`` on the relative
-                residual ``||G(f) - f|| / ||G(f)||``; ``budget.select`` picks the returned
-                iterate (the full solve returns the last).
-            payloads: The frames' data samples.
-
-        Returns:
-            StepOutput: data samples with predictions, the new pyramid (detached, batch B),
-            ``B`` empty memories and the :class:`~mmvideoeq.deq.SolverStats` of the recursion.
-        """
+    def stream_step(self, inputs, z0, memory, budget, payloads) -> StepOutput:
+        """:meth:`StreamingModel.stream_step <mmvideoeq.streaming.StreamingModel.stream_step>`:
+        ``M = budget.max_iter`` recursive RFP steps from the carried pyramids ``z0``
+        (``num_outs`` tensors ``(B, C, H_l, W_l)``; ``None``: the cold ``f^0 = 0``), then the
+        heads. The full solve is ``rfp_steps`` steps, the per-image detector from a cold state;
+        ``budget.tol`` stops early on ``||G(f) - f|| / ||G(f)||``. No memory."""
         self._check_rfp_streamable()
         if z0 is None:
             z0 = self.stream_zero_state(inputs)

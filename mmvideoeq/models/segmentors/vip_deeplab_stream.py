@@ -21,20 +21,23 @@ latency, and each frame is solved once. The first frame of a sequence is ``P_0``
 The stream state follows the protocol (:class:`mmvideoeq.streaming.StreamingModel`): the solver
 state ``z`` is the MDEQ fixed point (``[]`` for a per-frame backbone), and the memory is one
 :class:`ViPMemory` per stream, kept as the model's own objects (ids and classes as integers),
-never inside the solver state. A follow-up solve of a frame (a shot change) gets the memory from
-before the frame again, so it is paired with frame ``t-1`` as the first solve was.
+never inside the solver state. Because the pair's left half groups exactly as frame ``t-1`` did,
+the memory holds that frame's high-level feature, its centres and the sequence id of each of its
+instances (``O(K)``, no full-resolution map), plus the stream's :class:`TrackIds`. A follow-up
+solve of a frame (a shot change) gets the memory from before the frame again, so it is paired
+with frame ``t-1`` as the first solve was.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from mmvideoeq.deq import Budget
-from mmvideoeq.models.utils.video_stitching import stitch_pair_step
+from mmvideoeq.models.utils.panoptic_postprocess import pair_groups, panoptic_frame, semantic_ids
+from mmvideoeq.models.utils.video_stitching import TrackIds, sequence_panoptic, stitch_frame
 from mmvideoeq.streaming import StepOutput
 
 __all__ = ['ViPStreamMixin', 'ViPMemory']
@@ -44,55 +47,19 @@ __all__ = ['ViPStreamMixin', 'ViPMemory']
 class ViPMemory:
     """What streaming ViP-DeepLab remembers of the last frame of one stream.
 
-    Maps are at the network's input size without padding (``img_shape``), batch 1.
-
     Attributes:
         high: ``(1, C, h', w')`` high-level feature (the next-frame branch's input).
-        semantic: ``(1, H, W)`` int64 class ids.
-        center: ``(1, 1, H, W)`` centre heatmap.
-        offset: ``(1, 2, H, W)`` centre offsets.
-        panoptic: ``(1, H, W)`` int64 stitched panoptic ids (sequence-consistent).
-        max_id: Largest instance id used so far in the sequence.
+        size: ``(H, W)`` of the frame's maps (the network's input size without padding).
+        centers: ``(K, 2)`` int64 instance centres ``(y, x)`` of the frame, in raster order.
+        seq_ids: ``(K,)`` int64 sequence panoptic id of each centre's instance (``-1``: none).
+        ids: The stream's instance-id bookkeeping (frame index, largest id, ids shown recently).
     """
 
     high: Tensor
-    semantic: Tensor
-    center: Tensor
-    offset: Tensor
-    panoptic: Tensor
-    max_id: int
-
-
-def _stack_memory(memory: list[ViPMemory | None], like: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The batch's memories as ``stitch_pair_step``'s ``prev`` dict (zeros where none)."""
-    b, _, h, w = like['center'].shape
-    has = torch.tensor([m is not None for m in memory], device=like['center'].device)
-    ref = next(m for m in memory if m is not None)
-    for m in memory:
-        if m is not None and tuple(m.semantic.shape[-2:]) != (h, w):
-            raise ValueError(
-                f'the remembered frame has size {tuple(m.semantic.shape[-2:])} but this frame '
-                f'{(h, w)}: frames of a stream must keep one size (the stream policy restarts '
-                'the memory when the input size changes; check img_shape/padding)'
-            )
-
-    def stack(key: str) -> Tensor:
-        t = getattr(ref, key)
-        return torch.cat(
-            [getattr(m, key) if m is not None else torch.zeros_like(t) for m in memory]
-        )
-
-    return dict(
-        high=stack('high'),
-        semantic=stack('semantic'),
-        center=stack('center'),
-        offset=stack('offset'),
-        panoptic=stack('panoptic'),
-        max_id=torch.tensor(
-            [0 if m is None else m.max_id for m in memory], device=has.device, dtype=torch.long
-        ),
-        has_prev=has,
-    )
+    size: tuple[int, int]
+    centers: Tensor
+    seq_ids: Tensor
+    ids: TrackIds
 
 
 class ViPStreamMixin:
@@ -114,29 +81,13 @@ class ViPStreamMixin:
         return self.backbone.init_stream_state(frame) if self._has_solver else []
 
     @torch.no_grad()
-    def stream_step(
-        self,
-        inputs: Tensor,
-        z0: list[Tensor] | None,
-        memory: list[ViPMemory | None],
-        budget: Budget,
-        payloads: Sequence,
-    ) -> StepOutput:
-        """One streaming step (see the module docstring).
-
-        Args:
-            inputs: Preprocessed frames ``(B, 3, H, W)`` (a pair input uses its frame ``t``).
-            z0: The MDEQ fixed point to start from, or ``None`` (zeros); ``[]`` or ``None`` for a
-                per-frame backbone.
-            memory: ``B`` :class:`ViPMemory` of the previous frames (``None``: a new sequence).
-            budget: The frames' solver budget (unused by a per-frame backbone).
-            payloads: The frames' data samples (``ori_shape``, ``img_shape``, ``padding_size``).
-
-        Returns:
-            StepOutput: data samples with ``pred_panoptic`` (sequence ids), ``pred_sem_seg`` and
-            ``pred_depth``; the new fixed point; the new memories; the solver statistics
-            (``None`` for a per-frame backbone).
-        """
+    def stream_step(self, inputs, z0, memory, budget, payloads) -> StepOutput:
+        """:meth:`StreamingModel.stream_step <mmvideoeq.streaming.StreamingModel.stream_step>`
+        (see the module docstring): frame ``t`` of ``inputs`` (a pair input uses its first
+        frame) solved from the MDEQ fixed point ``z0`` with ``budget`` (a per-frame backbone:
+        one forward, ``stats`` ``None``), paired and stitched with the :class:`ViPMemory` of
+        frame ``t-1`` (``None``: a new sequence). Predictions: ``pred_panoptic`` (sequence ids),
+        ``pred_sem_seg`` and ``pred_depth`` at each sample's ``ori_shape``."""
         self._check_streamable()
         frame = inputs[:, :3]
         samples = list(payloads)
@@ -154,45 +105,66 @@ class ViPStreamMixin:
         if not head.with_panoptic:  # depth only: nothing to remember
             preds = self.pack_predictions(samples, None, None, maps['depth'])
             return StepOutput(preds, z, [None] * frame.shape[0], stats)
-        out, semantic, new_memory = self._stitch(feats, maps, memory, frame.shape[-2:], samples)
+        semantic = semantic_ids(maps['semantic'])
+        out, new_memory = self._stitch(feats, maps, semantic, memory, frame.shape[-2:], samples)
         preds = self.pack_predictions(samples, out, semantic, maps.get('depth'))
         return StepOutput(preds, z, new_memory, stats)
 
-    def _stitch(self, feats, maps: dict, memory: list, input_size, samples):
-        """``P_t``, the pair ``(t-1, t)`` and the stitching; returns ``(ids, semantic, memory)``."""
+    def _next_offsets(self, feats, memory: list, size, input_size, samples) -> Tensor:
+        """Next-frame offsets ``(B, 2, H, W)`` from the remembered high-level features."""
+        head = self.decode_head
+        ref = next(m for m in memory if m is not None)
+        for m in memory:
+            if m is not None and tuple(m.size) != tuple(size):
+                raise ValueError(
+                    f'the remembered frame has size {tuple(m.size)} but this frame '
+                    f'{tuple(size)}: frames of a stream must keep one size (the stream policy '
+                    'restarts the memory when the input size changes; check img_shape/padding)'
+                )
+        high = torch.cat([m.high if m is not None else torch.zeros_like(ref.high) for m in memory])
+        nxt = dict(next_offset=head.forward_next(high, feats))
+        return self.to_network(nxt, input_size, samples)['next_offset']
+
+    def _stitch(self, feats, maps: dict, semantic: Tensor, memory: list, input_size, samples):
+        """``P_t``, the pair ``(t-1, t)`` and the stitching; returns ``(ids, memory)``."""
         head = self.decode_head
         div = head.label_divisor
-        semantic = maps['semantic'].argmax(1)
-        current = self.panoptic(semantic, maps['center'], maps['offset'])
-        high = feats[head.high_index]
-        if head.with_next and any(m is not None for m in memory):
-            prev = _stack_memory(memory, maps)
-            nxt = dict(next_offset=head.forward_next(prev['high'], feats))
-            nxt = self.to_network(nxt, input_size, samples)['next_offset']
-            out, new_max = stitch_pair_step(
-                prev, semantic, nxt, current, label_divisor=div, **self.pp_kwargs()
+        gap = self.test_cfg['id_reuse_gap']
+        kw = self.pp_kwargs()
+        frames = [
+            panoptic_frame(
+                semantic[i], maps['center'][i, 0], maps['offset'][i], label_divisor=div, **kw
             )
-        else:  # first frames (or no next-frame branch): P_t with its own ids
-            out = current
-            new_max = (current % div).reshape(current.shape[0], -1).amax(1)
-        new_memory = [
-            ViPMemory(
-                high=high[i : i + 1],
-                semantic=semantic[i : i + 1],
-                center=maps['center'][i : i + 1],
-                offset=maps['offset'][i : i + 1],
-                panoptic=out[i : i + 1],
-                max_id=int(new_max[i]),
-            )
-            for i in range(out.shape[0])
+            for i in range(semantic.shape[0])
         ]
-        return out, semantic, new_memory
+        pairs = head.with_next and any(m is not None for m in memory)
+        if pairs:
+            nxt = self._next_offsets(feats, memory, semantic.shape[-2:], input_size, samples)
+        high = feats[head.high_index]
+        outs, new_memory = [], []
+        for i, (f, m) in enumerate(zip(frames, memory)):
+            if pairs and m is not None:
+                right = pair_groups(m.centers, f, nxt[i])
+                seq, ids = stitch_frame(
+                    f, right, m.seq_ids, m.ids, label_divisor=div, reuse_gap=gap
+                )
+            else:  # the first frame (or no next-frame branch): P_t with its own ids
+                seq, ids = stitch_frame(f, None, None, None, label_divisor=div, reuse_gap=gap)
+            outs.append(sequence_panoptic(f, seq))
+            new_memory.append(
+                ViPMemory(
+                    high=high[i : i + 1],
+                    size=tuple(semantic.shape[-2:]),
+                    centers=f.centers,
+                    seq_ids=seq,
+                    ids=ids,
+                )
+            )
+        return torch.stack(outs), new_memory
 
     def stream_memory_bytes(self, memory: Any) -> int:
-        """Bytes held by one stream's memory (for soak tests and reports)."""
+        """Bytes held by one stream's memory (tensors + 16 per remembered id; for soak tests)."""
         if memory is None:
             return 0
-        return sum(
-            t.numel() * t.element_size()
-            for t in (memory.high, memory.semantic, memory.center, memory.offset, memory.panoptic)
-        )
+        tensors = (memory.high, memory.centers, memory.seq_ids)
+        return sum(t.numel() * t.element_size() for t in tensors) + 16 * len(memory.ids.last_seen)
