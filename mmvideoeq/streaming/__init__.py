@@ -19,15 +19,10 @@ from .budgets import (
     TimeBudget,
     build_budget,
 )
-from .pipeline import (
-    DEFAULT_STAGES,
-    PipelinedStream,
-    PipelineLatency,
-    PipelineRun,
-    StreamStages,
-)
+from .pipeline import DEFAULT_STAGES, PipelinedStream, PipelineRun, StreamStages
 from .policy import GAP_RESPONSES, INIT_MODES, SKIP_RESPONSES, FramePlan, StreamPolicy
 from .protocol import StepFn, StepOutput, StreamingModel, check_streaming_model
+from .realtime import PipelineLatency
 from .runner import (
     StreamFrame,
     StreamRun,

@@ -21,8 +21,9 @@ model, ``--det-stride 1``, no dynamic schedule), step by step:
 What a frame costs comes from a :class:`LatencyModel`: for each frame it is given, when it is
 given it, the finish time of its output and the time the worker accepts its next frame.
 :class:`SequentialLatency` is the reference's single worker (both are start + latency, from a
-per-frame trace in ms or a constant); a pipelined runner plugs in a model whose throughput is
-not ``1 / latency`` (accepts the next frame before this one's output is ready).
+per-frame trace in ms or a constant); :class:`PipelineLatency` times a pipeline of stages
+(:mod:`.pipeline`), whose throughput is not ``1 / latency`` (it accepts the next frame before
+this one's output is ready).
 
 :class:`LatencyTable` reads and writes a small JSON table of ms per frame per model/setting,
 measured on a named device (the reference keeps such profiles in a "runtime zoo" of pickles;
@@ -45,6 +46,7 @@ __all__ = [
     'FrameTiming',
     'LatencyModel',
     'SequentialLatency',
+    'PipelineLatency',
     'RealtimeTrace',
     'simulate_realtime',
     'LatencyTable',
@@ -189,6 +191,73 @@ class SequentialLatency(LatencyModel):
             type='sequential',
             name=self.name,
             latency_ms=entries if self.per_sequence else entries[0],
+        )
+
+
+class PipelineLatency(LatencyModel):
+    """The timing of a pipeline of stages, for :func:`~.realtime.simulate_realtime`.
+
+    A frame accepted at ``start`` passes stage ``k`` once both it has left stage ``k - 1`` and
+    stage ``k`` has finished the previous frame; its output is ready when it leaves the last
+    stage (``finish``). The pipeline accepts its next frame at the earliest time at which that
+    frame would wait at no stage (``ready``): with constant stage times, ``ready = start +
+    max(stage)`` and ``finish = start + sum(stages)``, i.e. throughput ``1 / max(stage)`` and
+    latency ``sum(stages)``. Taking the next frame when it can flow through without waiting
+    (rather than as soon as the first stage is free) keeps queues empty, so the frame taken is the
+    freshest possible.
+
+    Args:
+        stage_ms: Per stage, ms per frame: a constant, or a trace of ms per frame of the
+            sequence (indexed by the input frame index).
+        name: What the latency is (e.g. the setting), for the record.
+    """
+
+    def __init__(self, stage_ms: Sequence[float | Sequence[float]], *, name: str | None = None):
+        if isinstance(stage_ms, (str, bytes)) or not isinstance(stage_ms, Sequence) or not stage_ms:
+            raise TypeError('stage_ms must be a non-empty list with one entry per stage')
+        self._stages: list[float | list[float]] = []
+        for k, v in enumerate(stage_ms):
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                self._stages.append(_check_ms(v, f'stage_ms[{k}]'))
+            elif isinstance(v, Sequence) and not isinstance(v, (str, bytes)):
+                self._stages.append([_check_ms(x, f'stage_ms[{k}][{i}]') for i, x in enumerate(v)])
+            else:
+                raise TypeError(f'stage_ms[{k}] must be ms (a number) or a list of ms per frame')
+        self.name = name
+        self._free = [0.0] * len(self._stages)
+
+    def begin(self, sequence: int, num_frames: int) -> None:
+        for k, v in enumerate(self._stages):
+            if isinstance(v, list) and len(v) < num_frames:
+                raise ValueError(
+                    f'the trace of stage {k} has {len(v)} entries but sequence {sequence} has '
+                    f'{num_frames} frames (give the ms of every frame)'
+                )
+        self._free = [0.0] * len(self._stages)
+
+    def stage_ms(self, frame_index: int) -> list[float]:
+        """The stage times of frame ``frame_index`` in ms."""
+        return [v[frame_index] if isinstance(v, list) else v for v in self._stages]
+
+    def schedule(self, frame_index: int, start: float) -> FrameTiming:
+        times = [ms / 1000.0 for ms in self.stage_ms(frame_index)]
+        t = start
+        for k, s in enumerate(times):
+            t = max(t, self._free[k]) + s
+            self._free[k] = t
+        # the next frame, entering at r, reaches stage k at r + sum(times[:k]): no wait if that
+        # is not before the stage is free
+        ready, offset = start, 0.0
+        for k, s in enumerate(times):
+            ready = max(ready, self._free[k] - offset)
+            offset += s
+        return FrameTiming(finish=t, ready=ready)
+
+    def describe(self) -> dict[str, Any]:
+        return dict(
+            type='pipelined',
+            name=self.name,
+            stage_ms=[v if isinstance(v, float) else 'per-frame' for v in self._stages],
         )
 
 
