@@ -178,3 +178,17 @@ def test_loop_reports_streaming_miou_next_to_the_evaluator_miou(loop_results):
         assert slow['counts']['num_frames'] == 5 and slow['counts']['miss'] == 2
         assert slow['mIoU'] < miou
         assert metrics[f'{name}/smIoU@80fps'] == slow['mIoU']
+
+
+def test_segmentation_scoring_is_found_in_the_evaluator(tmp_path):
+    from mmvideoeq.engine.loops.realtime_driver import segmentation_scoring
+    from mmvideoeq.evaluation.metrics import StreamingIoUMetric
+
+    metric = StreamingIoUMetric(iou_metrics=['mIoU', 'mDice'], ignore_index=250)
+    metric.dataset_meta = dict(classes=('a', 'b', 'c'))
+    writer = IoUMetric(format_only=True, output_dir=str(tmp_path))  # scores nothing: not used
+    writer.dataset_meta = metric.dataset_meta
+    assert segmentation_scoring([writer, metric]) == IoUScoring(
+        num_classes=3, ignore_index=250, iou_metrics=('mIoU', 'mDice')
+    )
+    assert segmentation_scoring([writer]) is None

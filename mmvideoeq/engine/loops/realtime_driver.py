@@ -64,11 +64,11 @@ def detection_ground_truth(metrics: Sequence[Any]) -> tuple[Any, list[int]] | No
 
 def segmentation_scoring(metrics: Sequence[Any]) -> IoUScoring | None:
     """The :class:`IoUScoring` of the first mmseg ``IoUMetric`` (``StreamingIoUMetric``
-    included) among ``metrics``, else None."""
+    included) among ``metrics`` that scores (not ``format_only``), else None."""
     from mmseg.evaluation import IoUMetric
 
     for metric in metrics:
-        if isinstance(metric, IoUMetric):
+        if isinstance(metric, IoUMetric) and not metric.format_only:
             return IoUScoring.of(metric)
     return None
 
