@@ -18,7 +18,7 @@ Examples:
     python tools/test.py CONFIG CKPT --streaming --iters 1 2 4 8
     python tools/test.py CONFIG CKPT --streaming --iters 8 --budget adaptive --tol 1e-2
     python tools/test.py CONFIG CKPT --streaming --realtime-fps 10 30 60 [--eta 0]
-        [--latency-table FILE]     # streaming AP of every setting, played back in real time
+        [--latency-table FILE]     # streaming AP / mIoU of every setting, played back in real time
 """
 
 import argparse
@@ -131,14 +131,15 @@ def parse_args(argv=None):
         default=None,
         help='response to a detected shot change',
     )
-    rt = parser.add_argument_group('real-time simulation (streaming AP, with --streaming)')
+    rt = parser.add_argument_group('real-time simulation (streaming AP or mIoU, with --streaming)')
     rt.add_argument(
         '--realtime-fps',
         type=float,
         nargs='+',
         default=None,
         help='play every setting back in real time at these frame rates and report streaming '
-        'AP (sAP, sAP@50, in_time/miss/mismatch) next to offline AP, plus the deadline scheduler',
+        'AP (sAP, sAP@50, in_time/miss/mismatch) next to offline AP, plus the deadline '
+        'scheduler; for a segmentor (mmseg IoUMetric) streaming mIoU and aAcc next to mIoU',
     )
     rt.add_argument(
         '--eta',

@@ -4,7 +4,9 @@ replay of a setting on the frames a real-time worker takes, stage timing for pip
 :class:`~.realtime_eval.RealtimeSweep` does the simulation and the scoring; the
 ``StreamingTestLoop`` feeds it with :func:`frame_logs` during its accuracy passes and then calls
 :func:`run_realtime`, which finds the ground truth (:func:`detection_ground_truth`), times the
-pipeline stages (:func:`stage_times`) and replays settings (:func:`replay_stream`).
+pipeline stages (:func:`stage_times`) and replays settings (:func:`replay_stream`). For
+semantic segmentation (an mmseg ``IoUMetric``, :func:`segmentation_scoring`) the frame logs keep
+each frame's predicted and ground-truth label maps and the simulation scores streaming mIoU.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from mmengine.dist import (
 )
 from mmengine.runner import autocast
 
+from mmvideoeq.evaluation.metrics.streaming_miou import IoUScoring
 from mmvideoeq.streaming import (
     FixedBudget,
     PipelinedStream,
@@ -39,6 +42,7 @@ from .realtime_eval import FrameLog, RealtimeSweep
 
 __all__ = [
     'detection_ground_truth',
+    'segmentation_scoring',
     'prediction_of',
     'frame_logs',
     'replay_stream',
@@ -58,8 +62,43 @@ def detection_ground_truth(metrics: Sequence[Any]) -> tuple[Any, list[int]] | No
     return None
 
 
-def prediction_of(sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The detections of a data sample as numpy ``(bboxes, scores, labels)``, or None."""
+def segmentation_scoring(metrics: Sequence[Any]) -> IoUScoring | None:
+    """The :class:`IoUScoring` of the first mmseg ``IoUMetric`` (``StreamingIoUMetric``
+    included) among ``metrics`` that scores (not ``format_only``), else None."""
+    from mmseg.evaluation import IoUMetric
+
+    for metric in metrics:
+        if isinstance(metric, IoUMetric) and not metric.format_only:
+            return IoUScoring.of(metric)
+    return None
+
+
+def _numpy(value: Any) -> np.ndarray:
+    return np.asarray(value.detach().cpu().numpy() if hasattr(value, 'detach') else value)
+
+
+def _label_map(pixel_data: Any) -> np.ndarray:
+    """A ``(1, H, W)`` / ``(H, W)`` label map as a compact ``(H, W)`` numpy array."""
+    arr = _numpy(pixel_data.data if hasattr(pixel_data, 'data') else pixel_data)
+    arr = arr.reshape(arr.shape[-2:])
+    if arr.size and arr.min() >= 0 and arr.max() < 256:
+        return arr.astype(np.uint8)  # label maps of every frame are kept: keep them small
+    return arr.astype(np.int32)
+
+
+def ground_truth_map_of(sample: Any) -> np.ndarray | None:
+    """The ``gt_sem_seg`` label map ``(H, W)`` of a frame the segmentation metrics evaluate
+    (it has one and its metainfo does not say ``is_annotated=False``), else None."""
+    if sample.metainfo.get('is_annotated', True) is False or 'gt_sem_seg' not in sample:
+        return None
+    return _label_map(sample.gt_sem_seg)
+
+
+def prediction_of(sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | np.ndarray | None:
+    """The detections of a data sample as numpy ``(bboxes, scores, labels)``, its predicted
+    label map ``(H, W)`` (``pred_sem_seg``, segmentation), or None."""
+    if hasattr(sample, 'get') and sample.get('pred_sem_seg') is not None:
+        return _label_map(sample.get('pred_sem_seg'))
     pred = sample.get('pred_instances') if hasattr(sample, 'get') else None
     if pred is None:
         return None
@@ -72,26 +111,30 @@ def prediction_of(sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | No
 
 def frame_logs(preds: list, recs: list, arrivals: dict, pre_ms: float) -> list[FrameLog]:
     """The batch's frames for the real-time simulation: arrival index in their video,
-    image id, ms (the model step and a share of the batch's pre-processing), detections."""
+    image id, ms (the model step and a share of the batch's pre-processing), detections; for
+    segmentation (a ``pred_sem_seg``) the predicted and the ground-truth label maps instead of
+    detections and image id."""
     logs = []
     for pred, rec in zip(preds, recs):
         img_id = pred.metainfo.get('img_id')
-        if img_id is None:
+        segmentation = 'pred_sem_seg' in pred or 'gt_sem_seg' in pred
+        done = rec.skipped is None
+        if img_id is None and not segmentation and done:
             raise ValueError(
                 f'frame {rec.frame_id} of video {rec.video_id!r} has no img_id in its '
                 "metainfo: the real-time simulation pairs frames with the ground truth's "
                 "images; keep img_id in PackDetInputs' meta_keys"
             )
         index = arrivals[rec.video_id] = arrivals.get(rec.video_id, -1) + 1
-        done = rec.skipped is None
         logs.append(
             FrameLog(
                 rec.video_id,
                 index,
-                int(img_id),
+                None if img_id is None else int(img_id),
                 rec.ms + pre_ms / len(recs),
                 prediction_of(pred) if done else None,
                 pre_ms / len(recs),
+                ground_truth_map_of(pred) if segmentation else None,
             )
         )
     return logs
@@ -110,7 +153,8 @@ def replay_stream(
     videos and the predictions are gathered.
 
     Returns:
-        dict: video -> {frame index: ``(bboxes, scores, labels)`` or None}.
+        dict: video -> {frame index: ``(bboxes, scores, labels)``, a label map ``(H, W)``, or
+        None}.
     """
     policy = StreamPolicy.from_cfg(dict(setting['policy'], gap_response='continue', max_history=0))
     states: dict = {}
@@ -188,16 +232,21 @@ def run_realtime(loop: Any, sweep: RealtimeSweep) -> dict | None:
 
     Returns:
         dict | None: The ``realtime`` section of ``results.json`` (:meth:`RealtimeSweep.run`) on
-        the main process; ``None`` elsewhere, or without a detection metric (with a warning).
+        the main process; ``None`` elsewhere, or without a detection metric or an mmseg
+        ``IoUMetric`` (with a warning).
     """
-    gt = detection_ground_truth(loop.evaluator.metrics) if is_main_process() else None
+    gt = None
+    if is_main_process():
+        metrics = loop.evaluator.metrics
+        gt = detection_ground_truth(metrics) or segmentation_scoring(metrics)
     found = [gt is not None]
     if get_world_size() > 1:
         broadcast_object_list(found)
     if not found[0]:
         loop.runner.logger.warning(
-            'real-time simulation skipped: it scores detections (streaming AP) and needs a '
-            'metric with COCO ground truth, e.g. VIDMetric'
+            'real-time simulation skipped: it scores detections (streaming AP, a metric with '
+            'COCO ground truth, e.g. VIDMetric) or semantic segmentation (streaming mIoU, an '
+            'mmseg IoUMetric such as StreamingIoUMetric); the evaluator has neither'
         )
         return None
     loop.runner.logger.info(f'real-time simulation at {sweep.fps} fps (eta {sweep.eta})')

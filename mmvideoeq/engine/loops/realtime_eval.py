@@ -1,11 +1,15 @@
-"""Real-time simulation of a streaming sweep: streaming AP (sAP) next to offline AP.
+"""Real-time simulation of a streaming sweep: streaming AP (sAP) or streaming mIoU next to the
+offline value.
 
 After the sweep's accuracy passes, every setting is played back in real time at each frame rate
 (Li, Wang, Ramanan, *Towards Streaming Perception*, ECCV 2020; the reference simulator and
 pairing of github ``mtli/sAP``, :mod:`mmvideoeq.streaming.realtime` and
 :mod:`mmvideoeq.evaluation.functional.streaming_ap`): frames of a video arrive every ``1 / fps``;
 one worker takes the latest frame whenever it is free and spends the frame's latency on it; every
-ground-truth frame is scored with the latest output finished by its time, with COCO AP.
+ground-truth frame is scored with the latest output finished by its time: with COCO AP for
+detection (:func:`~mmvideoeq.evaluation.functional.coco_streaming_ap`), with mmseg's mIoU for
+semantic segmentation (:func:`~mmvideoeq.evaluation.metrics.streaming_miou`: a frame with no
+output yet is scored with an empty label map, every valid pixel missed).
 
 * **Latency** of a frame, measured by the loop (the model step plus its share of the batch's
   pre-processing; data loading excluded): ``'trace'``, what the accuracy pass measured on that
@@ -37,12 +41,15 @@ ground-truth frame is scored with the latest output finished by its time, with C
   ``max(stage)``, each ready ``sum(stage)`` (the sequential latency) after it was taken. This
   assumes a core (or a CUDA stream) per stage; ``tools/benchmark_pipeline.py`` measures how
   close a real pipeline comes.
-* ``AP`` (``fps`` ``inf``): the same scorer with every frame answered by its own prediction (the
-  offline AP under the sAP protocol's COCO settings, to set the sAP beside).
+* ``AP`` / ``mIoU`` (``fps`` ``inf``): the same scorer with every frame answered by its own
+  prediction (the offline AP under the sAP protocol's COCO settings; for segmentation exactly
+  the evaluator's mIoU), to set the streaming value beside.
 
-Only detection is scored (a metric exposing pycocotools ground truth, ``VIDMetric``); the
-pairing (:func:`~mmvideoeq.evaluation.functional.pair_stream`) is the one any per-frame
-metric would use.
+What is scored follows the ground truth the driver finds: a metric exposing pycocotools ground
+truth (``VIDMetric``) scores detections; an mmseg ``IoUMetric`` (``StreamingIoUMetric``) scores
+label maps against the frames' ``gt_sem_seg`` kept in the :class:`FrameLog`. Both use the same
+pairing (:func:`~mmvideoeq.evaluation.functional.pair_stream`). Panoptic (DVPQ) predictions are
+not scored in real time.
 """
 
 from __future__ import annotations
@@ -56,6 +63,11 @@ from typing import Any
 import numpy as np
 
 from mmvideoeq.evaluation.functional.streaming_ap import StreamingAPResult, coco_streaming_ap
+from mmvideoeq.evaluation.metrics.streaming_miou import (
+    IoUScoring,
+    StreamingIoUResult,
+    streaming_miou,
+)
 from mmvideoeq.streaming import (
     DeadlineBudget,
     PipelineLatency,
@@ -70,14 +82,15 @@ from mmvideoeq.streaming.realtime import (
 )
 from mmvideoeq.streaming.record import SequenceRecord
 
-__all__ = ['FrameLog', 'RealtimeSweep', 'LATENCY_SOURCES']
+__all__ = ['FrameLog', 'RealtimeSweep', 'LATENCY_SOURCES', 'score_keys']
 
 LATENCY_SOURCES = ('auto', 'trace', 'median', 'timing')
 #: Budgets whose cost per frame is constant by design (``'auto'`` uses their timing repeats).
 _CONSTANT_COST = ('FixedBudget', 'FullSolve')
 #: ``replay(setting, plan) -> predictions``: run a setting's stream on the planned frames only.
 #: ``plan``: video -> {frame index: steps M for that frame, or None for the setting's budget};
-#: returns video -> {frame index: prediction (bboxes, scores, labels) or None}.
+#: returns video -> {frame index: prediction (bboxes, scores, labels), or a label map (H, W) for
+#: segmentation, or None}.
 ReplayFn = Callable[[dict, dict[Any, dict[int, int | None]]], dict[Any, dict[int, Any]]]
 
 
@@ -88,19 +101,29 @@ class FrameLog:
     Attributes:
         video_id: Its video.
         index: Its position in the video (0-based, arrival order).
-        img_id: Its image id in the ground truth.
+        img_id: Its image id in the (COCO) ground truth; None for segmentation.
         ms: What it cost (ms): the model step and its share of the pre-processing.
         pre_ms: That share of the pre-processing (ms).
         pred: ``(bboxes (N, 4) x1 y1 x2 y2, scores (N,), labels (N,))`` numpy arrays (labels:
-            class indices), or ``None`` (the frame was not processed).
+            class indices), or a label map ``(H, W)`` (segmentation), or ``None`` (the frame
+            was not processed).
+        gt: Segmentation only: its ground-truth label map ``(H, W)``, or None (a frame without
+            annotation, not scored).
     """
 
     video_id: Any
     index: int
-    img_id: int
+    img_id: int | None
     ms: float
-    pred: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    pred: tuple[np.ndarray, np.ndarray, np.ndarray] | np.ndarray | None
     pre_ms: float = 0.0
+    gt: np.ndarray | None = None
+
+
+def score_keys(gt: Any) -> tuple[str, str]:
+    """``('mIoU', 'aAcc')`` for segmentation (an :class:`IoUScoring`), else ``('sAP',
+    'sAP_50')``."""
+    return ('mIoU', 'aAcc') if isinstance(gt, IoUScoring) else ('sAP', 'sAP_50')
 
 
 _EMPTY = (np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64))
@@ -237,15 +260,24 @@ class RealtimeSweep:
     # ------------------------------------------------------------------ scoring
     def _score(
         self,
-        gt: tuple[Any, list[int]] | None,
+        gt: tuple[Any, list[int]] | IoUScoring | None,
         videos: dict[Any, list[FrameLog]],
         traces: list[RealtimeTrace],
         preds: dict[Any, dict[int, Any]],
         fps: float,
         eta: float,
-    ) -> StreamingAPResult | None:
+    ) -> StreamingAPResult | StreamingIoUResult | None:
         if gt is None:  # a process that only takes part in the replays
             return None
+        if isinstance(gt, IoUScoring):
+            seg = {
+                str(vid): (
+                    [f.gt for f in logs],
+                    [(t, j, preds[vid].get(j)) for j, t in zip(trace.input_index, trace.finish)],
+                )
+                for (vid, logs), trace in zip(videos.items(), traces)
+            }
+            return streaming_miou(seg, gt, fps=fps, eta=eta)
         sequences = {}
         for (vid, logs), trace in zip(videos.items(), traces):
             rec = SequenceRecord()
@@ -257,8 +289,8 @@ class RealtimeSweep:
             gt[0], sequences, fps=fps, eta=eta, cat_ids=gt[1], max_dets=self.max_dets
         )
 
-    def offline(self, gt, name: str) -> StreamingAPResult | None:
-        """Every frame answered by its own prediction (the sAP scorer's offline AP)."""
+    def offline(self, gt, name: str) -> StreamingAPResult | StreamingIoUResult | None:
+        """Every frame answered by its own prediction (the scorer's offline AP or mIoU)."""
         videos = self.videos(name)
         traces = []
         for logs in videos.values():
@@ -274,7 +306,9 @@ class RealtimeSweep:
             for s, logs in enumerate(self.videos(name).values())
         ]
 
-    def run(self, gt: tuple[Any, list[int]] | None, replay: ReplayFn | None = None) -> dict | None:
+    def run(
+        self, gt: tuple[Any, list[int]] | IoUScoring | None, replay: ReplayFn | None = None
+    ) -> dict | None:
         """Simulate every setting at every frame rate and score it.
 
         The simulation is deterministic given the frames, so every process of a distributed
@@ -282,25 +316,34 @@ class RealtimeSweep:
         driver's replay may gather across processes); only the process with ``gt`` scores.
 
         Args:
-            gt: ``(COCO, cat_ids)`` (:func:`detection_ground_truth`), or ``None`` on a process
-                that only takes part in the replays (then nothing is scored: returns None).
+            gt: ``(COCO, cat_ids)`` (:func:`detection_ground_truth`: streaming AP), an
+                :class:`IoUScoring` (``segmentation_scoring``: streaming mIoU of the logs'
+                label maps), or ``None`` on a process that only takes part in the replays (then
+                nothing is scored: returns None).
             replay: The driver's replay (``ReplayFn``); ``None``: no replay.
 
         Returns:
-            dict: ``settings`` -> name -> ``offline`` (the scorer's AP) and ``fps`` -> rate ->
-            the sAP result (``as_dict``: stats, counts, traces, the latency trace used);
-            ``best_fixed`` -> rate -> the (sequential) setting of highest sAP,
+            dict: ``task`` (``'detection'`` or ``'segmentation'``) and ``keys`` (the result's
+            primary key and tie-break: ``sAP``, ``sAP_50`` or ``mIoU``, ``aAcc``);
+            ``settings`` -> name -> ``offline`` (the scorer at every frame answered by its own
+            prediction) and ``fps`` -> rate -> the result (``as_dict``: sAP and the COCO stats,
+            or mmseg's mIoU/aAcc/mAcc in percent; counts, traces, the latency trace used);
+            ``best_fixed`` -> rate -> the (sequential) setting of highest primary value,
             ``best_fixed_m`` the best ``stream@M``; ``deadline`` rows say whether they beat it
             (``beats_best_fixed_m``).
         """
+        segmentation = isinstance(gt, IoUScoring)
         out: dict[str, Any] = dict(
+            task='segmentation' if segmentation else 'detection',
+            keys=list(score_keys(gt)),
             fps=self.fps,
             eta=self.eta,
             latency=('table: ' + self.table.device) if self.table is not None else self.latency,
             replay=bool(self.replay and replay is not None),
-            max_dets=list(self.max_dets),
             settings={},
         )
+        if not segmentation:
+            out['max_dets'] = list(self.max_dets)
         for name, setting in self.settings.items():
             offline = self.offline(gt, name)
             entry = out['settings'][name] = dict(offline=offline and offline.as_dict(False))
@@ -327,6 +370,7 @@ class RealtimeSweep:
                 )
         if gt is None:
             return None
+        key0, key1 = score_keys(gt)
         out['best_fixed'], out['best_fixed_m'] = {}, {}
         for fps in self.fps:
             k = _key(fps)
@@ -340,15 +384,16 @@ class RealtimeSweep:
                 ('best_fixed_m', [n for n in fixed if n.startswith('stream@')]),
             ):
                 if names:
-                    best = max(names, key=lambda n: (fixed[n]['sAP'], fixed[n]['sAP_50']))
-                    out[key][k] = dict(setting=best, sAP=fixed[best]['sAP'])
+                    best = max(names, key=lambda n: (fixed[n][key0], fixed[n][key1]))
+                    out[key][k] = {'setting': best, key0: fixed[best][key0]}
             d = out['settings'].get('deadline', {}).get('fps', {}).get(k)
             if d and k in out['best_fixed_m']:
-                d['beats_best_fixed_m'] = bool(d['sAP'] > out['best_fixed_m'][k]['sAP'])
+                d['beats_best_fixed_m'] = bool(d[key0] > out['best_fixed_m'][k][key0])
         return out
 
     def _play(self, gt, name: str, model: LatencyModel, replay) -> dict[str, dict | None]:
-        """Setting ``name`` under the worker ``model`` at every frame rate: sAP results."""
+        """Setting ``name`` under the worker ``model`` at every frame rate: the scorer's
+        results."""
         out = {}
         for fps in self.fps:
             traces = self.simulate(name, fps, model)
@@ -368,7 +413,9 @@ class RealtimeSweep:
             latency_ms={n: self.constant_ms(n) for n in self.settings},
         )
 
-    def _as_dict(self, res: StreamingAPResult, name: str, traces: list[RealtimeTrace]) -> dict:
+    def _as_dict(
+        self, res: StreamingAPResult | StreamingIoUResult, name: str, traces: list[RealtimeTrace]
+    ) -> dict:
         d = res.as_dict(traces=False)
         d['traces'] = {str(v): t.as_dict() for v, t in zip(self.videos(name), traces)}
         return d

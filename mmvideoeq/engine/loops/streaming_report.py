@@ -11,13 +11,15 @@ list of skipped and diverged frames with their reasons. Plots:
 * ``curves.png``: the first by-frame-offset curve (and PQ beside (D)VPQ), one panel per budget M:
   the streamed and cold-start settings in one colour (solid / dashed), the full solve dotted,
   with the metrics' bootstrap intervals over videos (``offset_curve_ci/...``) shaded;
-* ``sap_vs_fps.png`` (with the real-time simulation): streaming AP of every setting against the
-  frame rate, the full solve's offline AP beside it.
+* ``sap_vs_fps.png`` (with the real-time simulation of a detector): streaming AP of every setting
+  against the frame rate, the full solve's offline AP beside it; ``miou_vs_fps.png`` (of a
+  segmentor) the same for streaming mIoU and pixel accuracy.
 
 With the real-time simulation, ``results.json`` has a ``realtime`` section
-(:meth:`~.realtime_eval.RealtimeSweep.run`): per setting the offline AP of the sAP scorer, the
-latencies used and, per frame rate, sAP and the COCO statistics, ``in_time``/``miss``/
-``mismatch``, and per video the simulated trace (input frame, start and finish of every output);
+(:meth:`~.realtime_eval.RealtimeSweep.run`): its ``task`` (``detection``, ``segmentation``), per
+setting the offline AP (mIoU) of the streaming scorer, the latencies used and, per frame rate,
+sAP and the COCO statistics (streaming mIoU, aAcc, mAcc), ``in_time``/``miss``/``mismatch``,
+and per video the simulated trace (input frame, start and finish of every output);
 the ``deadline`` setting adds its decisions; ``best_fixed`` names the best setting per rate,
 ``best_fixed_m`` the best ``stream@M`` (which the scheduler chooses among).
 
@@ -32,9 +34,35 @@ import math
 import os
 import os.path as osp
 import statistics
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ['StreamingReport']
+
+
+class _Column(NamedTuple):
+    key: str  # in a realtime result
+    offline: str  # table title of the offline value
+    streaming: str  # table title of the streaming value
+    flat: str  # its name in the flat metrics (``<setting>/<flat>@<fps>fps``)
+    axis: str  # y-axis title of the plot
+    fmt: str  # number format
+
+
+#: What the real-time section of each task shows: the primary value, then the second one.
+REALTIME_COLUMNS = {
+    'detection': (
+        _Column('sAP', 'AP', 'sAP', 'sAP', 'sAP', '.4f'),
+        _Column('sAP_50', 'AP@50', 'sAP@50', 'sAP_50', 'sAP@50', '.4f'),
+    ),
+    'segmentation': (
+        _Column('mIoU', 'mIoU', 'smIoU', 'smIoU', 'streaming mIoU (%)', '.2f'),
+        _Column('aAcc', 'aAcc', 'saAcc', 'saAcc', 'streaming pixel accuracy (%)', '.2f'),
+    ),
+}
+
+
+def _realtime_columns(rt: dict) -> tuple[_Column, _Column]:
+    return REALTIME_COLUMNS[rt.get('task', 'detection')]
 
 
 def _scalars(metrics: dict) -> dict:
@@ -124,18 +152,20 @@ class StreamingReport:
 
     def flat_metrics(self) -> dict[str, float]:
         """``<setting>/<metric>`` for every scalar metric, and ``<setting>/sAP@<fps>fps``,
-        ``<setting>/sAP_50@<fps>fps`` of the real-time simulation."""
+        ``<setting>/sAP_50@<fps>fps`` (segmentation: ``smIoU``, ``saAcc``) of the real-time
+        simulation."""
         flat = {
             f'{name}/{k}': v
             for name, res in self.data['settings'].items()
             for k, v in res['metrics'].items()
             if isinstance(v, (int, float))
         }
-        for name, res in ((self.data.get('realtime') or {}).get('settings') or {}).items():
+        rt = self.data.get('realtime') or {}
+        for name, res in (rt.get('settings') or {}).items():
             for fps, r in res['fps'].items():
                 if r:
-                    flat[f'{name}/sAP@{fps}fps'] = r['sAP']
-                    flat[f'{name}/sAP_50@{fps}fps'] = r['sAP_50']
+                    for col in _realtime_columns(rt):
+                        flat[f'{name}/{col.flat}@{fps}fps'] = r[col.key]
         return flat
 
     def finish(self, logger, plot: bool = True) -> None:
@@ -197,12 +227,14 @@ class StreamingReport:
         return '\n'.join([title, line(head), sep, *map(line, rows)])
 
     def format_realtime_table(self) -> str:
-        """One row per setting: offline AP and AP@50 of the sAP scorer, ms per frame, then per
-        frame rate sAP, sAP@50 and in_time / miss / mismatch; then the best setting per rate."""
+        """One row per setting: offline AP and AP@50 of the sAP scorer (segmentation: mIoU and
+        aAcc), ms per frame, then per frame rate sAP, sAP@50 (smIoU, saAcc) and in_time / miss /
+        mismatch; then the best setting per rate."""
         rt = self.data['realtime']
-        head = ['setting', 'AP', 'AP@50', 'ms/frame']
+        c0, c1 = _realtime_columns(rt)
+        head = ['setting', c0.offline, c1.offline, 'ms/frame']
         for fps in rt['fps']:
-            head += [f'{fps:g} fps: sAP', 'sAP@50', 'in time/miss/mismatch']
+            head += [f'{fps:g} fps: {c0.streaming}', c1.streaming, 'in time/miss/mismatch']
         rows = []
         for name, res in rt['settings'].items():
             off, lat = res.get('offline'), res.get('latency_ms')
@@ -213,14 +245,14 @@ class StreamingReport:
             else:
                 ms = '-' if lat is None else f'{lat:.1f}'
             row = [name]
-            row += [f"{off['sAP']:.4f}", f"{off['sAP_50']:.4f}"] if off else ['-', '-']
+            row += [f'{off[c.key]:{c.fmt}}' for c in (c0, c1)] if off else ['-', '-']
             row.append(ms)
             for fps in rt['fps']:
                 r = res['fps'].get(f'{fps:g}')
-                c = r['counts'] if r else None
+                n = r['counts'] if r else None
                 row += (
-                    [f"{r['sAP']:.4f}", f"{r['sAP_50']:.4f}"]
-                    + [f"{c['in_time']}/{c['miss']}/{c['mismatch']}"]
+                    [f'{r[c.key]:{c.fmt}}' for c in (c0, c1)]
+                    + [f"{n['in_time']}/{n['miss']}/{n['mismatch']}"]
                     if r
                     else ['-'] * 3
                 )
@@ -228,21 +260,27 @@ class StreamingReport:
         widths = [max(len(str(r[c])) for r in [head, *rows]) for c in range(len(head))]
         line = lambda r: '| ' + ' | '.join(str(x).ljust(w) for x, w in zip(r, widths)) + ' |'
         sep = '|' + '|'.join('-' * (w + 2) for w in widths) + '|'
+        scoring = (
+            f"COCO maxDets {rt['max_dets']}; AP"
+            if 'max_dets' in rt
+            else 'mmseg mIoU, a frame without output scored as an empty map; mIoU'
+        )
         title = (
             f"real time: eta {rt['eta']:g}, latency {rt['latency']}, warm settings "
             f"{'replayed on the frames taken' if rt['replay'] else 'from the accuracy pass'}; "
-            f"COCO maxDets {rt['max_dets']}; AP: every frame answered by its own prediction"
+            f'{scoring}: every frame answered by its own prediction'
         )
         notes = []
+        k, name0 = c0.key, c0.streaming
         for fps, best in rt.get('best_fixed', {}).items():
-            note = f"{fps} fps: best setting {best['setting']} (sAP {best['sAP']:.4f})"
+            note = f"{fps} fps: best setting {best['setting']} ({name0} {best[k]:{c0.fmt}})"
             best_m = rt.get('best_fixed_m', {}).get(fps)
             if best_m:
-                note += f"; best fixed M {best_m['setting']} (sAP {best_m['sAP']:.4f})"
+                note += f"; best fixed M {best_m['setting']} ({name0} {best_m[k]:{c0.fmt}})"
             d = rt['settings'].get('deadline', {}).get('fps', {}).get(fps)
             if d and 'beats_best_fixed_m' in d:
                 note += (
-                    f"; deadline scheduler sAP {d['sAP']:.4f} "
+                    f"; deadline scheduler {name0} {d[k]:{c0.fmt}} "
                     f"({'beats' if d['beats_best_fixed_m'] else 'does not beat'} it; budgets "
                     f"{d['budgets']}, {d['skipped_by_scheduler']} frames skipped)"
                 )
@@ -436,9 +474,10 @@ class StreamingReport:
         return None if fig is None else self._save(fig, 'curves.png')
 
     def plot_sap(self) -> str | None:
-        """Streaming AP and sAP@50 against the frame rate: one colour per budget M, one line
-        style per kind (streamed, pipelined, cold, full, deadline); the full solve's offline AP
-        dotted."""
+        """Streaming AP and sAP@50 against the frame rate (``sap_vs_fps.png``; a segmentor's
+        streaming mIoU and pixel accuracy: ``miou_vs_fps.png``): one colour per budget M, one
+        line style per kind (streamed, pipelined, cold, full, deadline); the full solve's offline
+        value dotted."""
         rt = self.data.get('realtime')
         if not rt or not rt.get('settings'):
             return None
@@ -459,7 +498,8 @@ class StreamingReport:
             return dict(fmt='-o' if name.startswith('stream') else '--^', color=colour, lw=1.0)
 
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-        for ax, key, label in zip(axes, ('sAP', 'sAP_50'), ('sAP', 'sAP@50')):
+        columns = _realtime_columns(rt)
+        for ax, key, label in zip(axes, [c.key for c in columns], [c.axis for c in columns]):
             for name, res in rt['settings'].items():
                 pts = [(f, res['fps'].get(f'{f:g}')) for f in rt['fps']]
                 pts = [(f, r[key]) for f, r in pts if r]
@@ -477,13 +517,14 @@ class StreamingReport:
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
         axes[1].legend(fontsize=7, ncol=2, loc='upper right')
+        segmentation = rt.get('task') == 'segmentation'
         fig.suptitle(
-            f"streaming AP vs frame rate (eta {rt['eta']:g}, latency {rt['latency']}; solid: "
-            'streamed, dash-dot: pipelined, dashed: cold start)',
+            f"streaming {'mIoU' if segmentation else 'AP'} vs frame rate (eta {rt['eta']:g}, "
+            f"latency {rt['latency']}; solid: streamed, dash-dot: pipelined, dashed: cold start)",
             fontsize=9,
         )
         fig.tight_layout()
-        return self._save(fig, 'sap_vs_fps.png')
+        return self._save(fig, 'miou_vs_fps.png' if segmentation else 'sap_vs_fps.png')
 
     def _save(self, fig, name: str) -> str:
         path = osp.join(self.out_dir, name)

@@ -5,4 +5,10 @@ from .frame_offset import OffsetBuckets, aggregate_by_offset, frame_offsets  # n
 from .kitti_depth_metric import KittiDepthMetric  # noqa: F401
 from .seg_metric import StreamingIoUMetric  # noqa: F401
 from .stq_metric import STQMetric  # noqa: F401
+from .streaming_miou import (  # noqa: F401
+    EMPTY_LABEL,
+    IoUScoring,
+    StreamingIoUResult,
+    streaming_miou,
+)
 from .vid_metric import VIDMetric  # noqa: F401
