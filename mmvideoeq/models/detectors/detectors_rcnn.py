@@ -41,7 +41,7 @@ from mmdet.models.detectors import CascadeRCNN, FasterRCNN, HybridTaskCascade
 from mmengine.structures import PixelData
 from torch import Tensor
 
-from mmvideoeq.deq import Budget, solve
+from mmvideoeq.deq import solve
 from mmvideoeq.models.clip_training import (
     ClipSchedule,
     ClipTrainConfig,
