@@ -53,16 +53,14 @@ def residual_norms(
     (the same values, without a second subtraction).
     """
     if g is not None:
-        diffs = [t.detach() for t in layout.flat_views(g)]
+        others = layout.flat_views(g.detach())
     else:
-        xs = layout.unpack(x) if isinstance(x, Tensor) else x
-        diffs = [
-            a.detach().reshape(a.shape[0], -1) - z.detach().reshape(a.shape[0], -1)
-            for a, z in zip(fx, xs)
-        ]
+        others = layout.unpack(x) if isinstance(x, Tensor) else x
     diff, img = [], []
-    for a, r in zip(fx, diffs):
-        img.append(torch.linalg.vector_norm(a.detach().reshape(a.shape[0], -1), dim=1, dtype=dtype))
+    for a, o in zip(fx, others):
+        a = a.detach().reshape(a.shape[0], -1)
+        img.append(torch.linalg.vector_norm(a, dim=1, dtype=dtype))
+        r = o if g is not None else a - o.detach().reshape(a.shape[0], -1)
         diff.append(torch.linalg.vector_norm(r, dim=1, dtype=dtype))
     if len(diff) == 1:
         return diff[0], img[0]
