@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -54,8 +55,64 @@ __all__ = ['broyden', 'MDEQ_MEMORY']
 #: Stored updates of locuslab/mdeq's L-Broyden (``LBFGS_thres = min(threshold, 27)``).
 MDEQ_MEMORY = 27
 
-#: dtype of the small coefficient algebra (Gram matrix, coefficients of ``u_i``, ``v_i``)
-_CDT = torch.float64
+
+class _TorchOps:
+    """The small coefficient algebra on torch tensors (float64, the state's device); used when
+    autograd records the iterations (every write out of place) and on accelerators."""
+
+    def __init__(self, device: torch.device, inplace: bool) -> None:
+        self.device, self.inplace = device, inplace
+        self.where, self.isfinite = torch.where, torch.isfinite
+
+    def zeros(self, *shape: int) -> Tensor:
+        return torch.zeros(*shape, dtype=torch.float64, device=self.device)
+
+    def ones(self, *shape: int) -> Tensor:
+        return torch.ones(*shape, dtype=torch.float64, device=self.device)
+
+    def array(self, t: Tensor) -> Tensor:
+        return t.to(torch.float64)
+
+    def tensor(self, a: Tensor, dtype: torch.dtype) -> Tensor:
+        return a.to(dtype)
+
+    def cat(self, a: Tensor, b: Tensor) -> Tensor:
+        return torch.cat([a, b], 1)
+
+    def set(self, t: Tensor, index: tuple, value) -> Tensor:
+        """``t[index] = value``, on a copy of ``t`` when autograd records."""
+        if not self.inplace:
+            t = t.clone()
+        t[index] = value
+        return t
+
+
+class _NumpyOps:
+    """The small coefficient algebra in numpy float64, for the in-place path on CPU: a numpy
+    operation on a ``(B, memory, max_iter)`` matrix costs about a microsecond, a torch call
+    several, and a Broyden step makes a few dozen of them."""
+
+    inplace = True
+    where, isfinite = staticmethod(np.where), staticmethod(np.isfinite)
+
+    def zeros(self, *shape: int) -> np.ndarray:
+        return np.zeros(shape)
+
+    def ones(self, *shape: int) -> np.ndarray:
+        return np.ones(shape)
+
+    def array(self, t: Tensor) -> np.ndarray:
+        return t.detach().to(torch.float64).numpy()
+
+    def tensor(self, a: np.ndarray, dtype: torch.dtype) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
+
+    def cat(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.concatenate([a, b], 1)
+
+    def set(self, t: np.ndarray, index: tuple, value) -> np.ndarray:
+        t[index] = value
+        return t
 
 
 class _Rows:
@@ -83,19 +140,18 @@ class _Rows:
         return self.buf[:, len(self.rows)]
 
     def dots(self, vec: Tensor) -> Tensor:
-        """``(B, n)`` inner products ``a_j . vec`` of every row, in the coefficient dtype."""
+        """``(B, n)`` inner products ``a_j . vec`` of every row."""
         n = len(self.rows)
         if self.buf is not None:
-            return rows_dot(self.buf[:, :n], vec).to(_CDT)
-        return torch.stack([dot(r, vec)[:, 0] for r in self.rows], 1).to(_CDT)
+            return rows_dot(self.buf[:, :n], vec)
+        return torch.stack([dot(r, vec)[:, 0] for r in self.rows], 1)
 
     def push(self, g: Tensor, coef: Tensor | None) -> Tensor:
-        """Appends ``a = g + sum_j coef_j a_j`` (``coef`` ``(B, n)``) and returns it."""
+        """Appends ``a = g + sum_j coef_j a_j`` (``coef`` ``(B, n)``, the state's dtype)."""
         n = len(self.rows)
         if self.buf is None:
             row = g
             if coef is not None:
-                coef = coef.to(g.dtype)
                 for j, r in enumerate(self.rows):
                     row = row + coef[:, j : j + 1] * r
         else:
@@ -103,17 +159,9 @@ class _Rows:
             if g.data_ptr() != row.data_ptr() or g.stride() != row.stride():
                 row.copy_(g)
             if coef is not None and n:
-                row.unsqueeze(1).baddbmm_(coef.to(g.dtype).unsqueeze(1), self.buf[:, :n])
+                row.unsqueeze(1).baddbmm_(coef.unsqueeze(1), self.buf[:, :n])
         self.rows.append(row)
         return row
-
-
-def _set(t: Tensor, index: tuple, value: Tensor, inplace: bool) -> Tensor:
-    """``t[index] = value``, on a copy of ``t`` when autograd records."""
-    if not inplace:
-        t = t.clone()
-    t[index] = value
-    return t
 
 
 def broyden(
@@ -147,22 +195,25 @@ def broyden(
         return
     inplace = not (g.requires_grad or x.requires_grad)  # autograd records: no in-place writes
     cap = max(1, max_iter - 1 if memory is None else min(memory, max_iter - 1))
+    small = inplace and x.device.type == 'cpu' and x.dtype in (torch.float32, torch.float64)
+    ops = _NumpyOps() if small else _TorchOps(x.device, inplace)
     with ExitStack() as stack:
+        if small:  # inf and NaN propagate silently, as in torch (the tracker stops such samples)
+            stack.enter_context(np.errstate(all='ignore'))
         buf = None
         if inplace:
             buf = stack.enter_context(history_buffer(b, max_iter, layout.dim, x.dtype, x.device))
         rows = _Rows(buf)
-        cd = dict(dtype=_CDT, device=x.device)
-        sigma = torch.ones(b, max_iter, **cd)  # d_j = sigma_j a_j
-        gram = torch.zeros(b, max_iter, max_iter, **cd)  # a_i . a_j
-        coef_u = torch.zeros(b, cap, max_iter, **cd)  # u_i = sum_j coef_u[i, j] a_j
-        coef_v = torch.zeros(b, cap, max_iter, **cd)  # v_i = sum_j coef_v[i, j] a_j
+        sigma = ops.ones(b, max_iter)  # d_j = sigma_j a_j
+        gram = ops.zeros(b, max_iter, max_iter)  # a_i . a_j
+        coef_u = ops.zeros(b, cap, max_iter)  # u_i = sum_j coef_u[i, j] a_j
+        coef_v = ops.zeros(b, cap, max_iter)  # v_i = sum_j coef_v[i, j] a_j
         row = rows.push(g, None)  # a_0 = g_0: d_0 = -B_0 g_0 with B_0 = -I
-        gram = _set(gram, (slice(None), 0, 0), dot(row, row)[:, 0].to(_CDT), inplace)
+        gram = ops.set(gram, (slice(None), 0, 0), ops.array(dot(row, row))[:, 0])
         n_upd = 0  # updates made (slots written)
         for step in range(1, max_iter + 1):
             k = step - 1  # the direction d_k = sigma_k a_k leads from x_k to x_{k+1}
-            scale = sigma[:, k : k + 1].to(x.dtype)
+            scale = ops.tensor(sigma[:, k : k + 1], x.dtype)
             x_new = torch.addcmul(x, rows[k], scale)
             g_new, fz, norms_new = g_at(x_new, rows.free() if step < max_iter else None)
             s = None  # the accepted step size, (B,), with line search
@@ -171,55 +222,56 @@ def broyden(
                     g_at, x, rows[k] * scale, x_new, g_new, fz, norms_new, norms[0],
                     ls_max_halvings, ls_c1,
                 )  # fmt: skip
-                s = s[:, 0].to(_CDT)
+                s = ops.array(s)[:, 0]
             tracker.record(step, layout.unpack(x_new), fz, norms_new)
             if step == max_iter or done():
                 return
             nk, n = k + 1, min(n_upd, cap)  # rows a_0..a_k; updates in use
-            p = rows.dots(g_new)  # (B, nk): a_j . g_{k+1}
+            p = ops.array(rows.dots(g_new))  # (B, nk): a_j . g_{k+1}
             cu, cv = coef_u[:, :n, :nk], coef_v[:, :n, :nk]
             sk = sigma[:, k]
-            vg = (cv @ p.unsqueeze(2)).squeeze(2)  # v_i . g
-            du = sk[:, None] * (cu @ gram[:, k, :nk].unsqueeze(2)).squeeze(2)  # d_k . u_i
-            bg = (cu.transpose(1, 2) @ vg.unsqueeze(2)).squeeze(2)  # B_k g = -g + sum bg_j a_j
+            vg = (cv @ p[..., None])[..., 0]  # v_i . g
+            du = sk[:, None] * (cu @ gram[:, k, :nk, None])[..., 0]  # d_k . u_i
+            bg = (cu.swapaxes(1, 2) @ vg[..., None])[..., 0]  # B_k g = -g + sum bg_j a_j
             # v^T = dx^T B_k = s (-d_k + sum_i (d_k . u_i) v_i)
-            vt = (cv.transpose(1, 2) @ du.unsqueeze(2)).squeeze(2)
-            vt = _set(vt, (slice(None), k), vt[:, k] - sk, inplace)
+            vt = (cv.swapaxes(1, 2) @ du[..., None])[..., 0]
+            vt = ops.set(vt, (slice(None), k), vt[:, k] - sk)
             if s is not None:
                 vt = vt * s[:, None]
             vtg = (vt * p).sum(1)  # v^T g
-            dd = sk.square() * gram[:, k, k]  # ||d_k||^2
+            dd = sk * sk * gram[:, k, k]  # ||d_k||^2
             sdd = dd if s is None else s * dd
             denom = vtg + sdd  # v^T dg
-            ok = torch.isfinite(denom) & (denom != 0) & (sdd > 0)
-            safe = torch.where(ok, denom, 1.0)
-            c_g = torch.where(ok, sdd / safe, 1.0)  # coefficient of g in d_{k+1}
+            ok = ops.isfinite(denom) & (denom != 0) & (sdd > 0)
+            safe = ops.where(ok, denom, 1.0)
+            c_g = ops.where(ok, sdd / safe, 1.0)  # coefficient of g in d_{k+1}
             # a_{k+1} = d_{k+1} / c_g = g - sum_j bg_j a_j [+ line-search and wrap-around terms];
             # u = (d_{k+1} + (s - 1) d_k - u_old (v_old . g)) / (s ||d_k||^2), 0 when skipped
             w = -bg
-            u_new = torch.zeros(b, nk + 1, **cd)
+            u_new = ops.zeros(b, nk + 1)
             if s is not None:
-                t = torch.where(ok, vtg / safe, 0.0)
-                w = _set(w, (slice(None), k), w[:, k] - t * (s - 1) * sk / c_g, inplace)
+                t = ops.where(ok, vtg / safe, 0.0)
+                w = ops.set(w, (slice(None), k), w[:, k] - t * (s - 1) * sk / c_g)
                 u_new[:, k] = (s - 1) * sk
             slot = n_upd % cap
             if n_upd >= cap:  # the oldest update is overwritten: -B_{k+1} g gets + u_old v_old^T g
                 old = coef_u[:, slot, :nk] * vg[:, slot : slot + 1]
                 w = w + old / c_g[:, None]
                 u_new[:, :nk] -= old
-            w = w.to(x.dtype).to(_CDT)  # the coefficients the row is combined with
-            row = rows.push(g_new, w)
-            sigma = _set(sigma, (slice(None), nk), c_g, inplace)
+            w_state = ops.tensor(w, x.dtype)  # the coefficients the row is combined with
+            w = ops.array(w_state)
+            row = rows.push(g_new, w_state)
+            sigma = ops.set(sigma, (slice(None), nk), c_g)
             # Gram row of a_{k+1}: a_{k+1} . a_j = p_j + sum_i w_i (a_i . a_j); its norm directly
-            grow = p + (w.unsqueeze(1) @ gram[:, :nk, :nk]).squeeze(1)
-            grow = torch.cat([grow, dot(row, row).to(_CDT)], 1)
-            gram = _set(gram, (slice(None), nk, slice(0, nk + 1)), grow, inplace)
-            gram = _set(gram, (slice(None), slice(0, nk + 1), nk), grow, inplace)
+            grow = p + (w[:, None, :] @ gram[:, :nk, :nk])[:, 0]
+            grow = ops.cat(grow, ops.array(dot(row, row)))
+            gram = ops.set(gram, (slice(None), nk, slice(0, nk + 1)), grow)
+            gram = ops.set(gram, (slice(None), slice(0, nk + 1), nk), grow)
             u_new[:, nk] = c_g
-            u_new = torch.where(ok[:, None], u_new / torch.where(ok, sdd, 1.0)[:, None], 0.0)
+            u_new = ops.where(ok[:, None], u_new / ops.where(ok, sdd, 1.0)[:, None], 0.0)
             # (an overwritten slot's old coefficients lie in columns < nk: all replaced)
-            coef_u = _set(coef_u, (slice(None), slot, slice(0, nk + 1)), u_new, inplace)
-            coef_v = _set(coef_v, (slice(None), slot, slice(0, nk)), vt, inplace)
+            coef_u = ops.set(coef_u, (slice(None), slot, slice(0, nk + 1)), u_new)
+            coef_v = ops.set(coef_v, (slice(None), slot, slice(0, nk)), vt)
             n_upd += 1
             x, norms = x_new, norms_new
 

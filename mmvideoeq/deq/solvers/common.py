@@ -49,25 +49,23 @@ def residual_norms(
 
     ``fx`` is a state list; ``x`` a state list or its packed ``(B, D)`` form. Works scale by
     scale on detached tensors (nothing is concatenated). A solver that has formed the residual
-    ``g = pack(fx) - x`` passes it as ``g``: its norms are then taken on ``g``'s per-scale views
-    (the same values, without a second subtraction).
+    ``g = pack(fx) - x`` passes it as ``g``: ``||g||`` is then one norm of ``g`` (no second
+    subtraction).
     """
-    if g is not None:
-        others = layout.flat_views(g.detach())
-    else:
-        others = layout.unpack(x) if isinstance(x, Tensor) else x
+    xs = layout.unpack(x) if isinstance(x, Tensor) else x
     diff, img = [], []
-    for a, o in zip(fx, others):
+    for a, z in zip(fx, xs):
         a = a.detach().reshape(a.shape[0], -1)
         img.append(torch.linalg.vector_norm(a, dim=1, dtype=dtype))
-        r = o if g is not None else a - o.detach().reshape(a.shape[0], -1)
-        diff.append(torch.linalg.vector_norm(r, dim=1, dtype=dtype))
+        if g is None:
+            r = a - z.detach().reshape(a.shape[0], -1)
+            diff.append(torch.linalg.vector_norm(r, dim=1, dtype=dtype))
+    img_norm = img[0] if len(img) == 1 else torch.linalg.vector_norm(torch.stack(img, 1), dim=1)
+    if g is not None:
+        return torch.linalg.vector_norm(g.detach(), dim=1, dtype=dtype), img_norm
     if len(diff) == 1:
-        return diff[0], img[0]
-    return (
-        torch.linalg.vector_norm(torch.stack(diff, 1), dim=1),
-        torch.linalg.vector_norm(torch.stack(img, 1), dim=1),
-    )
+        return diff[0], img_norm
+    return torch.linalg.vector_norm(torch.stack(diff, 1), dim=1), img_norm
 
 
 def rows_dot(mat: Tensor, vec: Tensor) -> Tensor:
