@@ -28,9 +28,10 @@ overwritten update). A step then reads the stored rows twice: once for their inn
 ``g_{k+1}`` and once to combine the new direction, against four reads of ``U`` and ``V`` in the
 factored form; the new row's Gram entries follow from those inner products (its norm is taken
 directly). The rows are kept for the whole solve (``max_iter`` vectors), also when ``memory`` is
-smaller: the ``v_i`` of a wrapped-around memory involve every earlier step. The iterates equal
-those of the factored form up to rounding (``tests/deq/test_solvers.py`` compares them with a
-dense implementation of the reference's equations).
+smaller: the ``v_i`` of a wrapped-around memory involve every earlier step. The coefficient
+algebra runs in float64 (in numpy on the CPU without autograd). The iterates equal those of the
+factored form up to rounding (``tests/deq/test_broyden_compact.py`` compares them with explicit
+``U``/``V`` vectors, ``tests/deq/test_reference_parity.py`` with dense matrices).
 
 Per-sample residuals and stopping (the reference takes norms over the whole batch; with batch 1
 the two agree). Optional line search: per-sample Armijo backtracking on ``||g||^2`` (the step is
