@@ -9,7 +9,10 @@ project's dataset classes read both alike::
     from benchgen import generate_benchmark
     generate_benchmark('data/bundled', preset='small', seed=0, formats=('vid', 'cityscapes'))
 
-or ``python tools/data/make_benchmark.py --out data/bundled --preset small --seed 0``.
+or ``python tools/data/make_benchmark.py --out data/bundled --preset small --seed 0``; every
+part the project's configs read is built (or completed) by ``make data``
+(``tools/data/make_benchmark.py --all``). A folder is added to part by part: parts already
+written with the same preset and seed are kept (:mod:`.parts`).
 
 The videos do what real video does to a streaming model: the camera pans, tilts, zooms or drives
 forward over real-photo backgrounds; objects of several classes move, change scale, occlude each
@@ -33,15 +36,19 @@ from .benchmark import (
     VidPreset,
     generate_benchmark,
     get_preset,
+    plan_benchmark,
     render_benchmark_video,
 )
 from .classes import CITYSCAPES_LABELS, CLASSES, TO_CITYSCAPES, TO_VID
+from .parts import PartPlan
 from .scene import RenderedVideo, SceneStyle, render_video, sample_video
 from .sources import SOURCES
 from .writers import visible_boxes
 
 __all__ = [
     'generate_benchmark',
+    'plan_benchmark',
+    'PartPlan',
     'render_benchmark_video',
     'get_preset',
     'PRESETS',

@@ -9,7 +9,6 @@ writing anything.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +19,21 @@ import numpy as np
 from mmvideoeq.class_names import VID_CATEGORY_IDS
 
 from .classes import CITYSCAPES_LABELS, TO_CITYSCAPES, TO_VID
+from .parts import (
+    FORMAT_DIRS,
+    META_FILE,
+    META_VERSION,
+    PartPlan,
+    count_files,
+    load_meta,
+    plan_parts,
+    save_meta,
+)
 from .scene import DRIVING, HANDHELD, RenderedVideo, SceneStyle, render_video, sample_video
 from .sources import SOURCES
 from .writers import CityscapesWriter, KittiWriter, VidWriter
 from .writers_coco import CocoWriter
-from .writers_dvps import DVPS_FORMAT_DIRS, dvps_video_plan, write_dvps_format
+from .writers_dvps import DVPS_FORMAT_DIRS, _sizes, dvps_video_plan, write_dvps_format
 
 __all__ = [
     'VidPreset',
@@ -38,17 +47,12 @@ __all__ = [
     'META_FILE',
     'KITTI_DRIVING',
     'generate_benchmark',
+    'plan_benchmark',
     'render_benchmark_video',
     'get_preset',
 ]
 
-#: Output formats and the folder each is written to under ``out_dir``.
-FORMAT_DIRS: Dict[str, str] = {'vid': 'ILSVRC', 'cityscapes': 'cityscapes', 'kitti': 'kitti'}
-FORMAT_DIRS.update(DVPS_FORMAT_DIRS)  # cityscapes_dvps, semkitti_dvps, kitti_depth
-FORMAT_DIRS['coco'] = 'coco'  # COCO + COCO-stuff + panoptic images (writers_coco)
 FORMATS: Tuple[str, ...] = tuple(FORMAT_DIRS)
-#: Metadata file written at the root of ``out_dir``.
-META_FILE = 'bundled_benchmark.json'
 SPLITS: Tuple[str, ...] = ('train', 'val')
 _FORMAT_KEYS = {'vid': 1, 'cityscapes': 2, 'kitti': 3}
 _FORMAT_KEYS.update(cityscapes_dvps=12, semkitti_dvps=13, kitti_depth=14)
@@ -314,30 +318,10 @@ def render_benchmark_video(
     return render_video(sample_video(rng, style, size, frames, changes))
 
 
-def _prepare_out_dir(out_dir: Path, formats: Sequence[str], overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f'out_dir {out_dir} exists and is not a directory')
-    targets = [out_dir / FORMAT_DIRS[f] for f in formats] + [out_dir / META_FILE]
-    existing = [p for p in targets if p.exists()]
-    if not existing:
-        return
-    if not overwrite:
-        raise ValueError(
-            f'{", ".join(str(p) for p in existing)} already exist(s); pass '
-            'overwrite=True (--overwrite) to replace a benchmark written before, or '
-            'choose another out_dir'
-        )
-    if not (out_dir / META_FILE).is_file():
-        raise ValueError(
-            f'{", ".join(str(p) for p in existing)} exist(s) but {out_dir} holds no '
-            f'{META_FILE}: not written by this generator, so it is not deleted; '
-            'choose another out_dir'
-        )
-    for path in targets:
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+def _part_spec(fmt: str, preset: BenchmarkPreset, seed: int) -> dict:
+    """What identifies a written part: the preset's name, the seed and the part's sizes."""
+    sizes = _sizes(fmt, preset.name) if fmt in DVPS_FORMAT_DIRS else getattr(preset, fmt)
+    return dict(preset=preset.name, seed=seed, sizes=dataclasses.asdict(sizes))
 
 
 def _write_coco(
@@ -356,59 +340,103 @@ def _write_coco(
     return part
 
 
-def generate_benchmark(
-    out_dir: Union[str, Path],
-    *,
-    preset: Union[str, BenchmarkPreset] = 'small',
-    seed: int = 0,
-    formats: Sequence[str] = ('vid', 'cityscapes'),
-    overwrite: bool = False,
-) -> dict:
-    """Render the bundled benchmark and write it in the real datasets' formats.
+def _write_part(fmt: str, root: Path, preset: BenchmarkPreset, seed: int) -> dict:
+    """Render and write one format into ``root``; return its metadata entry."""
+    _, size, _, counts, _ = _video_plan(fmt, preset)
+    part: dict = dict(root=FORMAT_DIRS[fmt], size=list(size))
+    if fmt == 'coco':
+        return _write_coco(root, part, counts, preset, seed)
+    if fmt in DVPS_FORMAT_DIRS:
+        return write_dvps_format(
+            fmt, root, preset.name, lambda split, i: render_benchmark_video(
+                fmt, split, i, preset=preset, seed=seed)
+        )  # fmt: skip
+    city_seq: Dict[str, int] = {}
+    drive = 0
+    for split in SPLITS:
+        entries = []
+        if fmt == 'vid':
+            writer = VidWriter(
+                root,
+                split,
+                jpeg_quality=preset.vid.jpeg_quality,
+                min_box_area=preset.vid.min_box_area,
+                train_frames_per_video=preset.vid.train_frames_per_video,
+            )
+        elif fmt == 'cityscapes':
+            writer = CityscapesWriter(
+                root,
+                split,
+                annotated_index=preset.cityscapes.annotated_index,
+                dense_labels=preset.cityscapes.dense_labels,
+                disparity=preset.cityscapes.disparity,
+            )
+        else:
+            writer = KittiWriter(root, split)
+        for index in range(counts[split]):
+            video = render_benchmark_video(fmt, split, index, preset=preset, seed=seed)
+            if fmt == 'vid':
+                entry = writer.add(index, video)
+            elif fmt == 'cityscapes':
+                city = video.shots[0]['backdrop']
+                entry = writer.add(city, city_seq.get(city, 0), video)
+                city_seq[city] = city_seq.get(city, 0) + 1
+            else:
+                entry = writer.add(drive, video)
+                drive += 1
+            entries.append(dict(index=index, **entry))
+        if fmt == 'vid':
+            writer.finish()
+        part[split] = entries
+    return part
 
-    Writes, under ``out_dir``: ``ILSVRC/`` (ImageNet-VID, ``'vid'``), ``cityscapes/``
-    (``'cityscapes'``), ``kitti/`` (``'kitti'``), ``coco/`` (COCO + COCO-stuff + panoptic,
-    ``'coco'``) and ``bundled_benchmark.json`` (the metadata: preset, seed, source photographs
-    and licences, class mappings and, per video, its name, shot changes, shots and track
-    classes). The same arguments give the same files bit for bit.
 
-    Args:
-        out_dir (str | Path): Output folder (created if missing).
-        preset (str | BenchmarkPreset): ``'small'`` (CPU) or ``'large'`` (GPU), or a preset.
-        seed (int): Non-negative seed.
-        formats (Sequence[str]): Any of ``'vid'``, ``'cityscapes'``, ``'kitti'``, the DVPS
-            formats ``'cityscapes_dvps'``, ``'semkitti_dvps'``, ``'kitti_depth'``
-            (:mod:`.writers_dvps`) and ``'coco'`` (:mod:`.writers_coco`).
-        overwrite (bool): Replace a benchmark this function wrote before in ``out_dir``.
-
-    Returns:
-        dict: The metadata written to ``bundled_benchmark.json``.
-
-    Raises:
-        ValueError: Unknown preset or format, bad seed, or an ``out_dir`` that already holds the
-            output (without ``overwrite``) or is not a folder.
-    """
-    preset = get_preset(preset)
-    seed = _check_seed(seed)
-    if isinstance(formats, str):
-        formats = (formats,)
-    formats = tuple(formats)
+def _check_formats(formats: Union[str, Sequence[str]]) -> Tuple[str, ...]:
+    formats = (formats,) if isinstance(formats, str) else tuple(formats)
     unknown = [f for f in formats if f not in FORMAT_DIRS]
     if not formats or unknown or len(set(formats)) != len(formats):
         raise ValueError(
             f'formats must be a non-empty list of distinct formats from {FORMATS}, '
             f'got {list(formats)}'
         )
-    out_dir = Path(out_dir)
-    _prepare_out_dir(out_dir, formats, overwrite)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return formats
 
-    meta: dict = dict(
+
+def plan_benchmark(
+    out_dir: Union[str, Path],
+    *,
+    preset: Union[str, BenchmarkPreset] = 'small',
+    seed: int = 0,
+    formats: Sequence[str] = ('vid', 'cityscapes'),
+    overwrite: bool = False,
+) -> List[PartPlan]:
+    """What :func:`generate_benchmark` would do with each part, writing nothing.
+
+    Args:
+        out_dir, preset, seed, formats, overwrite: As :func:`generate_benchmark`.
+
+    Returns:
+        list[PartPlan]: Per format: ``keep`` (already there, same preset, seed and sizes, all
+        its files), ``build`` (absent) or ``rebuild`` (stale, partial, or ``overwrite``), and why.
+
+    Raises:
+        ValueError: As :func:`generate_benchmark`.
+    """
+    preset = get_preset(preset)
+    seed = _check_seed(seed)
+    formats = _check_formats(formats)
+    return plan_parts(
+        Path(out_dir), {f: _part_spec(f, preset, seed) for f in formats}, overwrite=overwrite
+    )
+
+
+def _new_meta() -> dict:
+    return dict(
         generator='benchgen',
-        version=1,
-        preset=dataclasses.asdict(preset),
-        seed=seed,
-        formats=list(formats),
+        version=META_VERSION,
+        preset=None,
+        seed=None,
+        formats=[],
         sources={k: dataclasses.asdict(s) for k, s in SOURCES.items()},
         classes=dict(
             vid={
@@ -421,57 +449,80 @@ def generate_benchmark(
             },
         ),
     )
-    for fmt in formats:
-        _, size, _, counts, _ = _video_plan(fmt, preset)
-        part: dict = dict(root=FORMAT_DIRS[fmt], size=list(size))
-        root = out_dir / FORMAT_DIRS[fmt]
-        if fmt == 'coco':
-            meta[fmt] = _write_coco(root, part, counts, preset, seed)
+
+
+def generate_benchmark(
+    out_dir: Union[str, Path],
+    *,
+    preset: Union[str, BenchmarkPreset] = 'small',
+    seed: int = 0,
+    formats: Sequence[str] = ('vid', 'cityscapes'),
+    overwrite: bool = False,
+) -> dict:
+    """Render the bundled benchmark and write it in the real datasets' formats, part by part.
+
+    Writes, under ``out_dir``: ``ILSVRC/`` (ImageNet-VID, ``'vid'``), ``cityscapes/``
+    (``'cityscapes'``), ``kitti/`` (``'kitti'``), ``coco/`` (COCO + COCO-stuff + panoptic,
+    ``'coco'``), the DVPS folders, and ``bundled_benchmark.json`` (the metadata: sources and
+    licences, class mappings and, per part, its preset, seed, sizes, state, file count and per
+    video its name, shot changes, shots and track classes). The same arguments give the same
+    files bit for bit.
+
+    Adds to what ``out_dir`` holds (:func:`plan_benchmark` says what happens to each part): a
+    part already there with the same preset, seed and sizes and all its files is kept; an absent
+    one is written; a stale one (another preset or seed) or a partial one (an interrupted run,
+    files missing) is deleted and written again. When every part is kept nothing is written.
+
+    Args:
+        out_dir (str | Path): Output folder (created if missing).
+        preset (str | BenchmarkPreset): ``'tiny'``, ``'small'`` (CPU) or ``'large'`` (GPU), or a
+            preset.
+        seed (int): Non-negative seed.
+        formats (Sequence[str]): Any of ``'vid'``, ``'cityscapes'``, ``'kitti'``, the DVPS
+            formats ``'cityscapes_dvps'``, ``'semkitti_dvps'``, ``'kitti_depth'``
+            (:mod:`.writers_dvps`) and ``'coco'`` (:mod:`.writers_coco`).
+        overwrite (bool): Rewrite the named parts even when they are up to date.
+
+    Returns:
+        dict: The metadata in ``bundled_benchmark.json`` (every part of the folder; the top-level
+        ``preset`` and ``seed`` are those of all its parts when they agree, else None).
+
+    Raises:
+        ValueError: Unknown preset or format, bad seed, an ``out_dir`` that is not a folder, or
+            a part's folder in an ``out_dir`` without the metadata file (not written by this
+            generator; nothing there is deleted).
+    """
+    preset = get_preset(preset)
+    plans = plan_benchmark(out_dir, preset=preset, seed=seed, formats=formats, overwrite=overwrite)
+    seed = int(seed)
+    out_dir = Path(out_dir)
+    meta = load_meta(out_dir) or _new_meta()
+    if all(plan.action == 'keep' for plan in plans):
+        return meta
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fresh = _new_meta()
+    meta.update(generator=fresh['generator'], version=META_VERSION, sources=fresh['sources'])
+    meta['classes'] = fresh['classes']
+    for plan in plans:
+        if plan.action == 'keep':
             continue
-        if fmt in DVPS_FORMAT_DIRS:
-            meta[fmt] = write_dvps_format(
-                fmt, root, preset.name, lambda split, i, fmt=fmt: render_benchmark_video(
-                    fmt, split, i, preset=preset, seed=seed)
-            )  # fmt: skip
-            continue
-        city_seq: Dict[str, int] = {}
-        drive = 0
-        for split in SPLITS:
-            entries = []
-            if fmt == 'vid':
-                writer = VidWriter(
-                    root,
-                    split,
-                    jpeg_quality=preset.vid.jpeg_quality,
-                    min_box_area=preset.vid.min_box_area,
-                    train_frames_per_video=preset.vid.train_frames_per_video,
-                )
-            elif fmt == 'cityscapes':
-                writer = CityscapesWriter(
-                    root,
-                    split,
-                    annotated_index=preset.cityscapes.annotated_index,
-                    dense_labels=preset.cityscapes.dense_labels,
-                    disparity=preset.cityscapes.disparity,
-                )
-            else:
-                writer = KittiWriter(root, split)
-            for index in range(counts[split]):
-                video = render_benchmark_video(fmt, split, index, preset=preset, seed=seed)
-                if fmt == 'vid':
-                    entry = writer.add(index, video)
-                elif fmt == 'cityscapes':
-                    city = video.shots[0]['backdrop']
-                    entry = writer.add(city, city_seq.get(city, 0), video)
-                    city_seq[city] = city_seq.get(city, 0) + 1
-                else:
-                    entry = writer.add(drive, video)
-                    drive += 1
-                entries.append(dict(index=index, **entry))
-            if fmt == 'vid':
-                writer.finish()
-            part[split] = entries
-        meta[fmt] = part
-    with open(out_dir / META_FILE, 'w') as f:
-        json.dump(meta, f, indent=1)
+        if plan.path.is_dir():
+            shutil.rmtree(plan.path)
+        spec = _part_spec(plan.fmt, preset, seed)
+        meta[plan.fmt] = dict(root=FORMAT_DIRS[plan.fmt], **spec, state='writing')
+        if plan.fmt not in meta['formats']:
+            meta['formats'].append(plan.fmt)
+        save_meta(out_dir, meta)
+        part = _write_part(plan.fmt, plan.path, preset, seed)
+        part.update(spec, state='done', num_files=count_files(plan.path))
+        meta[plan.fmt] = part
+        save_meta(out_dir, meta)
+    for fmt in meta['formats']:  # parts recorded by version 1 get their file count now
+        if meta[fmt].get('num_files') is None:
+            meta[fmt]['num_files'] = count_files(out_dir / FORMAT_DIRS[fmt])
+    specs = {(meta[f]['preset'], meta[f]['seed']) for f in meta['formats']}
+    same = specs == {(preset.name, seed)}
+    meta['preset'] = dataclasses.asdict(preset) if same else None
+    meta['seed'] = seed if same else None
+    save_meta(out_dir, meta)
     return meta

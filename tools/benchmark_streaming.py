@@ -52,6 +52,13 @@ def parse_args(argv=None):
     p.add_argument('--checkpoint', default=None)
     p.add_argument('--iters', type=int, nargs='+', default=[1, 2, 4])
     p.add_argument(
+        '--full-iters',
+        type=int,
+        default=None,
+        help='steps of the full-solve reference (from zeros every frame); default: the '
+        "model's configured full solve",
+    )
+    p.add_argument(
         '--data-config',
         default=None,
         help="take the frames from this config's test set (e.g. the bundled benchmark for an "
@@ -136,22 +143,31 @@ def fixed_costs(model, frames, device) -> dict:
 
 
 @torch.no_grad()
-def measure(model, frames, iters, repeats, device):
+def measure(model, frames, iters, repeats, device, full_iters=None):
     costs = fixed_costs(model, frames, device)
     fixed = sum(v for k, v in costs.items() if k != 'eval')
     lat = {m: [] for m in [*iters, 'full']}
+    per_repeat = {m: [] for m in [*iters, 'full']}  # mean ms/frame of each repeat
     evals = {m: [] for m in [*iters, 'full']}
     book = {m: [] for m in iters}
 
-    def step(x, z0, max_iter, tol, payloads):
-        _sync(device)
-        out = model.stream_step(x, payloads, z0, max_iter=max_iter, tol=tol)
-        _sync(device)
-        return out
+    step = model.stream_step
+    if str(device).startswith('cuda'):  # time the step to its end on the GPU
+
+        def step(*args):
+            _sync(device)
+            out = model.stream_step(*args)
+            _sync(device)
+            return out
 
     for _ in range(repeats):
         policies = {m: StreamPolicy(budget=dict(type='FixedBudget', iters=m)) for m in iters}
-        policies['full'] = StreamPolicy(budget=dict(type='FullSolve'), warm=False)
+        full = (
+            dict(type='FullSolve')
+            if full_iters is None
+            else dict(type='FixedBudget', iters=int(full_iters))
+        )
+        policies['full'] = StreamPolicy(budget=full, warm=False)
         states = {m: {} for m in policies}
         for fid, batch in enumerate(frames):
             for m, policy in policies.items():
@@ -168,6 +184,8 @@ def measure(model, frames, iters, repeats, device):
                 evals[m].append(run.records[0].n_eval)
                 if m != 'full':
                     book[m].append((t2 - t1) * 1e3 - run.records[0].ms)
+        for m in policies:  # this repeat's mean over the frames
+            per_repeat[m].append(statistics.mean(lat[m][-len(frames) :]))
     med = statistics.median
     res = dict(
         costs=costs,
@@ -175,6 +193,7 @@ def measure(model, frames, iters, repeats, device):
         eval_ms=costs['eval'],
         settings={},
         full_ms=med(lat['full']),
+        full_range=[min(per_repeat['full']), max(per_repeat['full'])],
         full_evals=statistics.mean(evals['full']),
     )
     for m in iters:
@@ -183,6 +202,7 @@ def measure(model, frames, iters, repeats, device):
         measured = res['full_ms'] / med(lat[m])
         res['settings'][m] = dict(
             ms=med(lat[m]),
+            ms_range=[min(per_repeat[m]), max(per_repeat[m])],
             evals=n_m,
             speedup=measured,
             ideal=ideal,
@@ -208,8 +228,8 @@ def main(argv=None):
     frames = load_frames(
         Config.fromfile(args.data_config) if args.data_config else cfg, args.frames
     )
-    measure(model, frames[:2], args.iters, 1, device)  # warm-up
-    res = measure(model, frames, args.iters, args.repeats, device)
+    measure(model, frames[:2], args.iters, 1, device, args.full_iters)  # warm-up
+    res = measure(model, frames, args.iters, args.repeats, device, args.full_iters)
     c = res['costs']
     print(
         f'device: {device} ({platform.processor() or platform.machine()}, '
@@ -223,16 +243,22 @@ def main(argv=None):
         f"{c['setup']:.2f} + neck/heads/post {c['heads']:.2f}); one evaluation of f in the "
         f"solver: {res['eval_ms']:.2f} ms"
     )
-    print(f"full solve: {res['full_ms']:.2f} ms/frame, {res['full_evals']:.1f} evaluations")
+    lo, hi = res['full_range']
     print(
-        '| M | f evals | ms/frame | measured speed-up | ideal speed-up | measured/ideal '
-        '| bookkeeping % |'
+        f"full solve: {res['full_ms']:.2f} ms/frame [per-repeat mean {lo:.2f}, {hi:.2f}], "
+        f"{res['full_evals']:.1f} evaluations"
+    )
+    print(
+        '| M | f evals | ms/frame (median [range of repeat means]) | measured speed-up '
+        '| ideal speed-up | measured/ideal | bookkeeping % |'
     )
     print('|---|---|---|---|---|---|---|')
     for m, s in res['settings'].items():
+        lo, hi = s['ms_range']
         print(
-            f"| {m} | {s['evals']:.1f} | {s['ms']:.2f} | {s['speedup']:.2f} | {s['ideal']:.2f} | "
-            f"{s['ratio']:.3f} | {s['bookkeeping_pct']:.2f} |"
+            f"| {m} | {s['evals']:.1f} | {s['ms']:.2f} [{lo:.2f}, {hi:.2f}] | "
+            f"{s['speedup']:.2f} | {s['ideal']:.2f} | {s['ratio']:.3f} | "
+            f"{s['bookkeeping_pct']:.2f} |"
         )
     if args.json:
         with open(args.json, 'w') as f:

@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# Multi-GPU / multi-node training on PyTorch distributed (torchrun) through mmengine.
-# Usage: bash tools/dist_train.sh CONFIG GPUS [train.py args...]
+# Multi-process / multi-node training on PyTorch distributed (torchrun) through mmengine.
+# Usage: bash tools/dist_train.sh CONFIG NPROC [train.py args...]
+# NPROC processes per node: one per GPU (NCCL), or CPU processes (gloo) on a machine without CUDA.
 # Multi-node: NNODES=2 NODE_RANK=0 MASTER_ADDR=host0 PORT=29500 bash tools/dist_train.sh CONFIG 8
+# (run the same command on every node with its NODE_RANK). PYTHON selects the interpreter
+# (default: the project's .venv, else python3).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CONFIG=$1
-GPUS=$2
+NPROC=$2
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHONPATH="$(dirname "$0")/..":${PYTHONPATH:-} \
-python -m torch.distributed.run \
-    --nnodes=$NNODES --node_rank=$NODE_RANK --master_addr=$MASTER_ADDR \
-    --nproc_per_node=$GPUS --master_port=$PORT \
-    "$(dirname "$0")/train.py" "$CONFIG" --launcher pytorch "${@:3}"
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
+fi
+PYTHONPATH="$ROOT":${PYTHONPATH:-} \
+"$PYTHON" -m torch.distributed.run \
+    --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
+    --nproc_per_node="$NPROC" --master_port="$PORT" \
+    "$ROOT/tools/train.py" "$CONFIG" --launcher pytorch "${@:3}"

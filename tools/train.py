@@ -14,15 +14,18 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 from mmengine.runner import Runner  # noqa: E402
 
 from mmvideoeq.utils import register_all_modules  # noqa: E402
-from mmvideoeq.utils.checkpoint import safe_load_checkpoint  # noqa: E402
 from mmvideoeq.utils.cli import (  # noqa: E402
     CLIError,
     add_common_args,
+    check_checkpoint,
+    claim_work_dir,
     cli_main,
     load_config,
     parse_common,
     require_file,
     set_work_dir,
+    setup_launcher,
+    wait_for_fresh_run_folder,
 )
 
 
@@ -48,9 +51,25 @@ def parse_args(argv=None):
     return parse_common(parser, argv)
 
 
+def check_amp_device() -> None:
+    """``--amp`` needs a device mmengine's ``AmpOptimWrapper`` trains on: say so before starting."""
+    from mmengine.device import (
+        is_cuda_available,
+        is_mlu_available,
+        is_musa_available,
+        is_npu_available,
+    )
+
+    if not (is_cuda_available() or is_npu_available() or is_mlu_available() or is_musa_available()):
+        raise CLIError(
+            "--amp: mixed precision (mmengine's AmpOptimWrapper) trains on a CUDA, NPU, MLU or "
+            'MUSA device and none is available here; drop --amp to train in float32'
+        )
+
+
 def build_cfg(args):
     cfg = load_config(args.config, args.cfg_options)
-    cfg.launcher = args.launcher
+    setup_launcher(cfg, args.launcher)
     set_work_dir(cfg, args.work_dir, args.config)
     if args.amp and cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
@@ -63,8 +82,7 @@ def build_cfg(args):
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        require_file(args.resume, 'checkpoint to resume from')
-        safe_load_checkpoint(args.resume)  # an empty, text, corrupt or unsafe file: one line
+        check_checkpoint(args.resume, 'checkpoint to resume from')  # one line if unusable
         cfg.resume = True
         cfg.load_from = args.resume
     return cfg
@@ -73,17 +91,21 @@ def build_cfg(args):
 @cli_main
 def main():
     args = parse_args()
+    if args.amp:
+        check_amp_device()  # before anything is built or printed
     register_all_modules(init_default_scope=False)
     cfg = build_cfg(args)
-    if cfg.get('load_from') and not cfg.resume:
-        require_file(cfg.load_from, 'checkpoint in load_from')
-    if 'runner_type' in cfg:
-        from mmvideoeq.registry import RUNNERS
+    if cfg.get('load_from') and not cfg.resume and '://' not in str(cfg.load_from):
+        require_file(cfg.load_from, 'checkpoint in load_from')  # URLs: loaded weights-only
+    with claim_work_dir(cfg.work_dir):
+        wait_for_fresh_run_folder(cfg.work_dir)
+        if 'runner_type' in cfg:
+            from mmvideoeq.registry import RUNNERS
 
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.train()
+            runner = RUNNERS.build(cfg)
+        else:
+            runner = Runner.from_cfg(cfg)
+        runner.train()
 
 
 if __name__ == '__main__':

@@ -17,7 +17,14 @@ env_cfg = dict(
     dist_cfg=dict(backend='nccl'),
 )
 vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='mmdet.DetLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+# mmdet's DetLocalVisualizer that also draws a semantic map (DetectoRS HTC's COCO-stuff labels) with
+# its own names and colours and keeps labels inside the frame
+visualizer = dict(
+    type='DetStuffLocalVisualizer',
+    _scope_='mmvideoeq',
+    vis_backends=vis_backends,
+    name='visualizer',
+)
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=True)
 log_level = 'INFO'
 load_from = None

@@ -8,14 +8,22 @@
 The inferencer owns one :class:`~mmvideoeq.streaming.StreamState` and one
 :class:`~mmvideoeq.streaming.StreamPolicy` and drives them through
 :func:`~mmvideoeq.streaming.run_stream`; the model stays stateless (the streaming protocol of
-``mmvideoeq.models.streaming``). The stream keeps the records of its last ``max_history`` frames
-(1000 by default), so a live stream runs in constant memory. A frame whose solve diverged comes
-back with ``pred.metainfo['diverged'] = True``.
+``mmvideoeq.streaming.StreamingModel``). The stream keeps the records of its last
+``max_history`` frames (1000 by default), so a live stream runs in constant memory. A frame whose
+solve diverged comes back with ``pred.metainfo['diverged'] = True``.
+
+Class names and colours come from the checkpoint's ``meta.dataset_meta`` (as mmdet's and mmseg's
+inferencers take them), else from the config's test dataset: ``infer.dataset_meta['classes']``
+names ``pred.pred_instances.labels`` / ``pred.pred_sem_seg``, and :meth:`visualize` draws a
+prediction with the config's visualizer and those names.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
+import os.path as osp
+import tempfile
 import time
 from typing import Any
 
@@ -24,8 +32,14 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
 
-from mmvideoeq.registry import MODELS
-from mmvideoeq.streaming import StreamFrame, StreamPolicy, StreamState, run_stream
+from mmvideoeq.registry import DATASETS, MODELS, VISUALIZERS
+from mmvideoeq.streaming import (
+    StreamFrame,
+    StreamPolicy,
+    StreamState,
+    check_streaming_model,
+    run_stream,
+)
 from mmvideoeq.utils.checkpoint import load_weights
 
 
@@ -42,6 +56,33 @@ def _test_pipeline(cfg: Config) -> list[dict]:
         if 'Pack' in t['type'] and 'meta_keys' in t:
             t['meta_keys'] = tuple(k for k in t['meta_keys'] if k not in ('instances',))
     return pipeline
+
+
+def dataset_meta_of(checkpoint: dict | None, cfg: Config) -> dict:
+    """Class names (and palette, ...) of a model: the checkpoint's, else the test dataset's.
+
+    Args:
+        checkpoint: The loaded checkpoint (``meta.dataset_meta`` as mmengine's runner saves it),
+            or None.
+        cfg: The config; its ``test_dataloader.dataset`` type's ``METAINFO`` updated by the
+            dataset's ``metainfo`` (mmengine ``BaseDataset._load_metainfo``) is the fallback.
+
+    Returns:
+        The metainfo dict, keys lower-cased as mmdet's ``DetInferencer`` does ({} if none).
+    """
+    meta = ((checkpoint or {}).get('meta') or {}).get('dataset_meta')
+    if meta:
+        return {str(k).lower(): v for k, v in meta.items()}
+    ds = cfg.get('test_dataloader', {}).get('dataset', {})
+    while 'dataset' in ds and 'type' in ds and 'metainfo' not in ds:  # wrappers
+        ds = ds['dataset']
+    try:
+        cls = DATASETS.get(ds['type'])
+    except (KeyError, TypeError):
+        cls = None
+    if cls is None or not hasattr(cls, '_load_metainfo'):
+        return dict(ds.get('metainfo') or {})
+    return dict(cls._load_metainfo(copy.deepcopy(ds.get('metainfo'))))
 
 
 class StreamingInferencer:
@@ -73,17 +114,22 @@ class StreamingInferencer:
         from mmvideoeq.utils import register_all_modules
 
         register_all_modules(init_default_scope=True)
+        ckpt = None
         if isinstance(model, (str, Config)):
             cfg = Config.fromfile(model) if isinstance(model, str) else model
             model = MODELS.build(cfg.model)
             if checkpoint is not None:  # weights-only, and refused when weights are missing
-                load_weights(model, checkpoint, allow_missing=allow_missing_weights)
+                ckpt = load_weights(model, checkpoint, allow_missing=allow_missing_weights)
         if cfg is None:
             raise ValueError('pass cfg= (for the test pipeline) together with a built model')
-        if not hasattr(model, 'stream_step'):
-            raise TypeError(f'{type(model).__name__} has no stream_step(): not a streaming model')
+        check_streaming_model(model)
         self.cfg = cfg
         self.model = model.to(device).eval()
+        #: class names (``classes``), ``palette``, ...: the checkpoint's, else the config's dataset
+        own = getattr(model, 'dataset_meta', None)
+        self.dataset_meta = dataset_meta_of(ckpt, cfg) if ckpt is not None or not own else dict(own)
+        self.model.dataset_meta = self.dataset_meta
+        self._visualizer = None
         self.device = device
         self.pipeline = Compose(_test_pipeline(cfg))
         if policy is None:
@@ -127,12 +173,9 @@ class StreamingInferencer:
         data = self.model.data_preprocessor(pseudo_collate([data]), False)
         inputs, samples = data['inputs'], data['data_samples']
 
-        def step(x, z0, max_iter, tol, payloads):
-            return self.model.stream_step(x, payloads, z0, max_iter=max_iter, tol=tol)
-
         frame_in = StreamFrame(inputs, self.stream_id, self.frame_index, payload=samples[0])
         run = run_stream(
-            step,
+            self.model.stream_step,
             [frame_in],
             self.policy,
             states=self._states,
@@ -142,3 +185,55 @@ class StreamingInferencer:
         pred.set_metainfo(dict(diverged=run.records[0].diverged))
         self.last_ms = (time.perf_counter() - t0) * 1000.0
         return pred
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names indexed by label (``()`` when neither checkpoint nor config has them)."""
+        return tuple(self.dataset_meta.get('classes') or ())
+
+    def visualize(
+        self,
+        frame: np.ndarray | str,
+        pred: Any,
+        *,
+        score_thr: float = 0.3,
+        out_file: str | None = None,
+    ) -> np.ndarray:
+        """Draw a prediction on its frame with the config's visualizer and the class names.
+
+        Args:
+            frame: The BGR ``(H, W, 3)`` frame (or image path) that was predicted.
+            pred: What :meth:`__call__` returned for it.
+            score_thr: Boxes below this score are not drawn (detectors).
+            out_file: Also write the drawing there.
+
+        Returns:
+            The drawing as written, BGR uint8 (``(H, W, 3)`` for detectors and segmentors;
+            ViP-DeepLab: image | panoptic | depth over a legend).
+        """
+        import mmcv
+
+        if self._visualizer is None:
+            vis_cfg = copy.deepcopy(
+                self.cfg.get('visualizer') or dict(type='DetStuffLocalVisualizer')
+            )
+            vis_cfg['name'] = f'streaming_inferencer_{id(self)}'
+            vis_cfg.pop('save_dir', None)
+            vis_cfg['vis_backends'] = None
+            self._visualizer = VISUALIZERS.build(vis_cfg)
+            self._visualizer.dataset_meta = self.dataset_meta
+        image = mmcv.imread(frame) if isinstance(frame, str) else frame
+        params = inspect.signature(self._visualizer.add_datasample).parameters
+        kw = dict(pred_score_thr=score_thr) if 'pred_score_thr' in params else {}
+        # every visualizer writes exactly what it drew (mmcv.imwrite); read that back
+        with tempfile.TemporaryDirectory() as tmp:
+            path = out_file or osp.join(tmp, 'frame.png')
+            self._visualizer.add_datasample(
+                'frame',
+                np.ascontiguousarray(image[..., ::-1]),
+                data_sample=pred,
+                draw_gt=False,
+                out_file=path,
+                **kw,
+            )
+            return mmcv.imread(path)

@@ -17,6 +17,8 @@ from mmdet.datasets import CocoDataset
 
 from mmvideoeq.registry import DATASETS
 
+from .safe_loading import SkipUnreadableFramesMixin
+
 __all__ = ['CocoInstanceStuffDataset']
 
 STUFF_HELP = (
@@ -31,12 +33,16 @@ def _pipeline_loads(pipeline, flag: str) -> bool:
 
 
 @DATASETS.register_module()
-class CocoInstanceStuffDataset(CocoDataset):
+class CocoInstanceStuffDataset(SkipUnreadableFramesMixin, CocoDataset):
     """mmdet's ``CocoDataset`` that checks masks and stuff maps against the pipeline.
 
     When a ``LoadAnnotations`` of the pipeline has ``with_mask=True``, every non-crowd annotation
     the dataset keeps must have a ``segmentation`` (polygons or RLE); with ``with_seg=True``,
     ``data_prefix['seg']`` must be set and hold a map for every image.
+
+    An image that is missing, unreadable or not of the size the annotation file lists is skipped
+    and reported in test mode (the metric, ``CocoMetricWithSkips``, leaves it out) and replaced
+    by another image, with a warning naming the file, in training (:mod:`.safe_loading`).
 
     Args:
         **kwargs: ``CocoDataset`` arguments.

@@ -30,14 +30,19 @@ from mmvideoeq.class_names import (
 from mmvideoeq.registry import DATASETS
 
 from .dvps_io import list_frames
+from .safe_loading import SkipUnreadableFramesMixin
 
 __all__ = ['CityscapesDVPSDataset', 'SemKITTIDVPSDataset']
 
 _DEPTH_SCALE = 256.0
 
 
-class _DVPSDataset(BaseDataset):
+class _DVPSDataset(SkipUnreadableFramesMixin, BaseDataset):
     """Frames of one ``video_sequence/{split}`` folder (see the subclasses).
+
+    A frame whose image or label file cannot be read is skipped and reported in test mode, and
+    replaced by another frame (with a warning naming the file) in training
+    (:mod:`.safe_loading`).
 
     Args:
         with_next_frame (bool): Add ``next_*`` paths and ``next_frame_id`` of frame
@@ -194,7 +199,7 @@ class SemKITTIDVPSDataset(_DVPSDataset):
         return {
             'class': list_frames(folder, self.FORMAT, 'gtFine_class'),
             'instance': list_frames(folder, self.FORMAT, 'gtFine_instance'),
-            'depth': list_frames(folder, self.FORMAT, r'depth_[0-9.]+'),
+            'depth': list_frames(folder, self.FORMAT, r'depth_.+'),
         }
 
     def _frame_info(self, folder: Path, image, files: dict) -> dict:
@@ -203,5 +208,21 @@ class SemKITTIDVPSDataset(_DVPSDataset):
             f'{kind}_path': None if files[kind] is None else str(folder / files[kind].string)
             for kind in ('class', 'instance', 'depth')
         }
-        info['focal'] = None if depth is None else float(depth['suffix'][len('depth_') :])
+        info['focal'] = None if depth is None else _focal(folder / depth.string, depth['suffix'])
         return info
+
+
+def _focal(path: Path, suffix: str) -> float:
+    """The focal length (pixels) in a SemKITTI-DVPS depth file name, ``..._depth_{focal}.png``."""
+    text = suffix[len('depth_') :]
+    try:
+        focal = float(text)
+    except ValueError:
+        focal = float('nan')
+    if not (focal > 0 and focal < float('inf')):
+        raise ValueError(
+            f'{path}: the focal length in the name ({text!r}) is not a positive number; '
+            'SemKITTI-DVPS depth files are named {seq}_{frame}_depth_{focal}.png, e.g. '
+            '000000_000000_depth_718.8560.png'
+        )
+    return focal

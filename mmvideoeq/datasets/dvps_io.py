@@ -77,17 +77,24 @@ def read_png(path, *, bit_depth: int | None = None, channels: int | None = None)
 
     Raises:
         FileNotFoundError: No such file.
-        ValueError: Another bit depth or channel count than required.
+        ValueError: A corrupt or truncated file, or another bit depth or channel count than
+            required.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'{path}: no such file')
-    with Image.open(path) as image:
-        mode = image.mode  # a palette ('P') image is read as its 8-bit indices
-        depth = 16 if mode in _SIXTEEN_BIT else 8 if mode in _EIGHT_BIT else 0
-        if depth == 0:
-            raise ValueError(f'{path}: unsupported PNG mode {mode!r}')
-        array = np.asarray(image)
+    try:
+        with Image.open(path) as image:
+            mode = image.mode  # a palette ('P') image is read as its 8-bit indices
+            depth = 16 if mode in _SIXTEEN_BIT else 8 if mode in _EIGHT_BIT else 0
+            if depth == 0:
+                raise ValueError(f'{path}: unsupported PNG mode {mode!r}')
+            array = np.asarray(image)
+    except (OSError, SyntaxError, EOFError) as err:  # Pillow's errors on broken files
+        raise ValueError(
+            f'{path}: cannot decode the PNG ({type(err).__name__}: {err}); the file is corrupt '
+            'or truncated'
+        ) from None
     if mode == '1':
         array = array.astype(np.uint8)
     n_channels = 1 if array.ndim == 2 else array.shape[2]

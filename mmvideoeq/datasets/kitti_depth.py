@@ -32,6 +32,8 @@ from mmengine.dataset import BaseDataset
 
 from mmvideoeq.registry import DATASETS
 
+from .safe_loading import SkipUnreadableFramesMixin
+
 __all__ = ['KittiDepthDataset', 'KITTI_SELECTION_NAME']
 
 #: A file name of the val selection (image, groundtruth_depth, velodyne_raw or intrinsics).
@@ -63,8 +65,12 @@ def _read_focal_from_calib(path: Path, cam: str) -> float | None:
 
 
 @DATASETS.register_module()
-class KittiDepthDataset(BaseDataset):
+class KittiDepthDataset(SkipUnreadableFramesMixin, BaseDataset):
     """KITTI depth prediction frames with their 16-bit ground-truth depth.
+
+    A frame whose image or depth map cannot be read is skipped and reported in test mode, and
+    replaced by another frame (with a warning naming the file) in training
+    (:mod:`.safe_loading`).
 
     Args:
         layout (str): ``'selection'`` or ``'annotated'`` (see the module docstring).

@@ -8,4 +8,4 @@ from . import (
     necks,  # noqa: F401  (registers RecursiveFeaturePyramid)
     segmentors,  # noqa: F401
 )
-from .streaming import StreamingMixin  # noqa: F401
+from .streaming import DEQStreamingMixin  # noqa: F401

@@ -1,18 +1,21 @@
-"""Per-frame iteration budgets of streaming DEQ inference (plain PyTorch).
+"""Per-frame budget controllers of streaming inference (plain PyTorch).
 
-A budget says how many solver steps ``M`` (and which tolerance) the next frame gets (StreamDEQ,
-thesis Ch. 3: a few steps per frame instead of a full solve). What a step costs depends on the
-solver (``mmvideoeq.deq.solvers``: a Broyden step is one evaluation of ``f`` after the initial
-one, a fixed-point or Anderson step one evaluation); the budgets count steps and learn costs from
-the evaluations reported in the statistics.
+A controller gives the next frame its :class:`~mmvideoeq.deq.Budget`: how many solver steps
+``M``, which tolerance and which iterate (StreamDEQ, thesis Ch. 3: a few steps per frame instead
+of a full solve). The budget goes unchanged to the model and its solver. What a step costs
+depends on the solver (``mmvideoeq.deq.solvers``: a Broyden step is one evaluation of ``f``
+after the initial one, a fixed-point or Anderson step one evaluation); the budgets count steps and
+learn costs from the evaluations reported in the statistics.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from mmvideoeq.utils.checks import check_int, check_ms, check_positive
+from mmvideoeq.deq.budget import FULL_SOLVE, Budget
+from mmvideoeq.utils.checks import check_int, check_ms, check_positive, check_tol
 
 if TYPE_CHECKING:
     from mmvideoeq.deq import SolverStats
@@ -22,6 +25,7 @@ __all__ = [
     'FixedBudget',
     'AdaptiveBudget',
     'TimeBudget',
+    'DeadlineBudget',
     'FullSolve',
     'build_budget',
 ]
@@ -30,13 +34,12 @@ __all__ = [
 class IterationBudget:
     """Interface of a per-frame budget.
 
-    :meth:`plan` gives ``(max_iter, tol)`` for the next frame: at most ``max_iter`` steps, exactly
-    ``max_iter`` when ``tol`` is ``None``; ``max_iter=None`` asks the model for its configured
-    full solve. :meth:`update` is told what a solve cost.
+    :meth:`plan` gives the :class:`~mmvideoeq.deq.Budget` of the next frame (``FULL_SOLVE``:
+    the model's configured full solve). :meth:`update` is told what a solve cost.
     """
 
-    def plan(self) -> tuple[int | None, float | None]:
-        """Return ``(max_iter, tol)`` for the next frame."""
+    def plan(self) -> Budget:
+        """The budget of the next frame."""
         raise NotImplementedError
 
     def update(self, stats: SolverStats | None, elapsed_ms: float, *, iters: int | None = None):
@@ -45,7 +48,7 @@ class IterationBudget:
 
 
 class FixedBudget(IterationBudget):
-    """Exactly ``iters`` solver steps per frame (``tol=None``): the StreamDEQ-M setting.
+    """Exactly ``iters`` solver steps per frame, the last iterate: the StreamDEQ-M setting.
 
     Args:
         iters: Steps per frame ``M`` (settable at run time, e.g. by a controller).
@@ -63,18 +66,18 @@ class FixedBudget(IterationBudget):
     def iters(self, v: int) -> None:
         self._iters = check_int('FixedBudget.iters', v)
 
-    def plan(self) -> tuple[int, None]:
-        return self._iters, None
+    def plan(self) -> Budget:
+        return Budget.steps(self._iters)
 
     def __repr__(self) -> str:
         return f'FixedBudget(iters={self._iters})'
 
 
 class FullSolve(IterationBudget):
-    """The model's configured full solve on every frame (``plan() == (None, None)``)."""
+    """The model's configured full solve on every frame (``plan() == FULL_SOLVE``)."""
 
-    def plan(self) -> tuple[None, None]:
-        return None, None
+    def plan(self) -> Budget:
+        return FULL_SOLVE
 
     def __repr__(self) -> str:
         return 'FullSolve()'
@@ -95,8 +98,8 @@ class AdaptiveBudget(IterationBudget):
         self.tol = check_positive('AdaptiveBudget.tol', tol)
         self.max_iter = check_int('AdaptiveBudget.max_iter', max_iter)
 
-    def plan(self) -> tuple[int, float]:
-        return self.max_iter, self.tol
+    def plan(self) -> Budget:
+        return Budget(self.max_iter, self.tol)
 
     def __repr__(self) -> str:
         return f'AdaptiveBudget(tol={self.tol}, max_iter={self.max_iter})'
@@ -125,7 +128,7 @@ class TimeBudget(IterationBudget):
         min_iter: Fewest steps per frame.
         max_iter: Most steps per frame.
         init_iter: Steps before anything is measured; defaults to ``min_iter``.
-        tol: Optional early-stopping tolerance passed to the solver.
+        tol: Early-stopping tolerance passed to the solver (``0.0``: none).
         ema_decay: Weight of the previous estimate in the running averages, in ``[0, 1)``.
     """
 
@@ -138,7 +141,7 @@ class TimeBudget(IterationBudget):
         min_iter: int = 1,
         max_iter: int = 30,
         init_iter: int | None = None,
-        tol: float | None = None,
+        tol: float = 0.0,
         ema_decay: float = 0.7,
     ) -> None:
         self.ms_per_frame = ms_per_frame
@@ -154,7 +157,7 @@ class TimeBudget(IterationBudget):
                 f'TimeBudget.init_iter ({init_iter}) must lie in [min_iter, max_iter] = '
                 f'[{self.min_iter}, {self.max_iter}]'
             )
-        self.tol = check_positive('TimeBudget.tol', tol, allow_none=True)
+        self.tol = check_tol('TimeBudget.tol', tol)
         if (
             isinstance(ema_decay, bool)
             or not isinstance(ema_decay, (int, float))
@@ -193,8 +196,8 @@ class TimeBudget(IterationBudget):
         n = math.floor((ms - self.fixed_ms_est) / self.iter_ms_est + 1e-9) - self.extra_evals
         return max(self.min_iter, min(self.max_iter, n))
 
-    def plan(self) -> tuple[int, float | None]:
-        return self.iterations_for(self._ms_per_frame), self.tol
+    def plan(self) -> Budget:
+        return Budget(self.iterations_for(self._ms_per_frame), self.tol)
 
     def update(self, stats: SolverStats | None, elapsed_ms: float, *, iters: int | None = None):
         t = check_ms('elapsed_ms', elapsed_ms)
@@ -236,10 +239,175 @@ class TimeBudget(IterationBudget):
         )
 
 
+class DeadlineBudget(TimeBudget):
+    """A deadline scheduler: each frame's steps ``M``, and whether to process it at all, chosen
+    so that the frame's output is ready by the next frame boundary it can reach.
+
+    Frames arrive every ``1 / fps`` s (frame ``i`` at ``i / fps``, the real-time simulation's
+    clock, :mod:`.realtime`). A worker that becomes free at ``t`` takes the latest frame,
+    ``i = floor(t * fps)``. An output finished at ``f`` is first used by the ground-truth frame
+    ``ceil(f * fps)`` (streaming AP pairs frame ``k`` with the outputs finished by ``k / fps``).
+    With the estimated latency ``cost(M)`` (s) of each candidate budget, :meth:`decide` (called
+    with the time the frame is taken):
+
+    1. if some budgets **finish within the frame interval** (by ``(i + 1) / fps``, when the next
+       frame arrives), the most steps among them: the worker would otherwise idle until then, so
+       the extra steps cost no freshness (more solver steps, a better fixed point);
+    2. otherwise **wait** (skip frame ``i``) if frame ``i + 1``, started when it arrives with the
+       fastest budget, is used no later than frame ``i`` with it
+       (``ceil(((i + 1) / fps + cost) * fps) <= ceil((t + cost) * fps)``): as early, and from a
+       newer frame;
+    3. otherwise the fastest budget: any extra time would delay every later frame.
+
+    With a single budget, rules 2 and 3 are the reference's dynamic schedule (Li et al., *Towards
+    Streaming Perception*, ECCV 2020, Sec. 4.3, "shrinking tail"; github ``mtli/sAP``,
+    ``det/srt_det.py --dynamic-schedule``: wait when ``rtf < floor(r + rtf)`` with ``rtf`` the
+    runtime in frame intervals and ``r`` the fraction of the current interval gone) whenever
+    ``rtf > 1``; the reference never waits when ``rtf <= 1``, this rule also waits then if the
+    frame was taken so late in its interval that the next frame's output is ready as early.
+
+    The latency of ``M`` steps is either the linear model of :class:`TimeBudget` (``fixed +
+    (M + extra) * per_eval``, learned from the measured solves) or a measured table
+    ``latency_ms`` (``{M: ms}``, e.g. a latency table's ``stream@M`` entries); :meth:`update`
+    keeps either up to date (the table by an EMA of each ``M``'s measurements). Without any
+    estimate a frame is processed with ``init_iter`` steps.
+
+    Args:
+        fps: Frame rate of the stream (> 0).
+        latency_ms: Measured ms per frame of each budget ``M`` (keys: steps, ints or numeric
+            strings); its keys are then the candidates. ``None``: the linear model.
+        choices: Candidate step counts (default: the table's keys, else ``min_iter ..
+            max_iter``).
+        wait: Apply rule 2 (skip a frame when waiting for the next is no later).
+        fixed_ms, iter_ms, min_iter, max_iter, init_iter, tol, ema_decay: As for
+            :class:`TimeBudget` (whose per-frame budget is set to one frame interval).
+    """
+
+    def __init__(
+        self,
+        fps: float,
+        *,
+        latency_ms: Mapping[int | str, float] | None = None,
+        choices: Sequence[int] | None = None,
+        wait: bool = True,
+        fixed_ms: float | None = None,
+        iter_ms: float | None = None,
+        min_iter: int = 1,
+        max_iter: int = 30,
+        init_iter: int | None = None,
+        tol: float = 0.0,
+        ema_decay: float = 0.7,
+    ) -> None:
+        self.fps = check_positive('DeadlineBudget.fps', fps)
+        table = None
+        if latency_ms is not None:
+            if not isinstance(latency_ms, Mapping) or not latency_ms:
+                raise TypeError(
+                    'DeadlineBudget.latency_ms must be a non-empty dict {steps M: ms per frame}'
+                )
+            table = {}
+            for k, v in latency_ms.items():
+                if isinstance(k, str) and k.strip().isdigit():
+                    m = int(k)
+                elif isinstance(k, int) and not isinstance(k, bool):
+                    m = k
+                else:
+                    raise ValueError(
+                        f'DeadlineBudget.latency_ms: key {k!r} is not a number of steps'
+                    )
+                table[check_int('DeadlineBudget.latency_ms key', m)] = check_ms(
+                    f'DeadlineBudget.latency_ms[{k!r}]', v
+                )
+            if choices is None:
+                choices = sorted(table)
+                min_iter, max_iter = min(min_iter, choices[0]), max(max_iter, choices[-1])
+        if choices is None:
+            choices = range(min_iter, max_iter + 1)
+        if isinstance(choices, (str, bytes)) or not isinstance(choices, Sequence):
+            raise TypeError(
+                f'DeadlineBudget.choices must be a list of step counts, got {choices!r}'
+            )
+        choices = sorted({check_int('DeadlineBudget.choices', m) for m in choices})
+        if not choices:
+            raise ValueError('DeadlineBudget.choices is empty')
+        if table is not None and any(m not in table for m in choices):
+            raise ValueError(
+                f'DeadlineBudget.choices {choices} must all have a latency in latency_ms '
+                f'({sorted(table)})'
+            )
+        super().__init__(
+            1000.0 / self.fps,
+            fixed_ms=fixed_ms,
+            iter_ms=iter_ms,
+            min_iter=min(min_iter, choices[0]),
+            max_iter=max(max_iter, choices[-1]),
+            init_iter=choices[0] if init_iter is None else init_iter,
+            tol=tol,
+            ema_decay=ema_decay,
+        )
+        self.choices = choices
+        self.latency_ms = table
+        self.wait = bool(wait)
+        self.last: Budget | None = None
+
+    def cost_ms(self, m: int) -> float | None:
+        """Estimated ms of a frame with ``m`` steps (``None``: nothing measured yet)."""
+        if self.latency_ms is not None:
+            return self.latency_ms[m]
+        if self.iter_ms_est is None:
+            return None
+        return self.fixed_ms_est + (m + self.extra_evals) * self.iter_ms_est
+
+    def decide(self, now: float) -> Budget | None:
+        """The budget of the frame taken at ``now`` (seconds on the stream's clock, frame ``i``
+        arriving at ``i / fps``), or ``None``: skip it and take the next frame when it arrives.
+        """
+        now = check_ms('DeadlineBudget.decide(now)', now)
+        costs = [self.cost_ms(m) for m in self.choices]
+        if costs[0] is None:
+            self.last = Budget(self.init_iter, self.tol)
+            return self.last
+        fps = self.fps
+        nxt = (math.floor(now * fps) + 1) / fps  # the next frame's arrival
+        fit = [m for m, c in zip(self.choices, costs) if now + c / 1000.0 <= nxt]
+        if fit:  # the worker would idle until nxt: spend the time on steps
+            self.last = Budget(max(fit), self.tol)
+            return self.last
+        fastest = min(zip(costs, self.choices))
+        used_now = math.ceil((now + fastest[0] / 1000.0) * fps)
+        if self.wait and math.ceil((nxt + fastest[0] / 1000.0) * fps) <= used_now:
+            self.last = None
+            return None
+        self.last = Budget(fastest[1], self.tol)
+        return self.last
+
+    def plan(self) -> Budget:
+        """The budget of the last :meth:`decide` (before any: the steps of one frame interval)."""
+        return self.last if self.last is not None else super().plan()
+
+    def update(self, stats: SolverStats | None, elapsed_ms: float, *, iters: int | None = None):
+        if self.latency_ms is None:
+            return super().update(stats, elapsed_ms, iters=iters)
+        t = check_ms('elapsed_ms', elapsed_ms)
+        m = int(stats.nstep.max()) if iters is None and stats is not None else iters
+        if m in self.latency_ms:
+            d = self.ema_decay
+            self.latency_ms[m] = d * self.latency_ms[m] + (1 - d) * t
+
+    def __repr__(self) -> str:
+        model = (
+            f'latency_ms={self.latency_ms}'
+            if self.latency_ms is not None
+            else f'fixed_ms_est={self.fixed_ms_est}, iter_ms_est={self.iter_ms_est}'
+        )
+        return f'DeadlineBudget(fps={self.fps}, choices={self.choices}, {model}, wait={self.wait})'
+
+
 _BUDGETS: dict[str, type[IterationBudget]] = {
     'FixedBudget': FixedBudget,
     'AdaptiveBudget': AdaptiveBudget,
     'TimeBudget': TimeBudget,
+    'DeadlineBudget': DeadlineBudget,
     'FullSolve': FullSolve,
 }
 

@@ -1,35 +1,29 @@
-"""The driver of streaming DEQ inference (plain PyTorch).
+"""The driver of streaming inference (plain PyTorch).
 
-:func:`run_stream` feeds frames to a model step function under a :class:`StreamPolicy`, keeping
-one :class:`StreamState` per stream and batching the frames given together into shared solver
-calls. The streaming test loop, the inferencer and the benchmarks all drive streams through it.
+:func:`run_stream` feeds frames to a model's ``stream_step`` (the :mod:`.protocol`) under a
+:class:`StreamPolicy`, keeping one :class:`StreamState` per stream and batching the frames given
+together into shared solver calls. The streaming test loop, the inferencer and the benchmarks
+all drive streams through it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from mmvideoeq.deq.utils import as_state_list
-
 from .policy import FramePlan, StreamPolicy
+from .protocol import StepFn, StepOutput, as_memory_list
 from .state import FrameRecord, StreamState, split_state, split_stats, stack_states
 
 if TYPE_CHECKING:
-    from mmvideoeq.deq import SolverStats
+    pass
 
-__all__ = ['StreamFrame', 'StreamRun', 'StepFn', 'run_stream', 'group_plans', 'split_outputs']
-
-#: ``step_fn(x, z0, max_iter, tol, payloads) -> (outputs, z, stats)``
-StepFn = Callable[
-    [Tensor, 'list[Tensor] | None', 'int | None', 'float | None', list],
-    'tuple[Any, list[Tensor] | Tensor, SolverStats]',
-]
+__all__ = ['StreamFrame', 'StreamRun', 'run_stream', 'iter_stream', 'group_plans', 'split_outputs']
 
 
 @dataclass
@@ -43,8 +37,8 @@ class StreamFrame:
         stream: Key of the state slot; defaults to ``video_id`` (one state per video). A slot key
             (e.g. a batch position) runs several videos one after the other through one state,
             which then restarts at every new video.
-        payload: Anything the step function needs besides ``x`` (e.g. the frame's data sample);
-            handed to ``step_fn`` in the order of the batch.
+        payload: Anything the step needs besides ``x`` (e.g. the frame's data sample); handed to
+            ``step_fn`` in the order of the batch.
         skip: Why the frame cannot be processed (e.g. it failed to load); the frame is then
             recorded as skipped (:meth:`StreamPolicy.skip_frame`) and not solved.
     """
@@ -149,41 +143,41 @@ def split_outputs(out: Any, n: int) -> list[Any]:
 
 
 def group_plans(plans: Sequence[FramePlan]) -> list[list[int]]:
-    """Group frame plans that can share one solver call (equal ``max_iter``, ``tol`` and frame
-    shape), in first-seen order."""
+    """Group frame plans that can share one solver call (equal budget and frame shape), in
+    first-seen order."""
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(plans):
-        groups.setdefault((p.max_iter, p.tol, p.frame_shape), []).append(i)
+        groups.setdefault((p.budget, p.frame_shape), []).append(i)
     return list(groups.values())
 
 
 def _solve(
     step_fn: StepFn,
     frames: list[StreamFrame],
-    z0s: list[list[Tensor] | None],
-    plan: FramePlan,
+    plans: list[FramePlan],
     zeros_like_fn: Callable[[Tensor], Sequence[Tensor]] | None,
     clock: Callable[[], float],
-) -> tuple[list[Any], list[list[Tensor]], list[Any], Any, float]:
+) -> tuple[list[Any], list[list[Tensor]], list[Any], list[Any], Any, float]:
     n = len(frames)
     x = frames[0].x if n == 1 else torch.cat([f.x for f in frames], dim=0)
+    z0s = [p.z0 for p in plans]
     if all(z is None for z in z0s):
         z0 = None
     else:
         fn = None if zeros_like_fn is None else (lambda j: zeros_like_fn(frames[j].x))
         z0 = stack_states(z0s, zeros_like_fn=fn)
+    memory = [p.memory for p in plans]
     t0 = clock()
-    result = step_fn(x, z0, plan.max_iter, plan.tol, [f.payload for f in frames])
+    result = step_fn(x, z0, memory, plans[0].budget, [f.payload for f in frames])
     ms = (clock() - t0) * 1000.0
-    if not isinstance(result, tuple) or len(result) != 3:
+    if not isinstance(result, tuple) or len(result) != 4:
         raise TypeError(
-            'step_fn(x, z0, max_iter, tol, payloads) must return a tuple (outputs, z, stats), '
-            f'got {type(result).__name__}'
+            'step_fn(inputs, z0, memory, budget, payloads) must return a StepOutput '
+            f'(outputs, z, memory, stats), got {type(result).__name__}'
         )
-    out, z, stats = result
-    z_list = as_state_list(z, 'z returned by step_fn')
-    per = split_stats(stats, n) if n > 1 else [stats]
-    return split_outputs(out, n), split_state(z_list, n), per, stats, ms
+    out, z, new_memory, stats = StepOutput(*result)
+    new_memory = as_memory_list(new_memory, n, 'the memory returned by step_fn')
+    return split_outputs(out, n), split_state(z, n), new_memory, split_stats(stats, n), stats, ms
 
 
 def _check_batch(batch: list[StreamFrame]) -> None:
@@ -207,23 +201,23 @@ def _run_step(step_fn, batch, sts, policy, zeros_like_fn, clock) -> tuple[list, 
     n = len(batch)
     outs: list[Any] = [None] * n
     zs: list[Any] = [None] * n
+    mems: list[Any] = [None] * n
     stats: list[Any] = [None] * n
     ms = [0.0] * n
     todo = list(enumerate(plans))
     while todo:
         for group in group_plans([p for _, p in todo]):
             idx = [todo[g][0] for g in group]
-            o, z, s, s_batch, t = _solve(
+            o, z, m, s, s_batch, t = _solve(
                 step_fn,
                 [batch[i] for i in idx],
-                [todo[g][1].z0 for g in group],
-                todo[group[0]][1],
+                [todo[g][1] for g in group],
                 zeros_like_fn,
                 clock,
             )
             policy.observe(s_batch, t)
             for j, i in enumerate(idx):
-                outs[i], zs[i], stats[i] = o[j], z[j], s[j]
+                outs[i], zs[i], mems[i], stats[i] = o[j], z[j], m[j], s[j]
                 ms[i] += t / len(idx)
         # residual-jump shot changes: at most one follow-up solve per frame
         todo = [(i, policy.followup(sts[i], p, zs[i], stats[i])) for i, p in todo]
@@ -231,7 +225,7 @@ def _run_step(step_fn, batch, sts, policy, zeros_like_fn, clock) -> tuple[list, 
         for i, p in todo:
             plans[i] = p
     records = [
-        policy.end_frame(sts[i], plans[i], zs[i], stats[i], ms[i], update_budget=False)
+        policy.end_frame(sts[i], plans[i], zs[i], mems[i], stats[i], ms[i], update_budget=False)
         for i in range(n)
     ]
     return outs, records
@@ -246,11 +240,11 @@ def run_stream(
     zeros_like_fn: Callable[[Tensor], Sequence[Tensor]] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> StreamRun:
-    """Run streaming DEQ inference over frames.
+    """Run streaming inference over frames.
 
     Each element of ``frames`` is one time step: one frame or a list of frames of distinct
-    streams that are solved together (frames whose plans have equal ``max_iter``/``tol``/shape
-    share a ``step_fn`` call). A frame is a :class:`StreamFrame`, a dict of its fields or a tuple
+    streams that are solved together (frames whose plans have equal budgets and shapes share a
+    ``step_fn`` call). A frame is a :class:`StreamFrame`, a dict of its fields or a tuple
     ``(video_id, frame_id, x[, stream])``. Per frame the policy plans the solve, the step runs, a
     residual-detected shot change may add a follow-up solve, and the state is updated; a frame
     with ``skip`` set is only recorded. The budget is told the cost of every ``step_fn`` call.
@@ -259,29 +253,56 @@ def run_stream(
     reassociation): the DEQ core freezes each sample at its own stopping step.
 
     Args:
-        step_fn: ``step_fn(x, z0, max_iter, tol, payloads) -> (outputs, z, stats)``: ``x``
-            ``(B, ...)``, ``z0`` ``S`` tensors ``(B, ...)`` or ``None`` (zeros), ``max_iter``
-            ``None`` for the model's full solve, ``payloads`` the frames' payloads; returns the
-            new states ``z`` (``S`` tensors ``(B, ...)``) and their ``SolverStats``.
+        step_fn: A streaming model's ``stream_step`` (:class:`~.protocol.StreamingModel`), or
+            any function of its signature: ``step_fn(inputs, z0, memory, budget, payloads)``
+            with ``inputs`` ``(B, ...)``, ``z0`` ``S`` tensors ``(B, ...)`` or ``None`` (every
+            frame from the zero state), ``memory`` the ``B`` streams' memories, ``budget`` the
+            frames' :class:`~mmvideoeq.deq.Budget` and ``payloads`` the frames' payloads;
+            returns a :class:`~.protocol.StepOutput`.
         frames: Time steps (see above).
         policy: The stream policy.
         states: States to continue from, keyed by stream slot (updated in place).
         zeros_like_fn: ``zeros_like_fn(x) -> list[Tensor]``, the zero state of a frame
-            ``(1, ...)``, used when cold and warm streams are batched; default: zeros shaped like
-            a warm stream's state.
+            ``(1, ...)`` (a model's ``stream_zero_state``), used when cold and warm streams are
+            batched; default: zeros shaped like a warm stream's state.
         clock: Time source in seconds (inject a fake one in tests).
+    """
+    run = StreamRun(states={} if states is None else states)
+    for out, record in iter_stream(
+        step_fn, frames, policy, states=run.states, zeros_like_fn=zeros_like_fn, clock=clock
+    ):
+        run.outputs.append(out)
+        run.records.append(record)
+    return run
+
+
+def iter_stream(
+    step_fn: StepFn,
+    frames: Iterable[Any],
+    policy: StreamPolicy,
+    *,
+    states: dict[Hashable, StreamState] | None = None,
+    zeros_like_fn: Callable[[Tensor], Sequence[Tensor]] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Iterator[tuple[Any, FrameRecord]]:
+    """:func:`run_stream` as a generator: yields ``(output, record)`` per frame, in input order.
+
+    Nothing is accumulated, so a stream of any length (a live camera, days of frames) runs in
+    constant memory as long as ``frames`` is a generator, the states are bounded (slot keys
+    ``StreamFrame.stream`` reused, or states popped by the caller when a video ends) and the
+    policy keeps a bounded ``max_history``. Arguments as :func:`run_stream`.
     """
     if not isinstance(policy, StreamPolicy):
         raise TypeError(f'policy must be a StreamPolicy, got {type(policy).__name__}')
     if not callable(step_fn):
-        raise TypeError('step_fn must be callable as step_fn(x, z0, max_iter, tol, payloads)')
-    run = StreamRun(states={} if states is None else states)
+        raise TypeError('step_fn must be callable as step_fn(inputs, z0, memory, budget, payloads)')
+    states = {} if states is None else states
     for step in frames:
         batch = [_as_frame(step)] if _is_single(step) else [_as_frame(f) for f in step]
         if not batch:
             continue
         _check_batch(batch)
-        sts = [run.states.setdefault(f.key, policy.init_state()) for f in batch]
+        sts = [states.setdefault(f.key, policy.init_state()) for f in batch]
         live = [i for i, f in enumerate(batch) if f.skip is None]
         outs: list[Any] = [None] * len(batch)
         records: list[Any] = [None] * len(batch)
@@ -299,8 +320,6 @@ def run_stream(
             )
             for j, i in enumerate(live):
                 outs[i], records[i] = o[j], r[j]
-        for f, rec in zip(batch, records):
+        for f, out, rec in zip(batch, outs, records):
             rec.stream = f.key
-        run.outputs.extend(outs)
-        run.records.extend(records)
-    return run
+            yield out, rec

@@ -1,13 +1,15 @@
-"""Per-stream state of streaming DEQ inference, per-frame records, and batching helpers.
+"""Per-stream state of streaming inference, per-frame records, and batching helpers.
 
-A *stream* is one video seen frame by frame. Its state carries the fixed-point estimate of the
-last frame to the next, which is what makes StreamDEQ work: the solver on frame ``t`` starts from
-``z_{t-1}^[M]`` (Ertenli, *Streaming Multiscale Deep Equilibrium Models*, 2022, Eq. 3.3-3.5).
+A *stream* is one video seen frame by frame. Its state has two parts (``docs/architecture.md``):
 
-A DEQ state ``z`` is a list of tensors ``[z_1, ..., z_S]`` (MDEQ's multiscale state), each
-``(B, C_s, H_s, W_s)``; a stream's own state has batch size 1. :func:`stack_states` concatenates
-several streams' states into one batch and :func:`split_state` cuts it back, so that streams can
-share one solver call.
+* ``z``, the solver state carried from the last frame to the next, which is what makes StreamDEQ
+  work: the solver on frame ``t`` starts from ``z_{t-1}^[M]`` (Ertenli, *Streaming Multiscale Deep
+  Equilibrium Models*, 2022, Eq. 3.3-3.5). It is a list of tensors ``[z_1, ..., z_S]`` (MDEQ's
+  multiscale state, an RFP pyramid), each ``(B, C_s, H_s, W_s)``, ``[]`` for a model without a
+  solver; a stream's own state has batch size 1. :func:`stack_states` concatenates several
+  streams' states into one batch and :func:`split_state` cuts it back, so that streams can share
+  one solver call.
+* ``memory``, an object of the model's own type (a tracker's ids and masks), carried as it is.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     'stack_states',
     'split_state',
     'split_stats',
+    'state_norm',
 ]
 
 
@@ -46,6 +49,8 @@ class Reason(str, enum.Enum):
     AFTER_SKIP = 'after_skip'
     SHOT_INPUT = 'shot_change:input'
     SHOT_RESIDUAL = 'shot_change:residual'
+    FRAME_GAP = 'frame_gap'
+    DIVERGED = 'after_divergence'
 
     def __str__(self) -> str:
         return self.value
@@ -64,14 +69,19 @@ class FrameRecord:
         nstep: Steps the frame's own sample ran (per stream, even in a batched solve).
         max_iter: The frame's step budget, follow-ups included (``None``: the model's full
             solve).
-        tol: The tolerance, or ``None`` (exactly ``max_iter`` steps).
+        tol: The budget's tolerance (``0.0``: exactly ``max_iter`` steps).
+        select: The iterate the budget returns, ``'last'`` or ``'lowest'``.
+        solver: The solver's name (``SolverStats.method``), ``None`` for a model without one.
         first_rel: Relative residual at the initial state (the residual shot signal).
         final_rel: Relative residual of the iterate describing the carried state.
         ms: Wall time of the frame's solve(s) in ms (a batched solve's time over its frames).
         reset: The stream restarted on this frame.
         reason: A :class:`Reason`, or ``None`` for a plain warm step.
         init: ``'warm'``, ``'zeros'``, ``'reference'`` or ``'provided'``.
-        diverged: The solver flagged the frame (non-finite or exploding residual).
+        diverged: The frame's solve diverged: the solver flagged it (non-finite or exploding
+            residual), or its state norm left the stream's usual range (the policy then restarts
+            the stream cold on the next frame, ``Reason.DIVERGED``).
+        state_norm: Norm of the frame's solver state (``nan`` without one).
         residual_outlier: ``final_rel`` was far above the stream's usual level.
         skipped: Why the frame was not solved (it failed to load), else ``None``.
         input_score: Input-difference shot score, or ``None``.
@@ -87,7 +97,9 @@ class FrameRecord:
     n_eval: int = 0
     nstep: int = 0
     max_iter: int | None = None
-    tol: float | None = None
+    tol: float = 0.0
+    select: str = 'last'
+    solver: str | None = None
     first_rel: float = float('nan')
     final_rel: float = float('nan')
     ms: float = 0.0
@@ -95,6 +107,7 @@ class FrameRecord:
     reason: Reason | None = None
     init: str = 'warm'
     diverged: bool = False
+    state_norm: float = float('nan')
     residual_outlier: bool = False
     skipped: str | None = None
     input_score: float | None = None
@@ -115,8 +128,12 @@ class StreamState:
     Attributes:
         stream_id: Id of the video this state belongs to; ``None`` before the first frame.
         frame_index: ``frame_id`` of the last processed frame, ``-1`` before the first frame.
-        z: Fixed-point estimate of the last frame, detached: list of ``S`` tensors
-            ``(1, C_s, H_s, W_s)``, or ``None`` (cold: the next solve starts from zeros).
+        z: Solver state of the last frame, detached: list of ``S`` tensors
+            ``(1, C_s, H_s, W_s)`` (``[]`` for a model without a solver), or ``None`` (cold: the
+            next solve starts from the model's zero state).
+        memory: The model's memory of this stream (its own type; ``None``: nothing yet). Carried
+            in warm and cold settings alike; dropped when a sequence ends (new video, size
+            change, frame gap, a shot-change reset).
         stats: Solver statistics of the last solve of the last frame (batch size 1).
         history: The :class:`FrameRecord` of recent frames of the current video, oldest first
             (bounded by the policy's ``max_history``).
@@ -128,6 +145,8 @@ class StreamState:
             frames since the last reset or shot change (residual-jump shot detection).
         final_avg, final_count: Running average of the final relative residual of warm frames
             (residual outlier detection).
+        norm_ref, norm_count: Average solver-state norm of the first frames since the last
+            reset (the divergence check's reference).
         pending_reason: Why the next frame restarts, when the state was dropped (a frame that
             could not be loaded).
     """
@@ -135,6 +154,7 @@ class StreamState:
     stream_id: str | int | None = None
     frame_index: int = -1
     z: list[Tensor] | None = None
+    memory: Any = None
     stats: SolverStats | None = None
     history: deque = field(default_factory=deque)
     num_frames: int = 0
@@ -145,12 +165,22 @@ class StreamState:
     rel0_count: int = 0
     final_avg: float | None = None
     final_count: int = 0
+    norm_ref: float | None = None
+    norm_count: int = 0
     pending_reason: Reason | None = None
 
     @property
     def is_cold(self) -> bool:
         """Whether the next solve of this stream starts from zeros (no stored fixed point)."""
         return self.z is None
+
+
+def state_norm(z: Sequence[Tensor] | None) -> float:
+    """The Euclidean norm of a state over all its tensors (``nan`` for an empty or no state)."""
+    if not z:
+        return float('nan')
+    sq = sum(float(torch.linalg.vector_norm(t.detach(), dtype=torch.float64)) ** 2 for t in z)
+    return sq**0.5
 
 
 def _check_single(z: list[Tensor], name: str) -> None:
@@ -185,6 +215,11 @@ def stack_states(
             'stack_states needs a non-empty list of states (StreamState, list of tensors or '
             'None), one per stream'
         )
+    raw = [st.z if isinstance(st, StreamState) else st for st in states]
+    if any(isinstance(z, (list, tuple)) and not z for z in raw):
+        if any(z is not None and len(z) for z in raw):
+            raise ValueError('empty and non-empty states cannot be batched together')
+        return []  # a model without a solver state
     zs: list[list[Tensor] | None] = []
     for i, st in enumerate(states):
         z = st.z if isinstance(st, StreamState) else st
@@ -227,9 +262,11 @@ def stack_states(
 
 def split_state(z: Tensor | Sequence[Tensor], n: int) -> list[list[Tensor]]:
     """Split a batched state into ``n`` per-stream states (views; inverse of
-    :func:`stack_states`)."""
+    :func:`stack_states`). An empty state (a model without a solver) gives ``n`` empty ones."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f'n must be a positive int (the number of streams), got {n!r}')
+    if isinstance(z, (list, tuple)) and not z:
+        return [[] for _ in range(n)]
     zl = as_state_list(z, 'z')
     for s, t in enumerate(zl):
         if t.shape[0] != n:
@@ -240,12 +277,14 @@ def split_state(z: Tensor | Sequence[Tensor], n: int) -> list[list[Tensor]]:
     return [[t[b : b + 1] for t in zl] for b in range(n)]
 
 
-def split_stats(stats: SolverStats, n: int) -> list[SolverStats]:
+def split_stats(stats: SolverStats | None, n: int) -> list[SolverStats | None]:
     """Split batched solver statistics into ``n`` per-stream statistics.
 
     Every tensor field whose first dimension is ``n`` is sliced to batch size 1; other fields
-    (``method``, ``n_eval``) are shared.
+    (``method``, ``n_eval``) are shared. ``None`` (no solver ran) gives ``n`` times ``None``.
     """
+    if stats is None:
+        return [None] * n
     if not dataclasses.is_dataclass(stats) or isinstance(stats, type):
         raise TypeError(
             f'stats must be a SolverStats dataclass instance, got {type(stats).__name__}'

@@ -10,11 +10,13 @@ refused by torch; :func:`safe_load_checkpoint` turns that refusal into a one-lin
 
 Every load passes ``weights_only=True`` explicitly, so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` in the
 environment cannot switch the protection off (torch lets that variable override only calls that
-leave ``weights_only`` unset); :func:`install_safe_checkpoint_loader` makes mmengine's local-file
-loader (``load_from``, ``--resume``) go through the same function. A file that is empty, text,
-truncated or a TorchScript archive gets its own message (:class:`CheckpointFileError`), never the
-advice given for a refused pickle. :func:`check_weights` refuses a checkpoint that leaves model
-parameters missing (an evaluation on random weights), unless the caller allows it.
+leave ``weights_only`` unset). :mod:`.checkpoint_schemes` routes every scheme of mmengine's
+``CheckpointLoader`` (local files, URLs, ``torchvision://``, ...) through
+:func:`safe_load_checkpoint`. A file that is empty, text, truncated or a TorchScript archive
+gets its own message (:class:`CheckpointFileError`), never the advice given for a refused
+pickle. :func:`check_weights` refuses a checkpoint that leaves model parameters missing (an
+evaluation on random weights), unless the caller allows it; :func:`check_finite` one with NaN or
+infinite weights.
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ class UnsafeCheckpointError(RuntimeError):
 
 class CheckpointFileError(ValueError):
     """A checkpoint file is empty, text, truncated, corrupt or not a state dict."""
+
+
+class CheckpointDownloadError(FileNotFoundError):
+    """A URL checkpoint is not in the torch hub cache and could not be downloaded."""
+
+
+class NonFiniteWeightsError(ValueError):
+    """A checkpoint holds NaN or infinite weights."""
 
 
 class MissingWeightsError(ValueError):
@@ -129,11 +139,14 @@ def _file_kind(path: str) -> str | None:
     if head.startswith(b'PK'):
         try:
             with zipfile.ZipFile(path) as z:
-                names = z.namelist()
+                infos = z.infolist()
         except zipfile.BadZipFile:
             return None  # a truncated archive: torch.load reports it
+        names = [i.filename for i in infos]
         if any(n.endswith(('/constants.pkl', '/code/')) or '/code/' in n for n in names):
             return 'torchscript'
+        if len(infos) == 1 and not infos[0].is_dir():  # torch.hub's "legacy zip format"
+            return 'zipped'
         return None
     if head[:1] == b'\x80':  # a pickle stream (torch's legacy format)
         return None
@@ -150,15 +163,21 @@ _KIND_MESSAGES = {
     'name?)',
     'torchscript': 'is a TorchScript archive (torch.jit.save), not a state dict; export the '
     "model's state_dict() with torch.save instead",
+    'zipped': 'is a zip archive holding one file (the torch < 1.6 zipped format); unzip it and '
+    'give the file inside',
 }
 
 
-def safe_load_checkpoint(path: str, map_location: str | torch.device = 'cpu') -> Any:
+def safe_load_checkpoint(
+    path: str, map_location: str | torch.device = 'cpu', *, source: str | None = None
+) -> Any:
     """Load a checkpoint with ``weights_only=True`` and mmengine's types allowed.
 
     Args:
         path: Local checkpoint file.
         map_location: As in :func:`torch.load`.
+        source: How messages name the checkpoint (its URL when ``path`` is a downloaded copy);
+            defaults to ``path``.
 
     Returns:
         The unpickled checkpoint (usually a dict with ``state_dict``, ``meta``, ...).
@@ -170,20 +189,21 @@ def safe_load_checkpoint(path: str, map_location: str | torch.device = 'cpu') ->
         UnsafeCheckpointError: The file holds a pickled global outside the allow-list.
     """
     path = os.path.expanduser(str(path))
+    name = path if source is None else source
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint file not found: {path!r}; check the path')
     kind = _file_kind(path)
     if kind is not None:
-        raise CheckpointFileError(f'checkpoint {path!r} {_KIND_MESSAGES[kind]}')
+        raise CheckpointFileError(f'checkpoint {name!r} {_KIND_MESSAGES[kind]}')
     allow_mmengine_checkpoint_types()
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if _names_real_global(str(err)):
-            raise unsafe_checkpoint_error(path, err) from None
-        raise _corrupt(path, err) from None
+            raise unsafe_checkpoint_error(name, err) from None
+        raise _corrupt(name, err) from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, OSError) as err:
-        raise _corrupt(path, err) from None
+        raise _corrupt(name, err) from None
 
 
 def _names_real_global(message: str) -> bool:
@@ -219,19 +239,6 @@ def _corrupt(path: str, err: BaseException) -> CheckpointFileError:
         f'checkpoint {path!r} is truncated or corrupt and cannot be read ({first}); copy or '
         'download it again'
     )
-
-
-def load_from_local_weights_only(filename: str, map_location=None) -> Any:
-    """mmengine loader of local files (mmengine logs it as the `local_weights_only` backend)."""
-    return safe_load_checkpoint(filename, map_location=map_location or 'cpu')
-
-
-def install_safe_checkpoint_loader() -> None:
-    """Route mmengine's local checkpoint loading (``load_from``, ``--resume``, ``Pretrained``
-    init) through :func:`safe_load_checkpoint` (idempotent)."""
-    from mmengine.runner.checkpoint import CheckpointLoader
-
-    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_weights_only, force=True)
 
 
 def state_dict_of(checkpoint: Any) -> dict:
@@ -298,13 +305,48 @@ def check_weights(
     return missing
 
 
+def nonfinite_tensors(state: dict) -> list[str]:
+    """Keys of the floating-point tensors of ``state`` that hold a NaN or an infinity."""
+    return [
+        k
+        for k, v in state.items()
+        if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+
+
+def check_finite(checkpoint: Any, *, source: str = 'the checkpoint') -> None:
+    """Refuse a checkpoint whose floating-point tensors hold NaN or infinite values.
+
+    Such weights make every frame diverge (non-finite residuals) and every metric empty.
+
+    Args:
+        checkpoint: The loaded checkpoint (or its state dict).
+        source: Name of the checkpoint in messages.
+
+    Raises:
+        NonFiniteWeightsError: Naming the tensors (the first five) and how many there are.
+    """
+    bad = nonfinite_tensors(state_dict_of(checkpoint))
+    if bad:
+        raise NonFiniteWeightsError(
+            f'{source} holds non-finite (NaN/inf) values in {len(bad)} tensor(s) '
+            f'({", ".join(bad[:5])}{", ..." if len(bad) > 5 else ""}): the model cannot give '
+            'finite outputs. Use an earlier checkpoint, or evaluate it anyway with '
+            'tools/test.py --allow-nonfinite-weights'
+        )
+
+
 def load_weights(model: torch.nn.Module, path: str, *, allow_missing: bool = False) -> dict:
-    """Load a checkpoint file into ``model`` safely and completely (see :func:`check_weights`).
+    """Load a checkpoint (a local file, or a URL or other scheme of
+    :func:`~.checkpoint_schemes.load_checkpoint_weights_only`) into ``model`` safely and
+    completely (see :func:`check_weights`).
 
     Returns:
         dict: The loaded checkpoint (its ``meta`` is often useful).
     """
-    ckpt = safe_load_checkpoint(path)
+    from .checkpoint_schemes import load_checkpoint_weights_only
+
+    ckpt = load_checkpoint_weights_only(path)
     check_weights(model, ckpt, allow_missing=allow_missing, source=f'checkpoint {path!r}')
     getattr(model, 'module', model).load_state_dict(state_dict_of(ckpt), strict=False)
     return ckpt if isinstance(ckpt, dict) else {}

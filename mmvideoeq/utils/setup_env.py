@@ -26,7 +26,8 @@ def register_all_modules(init_default_scope: bool = True) -> None:
     import mmvideoeq.models  # noqa: F401
     import mmvideoeq.visualization  # noqa: F401
 
-    from .checkpoint import allow_mmengine_checkpoint_types, install_safe_checkpoint_loader
+    from .checkpoint import allow_mmengine_checkpoint_types
+    from .checkpoint_schemes import install_safe_checkpoint_loader
 
     allow_mmengine_checkpoint_types()
     install_safe_checkpoint_loader()

@@ -65,3 +65,34 @@ def test_history_is_bounded(inferencer):
         assert [r.frame_id for r in inferencer.state.history] == [2, 3, 4]
     finally:
         inferencer.policy.max_history = limit
+
+
+CKPT = ROOT / 'checkpoints' / 'faster-rcnn_mdeq-tiny-sur8_16e_bundled-vid.pth'
+
+
+def test_class_names_from_the_checkpoint_and_drawing(tmp_path):
+    """The names are the checkpoint's ``meta.dataset_meta`` (as mmdet's inferencers take them);
+    without a checkpoint, the config's test dataset's."""
+    import cv2
+    import torch
+
+    from mmvideoeq.apis import StreamingInferencer
+    from mmvideoeq.datasets import ImagenetVIDDataset
+
+    if not CKPT.is_file():
+        pytest.skip('shipped checkpoint absent')
+    saved = torch.load(CKPT, map_location='cpu', weights_only=True)['meta']['dataset_meta']
+    infer = StreamingInferencer(str(CFG), str(CKPT), iters=1)
+    assert infer.classes == tuple(saved['classes']) and len(infer.classes) == 30
+    assert infer.model.dataset_meta is infer.dataset_meta
+    frame = _frame(3)
+    pred = infer(frame)
+    drawn = infer.visualize(frame, pred, score_thr=0.0, out_file=str(tmp_path / 'd.png'))
+    assert drawn.shape == frame.shape and drawn.dtype == np.uint8
+    assert (cv2.imread(str(tmp_path / 'd.png')) == drawn).all()  # BGR, what was written
+    assert (drawn != frame).any()  # boxes drawn (score_thr 0: every box)
+    cfg = Config.fromfile(str(CFG))
+    assert infer.dataset_meta == {'classes': tuple(saved['classes'])}
+    from mmvideoeq.apis.inferencer import dataset_meta_of
+
+    assert dataset_meta_of(None, cfg)['classes'] == ImagenetVIDDataset.METAINFO['classes']

@@ -3,7 +3,8 @@
 pycocotools decodes the instance masks and compares them with the rendered instance maps; the
 stuffthingmaps and panoptic PNGs are decoded here and compared with the rendered semantic maps
 through COCO's own id tables (mmdet's COCO class list; panopticapi's categories file when
-``/work/shared`` has it; COCO-stuff ids written out below from the COCO-stuff label list).
+``../shared`` beside the repository has it; COCO-stuff ids written out below from the
+COCO-stuff label list).
 """
 
 import json
@@ -19,7 +20,13 @@ import benchgen
 from benchgen.classes import CLASSES, TO_COCO
 from mmvideoeq.class_names import COCO_CATEGORY_IDS, COCO_CLASSES
 
-SHARED = Path('/work/shared/data/coco_panoptic/panoptic_coco_categories.json')
+SHARED = (
+    Path(__file__).resolve().parents[2].parent
+    / 'shared'
+    / 'data'
+    / 'coco_panoptic'
+    / 'panoptic_coco_categories.json'
+)
 # COCO-stuff ids of the stuff classes used (cocostuff labels.txt: 92 banner ... 182 wood)
 COCOSTUFF_IDS = {
     'building-other': 96,
@@ -50,7 +57,7 @@ def test_class_tables_match_coco():
         else:
             assert COCOSTUFF_IDS[label.name] == label.id
     if not SHARED.is_file():
-        pytest.skip('no /work/shared panoptic categories file')
+        pytest.skip('no ../shared panoptic categories file')
     cats = {c['id']: c for c in json.loads(SHARED.read_text())}
     things = [c for c in cats.values() if c['isthing']]
     assert [(c['id'], c['name']) for c in things] == [

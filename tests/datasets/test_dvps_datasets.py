@@ -5,6 +5,7 @@ The files written are checked against the renderer's own ground truth re-rendere
 ViP-DeepLab's READMEs and deeplab2's dataset definitions), not against the writers' code.
 """
 
+import re
 import shutil
 
 import numpy as np
@@ -16,12 +17,13 @@ from benchgen import generate_benchmark, render_benchmark_video
 from benchgen.writers_dvps import lidar_mask
 from mmvideoeq.datasets import CityscapesDVPSDataset, KittiDepthDataset, SemKITTIDVPSDataset
 from mmvideoeq.datasets.dvps_io import read_png
+from mmvideoeq.structures import SKIP_KEY
 
 FORMATS = ('cityscapes_dvps', 'semkitti_dvps', 'kitti_depth', 'kitti')
 PIPELINE = [
     dict(type='mmseg.LoadImageFromFile'),
     dict(type='LoadPanopticAnnotation', with_next=True),
-    dict(type='LoadDepthAnnotation'),
+    dict(type='LoadKittiDepthAnnotation'),
     dict(type='LoadNextImageFromFile'),
     dict(type='PackDVPSInputs'),
 ]
@@ -90,7 +92,7 @@ def test_semkitti_dvps_sparse_labels(bench):
     video = render_benchmark_video('semkitti_dvps', 'val', 0, preset='tiny', seed=0)
     ds = SemKITTIDVPSDataset(
         data_root=str(root / 'semkitti_dvps'),
-        pipeline=[dict(type='LoadPanopticAnnotation'), dict(type='LoadDepthAnnotation')],
+        pipeline=[dict(type='LoadPanopticAnnotation'), dict(type='LoadKittiDepthAnnotation')],
     )
     assert len(ds) == 6
     for t in range(6):
@@ -141,11 +143,16 @@ def test_dataset_errors(bench, tmp_path):
         CityscapesDVPSDataset(data_root=str(copy))
     ds = CityscapesDVPSDataset(data_root=str(copy), require_labels=False)
     assert ds.get_data_info(2)['depth_path'] is None
-    # an 8-bit depth map is refused with the file's name
+    # an 8-bit depth map is refused with the file's name: the frame is skipped (test mode) or
+    # replaced (training), and the error is raised when every frame fails
     Image.fromarray(np.zeros((32, 64), np.uint8)).save(victim)
-    ds = CityscapesDVPSDataset(data_root=str(copy), pipeline=[dict(type='LoadDepthAnnotation')])
+    pipeline = [dict(type='LoadKittiDepthAnnotation'), dict(type='PackDVPSInputs')]
+    ds = CityscapesDVPSDataset(data_root=str(copy), pipeline=pipeline, test_mode=True)
+    reason = ds[2]['data_samples'].metainfo[SKIP_KEY]
+    assert re.search(rf'{victim.name}: expected a 16-bit PNG, got 8-bit', reason)
+    ds = CityscapesDVPSDataset(data_root=str(copy), pipeline=pipeline, indices=[2])
     with pytest.raises(ValueError, match=rf'{victim.name}: expected a 16-bit PNG, got 8-bit'):
-        ds[2]
+        ds[0]
     with pytest.raises(KeyError, match='with_next_frame=True'):
         CityscapesDVPSDataset(
             data_root=str(copy), pipeline=[dict(type='LoadPanopticAnnotation', with_next=True)]

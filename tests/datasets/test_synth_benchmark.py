@@ -508,10 +508,10 @@ def test_cli_writes_the_same_vid_benchmark(bench, tmp_path, capsys):
     out, _ = bench
     rc = cli.main(['--out', str(tmp_path), '--preset', 'small', '--seed', '0', '--formats', 'vid'])
     assert rc == 0
-    assert 'vid        val     4 videos    80 frames' in capsys.readouterr().out
+    assert 'vid             val     4 videos    80 frames' in capsys.readouterr().out
     assert _tree_hashes(tmp_path / 'ILSVRC') == _tree_hashes(out / 'ILSVRC')
-    assert cli.main(['--out', str(tmp_path), '--formats', 'vid']) == 1  # exists, no --overwrite
-    assert 'already exist' in capsys.readouterr().err
+    assert cli.main(['--out', str(tmp_path), '--formats', 'vid']) == 0  # there: kept
+    assert 'nothing to do' in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:
         cli.main(['--out', str(tmp_path), '--preset', 'huge'])
     assert exc.value.code == 2
@@ -567,7 +567,7 @@ def test_bad_arguments_raise(tmp_path):
         synth.generate_benchmark(a_file)
     foreign = tmp_path / 'foreign'
     (foreign / 'ILSVRC').mkdir(parents=True)
-    with pytest.raises(ValueError, match='overwrite'):
+    with pytest.raises(ValueError, match='not written by this generator'):
         synth.generate_benchmark(foreign, formats=('vid',))
     with pytest.raises(ValueError, match='not written by this generator'):
         synth.generate_benchmark(foreign, formats=('vid',), overwrite=True)

@@ -93,6 +93,7 @@ def test_vid_config_streams_rfp(path, tiny_root, tmp_path):
     assert 'stream@1/vid/bbox_mAP_50' in metrics
     report = json.loads((tmp_path / 'streaming' / 'results.json').read_text())
     assert list(report['settings']) == ['stream@1', 'cold@1', 'full']
-    assert report['solver'] == 'none (DetectoRSFasterRCNN)'  # no DEQ solver: the RFP recursion
+    # no DEQ: the RFP recursion, iterated by the DEQ core's fixed-point solver
+    assert report['solver'] == 'fixed_point (DetectoRSFasterRCNN)'
     assert report['settings']['stream@1']['mean_iters'] == 1
     assert report['settings']['full']['mean_iters'] == 2

@@ -67,6 +67,7 @@ def test_dvps_config_trains_and_evaluates(path, tiny_dvps, tmp_path):
         assert list(report['settings']) == ['stream@2']
         assert report['settings']['stream@2']['mean_iters'] == 2
         assert report['settings']['stream@2']['frames'] == 3
+        assert any('offset_curve_ci/' in k for k in report['settings']['stream@2']['metrics'])
         assert f'stream@2/{key}' in metrics
     elif cfg.test_cfg.get('type') == 'StreamingTestLoop':  # per-frame backbone, stitched
         report = json.loads((tmp_path / 'streaming' / 'results.json').read_text())

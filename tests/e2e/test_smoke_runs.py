@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from matplotlib.image import imread
 from mmengine.config import Config
 from mmengine.runner import Runner
 
@@ -60,6 +61,12 @@ def _check_report(work_dir, metric_key):
         assert any(k.endswith(metric_key) for k in res['metrics']), res['metrics'].keys()
     assert report['settings']['stream@2']['mean_iters'] == 2
     assert report['settings']['full']['mean_iters'] == 3
+    # the curves' bootstrap intervals, and the plots (read back: drawn, not blank)
+    ci = [k for k in report['settings']['cold@1']['metrics'] if 'offset_curve_ci/' in k]
+    assert ci and all(len(v) == 2 for v in report['settings']['cold@1']['metrics'][ci[0]].values())
+    for name in ('accuracy_vs_cost.png', 'curves.png'):
+        image = imread(str(Path(work_dir) / 'streaming' / name))[..., :3]
+        assert image.shape[1] >= 700 and 0.02 < (image < 0.9).any(-1).mean() < 0.6, name
 
 
 @pytest.mark.slow

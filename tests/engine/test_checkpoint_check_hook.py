@@ -80,3 +80,17 @@ def test_shape_mismatch_is_refused_even_when_missing_is_allowed():
         CheckpointCheckHook(allow_missing_weights=True).after_load_checkpoint(
             runner, dict(state_dict=state)
         )
+
+
+def test_non_finite_weights_are_refused_naming_the_tensors_unless_allowed():
+    runner = _runner()
+    ckpt = _ckpt(runner)
+    ckpt['state_dict'] = {k: v.clone() for k, v in ckpt['state_dict'].items()}
+    ckpt['state_dict']['0.weight'].fill_(float('nan'))
+    ckpt['state_dict']['1.bias'][0] = float('inf')
+    with pytest.raises(ValueError, match=r'non-finite .* in 2 tensor\(s\) \(0\.weight, 1\.bias\)'):
+        CheckpointCheckHook().after_load_checkpoint(runner, ckpt)
+    hook = CheckpointCheckHook(allow_nonfinite_weights=True)
+    hook.after_load_checkpoint(runner, ckpt)
+    hook.before_test(runner)
+    assert '--allow-nonfinite-weights' in runner.logger.warnings[-1]

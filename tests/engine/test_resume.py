@@ -1,7 +1,8 @@
 """A training killed by SIGKILL resumes from its last checkpoint with ``tools/train.py --resume``
-and ends with bit-identical weights to an uninterrupted run, although the toy draws from every
-generator a training uses (numpy augmentation, torch dropout, the stochastic-unroll draw of a
-``DEQSolver``); a NaN loss stops the training before any non-finite weight is saved."""
+and ends with bit-identical weights to an uninterrupted run, epoch-based or iteration-based
+(mmengine's ``IterBasedTrainLoop`` replays the consumed batches on resume), although the toy draws
+from every generator a training uses (numpy augmentation, torch dropout, the stochastic-unroll
+draw of a ``DEQSolver``); a NaN loss stops the training before any non-finite weight is saved."""
 
 import os
 import subprocess
@@ -108,6 +109,31 @@ CONFIG = textwrap.dedent("""
     """)
 
 
+#: The same training by iterations: 10 iterations of 4 frames, a checkpoint every 3, the killed
+#: run resumes from iteration 6 and replays the 6 consumed batches (one epoch and a half).
+ITER_CONFIG = (
+    CONFIG.replace(
+        'train_cfg = dict(by_epoch=True, max_epochs=4)',
+        'train_cfg = dict(by_epoch=False, max_iters=10)',
+    )
+    .replace(
+        'milestones=[2], gamma=0.5, by_epoch=True)',
+        'milestones=[5], gamma=0.5, by_epoch=False)',
+    )
+    .replace(
+        "checkpoint=dict(type='CheckpointHook', interval=1)",
+        "checkpoint=dict(type='CheckpointHook', interval=3, by_epoch=False)",
+    )
+    + 'log_processor = dict(by_epoch=False)\n'
+)
+
+MODES = {
+    # config, kill after iteration, checkpoints left, resume log line, final checkpoint
+    'epoch': (CONFIG, 10, ['epoch_1.pth', 'epoch_2.pth'], 'resumed epoch: 2, iter: 8', 'epoch_4'),
+    'iter': (ITER_CONFIG, 8, ['iter_3.pth', 'iter_6.pth'], 'resumed epoch: 0, iter: 6', 'iter_10'),
+}
+
+
 def _train(cfg_path, work_dir, env, *extra):
     cmd = [
         sys.executable,
@@ -121,28 +147,28 @@ def _train(cfg_path, work_dir, env, *extra):
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_from_last_checkpoint(tmp_path):
+@pytest.mark.parametrize('mode', sorted(MODES))
+def test_killed_training_resumes_from_last_checkpoint(tmp_path, mode):
+    config, kill_at, ckpts, resumed_at, last = MODES[mode]
     (tmp_path / 'toy_resume_modules.py').write_text(TOY)
     cfg = tmp_path / 'toy_resume.py'
-    cfg.write_text(CONFIG)
+    cfg.write_text(config)
     env = dict(os.environ, PYTHONPATH=f'{tmp_path}{os.pathsep}{ROOT}')
 
     full = _train(cfg, tmp_path / 'full', env)
     assert full.returncode == 0, full.stderr[-3000:]
 
-    # 4 iterations per epoch: killed during epoch 3, after epoch_2.pth was written
-    killed = _train(cfg, tmp_path / 'killed', dict(env, TOY_KILL_AT_ITER='10'))
+    killed = _train(cfg, tmp_path / 'killed', dict(env, TOY_KILL_AT_ITER=str(kill_at)))
     assert killed.returncode == -9, killed.stderr[-3000:]
-    ckpts = sorted(p.name for p in (tmp_path / 'killed').glob('epoch_*.pth'))
-    assert ckpts == ['epoch_1.pth', 'epoch_2.pth']
+    assert sorted(p.name for p in (tmp_path / 'killed').glob('*_*.pth')) == ckpts
 
     resumed = _train(cfg, tmp_path / 'killed', env, '--resume')
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = resumed.stdout + resumed.stderr
-    assert 'resumed epoch: 2, iter: 8' in log
+    assert resumed_at in log
 
-    a = safe_load_checkpoint(str(tmp_path / 'full' / 'epoch_4.pth'))['state_dict']
-    b = safe_load_checkpoint(str(tmp_path / 'killed' / 'epoch_4.pth'))['state_dict']
+    a = safe_load_checkpoint(str(tmp_path / 'full' / f'{last}.pth'))['state_dict']
+    b = safe_load_checkpoint(str(tmp_path / 'killed' / f'{last}.pth'))['state_dict']
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k  # bit-identical

@@ -12,7 +12,7 @@ from mmengine.structures import BaseDataElement
 from torch import nn
 
 from mmvideoeq.deq import solve
-from mmvideoeq.models.streaming import StreamingMixin
+from mmvideoeq.models.streaming import DEQStreamingMixin
 from mmvideoeq.registry import DATASETS, METRICS, MODELS
 
 C, H, W = 4, 4, 4
@@ -61,7 +61,7 @@ class ToyPreprocessor(BaseDataPreprocessor):
 
 
 @MODELS.register_module(force=True)
-class ToyStreamModel(StreamingMixin, BaseModel):
+class ToyStreamModel(DEQStreamingMixin, BaseModel):
     def __init__(self):
         super().__init__(data_preprocessor=ToyPreprocessor())
         self.backbone = ToyBackbone()

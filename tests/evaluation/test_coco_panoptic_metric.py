@@ -1,10 +1,12 @@
-"""Thing/stuff combination (panopticapi's ``combine_semantic_and_instance_predictions.py``) and the
-COCO panoptic metric built on the project's PQ.
+"""Thing/stuff combination (panopticapi's ``combine_semantic_and_instance_predictions.py``, run by
+mmdet's ``HeuristicFusionHead``) and the COCO panoptic metric (panopticapi's ``pq_compute`` rules).
 
-Expected values are worked out by hand from panopticapi's rules (comments give the arithmetic) or
+Expected values are worked out by hand from panopticapi's rules (comments give the arithmetic),
+come from panopticapi itself (``tests/data/coco_panoptic/expected.json``, see the README there) or
 follow from PQ's definition (Kirillov et al. 2019, Eq. 1) on predictions made from the ground truth.
 """
 
+import importlib.util
 import json
 import os.path as osp
 from pathlib import Path
@@ -20,7 +22,16 @@ from mmvideoeq.evaluation.metrics.coco_panoptic_metric import (
     combine_things_and_stuff,
 )
 
-SHARED = Path('/work/shared/data/coco_panoptic')
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / 'shared' / 'data' / 'coco_panoptic'
+DATA = ROOT / 'tests' / 'data' / 'coco_panoptic'
+
+
+def _cases():
+    spec = importlib.util.spec_from_file_location('make_expected', DATA / 'make_expected.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_combine_follows_panopticapi_rules():
@@ -50,12 +61,35 @@ def test_combine_follows_panopticapi_rules():
     np.testing.assert_array_equal(seg, expected)
 
 
+def test_combine_equals_panopticapi():
+    """Ties in score keep the listed order, an instance exactly half covered is kept, a stuff
+    class left with fewer free pixels than the limit is void: as panopticapi's own run."""
+    case = _cases().combine_case()
+    expected = json.loads((DATA / 'expected.json').read_text())['combine']
+    seg, segments = combine_things_and_stuff(
+        case['masks'],
+        case['scores'],
+        case['categories'],
+        case['stuff'],
+        stuff_area_limit=case['stuff_area_limit'],
+    )
+    assert [list(s) for s in segments] == expected['segments']
+    np.testing.assert_array_equal(seg, np.array(expected['segment_map']))
+
+
+def test_combine_with_no_instance_and_no_stuff():
+    seg, segments = combine_things_and_stuff(
+        np.zeros((0, 4, 5), bool), np.zeros(0), np.zeros(0, np.int64), np.zeros((4, 5), np.int64)
+    )
+    assert segments == [] and not seg.any()
+
+
 def test_stuff_table_covers_coco_panoptic():
     """Every COCO-stuff class maps to at most one panoptic stuff id; 91 - 12 removed = 79."""
     assert len(COCO_STUFF_TO_PANOPTIC) == 79
     assert set(COCO_STUFF_TO_PANOPTIC) <= set(range(91, 182))
     if not (SHARED / 'panoptic_coco_categories.json').is_file():
-        pytest.skip('no /work/shared COCO panoptic categories')
+        pytest.skip('real COCO panoptic categories (../shared) not available')
     cats = json.loads((SHARED / 'panoptic_coco_categories.json').read_text())
     stuff = {c['id']: c['name'] for c in cats if not c['isthing']}
     assert set(COCO_STUFF_TO_PANOPTIC.values()) == set(stuff)  # all 53 panoptic stuff classes
@@ -89,7 +123,6 @@ def _sample(masks, scores, labels, sem):
 
 
 def test_metric_on_a_hand_made_image(tmp_path):
-    pytest.importorskip('mmvideoeq.evaluation.functional.panoptic_quality')
     cats = [
         dict(id=1, name='person', isthing=1),
         dict(id=17, name='cat', isthing=1),
@@ -129,11 +162,10 @@ def test_metric_on_a_hand_made_image(tmp_path):
     assert res['PQ_st'] == pytest.approx((26 / 28 + 19 / 23) / 2)
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason='no /work/shared COCO panoptic sample')
+@pytest.mark.skipif(not SHARED.is_dir(), reason='no ../shared COCO panoptic sample')
 def test_metric_on_real_coco_panoptic_ground_truth():
     """Predictions made from the real ground truth score PQ = SQ = RQ = 1; dropping one person
     leaves the person class at (n - 1) / (n - 1 + 1/2) (TP n - 1, FN 1, IoU 1)."""
-    pytest.importorskip('mmvideoeq.evaluation.functional.panoptic_quality')
     import mmcv
 
     data = json.loads((SHARED / 'panoptic_examples.json').read_text())
@@ -155,7 +187,7 @@ def test_metric_on_real_coco_panoptic_ground_truth():
     for s in ann['segments_info']:
         if not cats[s['category_id']]['isthing']:
             sem[ids == s['id']] = s['category_id']
-    kept = [s for s in thing_segs if not s.get('iscrowd')]  # crowd ground truth is void
+    kept = [s for s in thing_segs if not s.get('iscrowd')]  # nothing predicted on the crowds
     masks = np.stack([ids == s['id'] for s in kept])
     labels = [things.index(cats[s['category_id']]['name']) for s in kept]
     metric.process(
@@ -175,3 +207,30 @@ def test_metric_on_real_coco_panoptic_ground_truth():
     person_pq = (n - 1) / (n - 1 + 0.5)
     # the dropped person's pixels: no prediction covers them (stuff there is void in sem): no FP
     assert res['PQ'] == pytest.approx((n_classes - 1 + person_pq) / n_classes)
+
+
+def test_metric_with_crowd_equals_panopticapi(tmp_path):
+    """The ``same_class_crowd`` case through the metric: its things as instances (no overlap,
+    equal scores), its stuff as semantic labels; PQ as panopticapi computed it."""
+    cases = _cases()
+    case = cases.case_same_class_crowd()
+    expected = json.loads((DATA / 'expected.json').read_text())['same_class_crowd']
+    ann_file, prefix = _write_gt(tmp_path, case['gt'], case['gt_segments'], cases.CATEGORIES)
+    metric = CocoPanopticPQMetric(
+        ann_file=ann_file, seg_prefix=prefix, stuff_map={5: 149, 7: 187}, stuff_area_limit=0
+    )
+    things = ('person', 'car', 'dog')
+    metric.dataset_meta = dict(classes=things)
+    label = {1: 0, 3: 1, 18: 2}
+    inst = [s for s in case['pred_segments'] if s['category_id'] in label]
+    masks = np.stack([case['pred'] == s['id'] for s in inst])
+    sem = np.zeros(case['pred'].shape, np.int64)
+    for s in case['pred_segments']:
+        if s['category_id'] not in label:
+            sem[case['pred'] == s['id']] = {149: 5, 187: 7}[s['category_id']]
+    labels = [label[s['category_id']] for s in inst]
+    metric.process({}, [_sample(masks, [1.0] * len(inst), labels, sem)])
+    res = metric.compute_metrics(metric.results)
+    for name, suffix in (('All', ''), ('Things', '_th'), ('Stuff', '_st')):
+        for key in ('pq', 'sq', 'rq'):
+            assert abs(res[key.upper() + suffix] - expected[name][key]) <= 1e-9

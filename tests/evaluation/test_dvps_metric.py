@@ -1,4 +1,4 @@
-"""The registered DVPQMetric / STQMetric / DepthMetric on SegDataSample dicts, with offset curves.
+"""The registered DVPQMetric / STQMetric / KittiDepthMetric on SegDataSample dicts, offset curves.
 
 Expected values are worked out by hand in the comments (the toy of ``_two_sequence_samples`` is
 the global-window case of ``test_dvps_reference_parity.py``).
@@ -153,7 +153,7 @@ def test_stq_metric_with_depth():
 
 
 def test_depth_metric_reductions_and_curve():
-    metric = METRICS.build(dict(type='DepthMetric', offset_buckets=[0, 1]))
+    metric = METRICS.build(dict(type='KittiDepthMetric', offset_buckets=[0, 1]))
     metric.process({}, _two_sequence_samples())
     out = metric.compute_metrics(metric.results)
     # pixel: 32 pixels, 4 with |13 - 10| / 10 = 0.3 -> abs_rel 1.2 / 32; per image: frame B1
@@ -165,4 +165,4 @@ def test_depth_metric_reductions_and_curve():
     assert out['image/rmse'] == pytest.approx(np.sqrt(36 / 8) / 4)
     assert out['offset_curve/image/abs_rel'] == {'0': 0.0, '1+': pytest.approx(0.075)}
     with pytest.raises(ValueError, match="reductions must be 'image' and/or 'pixel'"):
-        METRICS.build(dict(type='DepthMetric', reductions=['median']))
+        METRICS.build(dict(type='KittiDepthMetric', reductions=['median']))

@@ -7,12 +7,15 @@ The trap tests use small cases whose expected values are worked out by hand in t
 """
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from mmvideoeq.apis.prediction_folders import evaluate_folders
+from mmvideoeq.class_names import CITYSCAPES_DVPS_CLASSES, SEMKITTI_DVPS_CLASSES
 from mmvideoeq.datasets.dvps_io import read_depth_png
 from mmvideoeq.evaluation.functional import (
     DVPQProtocol,
@@ -22,7 +25,6 @@ from mmvideoeq.evaluation.functional import (
     pq_summary,
     window_starts,
 )
-from mmvideoeq.evaluation.prediction_folders import evaluate_folders
 
 DATA = Path(__file__).resolve().parents[1] / 'data' / 'dvps'
 REF = json.loads((DATA / 'reference_outputs.json').read_text())
@@ -39,11 +41,35 @@ def evaluated():
     out = {}
     for name, (fmt, fixture, pan, windows, thresholds) in CASES.items():
         root = DATA / fixture
-        out[name] = evaluate_folders(
-            fmt, root / 'video_sequence' / 'val', root / pan, root / 'pred_depth',
-            metrics=('dvpq',), windows=windows, thresholds=thresholds,
-        )  # fmt: skip
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always', UserWarning)
+            out[name] = evaluate_folders(
+                fmt, root / 'video_sequence' / 'val', root / pan, root / 'pred_depth',
+                metrics=('dvpq',), windows=windows, thresholds=thresholds,
+            )  # fmt: skip
+        out[name]['warnings'] = [str(w.message) for w in caught]
     return out
+
+
+@pytest.mark.parametrize('name', list(CASES))
+def test_absent_classes_are_those_the_reference_counts_nothing_for(evaluated, name):
+    """A class with TP + FN + FP = 0 in the reference's k = 1, T = 0 run is named in a warning."""
+    run = next(r for r in REF['runs'][name] if (r['eval_frames'], r['depth_thres']) == (1, 0))
+    full = run['full']
+    empty = [
+        c
+        for c in range(19)
+        if float(full['tp'][c]) + float(full['fn'][c]) + float(full['fp'][c]) == 0
+    ]
+    fmt = CASES[name][0]
+    names = CITYSCAPES_DVPS_CLASSES if fmt == 'cityscapes_dvps' else SEMKITTI_DVPS_CLASSES
+    absent = evaluated[name]['dvpq/absent_classes']
+    assert absent == [names[c] for c in empty]
+    if absent:  # the SemKITTI fixture: 4 classes, which count as 0 there (epsilon 1e-10)
+        (message,) = evaluated[name]['warnings']
+        assert ', '.join(absent) in message and 'count as 0 (epsilon 1e-10)' in message
+    else:
+        assert evaluated[name]['warnings'] == []
 
 
 def _key(run: dict, suffix: str) -> str:

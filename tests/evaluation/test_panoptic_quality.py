@@ -1,9 +1,10 @@
 """Image PQ: deeplab2's golden numbers, hand-computed cases, and a plain re-implementation.
 
 Expected values come from (a) deeplab2's own tests (``evaluation/panoptic_quality_test.py``, on
-the real fixtures of /work/shared, and its hand-made 3x3 case typed here), (b) arithmetic done by
-hand in the comments, (c) ``_plain_pq`` below: a direct, loop-by-loop transcription of Kirillov
-et al.'s definition with the two void rules, independent of the vectorised pair histograms.
+the real fixtures in ``../shared`` beside the repository, and its hand-made 3x3 case typed
+here), (b) arithmetic done by hand in the comments, (c) ``_plain_pq`` below: a direct,
+loop-by-loop transcription of Kirillov et al.'s definition with the two void rules,
+independent of the vectorised pair histograms.
 """
 
 from pathlib import Path
@@ -21,7 +22,14 @@ from mmvideoeq.evaluation.functional import (
     pq_summary,
 )
 
-SHARED = Path('/work/shared/data/deeplab2_pq/evaluation/testdata')
+SHARED = (
+    Path(__file__).resolve().parents[2].parent
+    / 'shared'
+    / 'data'
+    / 'deeplab2_pq'
+    / 'evaluation'
+    / 'testdata'
+)
 COLORS = {
     (0, 0, 0): 0,
     (0, 0, 255): 1,
@@ -149,7 +157,7 @@ def _pred(name):
     return cls, np.array(Image.open(SHARED / f'{name}_pred_instance.png').convert('L')).astype(int)
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason='/work/shared deeplab2 fixtures not available')
+@pytest.mark.skipif(not SHARED.is_dir(), reason='deeplab2 fixtures (../shared) not available')
 def test_deeplab2_golden_single_image():
     # deeplab2 panoptic_quality_test.py::test_streaming_metric_on_single_image
     gt_cls, gt_inst = _gt(SHARED / 'team_gt_instance.png', TEAM)
@@ -167,7 +175,7 @@ def test_deeplab2_golden_single_image():
     assert stats.fp[valid].mean() == 0
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason='/work/shared deeplab2 fixtures not available')
+@pytest.mark.skipif(not SHARED.is_dir(), reason='deeplab2 fixtures (../shared) not available')
 def test_deeplab2_golden_three_images():
     # deeplab2 panoptic_quality_test.py::test_streaming_metric_on_multiple_images
     images = [

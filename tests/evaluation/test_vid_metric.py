@@ -362,6 +362,8 @@ def test_track_data_samples_through_evaluator(tmp_path):
     assert out['vid/exact/bbox_mAP_50'] == pytest.approx(stats[1], rel=1e-12)
     assert out['vid/exact/bbox_mAP'] == pytest.approx(stats[0], rel=1e-12)
     assert out['vid/bbox_mAP_50'] == round(stats[1], 3)
+    for name in ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l'):  # mmdet's own rounding
+        assert out[f'vid/bbox_{name}'] == float(f"{round(out[f'vid/exact/bbox_{name}'], 3)}")
 
     evaluator = Evaluator(VIDMetric(ann_file=gt_path, offset_buckets=2))
     evaluator.dataset_meta = dict(classes=CLASSES)

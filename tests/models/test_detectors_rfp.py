@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import ConfigDict
 
+from mmvideoeq.deq import Budget
 from mmvideoeq.registry import MODELS
 from mmvideoeq.testing.detectors import randomize_, shrink_resnet_detector_cfg
 from mmvideoeq.utils import register_all_modules
@@ -251,14 +252,14 @@ def test_stream_cold_equals_per_image_detector(detector, image):
     cold = detector.extract_feat(image)
     assert [tuple(t.shape) for t in z0] == [tuple(t.shape) for t in cold]
     assert all(t.abs().sum() == 0 for t in z0)
-    preds, z, stats = detector.stream_step(image, _samples(2), None, max_iter=3)
+    preds, z, _, stats = detector.stream_step(image, None, None, Budget.steps(3), _samples(2))
     for a, b in zip(z, cold):
         torch.testing.assert_close(a, b)
     assert stats.nstep.tolist() == [3, 3]
     torch.testing.assert_close(stats.rel_trace[:, 0], torch.ones(2))  # ||G(0) - 0|| / ||G(0)||
     ref = detector.predict(image, _samples(2))
     torch.testing.assert_close(preds[0].pred_instances.bboxes, ref[0].pred_instances.bboxes)
-    _, z1, _ = detector.stream_step(image, _samples(2), None, max_iter=1)
+    _, z1, _, _ = detector.stream_step(image, None, None, Budget.steps(1), _samples(2))
     for a, b in zip(z1, detector.neck.pyramid(detector.backbone(image)[1:])):
         torch.testing.assert_close(a, b)
 
@@ -266,17 +267,19 @@ def test_stream_cold_equals_per_image_detector(detector, image):
 @torch.no_grad()
 def test_stream_warm_step_and_mixed_batch(detector, image):
     """A carried state takes feedback steps with the last backbone; streams are independent."""
-    _, prev, _ = detector.stream_step(image, _samples(2), None, max_iter=2)
-    _, warm, _ = detector.stream_step(image, _samples(2), prev, max_iter=1)
+    _, prev, _, _ = detector.stream_step(image, None, None, Budget.steps(2), _samples(2))
+    _, warm, _, _ = detector.stream_step(image, prev, None, Budget.steps(1), _samples(2))
     expected = detector.neck.feedback_step(image, prev, step=2, backbone=detector.backbone)
     for a, b in zip(warm, expected):
         torch.testing.assert_close(a, b)
     # sample 0 cold, sample 1 warm, solved together == each alone
     zero = detector.stream_zero_state(image[:1])
     mixed0 = [torch.cat([a, b[1:]]) for a, b in zip(zero, prev)]
-    _, mixed, _ = detector.stream_step(image, _samples(2), mixed0, max_iter=2)
-    _, alone0, _ = detector.stream_step(image[:1], _samples(1), None, max_iter=2)
-    _, alone1, _ = detector.stream_step(image[1:], _samples(1), [t[1:] for t in prev], max_iter=2)
+    _, mixed, _, _ = detector.stream_step(image, mixed0, None, Budget.steps(2), _samples(2))
+    _, alone0, _, _ = detector.stream_step(image[:1], None, None, Budget.steps(2), _samples(1))
+    _, alone1, _, _ = detector.stream_step(
+        image[1:], [t[1:] for t in prev], None, Budget.steps(2), _samples(1)
+    )
     for m, a0, a1 in zip(mixed, alone0, alone1):
         torch.testing.assert_close(m, torch.cat([a0, a1]), rtol=1e-5, atol=1e-5)
 

@@ -7,6 +7,8 @@ import torch
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
+from mmvideoeq.deq import FULL_SOLVE, Budget
+from mmvideoeq.models.segmentors.vip_deeplab_stream import ViPMemory
 from mmvideoeq.registry import MODELS
 from mmvideoeq.utils import register_all_modules
 
@@ -147,22 +149,30 @@ def test_predict_restores_original_size(model):
         assert (d >= 0).all() and (d <= 88).all()  # MaxDepth * sigmoid (Eq. 7.3)
 
 
-def _stream(model, batches, z=None, iters=2):
+def _stream(model, batches, z=None, memory=None, iters=2):
     outs = []
     for b in batches:
         data = model.data_preprocessor(b, False)
-        preds, z, stats = model.stream_step(data['inputs'], data['data_samples'], z, max_iter=iters)
-        outs.append([p.pred_panoptic.data.clone() for p in preds])
-    return outs, z
+        n = data['inputs'].shape[0]
+        out = model.stream_step(
+            data['inputs'], z, memory or [None] * n, Budget.steps(iters), data['data_samples']
+        )
+        z, memory = out.z, out.memory
+        outs.append([p.pred_panoptic.data.clone() for p in out.outputs])
+    return outs, z, memory
 
 
 def test_two_streams_together_equal_each_alone(model):
     model.eval()
     frames = [_batch(frames=1, seed=s) for s in range(3)]
-    together, z = _stream(model, frames)
-    assert len(z) == 4 + 8 and bool(z[-2].all())  # 4 MDEQ scales + the memory
+    together, z, memory = _stream(model, frames)
+    assert len(z) == 4  # the MDEQ scales only: the memory travels apart
+    assert len(memory) == 2 and all(isinstance(m, ViPMemory) for m in memory)
+    ids = memory[0].ids
+    assert memory[0].seq_ids.dtype == torch.int64 and isinstance(ids.max_id, int)
+    assert ids.frame == 2 and all(isinstance(k, int) for k in ids.last_seen)
     for i in range(2):
-        alone, _ = _stream(
+        alone, _, _ = _stream(
             model,
             [dict(inputs=[f['inputs'][i]], data_samples=[f['data_samples'][i]]) for f in frames],
         )
@@ -175,36 +185,34 @@ def test_zero_state_is_a_cold_start(model):
     b = _batch(frames=1)
     data = model.data_preprocessor(b, False)
     zero = model.stream_zero_state(data['inputs'])
-    (p_none,), z_none = _stream(model, [b], None)
-    (p_zero,), z_zero = _stream(model, [b], zero)
+    (p_none,), z_none, _ = _stream(model, [b], None)
+    (p_zero,), z_zero, _ = _stream(model, [b], zero)
     assert [tuple(t.shape) for t in zero] == [tuple(t.shape) for t in z_none]
-    assert [t.dtype for t in zero] == [t.dtype for t in z_none]
-    assert {t.dtype for t in z_none} == {torch.float32}  # one float dtype, as the runner needs
     for a, c in zip(p_none, p_zero):
         assert torch.equal(a, c)
 
 
-def test_cold_solver_keeps_the_stitching_state(model):
+def test_cold_solver_keeps_the_stitching_memory(model):
+    """The solver state and the memory are independent: a cold solve (z0=None) with the memory
+    of frame 0 equals a cold solve of frame 1 in its fixed point, and is a second frame for the
+    stitching (ids carried from frame 0, not fresh)."""
     model.eval()
     frames = [_batch(frames=1, seed=s) for s in range(2)]
-    _, z = _stream(model, frames[:1])
-    model.test_cfg['solver_warm_start'] = False
-    try:
-        (cold,), z_cold = _stream(model, frames[1:], [t.clone() for t in z])
-    finally:
-        model.test_cfg['solver_warm_start'] = True
-    (fresh,), z_fresh = _stream(model, frames[1:], None)
-    # the solver part equals a cold start; the memory is that of a second frame
-    for a, c in zip(z_cold[:4], z_fresh[:4]):
+    _, _, memory = _stream(model, frames[:1])
+    (cold,), z_cold, mem_cold = _stream(model, frames[1:], None, memory)
+    (fresh,), z_fresh, mem_fresh = _stream(model, frames[1:], None, None)
+    for a, c in zip(z_cold, z_fresh):
         torch.testing.assert_close(a, c)
-    assert bool(z_cold[-2].all())
+    # a second frame of the sequence for the stitching; a first one without the memory
+    assert (mem_cold[0].ids.frame, mem_fresh[0].ids.frame) == (1, 0)
+    assert mem_cold[0].ids.max_id >= memory[0].ids.max_id
 
 
 def test_frame_size_change_in_a_stream_is_an_error(model):
     model.eval()
-    _, z = _stream(model, [_batch(frames=1)])
+    _, z, memory = _stream(model, [_batch(frames=1)])
     with pytest.raises(ValueError, match='frames of a stream must keep one size'):
-        _stream(model, [_batch(frames=1, h=64, w=64)], z)
+        _stream(model, [_batch(frames=1, h=64, w=64)], None, memory)
 
 
 def test_pair_of_different_sizes_in_the_head_is_an_error(model):
@@ -257,11 +265,12 @@ def test_stream_step_tracks_objects_with_perfect_heads(which, request, monkeypat
     monkeypatch.setattr(model.decode_head, 'forward_next', fake_next)
     model.eval()
     monkeypatch.setitem(model.test_cfg, 'stuff_area', 1)
-    z, ids = None, []
+    z, memory, ids = None, [None], []
     for t in range(3):
         step['t'] = t
         s = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
-        (pred,), z, _ = model.stream_step(torch.zeros(1, 3, h, w), [s], z, max_iter=1)
+        out = model.stream_step(torch.zeros(1, 3, h, w), z, memory, Budget.steps(1), [s])
+        (pred,), z, memory = out.outputs, out.z, out.memory
         pan = pred.pred_panoptic.data[0]
         ids.append(
             {k: pan[y0:y1, x0:x1].unique().tolist() for k, (_, y0, x0, y1, x1) in videos[t].items()}
@@ -270,9 +279,12 @@ def test_stream_step_tracks_objects_with_perfect_heads(which, request, monkeypat
     assert ids[1] == ids[0] and ids[2] == ids[0]  # ids follow the objects across the swap
 
 
-def test_second_solve_of_a_frame_keeps_its_ids(model, monkeypatch, perfect_maps):
-    """A follow-up solve of the same frame_id (shot-change extra iterations) keeps the ids the
-    first solve gave that frame, also for an object that changed place since the frame before."""
+def test_a_second_solve_of_a_frame_from_the_same_memory_repeats_its_ids(
+    model, monkeypatch, perfect_maps
+):
+    """A follow-up solve of a frame (shot-change extra iterations) starts from the memory from
+    before the frame, so it gives the frame the same ids as the first solve, also for an object
+    that changed place since the frame before."""
     videos = [{'a': (2, 3, 1, 8, 6), 'b': (2, 3, 17, 8, 22)}, {'a': (2, 3, 17, 8, 22)}]
     maps = [perfect_maps(videos[0]), perfect_maps(videos[1], videos[0])]
     h, w = maps[0][0].shape[-2:]
@@ -287,15 +299,16 @@ def test_second_solve_of_a_frame_keeps_its_ids(model, monkeypatch, perfect_maps)
     monkeypatch.setattr(model.decode_head, 'forward_next', lambda high, nf: maps[step['t']][3])
     monkeypatch.setitem(model.test_cfg, 'stuff_area', 1)
     model.eval()
-    z, outs = None, []
-    for t, fid in ((0, 0), (1, 1), (1, 1)):  # frame 1 solved twice
+    outs, mems = [], [[None]]
+    for t in (0, 1, 1):  # frame 1 solved twice, both times from frame 0's memory
         step['t'] = t
-        s = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), frame_id=fid))
-        (pred,), z, _ = model.stream_step(torch.zeros(1, 3, h, w), [s], z, max_iter=1)
-        outs.append(pred.pred_panoptic.data[0].clone())
+        s = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), frame_id=t))
+        out = model.stream_step(torch.zeros(1, 3, h, w), None, mems[t], Budget.steps(1), [s])
+        mems.append(out.memory)
+        outs.append(out.outputs[0].pred_panoptic.data[0].clone())
     a0 = outs[0][3:8, 1:6].unique().tolist()
     assert outs[1][3:8, 17:22].unique().tolist() == a0  # a moved right and kept its id
-    assert torch.equal(outs[2], outs[1])  # the second solve of frame 1 changes nothing
+    assert torch.equal(outs[2], outs[1])  # the second solve of frame 1 gives the same ids
 
 
 def test_streaming_padded_and_resized_frames(model):
@@ -309,38 +322,40 @@ def test_streaming_padded_and_resized_frames(model):
         batches.append(b)
     data = model.data_preprocessor(copy.deepcopy(batches[0]), False)
     zero = model.stream_zero_state(data['inputs'])
-    z = None
+    z, memory = None, [None]
     for b in batches:
         data = model.data_preprocessor(b, False)
-        (pred,), z, _ = model.stream_step(data['inputs'], data['data_samples'], z, max_iter=1)
+        out = model.stream_step(data['inputs'], z, memory, Budget.steps(1), data['data_samples'])
+        (pred,), z, memory = out.outputs, out.z, out.memory
         assert pred.pred_panoptic.shape == (45, 90) and pred.pred_depth.shape == (45, 90)
     assert [tuple(t.shape) for t in zero] == [tuple(t.shape) for t in z]
-    assert tuple(z[-4].shape[-2:]) == (32, 64)  # the stored ids, at the padded input size
-    assert not z[-4][..., 30:, :].any() and not z[-4][..., :, 60:].any()  # padding zeroed
+    assert tuple(memory[0].size) == (30, 60)  # the maps of the unpadded frame
 
 
 def test_per_frame_backbone_streams_only_the_memory(resnet_model):
     model = resnet_model.eval()
-    assert not model.stream_has_solver
     frames = [_batch(n=1, frames=1, seed=s) for s in range(3)]
     for t, f in enumerate(frames):
         f['data_samples'][0].set_metainfo(dict(frame_id=t))
     data = model.data_preprocessor(copy.deepcopy(frames[0]), False)
-    zero = model.stream_zero_state(data['inputs'])
-    (first,), z, stats = model.stream_step(data['inputs'], data['data_samples'], None)
-    assert len(z) == 8  # the memory only: no solver state
-    assert [tuple(t.shape) for t in zero] == [tuple(t.shape) for t in z]
-    assert tuple(z[0].shape) == (1, 32, H // 32, W // 32)  # res5 feature: 32 channels, stride 32
-    assert int(stats.nstep[0]) == 0 and stats.n_eval == 1 and not bool(stats.diverged[0])
+    assert model.stream_zero_state(data['inputs']) == []  # no solver state
+    out = model.stream_step(data['inputs'], None, [None], FULL_SOLVE, data['data_samples'])
+    assert out.z == [] and out.stats is None
+    (memory,) = out.memory
+    assert tuple(memory.high.shape) == (1, 32, H // 32, W // 32)  # res5: 32 channels, stride 32
     # the first frame of a stream is the per-frame prediction
     (pred,) = model.predict(data['inputs'], copy.deepcopy(data['data_samples']))
-    assert torch.equal(first.pred_panoptic.data, pred.pred_panoptic.data)
+    assert torch.equal(out.outputs[0].pred_panoptic.data, pred.pred_panoptic.data)
+    memories = out.memory
     for f in frames[1:]:
         d = model.data_preprocessor(f, False)
-        _, z, _ = model.stream_step(d['inputs'], d['data_samples'], z)
-    assert bool(z[-2].all()) and int(z[-1][0, 0]) == 2  # has-previous flag, last frame_id
-    with pytest.raises(ValueError, match='has 8 memory tensors'):
-        model.stream_step(d['inputs'], d['data_samples'], [torch.zeros(1)] + list(z))
+        memories = model.stream_step(
+            d['inputs'], [], memories, FULL_SOLVE, d['data_samples']
+        ).memory
+    assert memories[0].ids.max_id >= memory.ids.max_id and memories[0].ids.frame == 2
+    with pytest.raises(ValueError, match='1 memories for a batch of 2 frames'):
+        d = model.data_preprocessor(_batch(n=2, frames=1), False)
+        model.stream_step(d['inputs'], [], memories, FULL_SOLVE, d['data_samples'])
 
 
 def test_streaming_loop_runs_a_per_frame_model_as_one_setting(resnet_model):
@@ -351,6 +366,16 @@ def test_streaming_loop_runs_a_per_frame_model_as_one_setting(resnet_model):
     loop = StreamingTestLoop.__new__(StreamingTestLoop)
     loop._runner = SimpleNamespace(model=resnet_model)  # (BaseLoop keeps the runner there)
     loop.skip_response = 'continue'
+    loop.dataloader = [_batch(n=1, frames=1)]  # the loop reads the zero state of one frame
     (setting,) = loop.settings()
     assert setting['name'] == 'stream' and setting['warm']
     assert setting['policy']['budget'] == dict(type='FullSolve')
+
+
+@pytest.mark.parametrize('gap', [0, 2.5, True])
+def test_id_reuse_gap_must_be_a_positive_int(gap):
+    register_all_modules()
+    cfg = copy.deepcopy(CFG)
+    cfg['test_cfg'] = dict(cfg['test_cfg'], id_reuse_gap=gap)
+    with pytest.raises(ValueError, match='test_cfg.id_reuse_gap must be an int >= 1'):
+        MODELS.build(cfg)

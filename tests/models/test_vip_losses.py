@@ -6,9 +6,12 @@ for depth) and from a case worked out by hand (a prediction at twice the true de
 scale-invariant error and a relative squared error of exactly 1).
 """
 
+import logging
+
 import numpy as np
 import pytest
 import torch
+from mmengine.logging import MMLogger
 
 from mmvideoeq.models.losses import TopKCrossEntropyLoss, ViPDepthLoss, WeightedPixelLoss
 
@@ -79,11 +82,40 @@ def test_depth_loss_hand_case_and_formula():
     assert got == pytest.approx(0.1 * np.mean(exp), rel=1e-5)
 
 
-def test_depth_without_valid_pixel_is_an_error():
-    gt = torch.zeros(2, 1, 3, 3)
-    gt[0, 0, 1, 1] = 5.0
-    with pytest.raises(ValueError, match=r'sample\(s\) \[1\] has no valid pixel'):
-        ViPDepthLoss()(torch.ones(2, 1, 3, 3), gt)
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_depth_image_without_valid_pixel_contributes_nothing_and_is_logged_once():
+    g = torch.Generator().manual_seed(3)
+    gt = torch.rand(3, 1, 3, 3, generator=g) * 20 + 1
+    gt[1] = 0  # an image without depth
+    pred = (torch.rand(3, 1, 3, 3, generator=g) * 20 + 1).requires_grad_()
+    loss_fn = ViPDepthLoss(loss_weight=0.1)
+    logger = MMLogger.get_current_instance()
+    records = _Records()
+    logger.addHandler(records)
+    try:
+        got = loss_fn(pred, gt)
+        # the same as the batch of the two images with depth
+        alone = ViPDepthLoss(loss_weight=0.1)(pred[[0, 2]], gt[[0, 2]])
+        assert torch.isfinite(got) and got.item() == pytest.approx(alone.item(), rel=1e-6)
+        got.backward()
+        assert torch.all(pred.grad[1] == 0) and torch.all(pred.grad[0] != 0)
+        # no image with depth: 0, still differentiable, and no second log line
+        none = loss_fn(pred, torch.zeros_like(gt))
+        assert none.item() == 0.0 and none.requires_grad
+        loss_fn(pred, gt)
+    finally:
+        logger.removeHandler(records)
+    said = [m for m in records.messages if 'no valid depth' in m]
+    assert len(said) == 1 and 'sample(s) [1] of 3' in said[0]
+    assert 'contribute no depth loss' in said[0]
 
 
 def test_cross_entropy_with_unknown_class_is_an_error():

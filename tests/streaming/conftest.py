@@ -16,11 +16,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmvideoeq.deq import solve
+from mmvideoeq.deq import Budget, solve
+from mmvideoeq.streaming import StepOutput
+
+#: Steps of the toy model's configured full solve.
+FULL_ITERS = 30
 
 
 class ToyDEQ:
-    """Toy model with the streaming step contract ``step(x, z0, max_iter, tol, payloads)``."""
+    """Toy streaming model (the :class:`~mmvideoeq.streaming.StreamingModel` protocol).
+
+    Its memory counts the frames of the current sequence (``None`` -> 1 -> 2 ...), so tests see
+    where the policy carries and where it drops the memory. ``step`` is ``stream_step``.
+    """
 
     def __init__(self, seed: int = 0, contraction: float = 0.5) -> None:
         g = torch.Generator().manual_seed(seed)
@@ -30,7 +38,8 @@ class ToyDEQ:
             return w * contraction / torch.linalg.matrix_norm(w, 2)
 
         self.A, self.B = mixer(), mixer()
-        self.calls: list[tuple[int, int, float | None]] = []
+        self.calls: list[tuple[int, int | None, float]] = []
+        self.memories: list[list] = []
 
     def f(self, z: list[Tensor], x: Tensor) -> list[Tensor]:
         z1 = torch.tanh(torch.einsum('oc,bchw->bohw', self.A, z[0]) + x)
@@ -40,26 +49,33 @@ class ToyDEQ:
     def zeros(self, x: Tensor) -> list[Tensor]:
         return [x.new_zeros(x.shape[0], 4, 8, 8), x.new_zeros(x.shape[0], 4, 4, 4)]
 
-    def step(
+    def stream_zero_state(self, x: Tensor) -> list[Tensor]:
+        return self.zeros(x)
+
+    def stream_step(
         self,
         x: Tensor,
         z0: list[Tensor] | None,
-        max_iter: int,
-        tol: float | None,
+        memory: list,
+        budget: Budget,
         payloads: list | None = None,
-    ):
-        self.calls.append((x.shape[0], max_iter, tol))
+    ) -> StepOutput:
+        self.calls.append((x.shape[0], budget.max_iter, budget.tol))
+        self.memories.append(list(memory))
         z0 = self.zeros(x) if z0 is None else z0
         z, stats = solve(
             lambda z: self.f(z, x),
             z0,
             method='fixed_point',
-            max_iter=max_iter,
-            tol=tol,
+            max_iter=FULL_ITERS if budget.is_full else budget.max_iter,
+            tol=budget.tol,
             stop_mode='rel',
-            return_lowest=False,
+            return_lowest=budget.select == 'lowest',
         )
-        return [t.clone() for t in z], z, stats
+        new_memory = [1 if m is None else m + 1 for m in memory]
+        return StepOutput([t.clone() for t in z], z, new_memory, stats)
+
+    step = stream_step
 
     def manual_iterate(self, x: Tensor, z: list[Tensor] | None, n: int) -> list[Tensor]:
         z = self.zeros(x) if z is None else z

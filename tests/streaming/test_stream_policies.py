@@ -4,6 +4,7 @@ import torch
 from mmvideoeq.deq import solve
 from mmvideoeq.streaming import (
     AdaptiveBudget,
+    Budget,
     FixedBudget,
     StreamPolicy,
     StreamState,
@@ -27,16 +28,16 @@ def _stats(iters: int):
 # ----------------------------------------------------------------------------- budgets
 def test_fixed_and_adaptive_budgets_plan_and_validate():
     b = FixedBudget(4)
-    assert b.plan() == (4, None)
+    assert b.plan() == Budget(4, 0.0, 'last')
     b.iters = 2  # a controller may change it on the fly
-    assert b.plan() == (2, None)
+    assert b.plan() == Budget.steps(2)
     with pytest.raises(ValueError, match='FixedBudget.iters must be an int >= 1'):
         FixedBudget(0)
     for bad in (2.5, True, None):
         with pytest.raises(TypeError, match='FixedBudget.iters must be an int'):
             FixedBudget(bad)
     a = AdaptiveBudget(1e-3, 12)
-    assert a.plan() == (12, 1e-3)
+    assert a.plan() == Budget(12, 1e-3, 'last')
     with pytest.raises(ValueError, match='AdaptiveBudget.tol'):
         AdaptiveBudget(0.0, 12)
     with pytest.raises(ValueError, match='AdaptiveBudget.max_iter'):
@@ -45,24 +46,24 @@ def test_fixed_and_adaptive_budgets_plan_and_validate():
 
 def test_time_budget_with_known_fixed_cost():
     b = TimeBudget(22.0, fixed_ms=2.0, min_iter=1, max_iter=15, init_iter=3, ema_decay=0.5)
-    assert b.plan() == (3, None)  # nothing measured yet
+    assert b.plan() == Budget.steps(3)  # nothing measured yet
     b.update(_stats(3), 8.0)  # 2 + 3 * 2 ms -> 2 ms per iteration
     assert b.iter_ms_est == pytest.approx(2.0)
-    assert b.plan() == (10, None)  # (22 - 2) / 2
+    assert b.plan() == Budget.steps(10)  # (22 - 2) / 2
     assert b.iterations_for(12.0) == 5
     assert b.iterations_for(3.0) == 1  # clamped to min_iter
     assert b.iterations_for(100.0) == 15  # clamped to max_iter
     # the iteration cost doubles: 2 + 10 * 4 = 42 ms; EMA 0.5 * 2 + 0.5 * 4 = 3 -> 20 / 3 -> 6
     b.update(_stats(10), 42.0)
-    assert b.plan()[0] == 6
+    assert b.plan().max_iter == 6
     b.update(None, 2.0 + 6 * 4.0, iters=6)  # 3.5 ms -> floor(20 / 3.5) = 5
-    assert b.plan()[0] == 5
+    assert b.plan().max_iter == 5
     for _ in range(30):
         b.update(None, 2.0 + 5 * 4.0, iters=5)
     assert b.iter_ms_est == pytest.approx(4.0, rel=1e-6)
-    assert b.plan()[0] == 5  # 20 / 4
+    assert b.plan().max_iter == 5  # 20 / 4
     b.ms_per_frame = 42.0  # the controller grants more time
-    assert b.plan()[0] == 10
+    assert b.plan().max_iter == 10
 
 
 def test_time_budget_is_monotone_in_milliseconds():
@@ -80,10 +81,10 @@ def test_time_budget_learns_the_fixed_cost_from_differing_iteration_counts():
     b.update(None, 22.0, iters=10)  # slope (42 - 22) / 10 = 2 -> intercept 2
     assert b.fixed_ms_est == pytest.approx(2.0)
     assert b.iter_ms_est == pytest.approx(2.0)
-    assert b.plan()[0] == 10
+    assert b.plan().max_iter == 10
     b.update(None, 42.0, iters=10)  # iteration cost doubles at a constant count
     assert b.fixed_ms_est == pytest.approx(2.0)
-    assert b.plan()[0] == 5
+    assert b.plan().max_iter == 5
 
 
 def test_time_budget_validation():
@@ -102,8 +103,8 @@ def test_time_budget_validation():
 
 
 def test_build_budget_from_config():
-    assert build_budget(dict(type='FixedBudget', iters=3)).plan() == (3, None)
-    assert build_budget(dict(type='AdaptiveBudget', tol=1e-2, max_iter=7)).plan() == (7, 1e-2)
+    assert build_budget(dict(type='FixedBudget', iters=3)).plan() == Budget.steps(3)
+    assert build_budget(dict(type='AdaptiveBudget', tol=1e-2, max_iter=7)).plan() == Budget(7, 1e-2)
     assert isinstance(build_budget(dict(type='TimeBudget', ms_per_frame=30.0)), TimeBudget)
     with pytest.raises(ValueError, match='unknown budget type'):
         build_budget(dict(type='Nope'))
@@ -120,7 +121,7 @@ def _frame():
 
 def _finish(policy, state, plan, iters=2):
     z = [torch.zeros(1, 3)]
-    policy.end_frame(state, plan, z, _stats(iters), 1.0)
+    policy.end_frame(state, plan, z, None, _stats(iters), 1.0)
     return state
 
 
@@ -141,15 +142,17 @@ def test_out_of_order_frames_raise_and_new_video_resets():
     policy = StreamPolicy(budget=FixedBudget(2))
     state = policy.init_state()
     plan = policy.begin_frame(state, _frame(), 'a', 0)
-    assert (plan.reset, plan.reason, plan.init, plan.z0, plan.max_iter) == (
+    assert (plan.reset, plan.reason, plan.init, plan.z0, plan.budget) == (
         True,
         'new_video',
         'zeros',
         None,
-        2,
+        Budget.steps(2),
     )
     state = _finish(policy, state, plan)
-    state = _finish(policy, state, policy.begin_frame(state, _frame(), 'a', 5))  # gaps are fine
+    gap = policy.begin_frame(state, _frame(), 'a', 5)  # a gap: the sequence restarts
+    assert gap.reset and gap.reason == 'frame_gap' and gap.z0 is None and gap.memory is None
+    state = _finish(policy, state, gap)
     with pytest.raises(
         ValueError, match=r"frame_id 5 of video 'a' is not greater than the " r'previous frame_id 5'
     ):
@@ -168,10 +171,11 @@ def test_end_frame_records_and_detaches():
     state = policy.init_state()
     plan = policy.begin_frame(state, _frame(), 7, 10)
     z = [torch.ones(1, 3, requires_grad=True) * 2]
-    rec = policy.end_frame(state, plan, z, _stats(3), 4.5)
+    rec = policy.end_frame(state, plan, z, 'mem', _stats(3), 4.5)
     assert rec is state.history[-1]
     assert state.stream_id == 7 and state.frame_index == 10 and state.num_frames == 1
     assert not state.z[0].requires_grad and state.z[0].tolist() == [[2.0, 2.0, 2.0]]
+    assert state.memory == 'mem' and rec.solver == 'fixed_point' and rec.tol == 0.0
     assert (rec.video_id, rec.frame_id, rec.offset, rec.since_reset) == (7, 10, 0, 0)
     assert (rec.iters, rec.max_iter, rec.ms, rec.reset, rec.reason) == (
         3,
@@ -183,14 +187,15 @@ def test_end_frame_records_and_detaches():
     # at z0 = 0, f(0) = 1: relative residual exactly 1
     assert rec.first_rel == pytest.approx(1.0)
     plan = policy.begin_frame(state, _frame(), 7, 11)
-    policy.end_frame(state, plan, [torch.zeros(1, 3)], _stats(3), 1.0)
+    assert plan.memory == 'mem'
+    policy.end_frame(state, plan, [torch.zeros(1, 3)], 'mem2', _stats(3), 1.0)
     assert state.history[-1].offset == 1 and state.history[-1].since_reset == 1
     assert state.history[-1].init == 'warm'
     with pytest.raises(ValueError, match='pass each stream its own plan'):
-        policy.end_frame(state, plan, [torch.zeros(1, 3)], _stats(3), 1.0)  # used twice
+        policy.end_frame(state, plan, [torch.zeros(1, 3)], None, _stats(3), 1.0)  # used twice
     plan = policy.begin_frame(state, _frame(), 7, 12)
     with pytest.raises(ValueError, match='split_state'):
-        policy.end_frame(state, plan, [torch.zeros(2, 3)], _stats(3), 1.0)
+        policy.end_frame(state, plan, [torch.zeros(2, 3)], None, _stats(3), 1.0)
 
 
 def test_reference_plan_and_provided_init():
@@ -198,7 +203,7 @@ def test_reference_plan_and_provided_init():
         budget=FixedBudget(1), init='reference', reference_iters=26, reference_tol=1e-4
     )
     plan = policy.begin_frame(StreamState(), None, 'v', 0)
-    assert (plan.init, plan.max_iter, plan.tol, plan.z0) == ('reference', 26, 1e-4, None)
+    assert (plan.init, plan.budget, plan.z0) == ('reference', Budget(26, 1e-4), None)
     seed = [torch.full((1, 3), 0.25)]
     policy = StreamPolicy(
         budget=FixedBudget(2),
@@ -206,7 +211,7 @@ def test_reference_plan_and_provided_init():
         init_z_fn=lambda vid: seed if vid == 'seeded' else None,
     )
     plan = policy.begin_frame(StreamState(), None, 'seeded', 0)
-    assert (plan.reset, plan.init, plan.max_iter) == (True, 'provided', 2)
+    assert (plan.reset, plan.init, plan.budget) == (True, 'provided', Budget.steps(2))
     assert torch.equal(plan.z0[0], seed[0])
     assert policy.begin_frame(StreamState(), None, 'other', 0).init == 'reference'
 
@@ -219,7 +224,7 @@ def test_policy_config_validation():
             shot_change=dict(residual_ratio=4.0),
         )
     )
-    assert policy.budget.plan() == (4, None) and policy.shot_change.residual_ratio == 4.0
+    assert policy.budget.plan() == Budget.steps(4) and policy.shot_change.residual_ratio == 4.0
     with pytest.raises(ValueError, match='init must be one of'):
         StreamPolicy(budget=FixedBudget(1), init='ones')
     with pytest.raises(TypeError, match='bad stream policy config'):
@@ -241,8 +246,8 @@ def test_init_frame_with_negative_frame_id_is_not_a_new_video():
     state = policy.init_state('clip')
     z = [torch.zeros(1, 2, 2, 2)]
     plan = policy.begin_frame(state, None, 'clip', -1)
-    assert plan.reset and plan.init == 'reference' and plan.max_iter == 5
+    assert plan.reset and plan.init == 'reference' and plan.budget.max_iter == 5
     z, stats = solve(lambda v: [0.5 * v[0] + 1], z, method='fixed_point', max_iter=5, tol=None)
-    policy.end_frame(state, plan, z, stats, 1.0)
+    policy.end_frame(state, plan, z, None, stats, 1.0)
     nxt = policy.begin_frame(state, None, 'clip', 0)
-    assert not nxt.reset and nxt.init == 'warm' and nxt.max_iter == 1
+    assert not nxt.reset and nxt.init == 'warm' and nxt.budget.max_iter == 1

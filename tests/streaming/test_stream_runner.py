@@ -3,10 +3,13 @@
 import pytest
 import torch
 
+from mmvideoeq.deq import solve
 from mmvideoeq.streaming import (
     AdaptiveBudget,
     FixedBudget,
+    FullSolve,
     ShotChangeDetector,
+    StepOutput,
     StreamFrame,
     StreamPolicy,
     TimeBudget,
@@ -115,7 +118,7 @@ def test_reference_init_is_a_full_solve_on_frame_0(toy, clip):
     assert [r.iters for r in run.records] == [40, 1, 1]
     assert run.records[0].init == 'reference'
     assert _close(run.outputs[1], toy.manual_iterate(frames[1], z_ref, 1))  # Eq. 3.4
-    assert [c[1:] for c in toy.calls] == [(40, None), (1, None), (1, None)]
+    assert [c[1:] for c in toy.calls] == [(40, 0.0), (1, 0.0), (1, 0.0)]
 
 
 def test_one_iteration_per_frame_converges_on_a_repeated_frame(toy, clip):
@@ -159,10 +162,10 @@ def test_time_budget_adapts_to_measured_iteration_cost(toy, clip):
     clock = _FakeClock()
     cost = {'fixed': 2.0, 'iter': 2.0}
 
-    def timed_step(x, z0, max_iter, tol, payloads):
-        out, z, stats = toy.step(x, z0, max_iter, tol, payloads)
-        clock.now += (cost['fixed'] + cost['iter'] * stats.rel_trace.shape[1]) / 1000.0
-        return out, z, stats
+    def timed_step(x, z0, memory, budget, payloads):
+        out = toy.step(x, z0, memory, budget, payloads)
+        clock.now += (cost['fixed'] + cost['iter'] * out.stats.rel_trace.shape[1]) / 1000.0
+        return out
 
     frames = clip(6, 16)
     budget = TimeBudget(22.0, fixed_ms=2.0, min_iter=1, max_iter=20, init_iter=3, ema_decay=0.5)
@@ -188,8 +191,8 @@ def test_run_stream_rejects_bad_input(toy, clip):
         run_stream(toy.step, [[('v', 0, x), ('v', 1, x)]], policy)
     with pytest.raises(ValueError, match='not greater than the previous frame_id 1'):
         run_stream(toy.step, [('v', 0, x), ('v', 1, x), ('v', 1, x)], policy)
-    with pytest.raises(TypeError, match='must return a tuple'):
-        run_stream(lambda x, z0, m, t, p: x, [('v', 0, x)], policy)
+    with pytest.raises(TypeError, match='must return a StepOutput'):
+        run_stream(lambda x, z0, m, b, p: x, [('v', 0, x)], policy)
 
 
 @pytest.mark.parametrize('response', ['continue', 'reset'])
@@ -217,15 +220,15 @@ def test_frame_size_change_resets_the_stream(toy, clip):
     frames = clip(1, 3)
     big = torch.randn(1, 4, 16, 16)
 
-    def step(x, z0, max_iter, tol, payloads):
+    def step(x, z0, memory, budget, payloads):
         if z0 is not None and z0[0].shape[-1] * 1 != x.shape[-1]:
             raise AssertionError('a state of another size reached the model')
         zeros = [
             x.new_zeros(1, 4, *x.shape[-2:]),
             x.new_zeros(1, 4, x.shape[-2] // 2, x.shape[-1] // 2),
         ]
-        z = toy_step_any(toy, x, zeros if z0 is None else z0, max_iter)
-        return z, z, toy.last_stats
+        z = toy_step_any(toy, x, zeros if z0 is None else z0, budget.max_iter)
+        return StepOutput(z, z, list(memory), toy.last_stats)
 
     def toy_step_any(toy, x, z0, m):
         from mmvideoeq.deq import solve
@@ -251,11 +254,10 @@ def test_diverged_frame_is_flagged_and_outliers_reported(toy, clip):
         toy.step, [('v', t, x) for t, x in enumerate(frames)], StreamPolicy(budget=FixedBudget(2))
     )
     assert [r.diverged for r in run.records] == [False] * 6 + [True, False]
-    # the NaN frame's state is not carried: the next frame starts from frame 5's state
-    z5 = None
-    for x in frames[:6]:
-        z5 = toy.manual_iterate(x, z5, 2)
-    assert _close(run.outputs[7], toy.manual_iterate(frames[7], z5, 2))
+    # the NaN frame's state is not carried: the stream restarts cold on the next frame
+    assert _close(run.outputs[7], toy.manual_iterate(frames[7], None, 2))
+    assert run.records[7].reset and run.records[7].reason == 'after_divergence'
+    assert run.records[7].since_reset == 0
     # a frame far from the video (residual 10x the usual) is reported as an outlier
     jump = clip(2, 8)
     jump[7] = jump[7] + 5.0
@@ -287,9 +289,9 @@ def test_bounded_history_and_cold_baseline(toy, clip):
 def test_payloads_reach_the_step_function_in_batch_order(toy, clip):
     seen = []
 
-    def step(x, z0, max_iter, tol, payloads):
+    def step(x, z0, memory, budget, payloads):
         seen.append(list(payloads))
-        return toy.step(x, z0, max_iter, tol)
+        return toy.step(x, z0, memory, budget)
 
     a, b = clip(1, 2), clip(2, 2)
     steps = [
@@ -298,3 +300,118 @@ def test_payloads_reach_the_step_function_in_batch_order(toy, clip):
     ]
     run_stream(step, steps, StreamPolicy(budget=FixedBudget(1)))
     assert seen == [['a0', 'b0'], ['a1', 'b1']]
+
+
+class _GrowingModel:
+    """A recursion that does not contract: every frame scales the carried state by 1.19 (the
+    behaviour of an untrained streamed RFP), with a memory that counts frames."""
+
+    def stream_zero_state(self, x):
+        return [x.new_zeros(1, 4)]
+
+    def stream_step(self, x, z0, memory, budget, payloads):
+        z = [x.new_ones(x.shape[0], 4)] if z0 is None else [1.19 * z0[0] + (z0[0] == 0)]
+        stats = solve(lambda v: v, z, method='fixed_point', max_iter=1, tol=None)[1]
+        return StepOutput([t.clone() for t in z], z, [(m or 0) + 1 for m in memory], stats)
+
+
+def test_growing_state_is_flagged_from_the_first_bad_frame_and_restarted_cold():
+    """Divergence is judged against the stream's own history (the state norm of its first
+    frames), not the frame's own start: the first frame past norm_factor x the reference is
+    flagged, the next restarts cold, and the model's memory is kept across the restart."""
+    model = _GrowingModel()
+    x = torch.zeros(1, 3, 4, 4)
+    policy = StreamPolicy(budget=FixedBudget(1), norm_factor=4.0, norm_frames=3)
+    run = run_stream(model.stream_step, [('v', t, x) for t in range(20)], policy)
+    norms = [r.state_norm for r in run.records]
+    # by hand: norm 2 * 1.19^k after a reset; reference = mean of the first three frames
+    ref = 2 * (1 + 1.19 + 1.19**2) / 3
+    first_bad = next(k for k in range(20) if 2 * 1.19**k > 4.0 * ref)
+    assert norms[first_bad] == pytest.approx(2 * 1.19**first_bad)
+    diverged = [r.diverged for r in run.records]
+    assert diverged[:first_bad] == [False] * first_bad and diverged[first_bad]
+    restart = run.records[first_bad + 1]
+    assert restart.reset and restart.reason == 'after_divergence'
+    assert restart.state_norm == pytest.approx(2.0)  # from zeros again
+    assert run.states['v'].memory == 20  # the memory counted every frame: never reset
+    # the same frames without the norm check are never flagged (the solver's own residual
+    # check compares with the frame's own start, which grows with the state)
+    off = run_stream(
+        model.stream_step,
+        [('v', t, x) for t in range(20)],
+        StreamPolicy(budget=FixedBudget(1), norm_factor=None),
+    )
+    assert not any(r.diverged for r in off.records)
+
+
+def test_a_gap_in_frame_ids_restarts_the_sequence(toy, clip):
+    """A warm start never crosses a gap: frame 3 after frame 1 starts from zeros with a new
+    memory, unless the gap is within frame_step or gap_response='continue'."""
+    frames = clip(1, 4)
+    ids = [0, 1, 3, 4]
+    run = run_stream(
+        toy.step, [('v', i, x) for i, x in zip(ids, frames)], StreamPolicy(budget=FixedBudget(2))
+    )
+    assert [r.reason for r in run.records] == ['new_video', None, 'frame_gap', None]
+    assert _close(run.outputs[2], toy.manual_iterate(frames[2], None, 2))
+    assert toy.memories == [[None], [1], [None], [1]]
+    for kw in (dict(frame_step=2), dict(gap_response='continue')):
+        toy.memories.clear()
+        run = run_stream(
+            toy.step,
+            [('v', i, x) for i, x in zip(ids, frames)],
+            StreamPolicy(budget=FixedBudget(2), **kw),
+        )
+        assert [r.reason for r in run.records] == ['new_video', None, None, None]
+        assert toy.memories == [[None], [1], [2], [3]]
+
+
+def test_memory_is_carried_in_cold_settings_and_dropped_at_sequence_boundaries(toy, clip):
+    """The policy carries the model's memory frame to frame whatever happens to the solver
+    state (cold baseline, full solve, divergence), and drops it where a sequence ends."""
+    a, b = clip(1, 3), clip(2, 2)
+    steps = [('a', t, x) for t, x in enumerate(a)] + [('b', t, x) for t, x in enumerate(b)]
+    steps = [StreamFrame(x, v, t, stream=0) for v, t, x in steps]
+    for policy in (
+        StreamPolicy(budget=FixedBudget(1), warm=False),
+        StreamPolicy(budget=FullSolve(), warm=False),
+        StreamPolicy(budget=FixedBudget(1)),
+    ):
+        toy.memories.clear()
+        run = run_stream(toy.step, steps, policy)
+        assert toy.memories == [[None], [1], [2], [None], [1]]
+        assert run.states[0].memory == 2
+    # cold: every solve from zeros, the memory still carried
+    cold = run_stream(toy.step, steps, StreamPolicy(budget=FixedBudget(1), warm=False))
+    assert _close(cold.outputs[2], toy.manual_iterate(a[2], None, 1))
+    # a size change and a shot-change reset end the sequence too
+    toy.memories.clear()
+    big = torch.randn(1, 4, 16, 16)
+
+    def step(x, z0, memory, budget, payloads):
+        toy.memories.append(list(memory))
+        z = [x.new_zeros(1, 1)]
+        stats = solve(lambda v: v, z, method='fixed_point', max_iter=1, tol=None)[1]
+        return StepOutput(None, z, [(m or 0) + 1 for m in memory], stats)
+
+    run_stream(
+        step, [('v', 0, a[0]), ('v', 1, a[1]), ('v', 2, big)], StreamPolicy(budget=FixedBudget(1))
+    )
+    assert toy.memories == [[None], [1], [None]]
+
+
+def test_a_follow_up_solve_gets_the_memory_from_before_the_frame(toy, clip):
+    """A residual-jump shot change re-solves the frame: the follow-up starts from the memory
+    the first solve started from, not from the first solve's result."""
+    g = torch.Generator().manual_seed(5)
+    x_a = torch.randn(1, 4, 8, 8, generator=g)
+    x_b = -2.0 * x_a + torch.randn(1, 4, 8, 8, generator=g)
+    frames = [('v', t, x_a) for t in range(8)] + [('v', 8, x_b)]
+    policy = StreamPolicy(
+        budget=FixedBudget(2),
+        shot_change=ShotChangeDetector(residual_ratio=3.0, response='extra_iters', warmup=2),
+    )
+    run = run_stream(toy.step, frames, policy)
+    assert run.records[8].reason == 'shot_change:residual'
+    assert toy.memories[-2:] == [[8], [8]]  # first solve and follow-up of frame 8
+    assert run.states['v'].memory == 9

@@ -145,3 +145,81 @@ def test_prediction_of_another_size(capsys, broken):
     Image.fromarray(np.array(Image.open(victim))[:, :30]).save(victim)
     rc, _, err = _run(capsys, *_cityscapes_args(broken))
     _assert_one_line(rc, err, rf'{victim.name}: maps of different sizes')
+
+
+@pytest.fixture(scope='module')
+def perfect(tmp_path_factory):
+    """The bundled (tiny) Cityscapes-DVPS val split with predictions equal to its ground truth."""
+    root = tmp_path_factory.mktemp('bundled')
+    generate_benchmark(root / 'b', preset='tiny', seed=0, formats=('cityscapes_dvps',))
+    gt_dir = root / 'b' / 'cityscapes_dvps' / 'video_sequence' / 'val'
+    pan, depth = root / 'pan', root / 'depth'
+    pan.mkdir()
+    depth.mkdir()
+    present = set()
+    for f in sorted(gt_dir.glob('*_gtFine_instanceTrainIds.png')):
+        ids = np.array(Image.open(f)).astype(np.int64)
+        present |= set((ids // 1000).ravel().tolist())
+        rgb = np.stack([ids // 1000, ids % 1000, np.zeros_like(ids)], -1).astype(np.uint8)
+        stem = f.name.replace('_gtFine_instanceTrainIds.png', '')
+        Image.fromarray(rgb).save(pan / f'{stem}_leftImg8bit.png')
+        shutil.copy(gt_dir / f'{stem}_depth.png', depth / f'{stem}_leftImg8bit.png')
+    from mmvideoeq.class_names import CITYSCAPES_DVPS_CLASSES
+
+    absent = [name for c, name in enumerate(CITYSCAPES_DVPS_CLASSES) if c not in present]
+    assert absent  # the tiny split lacks some classes: the case this test is about
+    return gt_dir, pan, depth, absent
+
+
+def test_perfect_prediction_reference_average_is_nan_and_warns(capsys, tmp_path, perfect):
+    gt_dir, pan, depth, absent = perfect
+    args = ('cityscapes_dvps', gt_dir, '--pan-dir', pan, '--depth-dir', depth, '--metrics', 'dvpq')
+    rc, out, err = _run(capsys, *args, '--out', tmp_path / 'all.json')
+    assert rc == 0
+    res = json.loads((tmp_path / 'all.json').read_text())
+    # ViP-DeepLab's eval_dvpq.py: mean over all 19 classes with epsilon 0 -> NaN
+    assert np.isnan(res['dvpq']['PQ']) and np.isnan(res['dvpq']['DVPQ'])
+    assert res['dvpq/absent_classes'] == absent
+    lines = [line for line in err.splitlines() if 'classes are absent' in line]
+    assert len(lines) == 1, err
+    warning = lines[0]
+    assert warning.startswith('warning: ') and ', '.join(absent) in warning
+    assert 'NaN (epsilon 0)' in warning and 'average valid' in warning
+
+    rc, out, err = _run(capsys, *args, '--average', 'valid', '--out', tmp_path / 'valid.json')
+    assert rc == 0
+    res = json.loads((tmp_path / 'valid.json').read_text())['dvpq']
+    assert res['PQ'] == res['VPQ'] == res['DVPQ'] == 100.0  # the classes present, all perfect
+    assert 'left out of the class means' in err
+
+
+def test_truncated_png_names_the_file(capsys, broken):
+    victim = sorted((broken / 'pred_pan').iterdir())[2]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    rc, _, err = _run(capsys, *_cityscapes_args(broken))
+    _assert_one_line(rc, err, rf'{victim}: cannot decode the PNG .*truncated')
+
+    victim = sorted((broken / 'video_sequence' / 'val').glob('*_depth.png'))[1]
+    victim.write_bytes(victim.read_bytes()[:40])  # the ground truth, cut inside its header
+    rc, _, err = _run(capsys, *_cityscapes_args(broken))
+    _assert_one_line(rc, err, rf'{victim}: cannot decode the PNG')
+
+
+def test_out_into_a_missing_folder_fails_before_evaluating(capsys, tmp_path, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError('the evaluation ran before --out was checked')
+
+    monkeypatch.setattr(CLI, 'evaluate_folders', never)
+    out = tmp_path / 'missing' / 'r.json'
+    rc, _, err = _run(capsys, *_cityscapes_args(DATA / 'cityscapes'), '--out', out)
+    _assert_one_line(rc, err, rf'--out {out}: folder {out.parent} does not exist')
+
+
+def test_all_zero_depth_prediction_names_the_depth_file(capsys, broken):
+    victim = sorted((broken / 'pred_depth').iterdir())[2]
+    Image.fromarray(np.zeros((24, 40), np.uint16)).save(victim)
+    rc, _, err = _run(capsys, *_cityscapes_args(broken), '--metrics', 'depth')
+    _assert_one_line(rc, err, rf'{victim}: \d+ pixel\(s\) with ground-truth depth have a predicted')
+    rc, _, err = _run(capsys, *_cityscapes_args(broken))  # all metrics: the same file named
+    _assert_one_line(rc, err, rf'{victim}: \d+ pixel\(s\) with ground-truth depth')

@@ -13,7 +13,11 @@ Examples::
         data/kitti/depth_selection/val_selection_cropped/groundtruth_depth --depth-dir PRED_DIR
 
 Prints one table per metric; ``--out`` writes everything (with the per-class TP/FN/FP/IoU sums of
-every window and threshold) as JSON. Layouts and conventions: ``docs/dvps.md``.
+every window and threshold) as JSON. PQ / VPQ / DVPQ average over all 19 classes as ViP-DeepLab's
+``eval_dvpq.py`` scripts do (``--average all``: with Cityscapes-DVPS' epsilon 0 a class absent
+from both ground truth and prediction makes the mean NaN); ``--average valid`` averages over the
+classes present (deeplab2). Absent classes are named in a warning. Layouts and conventions:
+``docs/dvps.md``.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import warnings
+from pathlib import Path
 
-from mmvideoeq.evaluation.prediction_folders import FOLDER_FORMATS, evaluate_folders
+from mmvideoeq.apis.prediction_folders import FOLDER_FORMATS, evaluate_folders
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,6 +51,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         nargs='*',
         help='DVPQ depth thresholds lambda (none given: VPQ only)',
     )
+    parser.add_argument(
+        '--average',
+        choices=['all', 'valid'],
+        default='all',
+        help='PQ class average: all classes as the reference scripts (default; a class absent '
+        'from both sides gives NaN with Cityscapes-DVPS epsilon 0) or the classes present',
+    )
     parser.add_argument('--offset-buckets', type=int, help='also report by frame offset')
     parser.add_argument('--out', help='write the results as JSON')
     return parser.parse_args(argv)
@@ -53,17 +67,39 @@ def _fmt(value) -> str:
     return 'nan' if isinstance(value, float) and math.isnan(value) else f'{value:.4f}'
 
 
+def _check_out(path: str | None) -> str | None:
+    """Why ``--out`` cannot be written (checked before the evaluation), or None."""
+    if path is None:
+        return None
+    folder = Path(path).resolve().parent
+    if Path(path).is_dir():
+        return f'--out {path} is a folder; give a file name (e.g. {Path(path) / "results.json"})'
+    if not folder.is_dir():
+        return f'--out {path}: folder {folder} does not exist; create it first'
+    if not os.access(folder, os.W_OK):
+        return f'--out {path}: folder {folder} is not writable'
+    return None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    problem = _check_out(args.out)
+    if problem:
+        print(f'error: {problem}', file=sys.stderr)
+        return 2
     try:
-        results = evaluate_folders(
-            args.format, args.gt_dir, args.pan_dir, args.depth_dir,
-            metrics=args.metrics, windows=args.eval_frames, thresholds=args.depth_thres,
-            offset_buckets=args.offset_buckets,
-        )  # fmt: skip
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always', UserWarning)
+            results = evaluate_folders(
+                args.format, args.gt_dir, args.pan_dir, args.depth_dir,
+                metrics=args.metrics, windows=args.eval_frames, thresholds=args.depth_thres,
+                average=args.average, offset_buckets=args.offset_buckets,
+            )  # fmt: skip
     except (ValueError, KeyError, FileNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    for warning in caught:
+        print(f'warning: {warning.message}', file=sys.stderr)
     for name, values in results.items():
         if not isinstance(values, dict) or name.endswith('per_window'):
             continue

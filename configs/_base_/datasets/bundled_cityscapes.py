@@ -12,9 +12,11 @@ train_pipeline = [
     dict(type='mmseg.PackSegInputs'),
 ]
 test_pipeline = [
-    dict(type='mmseg.LoadImageFromFile'),
+    # mmcv's loader, unprefixed: the name mmdet's/mmseg's inferencers replace by their own
+    dict(type='LoadImageFromFile'),
     dict(type='mmseg.Resize', scale=img_scale, keep_ratio=True),
-    dict(type='mmseg.LoadAnnotations'),
+    # scoped by _scope_ so that MMSegInferencer finds (and drops) it by name
+    dict(type='LoadAnnotations', _scope_='mmseg'),
     dict(type='mmseg.PackSegInputs', meta_keys={{_base_.seg_meta_keys}}),
 ]
 train_dataloader = dict(

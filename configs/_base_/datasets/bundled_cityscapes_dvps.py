@@ -15,7 +15,7 @@ train_pipeline = [
     dict(type='mmseg.LoadImageFromFile'),
     dict(type='LoadNextImageFromFile'),
     dict(type='LoadPanopticAnnotation', with_next=True),
-    dict(type='LoadDepthAnnotation'),
+    dict(type='LoadKittiDepthAnnotation'),
     dict(type='mmseg.Resize', scale=(128, 64), keep_ratio=True),
     dict(type='mmseg.RandomFlip', prob=0.5),
     dict(type='PackDVPSInputs'),
@@ -32,6 +32,6 @@ test_dataloader = val_dataloader
 # gives NaN); the bundled scenes hold 8 of them, so classes are averaged over those present.
 val_evaluator = [
     dict(type='DVPQMetric', protocol='cityscapes_dvps', average='valid'),
-    dict(type='DepthMetric'),
+    dict(type='KittiDepthMetric'),
 ]
 test_evaluator = val_evaluator

@@ -12,7 +12,8 @@ train_pipeline = [
     dict(type='mmdet.PackDetInputs', meta_keys={{_base_.video_meta_keys}}),
 ]
 test_pipeline = [
-    dict(type='mmdet.LoadImageFromFile'),
+    # mmcv's loader, unprefixed: the name mmdet's/mmseg's inferencers replace by their own
+    dict(type='LoadImageFromFile'),
     dict(type='mmdet.Resize', scale=img_scale, keep_ratio=True),
     dict(type='mmdet.LoadAnnotations', with_bbox=True),
     dict(type='mmdet.PackDetInputs', meta_keys={{_base_.video_meta_keys}}),

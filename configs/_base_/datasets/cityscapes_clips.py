@@ -29,9 +29,11 @@ train_pipeline = [
     dict(type='mmseg.PackSegInputs'),
 ]
 test_pipeline = [
-    dict(type='mmseg.LoadImageFromFile'),
+    # mmcv's loader, unprefixed: the name mmdet's/mmseg's inferencers replace by their own
+    dict(type='LoadImageFromFile'),
     dict(type='mmseg.Resize', scale=(2048, 1024), keep_ratio=True),
-    dict(type='mmseg.LoadAnnotations'),
+    # scoped by _scope_ so that MMSegInferencer finds (and drops) it by name
+    dict(type='LoadAnnotations', _scope_='mmseg'),
     dict(type='mmseg.PackSegInputs', meta_keys=seg_meta_keys),
 ]
 train_dataloader = dict(
@@ -50,8 +52,10 @@ val_dataloader = dict(
     batch_size=1,
     num_workers=2,
     persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
+    # whole videos per process, frames in order (the streaming loop carries the state)
+    sampler=dict(type='VideoDistributedSampler'),
     dataset=dict(
+        _scope_='mmvideoeq',  # built in this scope also by mmdet's DetInferencer
         type='CityscapesClipDataset',
         data_root=data_root,
         clip_length=20,

@@ -12,7 +12,7 @@ train_pipeline = [
     dict(type='mmseg.LoadImageFromFile'),
     dict(type='LoadNextImageFromFile'),
     dict(type='LoadPanopticAnnotation', with_next=True),
-    dict(type='LoadDepthAnnotation'),
+    dict(type='LoadKittiDepthAnnotation'),
     dict(type='mmseg.RandomResize', scale=(2048, 1024), ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='ScaleDepthWithImage'),
     dict(type='mmseg.RandomCrop', crop_size=crop_size),
@@ -22,7 +22,7 @@ train_pipeline = [
 test_pipeline = [
     dict(type='mmseg.LoadImageFromFile'),
     dict(type='LoadPanopticAnnotation'),
-    dict(type='LoadDepthAnnotation'),
+    dict(type='LoadKittiDepthAnnotation'),
     dict(type='PackDVPSInputs'),
 ]
 train_dataloader = dict(
@@ -42,7 +42,8 @@ val_dataloader = dict(
     batch_size=1,  # frames of one video in order: the streaming loop carries the state
     num_workers=2,
     persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
+    # whole videos per process, frames in order (the streaming loop carries the state)
+    sampler=dict(type='VideoDistributedSampler'),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
@@ -54,6 +55,6 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = [
     dict(type='DVPQMetric', protocol='cityscapes_dvps'),
-    dict(type='DepthMetric'),
+    dict(type='KittiDepthMetric'),
 ]
 test_evaluator = val_evaluator

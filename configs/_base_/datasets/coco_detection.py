@@ -9,7 +9,8 @@ train_pipeline = [
     dict(type='mmdet.PackDetInputs'),
 ]
 test_pipeline = [
-    dict(type='mmdet.LoadImageFromFile', backend_args={{_base_.backend_args}}),
+    # mmcv's loader, unprefixed: the name mmdet's/mmseg's inferencers replace by their own
+    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
     dict(type='mmdet.Resize', scale={{_base_.img_scale}}, keep_ratio=True),
     dict(type='mmdet.LoadAnnotations', with_bbox=True),
     dict(

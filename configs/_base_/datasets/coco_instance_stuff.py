@@ -3,7 +3,8 @@
 # stuffthingmaps/{train2017,val2017}/*.png (COCO-stuff label = category id - 1, 255 = unlabeled).
 # CocoInstanceStuffDataset is mmdet's CocoDataset that fails early when masks or stuff maps are
 # missing (see mmvideoeq/datasets/coco_stuff.py). Box and mask AP: mmdet's CocoMetric
-# (pycocotools).
+# (pycocotools), through CocoMetricWithSkips, which leaves out images the dataset could not read
+# (missing, corrupt, or not of their listed size) and counts them.
 dataset_type = 'CocoInstanceStuffDataset'
 data_root = 'data/coco/'
 backend_args = None
@@ -16,7 +17,8 @@ train_pipeline = [
     dict(type='mmdet.PackDetInputs'),
 ]
 test_pipeline = [
-    dict(type='mmdet.LoadImageFromFile', backend_args=backend_args),
+    # mmcv's loader, unprefixed: the name mmdet's/mmseg's inferencers replace by their own
+    dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='mmdet.Resize', scale=img_scale, keep_ratio=True),
     dict(type='mmdet.LoadAnnotations', with_bbox=True, with_mask=True),
     dict(
@@ -47,6 +49,7 @@ val_dataloader = dict(
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
+        _scope_='mmvideoeq',  # built in this scope also by mmdet's DetInferencer
         type=dataset_type,
         data_root=data_root,
         ann_file='annotations/instances_val2017.json',
@@ -58,7 +61,7 @@ val_dataloader = dict(
 )
 test_dataloader = val_dataloader
 val_evaluator = dict(
-    type='mmdet.CocoMetric',
+    type='CocoMetricWithSkips',
     ann_file=data_root + 'annotations/instances_val2017.json',
     metric=['bbox', 'segm'],
     format_only=False,

@@ -27,7 +27,8 @@ train_pipeline = [
     dict(type='mmdet.PackDetInputs', meta_keys=video_meta_keys),
 ]
 test_pipeline = [
-    dict(type='mmdet.LoadImageFromFile', backend_args=backend_args),
+    # mmcv's loader, unprefixed: the name mmdet's/mmseg's inferencers replace by their own
+    dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='mmdet.Resize', scale=(1000, 600), keep_ratio=True),
     dict(type='mmdet.LoadAnnotations', with_bbox=True),
     dict(type='mmdet.PackDetInputs', meta_keys=video_meta_keys),
@@ -70,8 +71,10 @@ val_dataloader = dict(
     num_workers=2,
     persistent_workers=True,
     drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
+    # whole videos per process, frames in order (the streaming loop carries the state)
+    sampler=dict(type='VideoDistributedSampler'),
     dataset=dict(
+        _scope_='mmvideoeq',  # built in this scope also by mmdet's DetInferencer
         type=dataset_type,
         data_root=data_root,
         metainfo=metainfo,

@@ -7,7 +7,7 @@ data_root = 'data/kitti/'
 crop_size = (352, 1216)  # the val selection's crop (KITTI depth benchmark)
 train_pipeline = [
     dict(type='mmseg.LoadImageFromFile'),
-    dict(type='LoadDepthAnnotation'),
+    dict(type='LoadKittiDepthAnnotation'),
     dict(type='mmseg.RandomRotate', prob=1.0, degree=5.0, pad_val=0, seg_pad_val=0),
     dict(type='mmseg.RandomCrop', crop_size=crop_size),
     dict(type='mmseg.RandomFlip', prob=0.5),
@@ -15,7 +15,7 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='mmseg.LoadImageFromFile'),
-    dict(type='LoadDepthAnnotation'),
+    dict(type='LoadKittiDepthAnnotation'),
     dict(type='PackDVPSInputs'),
 ]
 train_dataloader = dict(
@@ -45,5 +45,5 @@ val_dataloader = dict(
     ),
 )
 test_dataloader = val_dataloader
-val_evaluator = dict(type='DepthMetric')
+val_evaluator = dict(type='KittiDepthMetric')
 test_evaluator = val_evaluator

@@ -9,7 +9,7 @@ train_pipeline = [
     dict(type='mmseg.LoadImageFromFile'),
     dict(type='LoadNextImageFromFile'),
     dict(type='LoadPanopticAnnotation', with_next=True),
-    dict(type='LoadDepthAnnotation'),
+    dict(type='LoadKittiDepthAnnotation'),
     dict(type='mmseg.RandomResize', scale=(1241, 376), ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='ScaleDepthWithImage'),
     dict(type='mmseg.RandomCrop', crop_size=crop_size),
@@ -23,6 +23,6 @@ val_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root))
 test_dataloader = val_dataloader
 val_evaluator = [
     dict(type='DVPQMetric', protocol='semkitti_dvps'),
-    dict(type='DepthMetric'),
+    dict(type='KittiDepthMetric'),
 ]
 test_evaluator = val_evaluator

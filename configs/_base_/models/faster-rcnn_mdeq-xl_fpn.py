@@ -5,6 +5,7 @@
 # model.backbone.init_cfg=dict(type='Pretrained', checkpoint='<converted .pth>').
 mdeq_channels = [88, 176, 352, 704]
 model = dict(
+    _scope_='mmvideoeq',  # built in this scope also by mmdet's/mmseg's inferencers
     type='StreamDEQFasterRCNN',
     data_preprocessor=dict(
         type='mmdet.DetDataPreprocessor',

@@ -6,6 +6,7 @@
 # the model is written out.)
 width = 32
 model = dict(
+    _scope_='mmvideoeq',  # built in this scope also by mmdet's/mmseg's inferencers
     type='DetectoRSHTC',
     data_preprocessor=dict(
         type='mmdet.DetDataPreprocessor',

@@ -8,6 +8,7 @@
 # model.backbone.init_cfg=dict(type='Pretrained', checkpoint='<local resnet50 .pth>') to do the
 # same, or frozen_stages=-1 and norm_eval=False to train from scratch.
 model = dict(
+    _scope_='mmvideoeq',  # built in this scope also by mmdet's/mmseg's inferencers
     type='DetectoRSHTC',
     data_preprocessor=dict(
         type='mmdet.DetDataPreprocessor',

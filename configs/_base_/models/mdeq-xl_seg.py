@@ -6,6 +6,7 @@
 mdeq_channels = [88, 176, 352, 704]
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
+    _scope_='mmvideoeq',  # built in this scope also by mmdet's/mmseg's inferencers
     type='StreamDEQEncoderDecoder',
     # logits upsampled to the label size as locuslab/mdeq's validate() does (its test-time
     # inference() uses align_corners=False)

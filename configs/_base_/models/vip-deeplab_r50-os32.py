@@ -62,9 +62,6 @@ model = dict(
         ),
         loss_depth=dict(type='ViPDepthLoss', loss_weight=0.1),
     ),
-    # deeplab2 evaluator options of the ViP-DeepLab configs (keep_k_centers: proto default);
-    # solver_warm_start=False: streaming with the stitching state but every solve from zeros
-    test_cfg=dict(
-        center_threshold=0.1, nms_kernel=13, top_k=400, stuff_area=2048, solver_warm_start=True
-    ),
+    # deeplab2 evaluator options of the ViP-DeepLab configs (keep_k_centers: proto default)
+    test_cfg=dict(center_threshold=0.1, nms_kernel=13, top_k=400, stuff_area=2048),
 )

@@ -8,6 +8,8 @@ from torch.utils.data import BatchSampler, Sampler
 
 from mmvideoeq.registry import DATA_SAMPLERS
 
+from .video_distributed_sampler import video_order
+
 
 @DATA_SAMPLERS.register_module()
 class VideoInterleavedBatchSampler(BatchSampler):
@@ -21,8 +23,8 @@ class VideoInterleavedBatchSampler(BatchSampler):
     video; near the end, batches shrink as slots run dry.
 
     Args:
-        sampler: The index sampler; only its ``dataset`` is used (order is by video, then by
-            ``frame_id``; no shuffling).
+        sampler: The index sampler: its ``dataset`` and the frames it yields (this rank's, with
+            :class:`VideoDistributedSampler`); order is by video, then by ``frame_id``.
         batch_size: Videos processed side by side.
         drop_last: Must be False (every frame is evaluated).
     """
@@ -36,21 +38,13 @@ class VideoInterleavedBatchSampler(BatchSampler):
         if dataset is None:
             raise TypeError(
                 'VideoInterleavedBatchSampler needs a sampler with a .dataset '
-                '(e.g. DefaultSampler)'
+                '(e.g. VideoDistributedSampler)'
             )
         self.sampler = sampler
         self.batch_size = batch_size
         self.drop_last = False
-        videos: dict = {}
-        for i in range(len(dataset)):
-            info = dataset.get_data_info(i)
-            if info.get('video_id') is None or info.get('frame_id') is None:
-                raise ValueError(
-                    f'data_info {i} has no video_id/frame_id: '
-                    'VideoInterleavedBatchSampler needs a video dataset'
-                )
-            videos.setdefault(info['video_id'], []).append((info['frame_id'], i))
-        self.videos = [[i for _, i in sorted(frames)] for frames in videos.values()]
+        mine = set(sampler)  # this rank's frames (every frame in one process)
+        self.videos = [v for v in ([i for i in v if i in mine] for v in video_order(dataset)) if v]
         self._len = sum(1 for _ in self._batches())
 
     def _batches(self) -> Iterator[list[int]]:

@@ -1,6 +1,6 @@
 from .depth_scaling import ScaleDepthWithImage  # noqa: F401
 from .dvps_loading import (  # noqa: F401
-    LoadDepthAnnotation,
+    LoadKittiDepthAnnotation,
     LoadNextImageFromFile,
     LoadPanopticAnnotation,
 )

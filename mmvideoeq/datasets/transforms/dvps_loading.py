@@ -5,7 +5,7 @@ They read what :mod:`mmvideoeq.datasets.dvps` and :mod:`mmvideoeq.datasets.kitti
 * :class:`LoadPanopticAnnotation`: ``gt_panoptic`` (H, W) int32 ``class * label_divisor +
   instance`` and ``gt_seg_map`` (H, W) uint8 classes with void -> 255 (mmseg's key and ignore
   value, so mmseg heads and transforms use it as is); ``next_gt_panoptic`` with ``with_next``;
-* :class:`LoadDepthAnnotation`: ``gt_depth`` (H, W) float32 metres, 0 = invalid;
+* :class:`LoadKittiDepthAnnotation`: ``gt_depth`` (H, W) float32 metres, 0 = invalid;
 * :class:`LoadNextImageFromFile`: the next frame, stacked after the frame's channels
   (``img`` (H, W, 6)), so that geometric transforms move both frames alike.
 
@@ -32,7 +32,7 @@ from ..dvps_io import (
     read_semkitti_dvps_panoptic,
 )
 
-__all__ = ['LoadPanopticAnnotation', 'LoadDepthAnnotation', 'LoadNextImageFromFile']
+__all__ = ['LoadPanopticAnnotation', 'LoadKittiDepthAnnotation', 'LoadNextImageFromFile']
 
 
 def _add_seg_field(results: dict, key: str) -> None:
@@ -108,16 +108,23 @@ class LoadPanopticAnnotation(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class LoadDepthAnnotation(BaseTransform):
-    """Read a 16-bit depth PNG as metres.
+class LoadKittiDepthAnnotation(BaseTransform):
+    """Read a depth PNG in KITTI's format (16-bit, metres * 256; Cityscapes-DVPS and SemKITTI-DVPS
+    use it too) as metres.
 
     Required keys: ``depth_path``, ``depth_scale`` (default 256). Added: ``gt_depth`` (H, W)
     float32 metres (0 = invalid), ``seg_fields``.
+
+    Not mmseg's ``LoadDepthAnnotation`` (a different transform under the name this project used
+    to register): that one reads ``depth_map_path`` into ``gt_depth_map`` with any bit depth and a
+    multiplicative ``depth_rescale_factor``, so an 8-bit file or a wrong scale loads silently and
+    the DVPS heads, metrics and ``PackDVPSInputs`` (``gt_depth``) do not see it; here the file
+    must be a 16-bit PNG and an error names it.
     """
 
     def transform(self, results: dict) -> dict:
         """Add ``gt_depth``."""
-        path = _require(results, 'depth_path', 'LoadDepthAnnotation')
+        path = _require(results, 'depth_path', 'LoadKittiDepthAnnotation')
         results['gt_depth'] = read_depth_png(path, float(results.get('depth_scale', 256.0)))
         _add_seg_field(results, 'gt_depth')
         return results

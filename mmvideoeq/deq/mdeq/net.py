@@ -262,7 +262,8 @@ class MDEQNet(nn.Module):
         z0: Sequence[Tensor] | None = None,
         budget: Budget = FULL_SOLVE,
     ) -> MDEQOutput:
-        """Solve for the equilibrium of ``f_theta(.; x)``.
+        """Solve for the equilibrium of ``f_theta(.; x)``: :meth:`injection_features` (the stem),
+        then :meth:`solve_injected`.
 
         Args:
             x: Images ``(B, 3, H, W)``.
@@ -277,11 +278,31 @@ class MDEQNet(nn.Module):
             ``stats`` and ``aux``.
         """
         self._check_input(x)
+        return self.solve_injected(x, self.injection_features(x), z0, budget)
+
+    def solve_injected(
+        self,
+        x: Tensor,
+        injection: Sequence[Tensor | None],
+        z0: Sequence[Tensor] | None = None,
+        budget: Budget = FULL_SOLVE,
+    ) -> MDEQOutput:
+        """The solve of :meth:`forward_features` from a precomputed input injection (the part a
+        pipelined stream runs as its own stage, after the stem).
+
+        Args:
+            x: The images ``(B, 3, H, W)`` the injection was computed from (for the state shapes).
+            injection: ``injection_features(x)``.
+            z0, budget: As in :meth:`forward_features`.
+
+        Returns:
+            :class:`MDEQOutput`, as :meth:`forward_features`.
+        """
         z_init = self.init_state(x) if z0 is None else self._check_state(z0, x)
-        injection = self.injection_features(x)
         if self.training:
             self.layer.reset_dropout(x.shape[0], x.device, x.dtype)
         layer = self.layer
+        injection = list(injection)
 
         def f(z: list[Tensor]) -> list[Tensor]:
             return layer(z, injection)

@@ -58,27 +58,6 @@ class SolverStats:
     returns: str
     n_eval: int
 
-    @classmethod
-    def single_pass(cls, batch: int, device: torch.device | str = 'cpu') -> SolverStats:
-        """Statistics of a network without a solver (one forward pass per frame, no steps).
-
-        Streaming models with a per-frame backbone report these, so that the streaming layer
-        counts their frames alike: 0 steps, 1 evaluation, residuals 0, never diverged.
-        """
-        zeros = torch.zeros(batch, dtype=torch.long, device=device)
-        trace = torch.zeros(batch, 1, device=device)
-        return cls(
-            nstep=zeros,
-            lowest_step=zeros.clone(),
-            out_step=zeros.clone(),
-            abs_trace=trace,
-            rel_trace=trace.clone(),
-            diverged=torch.zeros(batch, dtype=torch.bool, device=device),
-            method='none',
-            returns='iterate',
-            n_eval=1,
-        )
-
     def _column(self, step: Tensor) -> Tensor:
         """Trace column of the iterate that describes the state of ``step``."""
         shift = 0 if self.returns == 'iterate' else 1

@@ -1,4 +1,5 @@
-"""Refuse a checkpoint that does not fit: another class list, or weights missing for the model."""
+"""Refuse a checkpoint that does not fit: another class list, weights missing for the model, or
+non-finite weights."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.runner import BaseLoop
 
 from mmvideoeq.registry import HOOKS
-from mmvideoeq.utils.checkpoint import MissingWeightsError, check_weights
+from mmvideoeq.utils.checkpoint import MissingWeightsError, check_finite, check_weights
 
 
 @HOOKS.register_module()
@@ -21,6 +22,9 @@ class CheckpointCheckHook(Hook):
     * after loading, a ``ValueError`` naming both class lists when the checkpoint's
       ``meta['dataset_meta']['classes']`` differ from a dataset's (checkpoints without
       ``dataset_meta`` pass);
+    * after loading, a :class:`~mmvideoeq.utils.checkpoint.NonFiniteWeightsError` naming the
+      tensors when weights hold NaN or infinite values (training, resuming or testing on them
+      gives nothing but diverged frames);
     * before testing (``tools/test.py``, streaming evaluation), a
       :class:`~mmvideoeq.utils.checkpoint.MissingWeightsError` when the loaded checkpoint left
       model tensors missing or of another shape. Training that starts from a partial checkpoint
@@ -28,16 +32,28 @@ class CheckpointCheckHook(Hook):
 
     Args:
         allow_missing_weights: Test even with missing weights (``--allow-missing-weights``).
+        allow_nonfinite_weights: Accept NaN/inf weights, with a warning
+            (``--allow-nonfinite-weights``).
     """
 
     priority = 'VERY_HIGH'
 
-    def __init__(self, allow_missing_weights: bool = False) -> None:
+    def __init__(
+        self, allow_missing_weights: bool = False, allow_nonfinite_weights: bool = False
+    ) -> None:
         self.allow_missing_weights = bool(allow_missing_weights)
+        self.allow_nonfinite_weights = bool(allow_nonfinite_weights)
         self._weights_error: MissingWeightsError | None = None
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         self._check_classes(runner, checkpoint)
+        path = getattr(runner, '_load_from', None)
+        try:
+            check_finite(checkpoint, source=f'checkpoint {path!r}' if path else 'the checkpoint')
+        except ValueError as err:
+            if not self.allow_nonfinite_weights:
+                raise
+            runner.logger.warning(f'--allow-nonfinite-weights: {err}')
         try:
             missing = check_weights(
                 runner.model,

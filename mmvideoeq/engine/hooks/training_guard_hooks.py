@@ -12,6 +12,7 @@ from mmengine.hooks import Hook
 
 from mmvideoeq.deq import DEQSolver
 from mmvideoeq.registry import HOOKS
+from mmvideoeq.utils.checkpoint import nonfinite_tensors
 
 __all__ = ['RNGStateHook', 'NonFiniteLossHook']
 
@@ -37,6 +38,15 @@ class RNGStateHook(Hook):
     lists, ints) that load under ``weights_only=True``. Only a resume (``--resume``) restores
     them; ``load_from`` (fine-tuning) does not. Dataloader workers are re-seeded by mmengine
     from the seed as usual (with ``num_workers=0`` everything runs in the main process).
+
+    When the states are restored: an epoch-based loop resumes at an epoch boundary, so they are
+    restored in ``before_train``. mmengine's ``IterBasedTrainLoop`` instead replays the batches
+    the run had consumed (``next(dataloader_iterator)`` ``iter`` times, running the pipeline and
+    its augmentations) after ``before_train``; restoring before that replay would hand the
+    replay the saved states and the first new batch other ones. The states are therefore
+    restored on the loop's first fetch after the replay, by wrapping ``dataloader_iterator``
+    once. The replay itself still runs the pipeline, as in the interrupted run, which keeps the
+    random states of dataloader workers (their own processes) as they were.
     """
 
     priority = 'VERY_LOW'
@@ -67,6 +77,18 @@ class RNGStateHook(Hook):
         state = getattr(self, '_pending', None)
         if state is None:
             return
+        self._pending = None
+        loop = runner.train_loop
+        replayed = int(getattr(loop, 'iter', 0)) if hasattr(loop, 'dataloader_iterator') else 0
+        if replayed > 0:  # IterBasedTrainLoop: restore after it replays the consumed batches
+            loop.dataloader_iterator = _RestoreAfter(
+                loop, replayed, lambda: self._restore(runner, state)
+            )
+        else:
+            self._restore(runner, state)
+
+    @staticmethod
+    def _restore(runner, state: dict) -> None:
         torch.set_rng_state(state['torch'])
         kind, keys, *rest = state['numpy']
         np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
@@ -77,7 +99,29 @@ class RNGStateHook(Hook):
                 solvers[name].generator.set_state(gen_state)
         if 'cuda' in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state['cuda'])
-        self._pending = None
+
+
+class _RestoreAfter:
+    """Stands in for a loop's ``dataloader_iterator``: passes ``skip`` fetches through, then
+    calls ``restore`` right before the next one and puts the real iterator back."""
+
+    def __init__(self, loop, skip: int, restore) -> None:
+        self._loop, self._inner = loop, loop.dataloader_iterator
+        self._skip, self._restore = skip, restore
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._skip > 0:
+            self._skip -= 1
+            return next(self._inner)
+        self._restore()
+        self._loop.dataloader_iterator = self._inner
+        return next(self._inner)
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
 
 
 def _as_tuple(x):
@@ -136,11 +180,7 @@ class NonFiniteLossHook(Hook):
         wrapper._nonfinite_guard = True
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        bad = [
-            k
-            for k, v in checkpoint.get('state_dict', {}).items()
-            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())
-        ]
+        bad = nonfinite_tensors(checkpoint.get('state_dict', {}))
         if bad:
             raise FloatingPointError(
                 f'refusing to save a checkpoint with non-finite weights ({", ".join(bad[:3])}'

@@ -5,9 +5,24 @@
 timing repeats), the counts of resets, skipped, diverged and residual-outlier frames, and the
 list of skipped and diverged frames with their reasons. Plots:
 
-* ``accuracy_vs_cost.png``: the first scalar metric against evaluations of ``f`` per frame and
-  against ms per frame, streamed vs cold vs full solve, each point labelled with its frames;
-* ``curves.png``: the first by-frame-offset curve of the streamed settings and the full solve.
+* ``accuracy_vs_cost.png``: the first scalar metric (and PQ beside (D)VPQ) against evaluations
+  of ``f`` per frame and against ms per frame, streamed vs cold vs full solve (colour and line),
+  the budget M by marker;
+* ``curves.png``: the first by-frame-offset curve (and PQ beside (D)VPQ), one panel per budget M:
+  the streamed and cold-start settings in one colour (solid / dashed), the full solve dotted,
+  with the metrics' bootstrap intervals over videos (``offset_curve_ci/...``) shaded;
+* ``sap_vs_fps.png`` (with the real-time simulation): streaming AP of every setting against the
+  frame rate, the full solve's offline AP beside it.
+
+With the real-time simulation, ``results.json`` has a ``realtime`` section
+(:meth:`~.realtime_eval.RealtimeSweep.run`): per setting the offline AP of the sAP scorer, the
+latencies used and, per frame rate, sAP and the COCO statistics, ``in_time``/``miss``/
+``mismatch``, and per video the simulated trace (input frame, start and finish of every output);
+the ``deadline`` setting adds its decisions; ``best_fixed`` names the best setting per rate,
+``best_fixed_m`` the best ``stream@M`` (which the scheduler chooses among).
+
+Axis titles are readable names of the metric keys (:data:`METRIC_LABELS`, the key's last part
+with spaces as a fallback).
 """
 
 from __future__ import annotations
@@ -16,6 +31,7 @@ import json
 import math
 import os
 import os.path as osp
+import statistics
 from typing import Any
 
 __all__ = ['StreamingReport']
@@ -107,19 +123,28 @@ class StreamingReport:
         return self.json_path
 
     def flat_metrics(self) -> dict[str, float]:
-        """``<setting>/<metric>`` for every scalar metric."""
-        return {
+        """``<setting>/<metric>`` for every scalar metric, and ``<setting>/sAP@<fps>fps``,
+        ``<setting>/sAP_50@<fps>fps`` of the real-time simulation."""
+        flat = {
             f'{name}/{k}': v
             for name, res in self.data['settings'].items()
             for k, v in res['metrics'].items()
             if isinstance(v, (int, float))
         }
+        for name, res in ((self.data.get('realtime') or {}).get('settings') or {}).items():
+            for fps, r in res['fps'].items():
+                if r:
+                    flat[f'{name}/sAP@{fps}fps'] = r['sAP']
+                    flat[f'{name}/sAP_50@{fps}fps'] = r['sAP_50']
+        return flat
 
     def finish(self, logger, plot: bool = True) -> None:
         """Mark the report done, write it, log the table and problems, draw the plots."""
         self.data['status'] = 'done'
         self.write_json()
         logger.info('\n' + self.format_table())
+        if self.data.get('realtime'):
+            logger.info('\n' + self.format_realtime_table())
         for name, res in self.data['settings'].items():
             for key, what in (('skipped', 'skipped (not evaluated)'), ('diverged', 'diverged')):
                 if res[key]:
@@ -130,7 +155,7 @@ class StreamingReport:
                     )
                     logger.warning(f'{name}: {len(res[key])} frame(s) {what}: {shown}')
         if plot:
-            for path in (self.plot_cost(), self.plot_curves()):
+            for path in (self.plot_cost(), self.plot_curves(), self.plot_sap()):
                 if path:
                     logger.info(f'plot written to {path}')
         logger.info(f'streaming results written to {self.json_path}')
@@ -171,24 +196,97 @@ class StreamingReport:
         )
         return '\n'.join([title, line(head), sep, *map(line, rows)])
 
-    # ------------------------------------------------------------------ plots
-    @staticmethod
-    def curve_of(metrics: dict) -> tuple[str, list[str], list[float]] | None:
-        """The first by-frame-offset curve among the metrics: ``(name, x labels, values)``.
+    def format_realtime_table(self) -> str:
+        """One row per setting: offline AP and AP@50 of the sAP scorer, ms per frame, then per
+        frame rate sAP, sAP@50 and in_time / miss / mismatch; then the best setting per rate."""
+        rt = self.data['realtime']
+        head = ['setting', 'AP', 'AP@50', 'ms/frame']
+        for fps in rt['fps']:
+            head += [f'{fps:g} fps: sAP', 'sAP@50', 'in time/miss/mismatch']
+        rows = []
+        for name, res in rt['settings'].items():
+            off, lat = res.get('offline'), res.get('latency_ms')
+            if isinstance(lat, dict) and 'stages' in lat:  # a pipeline: latency, interval
+                ms = f"{lat['latency']:.1f} (a frame every {lat['interval']:.1f})"
+            elif isinstance(lat, dict):  # per-frame traces
+                ms = f'{statistics.median(v for trace in lat.values() for v in trace):.1f}'
+            else:
+                ms = '-' if lat is None else f'{lat:.1f}'
+            row = [name]
+            row += [f"{off['sAP']:.4f}", f"{off['sAP_50']:.4f}"] if off else ['-', '-']
+            row.append(ms)
+            for fps in rt['fps']:
+                r = res['fps'].get(f'{fps:g}')
+                c = r['counts'] if r else None
+                row += (
+                    [f"{r['sAP']:.4f}", f"{r['sAP_50']:.4f}"]
+                    + [f"{c['in_time']}/{c['miss']}/{c['mismatch']}"]
+                    if r
+                    else ['-'] * 3
+                )
+            rows.append(row)
+        widths = [max(len(str(r[c])) for r in [head, *rows]) for c in range(len(head))]
+        line = lambda r: '| ' + ' | '.join(str(x).ljust(w) for x, w in zip(r, widths)) + ' |'
+        sep = '|' + '|'.join('-' * (w + 2) for w in widths) + '|'
+        title = (
+            f"real time: eta {rt['eta']:g}, latency {rt['latency']}, warm settings "
+            f"{'replayed on the frames taken' if rt['replay'] else 'from the accuracy pass'}; "
+            f"COCO maxDets {rt['max_dets']}; AP: every frame answered by its own prediction"
+        )
+        notes = []
+        for fps, best in rt.get('best_fixed', {}).items():
+            note = f"{fps} fps: best setting {best['setting']} (sAP {best['sAP']:.4f})"
+            best_m = rt.get('best_fixed_m', {}).get(fps)
+            if best_m:
+                note += f"; best fixed M {best_m['setting']} (sAP {best_m['sAP']:.4f})"
+            d = rt['settings'].get('deadline', {}).get('fps', {}).get(fps)
+            if d and 'beats_best_fixed_m' in d:
+                note += (
+                    f"; deadline scheduler sAP {d['sAP']:.4f} "
+                    f"({'beats' if d['beats_best_fixed_m'] else 'does not beat'} it; budgets "
+                    f"{d['budgets']}, {d['skipped_by_scheduler']} frames skipped)"
+                )
+            notes.append(note)
+        return '\n'.join([title, line(head), sep, *map(line, rows), *notes])
 
-        Metrics report curves as ``<prefix>offset_curve/<name>``: a dict ``{offset label: value}``
-        or a list indexed by offset; ``num_frames`` curves are not plotted.
+    # ------------------------------------------------------------------ plots
+    def plot_keys(self) -> list[str]:
+        """Scalar metrics the cost plot shows: the primary one, and PQ beside (D)VPQ."""
+        keys = self._keys()
+        if not keys:
+            return []
+        return [keys[0], *[k for k in keys if k == _sibling(keys[0], 'PQ')]]
+
+    @staticmethod
+    def curves_of(metrics: dict) -> dict[str, tuple[list[str], list[float], list | None]]:
+        """The by-frame-offset curves to plot: the first one, and PQ beside a (D)VPQ curve.
+
+        Metrics report curves as ``<prefix>offset_curve/<name>``: a dict ``{offset label:
+        value}`` or a list indexed by offset, and their bootstrap intervals as
+        ``<prefix>offset_curve_ci/<name>`` (``{label: [lo, hi]}``); ``num_frames`` curves are
+        not plotted. pycocotools' ``-1`` (no ground truth) of an mAP is a gap.
+
+        Returns:
+            dict: Metric key (``<prefix><name>``) -> (x labels, values, ``[(lo, hi)]`` or None).
         """
-        for k, v in metrics.items():
-            if 'offset_curve/' not in k or k.endswith('num_frames'):
-                continue
-            name = k.split('offset_curve/')[-1]
-            if isinstance(v, dict):
-                ys = [float('nan') if y is None else float(y) for y in v.values()]
-                return name, [str(x) for x in v], ys
-            if isinstance(v, (list, tuple)):
-                return name, [str(i) for i in range(len(v))], [float(y) for y in v]
-        return None
+        names = [k for k in metrics if 'offset_curve/' in k and not k.endswith('num_frames')]
+        names = names[:1] + [k for k in names[1:] if names and k == _sibling(names[0], 'PQ')]
+        out = {}
+        for k in names:
+            v = metrics[k]
+            labels = [str(x) for x in v] if isinstance(v, dict) else [str(i) for i in range(len(v))]
+            raw = list(v.values()) if isinstance(v, dict) else list(v)
+            gap = 'mAP' in k
+            ys = [_value(y, gap) for y in raw]
+            ci = metrics.get(k.replace('offset_curve/', 'offset_curve_ci/'))
+            bands = None
+            if isinstance(ci, dict):
+                bands = [
+                    (_value(ci[x][0], gap), _value(ci[x][1], gap)) if x in ci else (math.nan,) * 2
+                    for x in labels
+                ]
+            out[k.replace('offset_curve/', '')] = (labels, ys, bands)
+        return out
 
     def _pyplot(self):
         import matplotlib
@@ -198,91 +296,293 @@ class StreamingReport:
 
         return plt
 
-    def plot_cost(self) -> str | None:
-        """Metric against f evaluations and ms per frame: streamed, cold, full."""
-        settings = self.data['settings']
-        keys = self._keys()
+    def _frames_note(self) -> str:
+        frames = sorted({res['frames'] for res in self.data['settings'].values()})
+        span = str(frames[0]) if len(frames) == 1 else f'{frames[0]}-{frames[-1]}'
+        return f'n = {span} frames per point'
+
+    def cost_figure(self):
+        """The figure of :meth:`plot_cost` (None without a scalar metric)."""
+        keys = self.plot_keys()
         if not keys:
             return None
-        metric = keys[0]
         plt = self._pyplot()
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        groups = {'stream': [], 'cold': [], 'full': []}
-        for name, res in settings.items():
-            if metric in res['metrics']:
-                groups[name.split('@')[0] if '@' in name else 'full'].append((name, res))
-        styles = {
-            'stream': ('-o', 'streamed (warm start)'),
-            'cold': ('--s', 'cold start'),
-            'full': ('*', 'full solve'),
-        }
-        for ax, (xkey, xlabel) in zip(
-            axes, [('evals', 'evaluations of f per frame'), ('ms', 'ms per frame')]
-        ):
-            for group, entries in groups.items():
-                if not entries:
-                    continue
-                xs = [
-                    res['mean_evals']
-                    if xkey == 'evals'
-                    else (res['timing']['median_ms'] if res.get('timing') else res['mean_ms'])
-                    for _, res in entries
-                ]
-                ys = [res['metrics'][metric] for _, res in entries]
-                fmt, label = styles[group]
-                ax.plot(xs, ys, fmt, ms=10 if group == 'full' else 5, label=label)
-                for (name, res), x, y in zip(entries, xs, ys):
-                    ax.annotate(
-                        f"{name} (n={res['frames']})",
-                        (x, y),
-                        fontsize=6,
-                        textcoords='offset points',
-                        xytext=(3, 3),
-                    )
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel(metric)
-            ax.grid(alpha=0.3)
-        axes[0].set_title(f'{metric} vs solver cost')
-        axes[1].set_title(f'{metric} vs time (model step)')
-        axes[0].legend(fontsize=8)
+        from matplotlib.lines import Line2D
+
+        groups: dict[str, list] = {'stream': [], 'cold': [], 'full': []}
+        for name, res in self.data['settings'].items():
+            groups[_group(name)].append((name, res))
+        budgets = sorted({_budget(n) for n in self.data['settings']} - {None})
+        marker = {m: _MARKERS[i % len(_MARKERS)] for i, m in enumerate(budgets)}
+        fig, axes = plt.subplots(
+            len(keys), 2, figsize=(10, 3.4 * len(keys) + 1.1), squeeze=False, layout='constrained'
+        )
+        for row, key in zip(axes, keys):
+            for ax, xkey in zip(row, ('evals', 'ms')):
+                for group, entries in groups.items():
+                    points = [(_cost(res, xkey), res['metrics'].get(key), n) for n, res in entries]
+                    points = sorted(p for p in points if p[1] is not None)
+                    if not points:
+                        continue
+                    color, style, _ = _GROUP_STYLE[group]
+                    if group != 'full':
+                        ax.plot([p[0] for p in points], [p[1] for p in points], style, color=color)
+                    for x, y, name in points:
+                        m = '*' if group == 'full' else marker.get(_budget(name), 'o')
+                        ax.plot(x, y, m, color=color, ms=13 if group == 'full' else 7, mec='k')
+                ax.grid(alpha=0.3)
+                ax.set_ylabel(metric_label(key))
+            ticks = sorted({_cost(r, 'evals') for r in self.data['settings'].values()})
+            log = ticks[0] > 0  # a model without a solver streams at 0 evaluations
+            if log:
+                row[0].set_xscale('log', base=2)
+            row[0].set_xlabel('evaluations of f per frame' + (' (log scale)' if log else ''))
+            row[1].set_xlabel('ms per frame (model step)')
+            row[0].set_xticks(ticks, [f'{t:g}' for t in ticks])
+        handles = [
+            Line2D(
+                [],
+                [],
+                color=c,
+                ls='' if g == 'full' else s,
+                marker='*' if g == 'full' else None,
+                ms=12,
+                label=lab,
+            )
+            for g, (c, s, lab) in _GROUP_STYLE.items()
+            if groups[g]
+        ] + [
+            Line2D([], [], ls='', marker=marker[m], color='0.6', mec='k', label=f'M = {m}')
+            for m in budgets
+        ]
+        fig.legend(handles=handles, loc='outside lower center', ncol=min(len(handles), 7))
         fig.suptitle(
-            f"accuracy vs cost ({self.data.get('solver') or 'solver'}; n = frames "
-            'evaluated per point)',
+            f"accuracy vs cost ({self.data.get('solver') or 'solver'}; M = solver steps per "
+            f'frame; {self._frames_note()})',
+            fontsize=10,
+        )
+        return fig
+
+    def plot_cost(self) -> str | None:
+        """``accuracy_vs_cost.png``: the metric (and PQ beside (D)VPQ) against evaluations of
+        ``f`` and ms per frame; streamed, cold and full solve told apart by colour and line, the
+        budget M by marker (a legend, no labels that could collide)."""
+        fig = self.cost_figure()
+        return None if fig is None else self._save(fig, 'accuracy_vs_cost.png')
+
+    def curves_figure(self):
+        """The figure of :meth:`plot_curves` (None when no setting reports a curve)."""
+        curves = {n: self.curves_of(r['metrics']) for n, r in self.data['settings'].items()}
+        curves = {n: c for n, c in curves.items() if c}
+        if not curves:
+            return None
+        keys = list(dict.fromkeys(k for c in curves.values() for k in c))
+        budgets = sorted({_budget(n) for n in curves if _budget(n) is not None})
+        columns = budgets or [None]
+        plt = self._pyplot()
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        fig, axes = plt.subplots(
+            len(keys),
+            len(columns),
+            figsize=(3.3 * len(columns) + 0.8, 2.9 * len(keys) + 1.2),
+            squeeze=False,
+            sharey='row',
+            layout='constrained',
+        )
+        colors = {m: f'C{i % 10}' for i, m in enumerate(columns)}
+        for r, key in enumerate(keys):
+            for c, budget in enumerate(columns):
+                ax = axes[r][c]
+                for name, by_key in curves.items():
+                    if key not in by_key or (name != 'full' and _budget(name) != budget):
+                        continue
+                    group = _group(name)
+                    color = 'k' if group == 'full' else colors[budget]
+                    _draw_curve(ax, *by_key[key], color, _GROUP_STYLE[group][1], group == 'cold')
+                labels = max((c[key][0] for c in curves.values() if key in c), key=len)
+                step = max(1, math.ceil(len(labels) / 10))
+                ax.set_xticks(range(0, len(labels), step), labels[::step], fontsize=7)
+                ax.grid(alpha=0.3)
+                if r == 0:
+                    ax.set_title(
+                        'streamed' if budget is None else f"M = {budget} step{'s' * (budget > 1)}"
+                    )
+                if r == len(keys) - 1:
+                    ax.set_xlabel('frame offset from clip start')
+            axes[r][0].set_ylabel(metric_label(key))
+        handles = [
+            Line2D([], [], color='0.3', ls='-', label='streamed (warm start)'),
+            Line2D([], [], color='0.3', ls='--', label='cold start, same M'),
+            Line2D([], [], color='k', ls=':', label='full solve'),
+            Patch(facecolor='0.5', alpha=0.25, label='95 % bootstrap interval over videos'),
+        ]
+        fig.legend(handles=handles, loc='outside lower center', ncol=4)
+        counts = _frames_per_offset(self.data['settings'])
+        fig.suptitle(
+            'accuracy by frame offset: warm start vs cold start at the same budget'
+            + (f' ({counts} frames per offset)' if counts else ''),
+            fontsize=10,
+        )
+        return fig
+
+    def plot_curves(self) -> str | None:
+        """``curves.png``: metric vs frame offset, one panel per budget M (streamed solid,
+        cold start dashed, same colour; full solve dotted in every panel), bootstrap intervals
+        of the streamed and cold curves shaded (hatched for the cold start); a second row for
+        PQ beside a (D)VPQ curve."""
+        fig = self.curves_figure()
+        return None if fig is None else self._save(fig, 'curves.png')
+
+    def plot_sap(self) -> str | None:
+        """Streaming AP and sAP@50 against the frame rate: one colour per budget M, one line
+        style per kind (streamed, pipelined, cold, full, deadline); the full solve's offline AP
+        dotted."""
+        rt = self.data.get('realtime')
+        if not rt or not rt.get('settings'):
+            return None
+        plt = self._pyplot()
+        from matplotlib.ticker import NullFormatter
+
+        budgets = sorted({int(n.split('@')[1].split('|')[0]) for n in rt['settings'] if '@' in n})
+        colours = {m: plt.get_cmap('tab10')(k % 10) for k, m in enumerate(budgets)}
+
+        def style(name: str) -> dict:
+            if name == 'deadline':
+                return dict(fmt='-s', color='red', lw=2.0)
+            if name == 'full' or '@' not in name:
+                return dict(fmt='-*', color='black', lw=1.2)
+            colour = colours[int(name.split('@')[1].split('|')[0])]
+            if name.endswith('|pipelined'):
+                return dict(fmt='-.d', color=colour, lw=1.0)
+            return dict(fmt='-o' if name.startswith('stream') else '--^', color=colour, lw=1.0)
+
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+        for ax, key, label in zip(axes, ('sAP', 'sAP_50'), ('sAP', 'sAP@50')):
+            for name, res in rt['settings'].items():
+                pts = [(f, res['fps'].get(f'{f:g}')) for f in rt['fps']]
+                pts = [(f, r[key]) for f, r in pts if r]
+                if pts:
+                    st = style(name)
+                    ax.plot(*zip(*pts), st.pop('fmt'), ms=4, label=name, **st)
+            full = rt['settings'].get('full', {}).get('offline')
+            if full:
+                ax.axhline(full[key], color='gray', ls=':', lw=1.0, label='full, offline')
+            ax.set_xscale('log')
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xticks(rt['fps'])
+            ax.set_xticklabels([f'{f:g}' for f in rt['fps']])
+            ax.set_xlabel('frame rate (fps)')
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[1].legend(fontsize=7, ncol=2, loc='upper right')
+        fig.suptitle(
+            f"streaming AP vs frame rate (eta {rt['eta']:g}, latency {rt['latency']}; solid: "
+            'streamed, dash-dot: pipelined, dashed: cold start)',
             fontsize=9,
         )
         fig.tight_layout()
-        path = osp.join(self.out_dir, 'accuracy_vs_cost.png')
+        return self._save(fig, 'sap_vs_fps.png')
+
+    def _save(self, fig, name: str) -> str:
+        path = osp.join(self.out_dir, name)
         fig.savefig(path, dpi=110)
-        plt.close(fig)
+        self._pyplot().close(fig)
         return path
 
-    def plot_curves(self) -> str | None:
-        """Metric vs frame offset for the streamed settings (and the full solve as reference)."""
-        curves = {
-            n: self.curve_of(r['metrics'])
-            for n, r in self.data['settings'].items()
-            if n.startswith('stream') or n == 'full'
-        }
-        curves = {n: c for n, c in curves.items() if c is not None}
-        if not curves:
-            return None
-        plt = self._pyplot()
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        labels: list[str] = []
-        for name, (metric, xs, ys) in curves.items():
-            labels = xs if len(xs) > len(labels) else labels
-            keep = [i for i, y in enumerate(ys) if not math.isnan(y)]
-            style = ':' if name == 'full' else '-'
-            ax.plot(keep, [ys[i] for i in keep], style, marker='o', ms=3, label=name)
-            ax.set_ylabel(metric)
-        ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels(labels, fontsize=7)
-        ax.set_xlabel('frame offset from clip start')
-        ax.set_title('accuracy by frame offset (streamed settings, full solve dotted)')
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, ncol=2)
-        fig.tight_layout()
-        path = osp.join(self.out_dir, 'curves.png')
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+
+#: Axis titles of metric names (the key's last part); unknown names fall back to the name.
+METRIC_LABELS = {
+    'bbox_mAP_50': 'box mAP@0.5',
+    'bbox_mAP': 'box mAP@[0.5:0.95]',
+    'bbox_mAP_75': 'box mAP@0.75',
+    'mIoU': 'mIoU (%)',
+    'mAcc': 'mean class accuracy (%)',
+    'aAcc': 'pixel accuracy (%)',
+    'mDice': 'mean Dice (%)',
+    'mFscore': 'mean F-score (%)',
+    'PQ': 'PQ (%)',
+    'VPQ': 'VPQ (%, mean over windows k)',
+    'DVPQ': 'DVPQ (%, mean over k and depth thresholds)',
+    'STQ': 'STQ (%)',
+    'DSTQ': 'DSTQ (%)',
+    'silog': 'SILog (x100)',
+    'abs_rel': 'AbsRel',
+    'rmse': 'RMSE (m)',
+    'mean_abs': 'mean |error|',
+}
+#: What a key prefix says about the protocol.
+PREFIX_LABELS = {'vid': 'ImageNet-VID protocol', 'depth': 'depth'}
+
+
+def metric_label(key: str) -> str:
+    """A readable axis title for a metric key, e.g. ``vid/exact/bbox_mAP_50`` -> ``box
+    mAP@0.5 (ImageNet-VID protocol)``, ``dvps/PQ`` -> ``PQ (%)``; unknown names are shown with
+    spaces for underscores."""
+    parts = key.split('/')
+    name = parts[-1]
+    label = METRIC_LABELS.get(name, name.replace('_', ' '))
+    extra = [PREFIX_LABELS[parts[0]]] if len(parts) > 1 and parts[0] in PREFIX_LABELS else []
+    extra += [p for p in parts[1:-1] if p in ('image', 'pixel')]  # depth reductions
+    return label + (f" ({', '.join(extra)})" if extra else '')
+
+
+_MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X', 'h')
+#: colour, line style and legend text of each group of settings
+_GROUP_STYLE = {
+    'stream': ('C0', '-', 'streamed (warm start)'),
+    'cold': ('C1', '--', 'cold start'),
+    'full': ('k', ':', 'full solve'),
+}
+
+
+def _group(name: str) -> str:
+    return 'full' if name == 'full' else name.split('@')[0] if '@' in name else 'stream'
+
+
+def _budget(name: str) -> int | None:
+    head, _, tail = name.partition('@')
+    return int(tail) if head in ('stream', 'cold') and tail.isdigit() else None
+
+
+def _sibling(key: str, name: str) -> str:
+    """``key`` with its last part replaced by ``name`` when that part is (D)VPQ, else ''."""
+    head, _, last = key.rpartition('/')
+    return (f'{head}/{name}' if head else name) if last in ('DVPQ', 'VPQ') else ''
+
+
+def _value(y, gap: bool) -> float:
+    if y is None:
+        return math.nan
+    y = float(y)
+    return math.nan if gap and y < 0 else y
+
+
+def _cost(res: dict, xkey: str) -> float:
+    if xkey == 'evals':
+        return res['mean_evals']
+    return res['timing']['median_ms'] if res.get('timing') else res['mean_ms']
+
+
+def _draw_curve(ax, labels, ys, bands, color, style, hatched) -> None:
+    xs = list(range(len(labels)))
+    ax.plot(xs, ys, style, color=color, marker='o', ms=2.5, lw=1.4)
+    if bands and style != ':':  # the full solve is the reference line: no band
+        lo, hi = [b[0] for b in bands], [b[1] for b in bands]
+        if hatched:
+            ax.fill_between(xs, lo, hi, facecolor='none', edgecolor=color, hatch='////',
+                            alpha=0.35, lw=0)  # fmt: skip
+        else:
+            ax.fill_between(xs, lo, hi, color=color, alpha=0.2, lw=0)
+
+
+def _frames_per_offset(settings: dict) -> str:
+    counts = set()
+    for res in settings.values():
+        for k, v in res['metrics'].items():
+            if k.endswith('offset_curve/num_frames') and isinstance(v, dict):
+                counts |= set(v.values())
+    if not counts:
+        return ''
+    return str(min(counts)) if len(counts) == 1 else f'{min(counts)}-{max(counts)}'

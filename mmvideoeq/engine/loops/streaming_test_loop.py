@@ -6,16 +6,24 @@ For every setting of a sweep (thesis Figures 4.1/4.2/4.6-4.9 and Table 4.3):
   with a budget of M solver steps (Eq. 3.5, or Eq. 3.4 with ``init='reference'``);
 * ``cold@M``: the non-streaming baseline, every frame from zeros with M steps;
 * ``full``: every frame from zeros with the backbone's configured full solve;
-* ``stream`` alone, for a model whose ``stream_has_solver`` is False (a per-frame network that
-  carries only a memory between frames, e.g. ViP-DeepLab's stitching ids on a ResNet);
+* ``stream`` alone, for a model without a solver state (its ``stream_zero_state`` is empty: a
+  per-frame network that carries only a memory between frames, e.g. ViP-DeepLab's stitching ids
+  on a ResNet, or a tracker), where budgets and cold starts do not apply;
 
 the loop walks the whole test set through :func:`~mmvideoeq.streaming.run_stream` (the one
-streaming driver; the loop only turns batches into frames and predictions into metric input),
+streaming driver, given the model's ``stream_step`` itself; the loop only turns batches into
+frames and predictions into metric input). The model's memory (a tracker's ids) is carried in
+every setting; ``cold@M`` and ``full`` restart only the solver state on every frame. The loop
 feeds the evaluator frame by frame with each prediction's ``frame_offset`` and collects the
-metrics overall and by frame offset. Each setting is then timed on its first batches with
-warm-up and repeats. Results go to ``<work_dir>/streaming/results.json`` after every setting (a
-crash leaves the finished ones readable); a table goes to the log and plots to
+metrics overall and by frame offset. Then every setting is timed on the first batches with
+warm-up and repeats, the settings' repeats interleaved. Results go to
+``<work_dir>/streaming/results.json`` after every setting (a crash leaves the finished ones
+readable); a table goes to the log and plots to
 ``accuracy_vs_cost.png`` and ``curves.png`` (:mod:`.streaming_report`).
+
+With ``realtime`` (``tools/test.py --realtime-fps``) every setting is then played back in real
+time at the given frame rates and scored with streaming AP next to its offline AP
+(:mod:`.realtime_eval`); the ``deadline`` setting adds the deadline scheduler.
 
 Frames the dataset could not load (metainfo ``eval_skip_reason``, set by the datasets' safe
 loading) are not solved: the policy records them as skipped and the stream continues (or
@@ -29,16 +37,39 @@ import copy
 import os
 import os.path as osp
 import statistics
+import time
 from typing import Any, Sequence
 
 import torch
+from mmengine.dist import (
+    all_gather_object,
+    get_world_size,
+    is_main_process,
+)
+from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, autocast
 from mmengine.utils import ProgressBar
 
+from mmvideoeq.datasets.samplers import video_order
 from mmvideoeq.registry import LOOPS
-from mmvideoeq.streaming import StreamFrame, StreamPolicy, StreamState, run_stream
-from mmvideoeq.structures import SKIP_KEY
+from mmvideoeq.streaming import (
+    StreamFrame,
+    StreamPolicy,
+    StreamState,
+    check_streaming_model,
+    run_stream,
+)
+from mmvideoeq.structures import (
+    DIVERGED_KEY,
+    FRAME_OFFSET_KEY,
+    SKIP_KEY,
+    STREAM_EVALS_KEY,
+    STREAM_ITERS_KEY,
+    STREAM_SETTING_KEY,
+)
 
+from .realtime_driver import frame_logs, run_realtime
+from .realtime_eval import RealtimeSweep
 from .streaming_report import StreamingReport
 
 BUDGETS = ('fixed', 'adaptive', 'time')
@@ -83,15 +114,20 @@ class StreamingTestLoop(BaseLoop):
         skip_response: After a frame that failed to load: ``'continue'`` from the last good
             state, or ``'reset'``.
         timing: ``True`` (= ``dict(batches=8, repeats=3, warmup=1)``) or such a dict: after the
-            accuracy pass each setting is re-run ``warmup + repeats`` times on its first
-            ``batches`` batches (model step only, fresh streams each time) and the median and
-            range of ms/frame over the repeats are reported; ``False`` reports only the
-            accuracy pass's mean.
+            accuracy passes every setting is re-run ``warmup + repeats`` times on the first
+            ``batches`` batches (model step only, fresh streams each time; the settings' repeats
+            interleaved) and the median and range of ms/frame over the repeats are reported;
+            ``False`` reports only the accuracy pass's mean.
         metric: The metric the table and the cost plot lead with (default: mAP@50, mIoU, DVPQ,
             ... whichever the evaluator reports, see ``streaming_report.PRIMARY``).
         out_dir: Where results go (default ``<work_dir>/streaming``).
         plot: Write the plots.
         fp16: Run under autocast.
+        realtime: Simulate every setting in real time (streaming AP): ``dict(fps=[30],
+            eta=0.0, latency='auto' | 'trace' | 'median' | 'timing', latency_table=None,
+            replay=True, scheduler=True, pipeline=False, max_dets=(100, 300, 1000),
+            save_latency_table=None)``, see
+            :class:`~.realtime_eval.RealtimeSweep`; ``None``: off.
     """
 
     def __init__(
@@ -118,6 +154,7 @@ class StreamingTestLoop(BaseLoop):
         out_dir: str | None = None,
         plot: bool = True,
         fp16: bool = False,
+        realtime: dict | None = None,
     ) -> None:
         super().__init__(runner, dataloader)
         self.evaluator = (
@@ -153,10 +190,21 @@ class StreamingTestLoop(BaseLoop):
         self.out_dir = out_dir
         self.plot = plot
         self.fp16 = fp16
+        if realtime is not None and not isinstance(realtime, dict):
+            raise TypeError(f'realtime must be a dict of RealtimeSweep arguments, got {realtime!r}')
+        if realtime is not None and budget != 'fixed' and realtime.get('scheduler', True):
+            realtime = dict(realtime, scheduler=False)  # it chooses among fixed budgets M
+        self.realtime = None if realtime is None else RealtimeSweep(**realtime)
+
+    @property
+    def model(self):
+        """The streaming model (model wrappers such as DDP unwrapped)."""
+        model = self.runner.model
+        return model.module if is_model_wrapper(model) else model
 
     # ------------------------------------------------------------------ settings
     def _test_steps(self) -> int:
-        n = getattr(getattr(self.runner.model, 'backbone', None), 'test_max_iter', None)
+        n = getattr(getattr(self.model, 'backbone', None), 'test_max_iter', None)
         if not isinstance(n, int):
             raise ValueError(
                 'reference_iters is not set and the backbone has no test_max_iter; set '
@@ -174,9 +222,9 @@ class StreamingTestLoop(BaseLoop):
     def settings(self) -> list[dict]:
         """The runs of the sweep, in order: name, steps, warm start or not, policy config."""
         common = dict(skip_response=self.skip_response, max_history=0)
-        if not getattr(self.runner.model, 'stream_has_solver', True):
+        if not self._has_solver_state():
             # a per-frame network that streams only a memory (ViP-DeepLab on ResNet: the
-            # stitching ids): one warm setting; budgets and cold baselines do not apply
+            # stitching ids): one setting; budgets and cold baselines do not apply
             policy = dict(budget=dict(type='FullSolve'), init='zeros', **common)
             return [dict(name='stream', iters=None, warm=True, policy=policy)]
         out = []
@@ -210,66 +258,161 @@ class StreamingTestLoop(BaseLoop):
             )
         return out
 
+    def _has_solver_state(self) -> bool:
+        """Whether the model has a solver state: its zero state of the first test frame is not
+        empty (a model with only a memory streams as one setting)."""
+        if getattr(self, '_solver_state', None) is None:
+            data = self.model.data_preprocessor(next(iter(self.dataloader)), False)
+            self._solver_state = len(self.model.stream_zero_state(data['inputs'][:1])) > 0
+        return self._solver_state
+
     # ------------------------------------------------------------------ running
     def run(self) -> dict:
         """Run every setting; return the flat metrics (``<setting>/<metric>``)."""
+        check_streaming_model(self.model)
         self.runner.call_hook('before_test')
         self.runner.call_hook('before_test_epoch')
         self.runner.model.eval()
+        self._check_distributed_sampler()
         out_dir = self.out_dir or osp.join(self.runner.work_dir, 'streaming')
-        os.makedirs(out_dir, exist_ok=True)
-        report = StreamingReport(out_dir, solver=self._solver_name(), metric=self.metric)
-        for setting in self.settings():
-            report.add(setting['name'], self.run_setting(setting))
-            report.write_json()  # partial results stay readable
-        report.finish(self.runner.logger, plot=self.plot)
+        main = is_main_process()  # one process writes the report; every one returns the metrics
+        if main:
+            os.makedirs(out_dir, exist_ok=True)
+        report = StreamingReport(out_dir, metric=self.metric)
+        settings = self.settings()
+        for setting in settings:
+            result = self.run_setting(setting)
+            report.add(setting['name'], result)
+            if report.data.get('solver') is None:
+                report.data['solver'] = self._solver_name(result)
+            if main:
+                report.write_json()  # partial results stay readable
+        if getattr(self, '_timing_batches', None):
+            for name, timing in self.time_settings(settings, self._timing_batches).items():
+                report.data['settings'][name]['timing'] = timing
+                if self.realtime is not None:
+                    self.realtime.set_timing(name, timing)
+        if self.realtime is not None:
+            report.data['realtime'] = self.run_realtime()
+        if main:
+            report.finish(self.runner.logger, plot=self.plot)
         flat = report.flat_metrics()
         self.runner.call_hook('after_test_epoch', metrics=flat)
         self.runner.call_hook('after_test')
         return flat
 
-    def _solver_name(self) -> str | None:
-        net = getattr(getattr(self.runner.model, 'backbone', None), 'net', None)
-        deq = getattr(net, 'deq', None)
-        solver = getattr(deq, 'solver', None)
-        if solver is None:  # a recursive (non-DEQ) streaming model, e.g. DetectoRS with RFP
-            return f'none ({type(self.runner.model).__name__})'
-        return solver
+    # ------------------------------------------------------------------ distributed
+    def _check_distributed_sampler(self) -> None:
+        """With several processes every video must stay on one rank, frames in order."""
+        if get_world_size() == 1:
+            return
+        loader = self.dataloader
+        sampler = getattr(getattr(loader, 'batch_sampler', None), 'sampler', None)
+        if not getattr(sampler, 'video_wise', False):
+            sampler = getattr(loader, 'sampler', None)
+        if not getattr(sampler, 'video_wise', False):
+            raise ValueError(
+                f'distributed streaming evaluation ({get_world_size()} processes) needs a '
+                'video-wise sampler (whole videos per rank, frames in order), got '
+                f'{type(sampler).__name__}: set test_dataloader.sampler = '
+                "dict(type='VideoDistributedSampler')"
+            )
 
-    def _step(self, x, z0, max_iter, tol, payloads):
-        return self.runner.model.stream_step(x, payloads, z0, max_iter=max_iter, tol=tol)
+    def _canonical_key(self, video_id: Any, frame_id: int) -> tuple[int, int]:
+        """Position of a frame in the one-process order: video (first appearance), frame_id."""
+        if getattr(self, '_video_rank', None) is None:
+            dataset = self.dataloader.dataset
+            self._video_rank = {
+                dataset.get_data_info(v[0])['video_id']: k
+                for k, v in enumerate(video_order(dataset))
+            }
+        return self._video_rank.get(video_id, len(self._video_rank)), int(frame_id)
+
+    def _gather_in_order(self, chunks: list, records: list) -> list:
+        """Give rank 0 every rank's metric results in the one-process order.
+
+        ``chunks`` holds, per processed batch, its canonical key and the results each metric
+        appended for it. mmengine's ``collect_results`` interleaves the ranks' result lists, so
+        with whole videos per rank the order would differ from one process; instead rank 0's
+        metrics get all results sorted by the key and the other ranks' none, which
+        ``collect_results`` then passes through unchanged. Returns the records of all ranks in
+        the same order.
+        """
+        if get_world_size() == 1:
+            return records
+        every = sorted((c for part in all_gather_object(chunks) for c in part), key=lambda c: c[0])
+        metrics = self.evaluator.metrics
+        for k, metric in enumerate(metrics):
+            metric.results = (
+                [r for _, parts in every for r in parts[k]] if is_main_process() else []
+            )
+        keyed = [
+            (self._canonical_key(r.video_id, r.frame_id), r)
+            for part in all_gather_object(records)
+            for r in part
+        ]
+        return [r for _, r in sorted(keyed, key=lambda kr: kr[0])]
+
+    def _solver_name(self, result: dict) -> str:
+        """The solver the frames report (``SolverStats.method``), with the model's class; a
+        model without a solver is named ``none (Model)``."""
+        name = type(self.model).__name__
+        solver = result.get('solver')
+        return f'none ({name})' if solver is None else f'{solver} ({name})'
 
     def run_setting(self, setting: dict) -> dict:
         """Walk the test set once under one setting; return metrics and per-frame summaries."""
         policy = StreamPolicy.from_cfg(setting['policy'])
-        self.current_setting = setting['name']  # read by VideoVisualizationHook
         states: dict[Any, StreamState] = {}
         positions: dict[Any, int] = {}
-        records, timing_batches = [], []
+        records, timing_batches, chunks, logs = [], [], [], []
+        arrivals: dict[Any, int] = {}
+        metrics = self.evaluator.metrics
+        distributed = get_world_size() > 1
         n_timing = 0 if self.timing is None else int(self.timing['batches'])
         self.runner.logger.info(f"streaming test: {setting['name']}")
         bar = ProgressBar(len(self.dataloader)) if len(self.dataloader) > 20 else None
         for idx, data_batch in enumerate(self.dataloader):
             self.runner.call_hook('before_test_iter', batch_idx=idx, data_batch=data_batch)
-            data = self.runner.model.data_preprocessor(data_batch, False)
+            t0 = time.perf_counter()
+            data = self.model.data_preprocessor(data_batch, False)
+            pre_ms = (time.perf_counter() - t0) * 1e3
             if idx < n_timing:
                 timing_batches.append(copy.deepcopy(data))
             with autocast(enabled=self.fp16):
                 preds, recs = self.run_batch(policy, states, positions, data)
+            for pred in preds:
+                pred.set_metainfo({STREAM_SETTING_KEY: setting['name']})
             records += recs
+            if self.realtime is not None:
+                logs += frame_logs(preds, recs, arrivals, pre_ms)
+            before = [len(m.results) for m in metrics]
             self.evaluator.process(data_samples=preds, data_batch=data_batch)
+            if distributed:  # what each metric kept of this batch, for the ordered gather
+                key = min(self._canonical_key(r.video_id, r.frame_id) for r in recs)
+                chunks.append((key, [m.results[n:] for m, n in zip(metrics, before)]))
             self.runner.call_hook(
                 'after_test_iter', batch_idx=idx, data_batch=data_batch, outputs=preds
             )
             if bar is not None:
                 bar.update()
+        records = self._gather_in_order(chunks, records)
         if not records:
             raise ValueError('the test dataloader produced no frame')
         metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
         result = StreamingReport.summarise(setting, metrics, records)
-        if timing_batches:
-            result['timing'] = self.time_setting(setting, timing_batches)
+        result['solver'] = next((r.solver for r in records if r.solver is not None), None)
+        self._timing_batches = timing_batches  # timed after all settings (interleaved)
+        if self.realtime is not None:
+            if distributed:  # every process simulates the same schedules
+                logs = [log for part in all_gather_object(logs) for log in part]
+            self.realtime.add(setting, logs)
         return result
+
+    # ------------------------------------------------------------------ real time
+    def run_realtime(self) -> dict | None:
+        """Play every setting back in real time (:func:`~.realtime_driver.run_realtime`)."""
+        return run_realtime(self, self.realtime)
 
     @torch.no_grad()
     def run_batch(
@@ -299,22 +442,28 @@ class StreamingTestLoop(BaseLoop):
             positions[vid] = offsets[-1] + 1
             skip = sample.metainfo.get(SKIP_KEY)
             frames.append(StreamFrame(inputs[i : i + 1], vid, fid, payload=sample, skip=skip))
-        model = self.runner.model
+        model = self.model
         run = run_stream(
-            self._step, [frames], policy, states=states, zeros_like_fn=model.stream_zero_state
+            model.stream_step,
+            [frames],
+            policy,
+            states=states,
+            zeros_like_fn=model.stream_zero_state,
         )
         preds = []
         for frame, out, rec, offset in zip(frames, run.outputs, run.records, offsets):
             pred = frame.payload if out is None else out
             if rec.diverged:
-                pred.set_metainfo({SKIP_KEY: 'diverged: non-finite or exploding residual'})
-            pred.set_metainfo(
-                dict(
-                    frame_offset=offset,
-                    stream_iters=rec.iters,
-                    stream_evals=rec.n_eval,
-                    diverged=rec.diverged,
+                pred.set_metainfo(
+                    {SKIP_KEY: 'diverged: non-finite or exploding residual or state norm'}
                 )
+            pred.set_metainfo(
+                {
+                    FRAME_OFFSET_KEY: offset,
+                    STREAM_ITERS_KEY: rec.iters,
+                    STREAM_EVALS_KEY: rec.n_eval,
+                    DIVERGED_KEY: rec.diverged,
+                }
             )
             preds.append(pred)
             length = frame.payload.metainfo.get('video_length')
@@ -323,27 +472,43 @@ class StreamingTestLoop(BaseLoop):
                 positions.pop(frame.video_id, None)
         return preds, run.records
 
-    def time_setting(self, setting: dict, batches: list[dict]) -> dict:
-        """ms/frame of the model step on ``batches``: median and range over repeats."""
-        per_repeat = []
+    def _time_once(self, setting: dict, batches: list[dict]) -> tuple[float, int]:
+        """One timed pass of a setting over ``batches`` (fresh streams): ms/frame, frames."""
+        policy = StreamPolicy.from_cfg(setting['policy'])
+        states: dict = {}
+        ms, frames = 0.0, 0
+        for data in batches:
+            _, recs = self.run_batch(policy, states, {}, copy.deepcopy(data))
+            ms += sum(rec.ms for rec in recs)
+            frames += sum(rec.skipped is None for rec in recs)
+        return ms / max(frames, 1), frames
+
+    def time_settings(self, settings: list[dict], batches: list[dict]) -> dict[str, dict]:
+        """ms/frame of the model step of every setting on ``batches``: median and range.
+
+        The repeats are interleaved (setting 1, 2, ..., n, then again), so a slow phase of a
+        shared machine spreads over all settings instead of biasing the one that ran during it;
+        ``warmup`` rounds of every setting come first.
+        """
+        warmup, repeats = int(self.timing['warmup']), int(self.timing['repeats'])
+        per_repeat: dict[str, list[float]] = {s['name']: [] for s in settings}
         frames = 0
-        for r in range(int(self.timing['warmup']) + int(self.timing['repeats'])):
-            policy = StreamPolicy.from_cfg(setting['policy'])
-            states: dict = {}
-            ms, frames = 0.0, 0
-            for data in batches:
-                _, recs = self.run_batch(policy, states, {}, copy.deepcopy(data))
-                ms += sum(rec.ms for rec in recs)
-                frames += sum(rec.skipped is None for rec in recs)
-            if r >= int(self.timing['warmup']):
-                per_repeat.append(ms / max(frames, 1))
-        return dict(
-            median_ms=statistics.median(per_repeat),
-            min_ms=min(per_repeat),
-            max_ms=max(per_repeat),
-            repeats=len(per_repeat),
-            warmup=int(self.timing['warmup']),
-            frames=frames,
-            method='model step (stream_step) wall time per frame, fresh streams per repeat, on '
-            'the first batches of the test set, after warm-up; data loading excluded',
-        )
+        for r in range(warmup + repeats):
+            for setting in settings:
+                ms, frames = self._time_once(setting, batches)
+                if r >= warmup:
+                    per_repeat[setting['name']].append(ms)
+        out = {}
+        for name, values in per_repeat.items():
+            out[name] = dict(
+                median_ms=statistics.median(values),
+                min_ms=min(values),
+                max_ms=max(values),
+                repeats=len(values),
+                warmup=warmup,
+                frames=frames,
+                method='model step (stream_step) wall time per frame, fresh streams per repeat, '
+                'on the first batches of the test set, after warm-up, repeats of all settings '
+                'interleaved; data loading excluded',
+            )
+        return out

@@ -24,7 +24,8 @@ per frame.
 
 Depths are metres in float64 (the devkit uses float32). ``silog`` clamps the variance at 0
 (a constant-ratio prediction gives ``sqrt(-1e-17)`` = NaN in the references, 0 here). Written by
-hand: mmseg/mmdet have no depth metrics.
+hand: mmseg's ``DepthMetric`` has another ``silog`` (variance weight 0.5, not x100), Eigen's
+``sq_rel`` only, no ``irmse`` and no pooled reduction; mmdet has no depth metric.
 """
 
 from __future__ import annotations

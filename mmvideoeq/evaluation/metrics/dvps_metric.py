@@ -10,10 +10,16 @@ sample (a ``SegDataSample`` as a dict, or a plain dict):
 
 ``process`` keeps a few small per-frame statistics (pair histograms, tube counts, depth sums,
 see the functional modules), never the maps; ``compute_metrics`` orders the frames by
-``(video_id, frame_id)`` and evaluates. Every metric also reports ``offset_curve/<key>`` (the
-frames, or windows starting at frames, of each frame-offset bucket; buckets and offsets as in
-:mod:`.frame_offset`) for the streaming loop's curves. Values are percentages except the depth
-errors (their own units, see :mod:`.depth_metrics`).
+``(video_id, frame_id)`` and evaluates. A frame whose metainfo carries a skip reason
+(:data:`mmvideoeq.structures.SKIP_KEY`: a file the dataset could not read, a diverged solve) is
+left out and counted (``num_skipped_frames``, listed in the log), as in the VID metric; in a
+(D)VPQ window it counts as a frame without labelled pixels, so its neighbours still form
+windows. When every frame is skipped only the counts are returned. Every metric also reports
+``offset_curve/<key>`` (the frames, or windows starting at frames, of each frame-offset bucket;
+buckets and offsets as in :mod:`.frame_offset`) for the streaming loop's curves, and
+``offset_curve_ci/<key>``: ``{bucket label: [lo, hi]}``, the 95 % percentile bootstrap interval
+over videos (:func:`.bootstrap_by_offset`, ``ci_resamples`` resamples, seed 0). Values are
+percentages except the depth errors (their own units, see :mod:`.depth_metrics`).
 """
 
 from __future__ import annotations
@@ -27,24 +33,24 @@ from mmengine.logging import MMLogger
 from mmengine.structures import BaseDataElement
 
 from mmvideoeq.registry import METRICS
+from mmvideoeq.structures import skip_reason
 
 from ..functional import (
-    DEPTH_METRICS,
     DVPQ_PROTOCOLS,
-    DepthSums,
-    DSTQuality,
     DVPQProtocol,
-    STQuality,
+    PairCounts,
+    PQStats,
     check_panoptic,
-    depth_sums,
     dvpq_from_pairs,
     frame_pairs,
     pq_summary,
-    reduce_depth_sums,
+    vpq_stats,
+    window_starts,
 )
-from .frame_offset import OffsetBuckets, frame_offsets
+from ..functional.video_panoptic_quality import _means
+from .frame_offset import OffsetBuckets, bootstrap_by_offset, check_ci_resamples, frame_offsets
 
-__all__ = ['DVPQMetric', 'STQMetric', 'DepthMetric', 'sample_array', 'build_protocol']
+__all__ = ['DVPQMetric', 'sample_array', 'build_protocol']
 
 
 def sample_array(sample: Any, key: str) -> np.ndarray | None:
@@ -143,12 +149,25 @@ def _check_same_size(name: str, **arrays) -> None:
 
 
 class _DVPSBase(BaseMetric):
-    """Offset buckets and the by-offset loop shared by the three metrics."""
+    """Offset buckets, the by-offset loop and its bootstrap shared by the three metrics."""
 
-    def __init__(self, offset_buckets, collect_device: str, prefix: str | None) -> None:
+    def __init__(
+        self, offset_buckets, collect_device: str, prefix: str | None, ci_resamples: int = 200
+    ) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.offset_buckets = (
             None if offset_buckets is None else OffsetBuckets.build(offset_buckets)
+        )
+        self.ci_resamples = check_ci_resamples(ci_resamples)
+
+    def _ci(self, records: list[dict], items: list, reduce) -> dict:
+        """``{key: {bucket label: [lo, hi]}}``: bootstrap intervals over videos of the values
+        ``reduce`` (items of a bucket -> ``{key: value}``) gives; ``{}`` when off."""
+        if self.offset_buckets is None or not self.ci_resamples:
+            return {}
+        videos = [str(r['video_id']) for r in records]
+        return bootstrap_by_offset(
+            items, _offsets(records), videos, self.offset_buckets, reduce, n=self.ci_resamples
         )
 
     def _by_offset(self, records: list[dict], evaluate) -> dict:
@@ -161,6 +180,25 @@ class _DVPSBase(BaseMetric):
             groups.setdefault(self.offset_buckets.index(off), []).append(pos)
         labels = self.offset_buckets.labels
         return {labels[b]: evaluate(groups[b], offsets) for b in sorted(groups)}
+
+    def _skipped(self, sample: Any) -> bool:
+        """Store a skipped frame's record (its reason) and say whether it was skipped."""
+        reason = skip_reason(sample)
+        if reason is not None:
+            self.results.append(dict(_frame_meta(sample), skipped=reason))
+        return reason is not None
+
+    def _split(self, results: Sequence[dict]) -> tuple[list[dict], dict]:
+        """The evaluated records and the counts; logs the skipped frames."""
+        done = [r for r in results if 'skipped' not in r]
+        skipped = [r for r in results if 'skipped' in r]
+        if skipped:
+            shown = '; '.join(f"{r['name']} ({r['skipped']})" for r in skipped[:10])
+            MMLogger.get_current_instance().warning(
+                f'{type(self).__name__}: {len(skipped)} frame(s) skipped, not evaluated: {shown}'
+                + (' ...' if len(skipped) > 10 else '')
+            )
+        return done, dict(num_frames=len(done), num_skipped_frames=len(skipped))
 
 
 @METRICS.register_module()
@@ -181,10 +219,14 @@ class DVPQMetric(_DVPSBase):
             average over the classes present in the bucket (``average='valid'``).
         collect_device (str): ``'cpu'`` or ``'gpu'``.
         prefix (str, optional): Key prefix (default ``'dvps'``).
+        ci_resamples (int): Bootstrap resamples of the curves' intervals; 0: none. Each
+            window's statistics are computed once and attributed to its first frame; a
+            resample sums the statistics of its windows (a video drawn twice counts twice).
 
     Returns (``compute_metrics``): ``PQ``, ``VPQ``, ``DVPQ`` and their ``_th`` / ``_st``,
     ``VPQ_k{k}``, ``DVPQ_k{k}_l{lambda}`` (percent), ``per_class/PQ`` ``{class: PQ}`` at k = 1,
-    ``offset_curve/DVPQ`` (or ``VPQ``), ``offset_curve/PQ``, ``offset_curve/num_frames``.
+    ``offset_curve/DVPQ`` (or ``VPQ``), ``offset_curve/PQ``, ``offset_curve/num_frames`` and
+    ``offset_curve_ci/DVPQ`` (or ``VPQ``), ``offset_curve_ci/PQ``.
     """
 
     default_prefix = 'dvps'
@@ -206,8 +248,9 @@ class DVPQMetric(_DVPSBase):
         offset_buckets: int | Sequence[int] | None = 20,
         collect_device: str = 'cpu',
         prefix: str | None = None,
+        ci_resamples: int = 200,
     ) -> None:
-        super().__init__(offset_buckets, collect_device, prefix)
+        super().__init__(offset_buckets, collect_device, prefix, ci_resamples)
         self.protocol = build_protocol(
             protocol, num_classes=num_classes, label_divisor=label_divisor,
             ignore_label=ignore_label, thing_ids=thing_ids, windows=windows,
@@ -248,6 +291,8 @@ class DVPQMetric(_DVPSBase):
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         """Store the pair histograms of each frame."""
         for sample in data_samples:
+            if self._skipped(sample):
+                continue
             self.results.append(
                 self.frame_record(
                     sample_array(sample, 'gt_panoptic'),
@@ -260,7 +305,12 @@ class DVPQMetric(_DVPSBase):
 
     def compute_metrics(self, results: list) -> dict:
         """See the class docstring."""
-        records = _ordered(results)
+        done, counts = self._split(results)
+        if not done:
+            return counts
+        empty = PairCounts(*(np.zeros(0, np.int64) for _ in range(3)))
+        no_pixels = {key: empty for key in (None, *map(float, self.protocol.thresholds))}
+        records = _ordered([r if 'pairs' in r else dict(r, pairs=no_pixels) for r in results])
         frames = [r['pairs'] for r in records]
         seqs = [str(r['video_id']) for r in records]
         full = dvpq_from_pairs(frames, seqs, self.protocol)
@@ -268,6 +318,7 @@ class DVPQMetric(_DVPSBase):
         scalars = {k: 100 * v for k, v in full.items() if k != 'stats' and not k.startswith('num_')}
         main = [k for k in ('DVPQ', 'VPQ', 'PQ') if k in scalars]  # first: what loops plot
         out = {k: scalars[k] for k in main + [k for k in scalars if k not in main]}
+        out.update(counts)
         classes = (self.dataset_meta or {}).get('classes') or range(self.protocol.num_classes)
         stats_1 = full['stats'][self.protocol.windows[0], None]
         per_class = pq_summary(
@@ -286,12 +337,63 @@ class DVPQMetric(_DVPSBase):
         curves = self._by_offset(records, evaluate)
         if curves:
             main = 'DVPQ' if self.protocol.thresholds else 'VPQ'
-            for key in (main, 'PQ'):
-                if key in next(iter(curves.values()))[0]:
-                    out[f'offset_curve/{key}'] = {b: 100 * r[key] for b, (r, _) in curves.items()}
+            keys = [k for k in (main, 'PQ') if k in next(iter(curves.values()))[0]]
+            for key in keys:
+                out[f'offset_curve/{key}'] = {b: 100 * r[key] for b, (r, _) in curves.items()}
             out['offset_curve/num_frames'] = {b: n for b, (_, n) in curves.items()}
+            if self.ci_resamples:
+                windows = self.window_items(frames, seqs)
+                ci = self._ci(records, windows, self.window_reducer(curve_protocol, keys))
+                out.update({f'offset_curve_ci/{key}': ci[key] for key in keys})
         self._log(full)
         return out
+
+    def window_items(self, frames: list[dict], seqs: list[str]) -> list[dict]:
+        """Per frame, the PQ statistics of every window that starts there.
+
+        Args:
+            frames (list[dict]): Per frame, :func:`frame_pairs`' output, in evaluation order.
+            seqs (list[str]): Sequence of each frame.
+
+        Returns:
+            list[dict]: Per frame ``{(k, lambda): PQStats}`` (``lambda`` ``None``: no depth)
+            for each window length ``k`` whose window starts at the frame.
+        """
+        p = self.protocol
+        items: list[dict] = [{} for _ in frames]
+        for k in p.windows:
+            for start in window_starts(seqs, k, p.window_scope):
+                for lam in (None, *map(float, p.thresholds)):
+                    items[start][k, lam] = vpq_stats(
+                        [f[lam] for f in frames], k, starts=[start],
+                        num_classes=p.num_classes, label_divisor=p.label_divisor,
+                        ignore_label=p.ignore_label, fp_void=p.fp_void,
+                    )  # fmt: skip
+        return items
+
+    @staticmethod
+    def window_reducer(protocol: DVPQProtocol, keys: Sequence[str]):
+        """``window items -> {key: percent}``: the values :func:`dvpq_from_pairs` gives for the
+        windows of the items (summed statistics, then the protocol's PQ and means over k)."""
+
+        def reduce(items: list[dict]) -> dict:
+            cells, present = {}, []
+            for k in protocol.windows:
+                if any((k, None) in item for item in items):
+                    present.append(k)
+                for lam in (None, *map(float, protocol.thresholds)):
+                    total = PQStats.zeros(protocol.num_classes)
+                    for item in items:
+                        if (k, lam) in item:
+                            total = total + item[k, lam]
+                    cells[k, lam] = pq_summary(
+                        total, thing_ids=protocol.thing_ids, average=protocol.average,
+                        epsilon=protocol.epsilon,
+                    )  # fmt: skip
+            means = _means(cells, protocol, present)
+            return {key: 100 * means[key] for key in keys}
+
+        return reduce
 
     def _log(self, full: dict) -> None:
         p = self.protocol
@@ -305,181 +407,3 @@ class DVPQMetric(_DVPSBase):
         MMLogger.get_current_instance().info(
             '(D)VPQ (%) by window and depth threshold:\n' + '\n'.join(rows)
         )
-
-
-@METRICS.register_module()
-class STQMetric(_DVPSBase):
-    """STQ (Weber et al. 2021) and, with depth thresholds, DSTQ (deeplab2), by frame offset.
-
-    Args:
-        num_classes (int): Evaluated classes.
-        thing_ids (Sequence[int]): Thing classes.
-        ignore_label (int): Void class.
-        label_divisor (int): Label divisor.
-        depth_thresholds (Sequence[float], optional): DSTQ's inlier thresholds (deeplab2:
-            1.25, 1.1; ViP-DeepLab's SemKITTI-DVPS ``eval_dstq.py``: 1.25); ``None``: STQ only.
-        void_pixels (str): ``'keep'`` (deeplab2) or ``'drop'`` (evaluate labelled pixels only,
-            ViP-DeepLab's ``eval_dstq.py``), see :class:`STQuality`.
-        offset_buckets (int | Sequence[int], optional): Buckets of the by-offset curves.
-        collect_device (str): ``'cpu'`` or ``'gpu'``.
-        prefix (str, optional): Key prefix (default ``'stq'``).
-
-    Returns: ``STQ``, ``AQ``, ``IoU`` (and ``DSTQ``, ``DQ``, ``DSTQ@t``, ``DQ@t``), percent;
-    ``offset_curve/STQ`` (or ``DSTQ``), ``offset_curve/num_frames``.
-    """
-
-    default_prefix = 'stq'
-
-    def __init__(
-        self,
-        num_classes: int,
-        thing_ids: Sequence[int],
-        ignore_label: int,
-        label_divisor: int,
-        depth_thresholds: Sequence[float] | None = (1.25, 1.1),
-        void_pixels: str = 'keep',
-        offset_buckets: int | Sequence[int] | None = 20,
-        collect_device: str = 'cpu',
-        prefix: str | None = None,
-    ) -> None:
-        super().__init__(offset_buckets, collect_device, prefix)
-        self._kwargs = dict(
-            num_classes=num_classes,
-            thing_ids=tuple(thing_ids),
-            ignore_label=ignore_label,
-            label_divisor=label_divisor,
-            void_pixels=void_pixels,
-        )
-        self.depth_thresholds = None if depth_thresholds is None else tuple(depth_thresholds)
-        self._new()  # validates the arguments
-
-    def _new(self) -> STQuality:
-        if self.depth_thresholds is None:
-            return STQuality(**self._kwargs)
-        return DSTQuality(**self._kwargs, depth_thresholds=self.depth_thresholds)
-
-    def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
-        """Store each frame's STQ statistics."""
-        acc = self._new()
-        for sample in data_samples:
-            meta = _frame_meta(sample)
-            gt, pred = sample_array(sample, 'gt_panoptic'), sample_array(sample, 'pred_panoptic')
-            if gt is None or pred is None:
-                raise KeyError(f"{meta['name']}: STQMetric needs gt_panoptic and pred_panoptic")
-            args = [gt, pred]
-            if self.depth_thresholds is not None:
-                args += [sample_array(sample, 'gt_depth'), sample_array(sample, 'pred_depth')]
-                if args[2] is None or args[3] is None:
-                    raise KeyError(f"{meta['name']}: DSTQ needs gt_depth and pred_depth")
-            _check_same_size(
-                meta['name'], **dict(zip(('gt', 'pred', 'gt_depth', 'pred_depth'), args))
-            )
-            try:
-                stats = acc.frame_stats(*args)
-            except ValueError as err:
-                raise ValueError(f"{meta['name']}: {err}") from None
-            self.results.append(dict(meta, stats=stats))
-
-    def _evaluate(self, records: list[dict]) -> dict:
-        acc = self._new()
-        for r in records:
-            acc.add(r['stats'], str(r['video_id']))
-        return acc.result()
-
-    def compute_metrics(self, results: list) -> dict:
-        """See the class docstring."""
-        records = _ordered(results)
-        res = self._evaluate(records)
-        keys = ['STQ', 'AQ', 'IoU']
-        if self.depth_thresholds is not None:
-            keys += ['DSTQ', 'DQ'] + [
-                f'{m}@{t:g}' for t in self.depth_thresholds for m in ('DSTQ', 'DQ')
-            ]
-        out = {k: 100 * float(res[k]) for k in keys}
-        curves = self._by_offset(
-            records, lambda pos, _: (self._evaluate([records[i] for i in pos]), len(pos))
-        )
-        if curves:
-            main = 'STQ' if self.depth_thresholds is None else 'DSTQ'
-            out[f'offset_curve/{main}'] = {b: 100 * float(r[main]) for b, (r, _) in curves.items()}
-            out['offset_curve/num_frames'] = {b: n for b, (_, n) in curves.items()}
-        return out
-
-
-@METRICS.register_module()
-class DepthMetric(_DVPSBase):
-    """Depth errors (KITTI devkit and Eigen et al., see :mod:`.depth_metrics`) by frame offset.
-
-    Args:
-        reductions (Sequence[str]): ``'image'`` (per image, then the mean over images: the KITTI
-            devkit) and/or ``'pixel'`` (pooled pixels).
-        gt_max_depth (float, optional): Ground truth beyond this depth (m) is ignored.
-        offset_buckets (int | Sequence[int], optional): Buckets of the by-offset curves.
-        collect_device (str): ``'cpu'`` or ``'gpu'``.
-        prefix (str, optional): Key prefix (default ``'depth'``).
-
-    Returns: ``{reduction}/{error}`` for every error of :data:`DEPTH_METRICS` (``silog`` x100,
-    ``abs_rel``, ``sq_rel_kitti``, ``sq_rel_eigen``, ``rmse`` m, ``rmse_log``, ``irmse`` 1/km,
-    ``delta1..3``), ``offset_curve/{reduction}/{error}`` and ``offset_curve/num_frames``.
-    """
-
-    default_prefix = 'depth'
-
-    def __init__(
-        self,
-        reductions: Sequence[str] = ('image', 'pixel'),
-        gt_max_depth: float | None = None,
-        offset_buckets: int | Sequence[int] | None = 20,
-        collect_device: str = 'cpu',
-        prefix: str | None = None,
-    ) -> None:
-        super().__init__(offset_buckets, collect_device, prefix)
-        reductions = (reductions,) if isinstance(reductions, str) else tuple(reductions)
-        if not reductions or any(r not in ('image', 'pixel') for r in reductions):
-            raise ValueError(f"reductions must be 'image' and/or 'pixel', got {reductions}")
-        self.reductions = reductions
-        self.gt_max_depth = gt_max_depth
-
-    def frame_record(self, gt_depth, pred_depth, **meta) -> dict:
-        """Check one frame and keep its :class:`DepthSums` (as a dict)."""
-        name = meta.get('name', '?')
-        if gt_depth is None or pred_depth is None:
-            raise KeyError(f'{name}: DepthMetric needs gt_depth and pred_depth')
-        if self.gt_max_depth is not None:
-            gt_depth = np.where(gt_depth > self.gt_max_depth, 0, gt_depth)
-        return dict(meta, sums=depth_sums(gt_depth, pred_depth, name=name).as_dict())
-
-    def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
-        """Store each frame's depth sums."""
-        for sample in data_samples:
-            self.results.append(
-                self.frame_record(
-                    sample_array(sample, 'gt_depth'),
-                    sample_array(sample, 'pred_depth'),
-                    **_frame_meta(sample),
-                )
-            )
-
-    def _evaluate(self, records: list[dict]) -> dict:
-        sums = [DepthSums(**r['sums']) for r in records]
-        return {
-            f'{red}/{k}': v
-            for red in self.reductions
-            for k, v in reduce_depth_sums(sums, red).items()
-        }
-
-    def compute_metrics(self, results: list) -> dict:
-        """See the class docstring."""
-        records = _ordered(results)
-        out = self._evaluate(records)
-        curves = self._by_offset(
-            records, lambda pos, _: (self._evaluate([records[i] for i in pos]), len(pos))
-        )
-        if curves:
-            for red in self.reductions:
-                for key in DEPTH_METRICS:
-                    out[f'offset_curve/{red}/{key}'] = {
-                        b: r[f'{red}/{key}'] for b, (r, _) in curves.items()
-                    }
-            out['offset_curve/num_frames'] = {b: n for b, (_, n) in curves.items()}
-        return out

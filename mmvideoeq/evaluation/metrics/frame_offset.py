@@ -13,6 +13,9 @@ Python (no OpenMMLab import) so that detection and segmentation metrics share on
 
 Written here because mmengine/mmdet have no notion of frame offsets.
 
+:func:`bootstrap_by_offset` gives each bucket's value a percentile bootstrap interval over whole
+videos (frames of one video are not independent, so the video is the resampling unit).
+
 Example:
     >>> buckets = OffsetBuckets.build([0, 1, 5])
     >>> offsets = frame_offsets(video_ids=[7, 7, 7, 8], frame_ids=[3, 4, 9, 0])
@@ -25,15 +28,20 @@ Example:
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Hashable, Sequence
+import math
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     'OffsetBuckets',
     'frame_offsets',
     'group_by_offset',
     'aggregate_by_offset',
+    'bootstrap_by_offset',
+    'check_ci_resamples',
 ]
 
 
@@ -214,3 +222,124 @@ def aggregate_by_offset(
         label: reduce([items[p] for p in positions])
         for label, positions in group_by_offset(offsets, buckets).items()
     }
+
+
+def check_ci_resamples(value: Any) -> int:
+    """A metric's ``ci_resamples`` argument: an int >= 0 (0: no intervals)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f'ci_resamples must be an int >= 0 (0: no intervals), got {value!r}')
+    return value
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def bootstrap_by_offset(
+    items: Sequence[Any],
+    offsets: Sequence[int],
+    videos: Sequence[Hashable],
+    buckets: OffsetBuckets,
+    reduce: Callable[[list[Any]], Any] = _mean,
+    *,
+    n: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+    draws: Sequence[Sequence[Hashable]] | None = None,
+) -> dict[str, Any]:
+    """Percentile bootstrap intervals of the by-offset values, resampling whole videos.
+
+    The cluster (case) bootstrap of Davison & Hinkley, *Bootstrap Methods and their Application*
+    (1997), Sec. 3.8, with Efron's percentile interval (Efron & Tibshirani, *An Introduction to
+    the Bootstrap*, 1993, Ch. 13): each resample draws as many videos as there are, uniformly
+    with replacement; a video drawn twice brings its frames twice (``reduce`` sees each of its
+    items twice, so a reduction that counts items, sums areas or accumulates matches counts the
+    repeat); each bucket's value is ``reduce`` of the resample's items in that bucket, exactly as
+    :func:`aggregate_by_offset` computes it (the items in the videos' order of first appearance,
+    whatever the order of the draw, so that each distinct multiset of videos is reduced once).
+    The interval is the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles (numpy's linear
+    interpolation) of the finite values over the resamples in which the bucket holds a frame.
+    Deterministic for a given ``seed``. Written here because ``scipy.stats.bootstrap`` resamples
+    observations, not clusters whose per-bucket statistic can be undefined in a resample.
+
+    Args:
+        items (Sequence[Any]): One item per frame (as :func:`aggregate_by_offset`).
+        offsets (Sequence[int]): Offset of each frame.
+        videos (Sequence[Hashable]): Video (resampling unit) of each frame.
+        buckets (OffsetBuckets): The buckets.
+        reduce (Callable[[list], float | Mapping[str, float]]): Items of one bucket -> its value,
+            or a mapping of named values (each gets its interval); ``None`` / NaN values are
+            left out of the quantiles.
+        n (int): Number of resamples (>= 1).
+        seed (int): Seed of ``numpy.random.default_rng``.
+        level (float): Coverage of the interval, in ``(0, 1)``.
+        draws (Sequence[Sequence[Hashable]], optional): Explicit resamples (lists of videos,
+            repeats allowed) instead of ``n`` random ones, e.g. every video once to check that
+            the bootstrap reproduces the metric.
+
+    Returns:
+        dict: For a scalar ``reduce``: bucket label -> ``[lo, hi]`` for the buckets that hold
+        frames, in bucket order (``[nan, nan]`` when no resample gave a finite value). For a
+        mapping ``reduce``: value name -> such a dict.
+
+    Example:
+        >>> buckets = OffsetBuckets.build(1)
+        >>> bootstrap_by_offset([1.0, 3.0], [0, 0], ['a', 'b'], buckets, draws=[['a', 'a']])
+        {'0': [1.0, 1.0]}
+    """
+    if not len(items) == len(offsets) == len(videos):
+        raise ValueError(
+            f'got {len(items)} items, {len(offsets)} offsets and {len(videos)} videos; '
+            'give one of each per frame'
+        )
+    if not 0 < level < 1:
+        raise ValueError(f'level must be in (0, 1), got {level}')
+    order = list(dict.fromkeys(videos))  # videos in order of first appearance
+    positions: dict[Hashable, list[list[int]]] = {v: [[] for _ in buckets.starts] for v in order}
+    for pos, (video, offset) in enumerate(zip(videos, offsets)):
+        positions[video][buckets.index(offset)].append(pos)
+    present = [b for b in range(len(buckets)) if any(positions[v][b] for v in order)]
+    if draws is None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f'the number of resamples must be an int >= 1, got {n!r}')
+        rng = np.random.default_rng(seed)
+        draws = [[order[i] for i in row] for row in rng.integers(0, len(order), (n, len(order)))]
+    unknown = {v for draw in draws for v in draw} - set(order)
+    if unknown:
+        raise ValueError(f'draws name videos {sorted(map(str, unknown))} that have no frame')
+
+    # a resample is a multiset of videos: its items are taken in the videos' order of first
+    # appearance, and each distinct multiset (of the videos with frames in the bucket) is
+    # reduced once (few videos give few distinct multisets)
+    rank = {v: i for i, v in enumerate(order)}
+    values: dict[int, list] = {b: [] for b in present}
+    cache: dict[tuple, Any] = {}
+    for draw in draws:
+        ranked = sorted(draw, key=rank.__getitem__)
+        for b in present:
+            key = (b, *(rank[v] for v in ranked if positions[v][b]))
+            if len(key) == 1:
+                continue
+            if key not in cache:
+                cache[key] = reduce([items[p] for v in ranked for p in positions[v][b]])
+            values[b].append(cache[key])
+    labels = buckets.labels
+    quantiles = [50 * (1 - level), 50 * (1 + level)]
+
+    def interval(samples: list) -> list[float]:
+        finite = [x for x in map(_finite, samples) if x is not None]
+        if not finite:
+            return [float('nan'), float('nan')]
+        return [float(q) for q in np.percentile(finite, quantiles)]
+
+    first = next((v for b in present for v in values[b]), None)
+    if isinstance(first, Mapping):
+        keys = list(first)
+        return {
+            key: {labels[b]: interval([v.get(key) for v in values[b]]) for b in present}
+            for key in keys
+        }
+    return {labels[b]: interval(values[b]) for b in present}

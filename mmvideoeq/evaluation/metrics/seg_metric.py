@@ -7,9 +7,11 @@ subclasses mmseg's :class:`~mmseg.evaluation.IoUMetric` and reuses its per-image
 summary and per-class table, and its prediction-PNG writing (``output_dir``/``format_only``).
 The offset buckets and the grouping are the project's shared ones (:mod:`.frame_offset`, also used
 by the VID metric). Written here, because mmseg has no notion of it: skipping frames that carry no
-label, and summing the areas of each offset bucket before summarising it.
+label, summing the areas of each offset bucket before summarising it, and a bootstrap interval of
+each bucket's value over the annotated frames (:func:`.bootstrap_by_offset`).
 """
 
+import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -19,9 +21,17 @@ from mmseg.evaluation import IoUMetric
 
 from mmvideoeq.registry import METRICS
 
-from .frame_offset import OffsetBuckets, aggregate_by_offset
+from .frame_offset import (
+    OffsetBuckets,
+    aggregate_by_offset,
+    bootstrap_by_offset,
+    check_ci_resamples,
+)
 
 __all__ = ['StreamingIoUMetric']
+
+#: The clip-length suffix of ``CityscapesClipDataset``'s ``video_id``.
+_LENGTH = re.compile(r'_len\d+$')
 
 
 @METRICS.register_module()
@@ -47,7 +57,11 @@ class StreamingIoUMetric(IoUMetric):
     * ``offset_curve/{key}`` for each of those keys, ``mIoU`` first (the curve the streaming loop
       plots): ``{bucket label: value}`` over the non-empty offset buckets, in offset order; labels
       as :class:`.OffsetBuckets` (``'0'``, ``'1'``, ..., ``'20+'`` for ``offset_buckets=20``);
-    * ``offset_curve/num_frames``: ``{bucket label: number of evaluated frames}``.
+    * ``offset_curve/num_frames``: ``{bucket label: number of evaluated frames}``;
+    * ``offset_curve_ci/{key}``: ``{bucket label: [lo, hi]}``, the 95 % percentile bootstrap
+      interval of each curve (``ci_resamples`` resamples, seed 0). The resampling unit is the
+      annotated frame: the ``video_id`` without a ``_len{L}`` suffix, so that the clips of
+      several lengths ending at one annotated frame are drawn together.
 
     ``offset_curve/*`` values are dicts, which mmengine logs and dumps to the test JSON log as
     non-scalar results; only the overall keys go to scalar backends.
@@ -69,6 +83,8 @@ class StreamingIoUMetric(IoUMetric):
             :meth:`.OffsetBuckets.build`): ``20`` (default) gives offsets ``0 .. 19`` one by one
             and ``'20+'``; ``[0, 1, 4, 9, 19]`` gives ``'0'``, ``'1-3'``, ``'4-8'``, ``'9-18'``,
             ``'19+'``; ``None`` turns the curve off.
+        ci_resamples (int): Bootstrap resamples of the curves' intervals; 0: no intervals.
+            Defaults to 200.
     """
 
     def __init__(
@@ -82,6 +98,7 @@ class StreamingIoUMetric(IoUMetric):
         format_only: bool = False,
         prefix: Optional[str] = None,
         offset_buckets: Optional[Union[int, Sequence[int]]] = 20,
+        ci_resamples: int = 200,
     ) -> None:
         allowed = ('mIoU', 'mDice', 'mFscore')
         if isinstance(iou_metrics, str):
@@ -106,6 +123,7 @@ class StreamingIoUMetric(IoUMetric):
         self.offset_buckets = (
             None if offset_buckets is None else OffsetBuckets.build(offset_buckets)
         )
+        self.ci_resamples = check_ci_resamples(ci_resamples)
 
     @staticmethod
     def _is_evaluated(data_sample: dict, needs_gt: bool) -> bool:
@@ -226,6 +244,18 @@ class StreamingIoUMetric(IoUMetric):
         for key in keys:
             metrics[f'offset_curve/{key}'] = {label: s[key] for label, s in summaries.items()}
         metrics['offset_curve/num_frames'] = counts
+        if self.ci_resamples:
+            units = [
+                ('frame', i) if r['video_id'] is None else _LENGTH.sub('', str(r['video_id']))
+                for i, r in enumerate(located)
+            ]
+            ci = bootstrap_by_offset(
+                areas, offsets, units, self.offset_buckets, self._summarize, n=self.ci_resamples
+            )
+            for key in keys:
+                metrics[f'offset_curve_ci/{key}'] = {
+                    label: [round(lo, 2), round(hi, 2)] for label, (lo, hi) in ci[key].items()
+                }
         table = '\n'.join(
             f'    {label:>6} {counts[label]:>7} {summaries[label].get("mIoU", float("nan")):>7}'
             for label in summaries

@@ -17,7 +17,15 @@ here, because mmdet lacks it:
   every image of ``ann_file`` (a frame without a result counts as all misses); here only the
   frames that were processed are evaluated;
 * class matching by name (mmdet maps ``dataset_meta['classes']`` to category ids in file order);
-* the unrounded COCO statistics next to mmdet's 3-decimal values (``exact/bbox_mAP_50`` ...).
+* a **bootstrap interval** of each offset bucket's mAP@0.5 over videos
+  (:func:`.bootstrap_by_offset`): every image is matched once (``COCOeval.evaluate``) and each
+  resample is accumulated (``COCOeval.accumulate``) over its list of images *with repeats* (a
+  video drawn twice counts twice, which ``COCOeval.evaluate`` itself cannot do: it deduplicates
+  ``imgIds``);
+* the unrounded COCO statistics next to mmdet's 3-decimal values (``exact/bbox_mAP_50`` ...):
+  ``CocoMetric.compute_metrics`` keeps no handle on its ``COCOeval``, so the same evaluation
+  (same detections, ``catIds``, ``imgIds``, ``maxDets``, ``iouThrs``) is run once more with
+  pycocotools and its ``stats`` are reported.
 """
 
 from __future__ import annotations
@@ -29,7 +37,6 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-import mmdet.evaluation.metrics.coco_metric as coco_metric_module
 import numpy as np
 import torch
 from mmdet.datasets.api_wrappers import COCO, COCOeval
@@ -42,31 +49,18 @@ from mmengine.structures import BaseDataElement
 from mmvideoeq.registry import METRICS
 from mmvideoeq.structures import SKIP_KEY
 
-from .frame_offset import OffsetBuckets, aggregate_by_offset, frame_offsets
+from .frame_offset import (
+    OffsetBuckets,
+    aggregate_by_offset,
+    bootstrap_by_offset,
+    check_ci_resamples,
+    frame_offsets,
+)
 
 __all__ = ['VIDMetric']
 
 _VIDEO_KEYS = ('video_data_samples', '_video_data_samples')
 _STAT_NAMES = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
-
-
-@contextlib.contextmanager
-def _recorded_cocoeval():
-    """Keep the ``COCOeval`` that mmdet's ``CocoMetric.compute_metrics`` creates (it only
-    returns rounded values and keeps no handle on it): yields the list it is appended to."""
-    seen: list = []
-    base = coco_metric_module.COCOeval
-
-    class Recorded(base):
-        def summarize(self):
-            super().summarize()
-            seen.append(self)
-
-    coco_metric_module.COCOeval = Recorded
-    try:
-        yield seen
-    finally:
-        coco_metric_module.COCOeval = base
 
 
 class _FrameRecordMetric(CocoMetric):
@@ -154,7 +148,10 @@ class VIDMetric(CocoVideoMetric, _FrameRecordMetric):
     * ``offset_curve/bbox_mAP_50``: ``{bucket label: mAP@0.5}`` and ``offset_curve/num_frames``:
       ``{bucket label: frames}``, for non-empty buckets in order (dicts, as
       ``StreamingIoUMetric`` does: logged and dumped as non-scalar results). A bucket without any
-      ground truth of the evaluated classes gets ``-1`` (pycocotools' convention).
+      ground truth of the evaluated classes gets ``-1`` (pycocotools' convention);
+    * ``offset_curve_ci/bbox_mAP_50``: ``{bucket label: [lo, hi]}``, the 95 % percentile
+      bootstrap interval over videos (``ci_resamples`` resamples, seed 0; frames without a
+      ``video_id`` are their own unit; resamples whose bucket has no ground truth are left out).
 
     Args:
         ann_file (str, optional): The CocoVID (or COCO) annotation file the frames come from
@@ -176,6 +173,8 @@ class VIDMetric(CocoVideoMetric, _FrameRecordMetric):
         collect_device (str): ``'cpu'`` or ``'gpu'``.
         prefix (str, optional): Metric name prefix. Defaults to ``'vid'``.
         max_listed (int): At most this many skipped frames are listed in the log. Defaults to 20.
+        ci_resamples (int): Bootstrap resamples of the curve's intervals; 0: no intervals.
+            Defaults to 200.
 
     Attributes:
         skipped_frames (list[dict]): After :meth:`compute_metrics`: ``img_id``, ``video_id``,
@@ -199,6 +198,7 @@ class VIDMetric(CocoVideoMetric, _FrameRecordMetric):
         collect_device: str = 'cpu',
         prefix: str | None = None,
         max_listed: int = 20,
+        ci_resamples: int = 200,
     ) -> None:
         if ann_file is not None and not exists(ann_file, backend_args=backend_args):
             raise FileNotFoundError(
@@ -228,6 +228,7 @@ class VIDMetric(CocoVideoMetric, _FrameRecordMetric):
             None if offset_buckets is None else OffsetBuckets.build(offset_buckets)
         )
         self.max_listed = max_listed
+        self.ci_resamples = check_ci_resamples(ci_resamples)
         self.skipped_frames: list[dict] = []
         self._saw_track_samples = False
 
@@ -303,17 +304,19 @@ class VIDMetric(CocoVideoMetric, _FrameRecordMetric):
         if not done:
             logger.error('VIDMetric: no frame could be evaluated')
             return metrics
-        with _recorded_cocoeval() as evals:
-            metrics.update(CocoMetric.compute_metrics(self, [(r['gt'], r['pred']) for r in done]))
-        if evals:  # mmdet rounds to 3 decimals; the exact values for reports
-            metrics.update(
-                {f'exact/bbox_{n}': float(v) for n, v in zip(_STAT_NAMES, evals[-1].stats)}
-            )
+        metrics.update(CocoMetric.compute_metrics(self, [(r['gt'], r['pred']) for r in done]))
         if self.format_only:
             return metrics
 
         coco_dt = self._detections([r['pred'] for r in done])
-        if 'bbox_mAP_50' not in metrics:  # CocoMetric gives up when there is no detection at all
+        if coco_dt.getAnnIds():  # mmdet rounds to 3 decimals; the exact values for reports
+            coco_eval = self._coco_eval(coco_dt, self.img_ids, self.iou_thrs)
+            with contextlib.redirect_stdout(io.StringIO()):
+                coco_eval.summarize()
+            metrics.update(
+                {f'exact/bbox_{n}': float(v) for n, v in zip(_STAT_NAMES, coco_eval.stats)}
+            )
+        else:  # CocoMetric gives up when there is no detection at all
             metrics['bbox_mAP_50'] = round(self._ap50(coco_dt, self.img_ids), 3)
         if self.offset_buckets is not None:
             metrics.update(self._offset_curve(done, skipped, coco_dt, logger))
@@ -387,20 +390,69 @@ class VIDMetric(CocoVideoMetric, _FrameRecordMetric):
             coco_dt.createIndex()
         return coco_dt
 
-    def _ap50(self, coco_dt: COCO, img_ids: list) -> float:
-        """pycocotools AP at IoU 0.5, area ``all``, ``maxDets`` = ``proposal_nums[2]``."""
+    def _coco_eval(self, coco_dt: COCO, img_ids: list, iou_thrs) -> COCOeval:
+        """pycocotools' ``bbox`` evaluation (evaluated and accumulated) with mmdet
+        ``CocoMetric``'s parameters on the frames ``img_ids``."""
         coco_eval = COCOeval(self._coco_api, coco_dt, 'bbox')
         coco_eval.params.catIds = self.cat_ids
         coco_eval.params.imgIds = list(img_ids)
         coco_eval.params.maxDets = list(self.proposal_nums)
-        coco_eval.params.iouThrs = np.array([0.5])
+        coco_eval.params.iouThrs = np.asarray(iou_thrs, np.float64)
         with contextlib.redirect_stdout(io.StringIO()):
             coco_eval.evaluate()
             coco_eval.accumulate()
+        return coco_eval
+
+    def _ap50(self, coco_dt: COCO, img_ids: list) -> float:
+        """pycocotools AP at IoU 0.5, area ``all``, ``maxDets`` = ``proposal_nums[2]``."""
+        coco_eval = self._coco_eval(coco_dt, img_ids, [0.5])
         # precision: (iou, recall, class, area range, max dets); as COCOeval.summarize's stats[1]
         precision = coco_eval.eval['precision'][0, :, :, 0, 2]
         precision = precision[precision > -1]
         return float(precision.mean()) if precision.size else -1.0
+
+    def _ap50_reducer(self, coco_dt: COCO, img_ids: list):
+        """AP@0.5 of any list of the images ``img_ids``, repeats counted, as a function.
+
+        Each image is matched once (``COCOeval.evaluate`` at IoU 0.5, area ``all``,
+        ``maxDets`` = ``proposal_nums[2]``: the cell of :meth:`_ap50`); the function lays the
+        per-image results out for the given list, repeats included, as ``COCOeval.accumulate``
+        reads them (``evalImgs[k * I + i]`` over ``_paramsEval.imgIds``), and accumulates. On
+        distinct images it equals :meth:`_ap50`; a bucket without ground truth gives NaN.
+
+        Args:
+            coco_dt (COCO): The detections.
+            img_ids (list): The images the lists will be drawn from.
+
+        Returns:
+            Callable[[list], float]: ``image ids (repeats allowed) -> AP@0.5``.
+        """
+        coco_eval = COCOeval(self._coco_api, coco_dt, 'bbox')
+        params = coco_eval.params
+        params.catIds = self.cat_ids
+        params.imgIds = list(img_ids)
+        params.maxDets = [self.proposal_nums[2]]
+        params.iouThrs = np.asarray([0.5], np.float64)
+        params.areaRng, params.areaRngLbl = params.areaRng[:1], params.areaRngLbl[:1]
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_eval.evaluate()
+        evaluated = list(coco_eval._paramsEval.imgIds)  # sorted, unique
+        where = {img_id: i for i, img_id in enumerate(evaluated)}
+        per_cat = [
+            coco_eval.evalImgs[k * len(evaluated) : (k + 1) * len(evaluated)]
+            for k in range(len(coco_eval._paramsEval.catIds))
+        ]
+
+        def ap50(chosen: list) -> float:
+            coco_eval.evalImgs = [row[where[i]] for row in per_cat for i in chosen]
+            coco_eval._paramsEval.imgIds = coco_eval.params.imgIds = list(chosen)
+            with contextlib.redirect_stdout(io.StringIO()):
+                coco_eval.accumulate()
+            precision = coco_eval.eval['precision'][0, :, :, 0, 0]
+            precision = precision[precision > -1]
+            return float(precision.mean()) if precision.size else float('nan')
+
+        return ap50
 
     def _offset_curve(
         self, done: list, skipped: list, coco_dt: COCO, logger: MMLogger
@@ -427,4 +479,23 @@ class VIDMetric(CocoVideoMetric, _FrameRecordMetric):
             f'  {label:>8}  {counts[label]:>8}  {ap:.3f}' for label, ap in curve.items()
         )
         logger.info(f'bbox_mAP_50 by frame offset:\n    offset    frames  mAP_50\n{table}')
-        return {'offset_curve/bbox_mAP_50': curve, 'offset_curve/num_frames': counts}
+        out = {'offset_curve/bbox_mAP_50': curve, 'offset_curve/num_frames': counts}
+        if self.ci_resamples:
+            videos = [
+                ('img', r['frame']['img_id'])
+                if r['frame']['video_id'] is None
+                else r['frame']['video_id']
+                for r in done
+            ]
+            ci = bootstrap_by_offset(
+                img_ids,
+                offsets,
+                videos,
+                self.offset_buckets,
+                self._ap50_reducer(coco_dt, img_ids),
+                n=self.ci_resamples,
+            )
+            out['offset_curve_ci/bbox_mAP_50'] = {
+                label: [round(lo, 3), round(hi, 3)] for label, (lo, hi) in ci.items()
+            }
+        return out

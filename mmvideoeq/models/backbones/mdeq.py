@@ -6,7 +6,6 @@ from typing import Any, Sequence
 
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
 from mmvideoeq.deq import FULL_SOLVE, Budget
@@ -18,7 +17,7 @@ from mmvideoeq.deq.mdeq_convert import (
 )
 from mmvideoeq.deq.solvers import SolverStats
 from mmvideoeq.registry import MODELS
-from mmvideoeq.utils.checkpoint import safe_load_checkpoint
+from mmvideoeq.utils.checkpoint_schemes import load_checkpoint_weights_only
 
 __all__ = ['MDEQ']
 
@@ -135,8 +134,9 @@ class MDEQ(BaseModule):
         """Load MDEQ weights strictly into ``self.net``.
 
         Args:
-            checkpoint: A local path (loaded weights-only) or a URL (mmengine's
-                ``CheckpointLoader``) of a converted or official MDEQ checkpoint.
+            checkpoint: A local path or a URL / mmengine scheme (``https://``,
+                ``open-mmlab://``, ...) of a converted or official MDEQ checkpoint, loaded
+                weights-only whatever its kind (``load_checkpoint_weights_only``).
             prefix: Keep only keys starting with it and strip it (e.g. ``'backbone.'`` to read
                 the backbone of a full detector checkpoint).
 
@@ -145,10 +145,7 @@ class MDEQ(BaseModule):
             UnsafeCheckpointError: If the file holds pickled objects outside the allow-list.
             ValueError: If keys are missing/unexpected or shapes differ (all are listed).
         """
-        if '://' in str(checkpoint):
-            ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-        else:  # weights-only load with mmengine's types allowed (detector checkpoints)
-            ckpt = safe_load_checkpoint(checkpoint, map_location='cpu')
+        ckpt = load_checkpoint_weights_only(checkpoint, map_location='cpu')
         state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
         if not isinstance(state, dict):
             raise ValueError(f'{checkpoint} holds a {type(state).__name__}, not a state dict')
@@ -215,7 +212,8 @@ class MDEQ(BaseModule):
     def forward_stream(
         self, x: Tensor, z0: Sequence[Tensor] | None, budget: Budget = FULL_SOLVE
     ) -> tuple[tuple[Tensor, ...], list[Tensor], SolverStats]:
-        """One streaming step: solve from ``z0`` (the previous frame's fixed point).
+        """One streaming step: solve from ``z0`` (the previous frame's fixed point); the same as
+        :meth:`stream_solve` after :meth:`stream_stem`.
 
         Args:
             x: Frames ``(B, 3, H, W)``.
@@ -228,7 +226,31 @@ class MDEQ(BaseModule):
             ``(features, z, stats)``: the selected feature maps, the full fixed point (detached,
             ready to be stored in the stream state) and the solver statistics.
         """
-        out = self.net.forward_features(x, z0, budget)
+        return self.stream_solve(self.stream_stem(x), z0, budget)
+
+    def stream_stem(self, x: Tensor) -> tuple[Tensor, list[Tensor | None]]:
+        """The per-frame part before the solve (stem and input injection), which depends on the
+        frame only: ``(x, injection)`` for :meth:`stream_solve`.
+
+        Args:
+            x: Frames ``(B, 3, H, W)``.
+        """
+        self.net._check_input(x)
+        return x, self.net.injection_features(x)
+
+    def stream_solve(
+        self,
+        stem: tuple[Tensor, list[Tensor | None]],
+        z0: Sequence[Tensor] | None,
+        budget: Budget = FULL_SOLVE,
+    ) -> tuple[tuple[Tensor, ...], list[Tensor], SolverStats]:
+        """The solve of :meth:`forward_stream` from :meth:`stream_stem`'s output.
+
+        Returns:
+            ``(features, z, stats)`` as :meth:`forward_stream`.
+        """
+        x, injection = stem
+        out = self.net.solve_injected(x, injection, z0, budget)
         if self.training:
             self.last_aux = out.aux
         return self._select(out.features), [t.detach() for t in out.z], out.stats

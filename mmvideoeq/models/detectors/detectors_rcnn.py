@@ -6,9 +6,9 @@ detectors here run it in two ways:
 
 * per image (training and ``predict``): ``T`` unrolled steps from ``f^0 = 0`` exactly as mmdet
   (step 1 without feedback);
-* on video (``stream_step``, the streaming protocol of ``mmvideoeq/models/streaming.py``): the
-  last pyramid of frame ``t - 1`` is the feedback of frame ``t`` and ``M`` recursive steps run per
-  frame, through :func:`mmvideoeq.deq.solve` (``method='fixed_point'``, exactly ``M``
+* on video (``stream_step``, the streaming protocol :class:`mmvideoeq.streaming.StreamingModel`):
+  the last pyramid of frame ``t - 1`` is the feedback of frame ``t`` and ``M`` recursive steps run
+  per frame, through :func:`mmvideoeq.deq.solve` (``method='fixed_point'``, exactly ``M``
   applications of ``G``, solver statistics included). The zero state is the cold state: the
   step from ``f = 0`` is the no-feedback step (mmdet's step 1), so ``M = T`` from a cold state
   reproduces the per-image detector and ``M = 1`` from a cold state is "no feedback".
@@ -36,8 +36,8 @@ from torch import Tensor
 
 from mmvideoeq.deq import solve
 from mmvideoeq.models.necks.rfp import RecursiveFeaturePyramid, check_feedback_backbone
-from mmvideoeq.models.streaming import StreamingMixin
 from mmvideoeq.registry import MODELS
+from mmvideoeq.streaming import StepOutput
 
 __all__ = [
     'RecursiveFeedbackMixin',
@@ -57,7 +57,7 @@ def pyramid_shapes(height: int, width: int, num_levels: int) -> list[tuple[int, 
     return out
 
 
-class RecursiveFeedbackMixin(StreamingMixin):
+class RecursiveFeedbackMixin:
     """RFP recursion for mmdet two-stage detectors: per image and streamed (module docstring).
 
     Builds like the mmdet detector it is mixed into; with a
@@ -190,43 +190,24 @@ class RecursiveFeedbackMixin(StreamingMixin):
         return g
 
     @torch.no_grad()
-    def stream_step(
-        self,
-        inputs: Tensor,
-        data_samples: Sequence,
-        z0: list[Tensor] | None,
-        max_iter: int | None = None,
-        tol: float | None = None,
-    ):
-        """``M`` recursive RFP steps from a carried pyramid (or from zeros), then the heads.
-
-        Args:
-            inputs: Preprocessed frames ``(B, 3, H, W)``.
-            data_samples: Their data samples.
-            z0: The previous frames' pyramids (``num_outs`` tensors ``(B, C, H_l, W_l)``) or
-                ``None`` (cold: :meth:`stream_zero_state`).
-            max_iter: ``M`` (``None``: ``rfp_steps``, the per-image detector from a cold state).
-            tol: ``None``: exactly ``M`` steps; else stop when every frame's relative residual
-                ``||G(f) - f|| / ||G(f)||`` is below it.
-
-        Returns:
-            tuple: ``(preds, z, stats)``: data samples with predictions, the new pyramid
-            (detached, batch B) and the :class:`~mmvideoeq.deq.SolverStats` of the recursion.
-        """
+    def stream_step(self, inputs, z0, memory, budget, payloads) -> StepOutput:
+        """:meth:`StreamingModel.stream_step <mmvideoeq.streaming.StreamingModel.stream_step>`:
+        ``M = budget.max_iter`` recursive RFP steps from the carried pyramids ``z0``
+        (``num_outs`` tensors ``(B, C, H_l, W_l)``; ``None``: the cold ``f^0 = 0``), then the
+        heads. The full solve is ``rfp_steps`` steps, the per-image detector from a cold state;
+        ``budget.tol`` stops early on ``||G(f) - f|| / ||G(f)||``. No memory."""
         self._check_rfp_streamable()
-        steps = self.neck.rfp_steps if max_iter is None else int(max_iter)
         if z0 is None:
             z0 = self.stream_zero_state(inputs)
-        z, stats = solve(
-            self.rfp_map(inputs),
-            list(z0),
-            method='fixed_point',
-            max_iter=steps,
-            tol=tol,
-            return_lowest=False,
-        )
-        preds = self.predict_from_pyramid(z, list(data_samples))
-        return preds, [t.detach() for t in z], stats
+        if budget.is_full:
+            run = dict(max_iter=self.neck.rfp_steps, tol=0.0, return_lowest=False)
+        else:
+            run = dict(
+                max_iter=budget.max_iter, tol=budget.tol, return_lowest=budget.select == 'lowest'
+            )
+        z, stats = solve(self.rfp_map(inputs), list(z0), method='fixed_point', **run)
+        preds = self.predict_from_pyramid(z, list(payloads))
+        return StepOutput(preds, [t.detach() for t in z], [None] * inputs.shape[0], stats)
 
 
 @MODELS.register_module()

@@ -5,23 +5,23 @@ from __future__ import annotations
 from mmdet.models.detectors import FasterRCNN
 from torch import Tensor
 
-from mmvideoeq.models.streaming import StreamingMixin
+from mmvideoeq.models.streaming import DEQStreamingMixin, backbone_aux_losses
 from mmvideoeq.registry import MODELS
 
 
 @MODELS.register_module()
-class StreamDEQFasterRCNN(StreamingMixin, FasterRCNN):
+class StreamDEQFasterRCNN(DEQStreamingMixin, FasterRCNN):
     """mmdet's ``FasterRCNN`` whose backbone can be warm-started frame to frame.
 
     Training and per-frame testing are mmdet's own; the DEQ backbone's auxiliary losses (the
     Jacobian regulariser, when enabled) are added to the loss dict. ``stream_step`` (see
-    :class:`~mmvideoeq.models.streaming.StreamingMixin`) runs the backbone from a given fixed
+    :class:`~mmvideoeq.models.streaming.DEQStreamingMixin`) runs the backbone from a given fixed
     point, then the neck, RPN and RoI heads as :meth:`FasterRCNN.predict` does.
     """
 
     def loss(self, batch_inputs: Tensor, batch_data_samples: list) -> dict:
         losses = super().loss(batch_inputs, batch_data_samples)
-        losses.update(self.backbone_aux_losses())
+        losses.update(backbone_aux_losses(self.backbone))
         return losses
 
     def predict_from_feats(self, feats: tuple[Tensor, ...], data_samples: list) -> list:

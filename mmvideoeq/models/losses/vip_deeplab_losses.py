@@ -18,8 +18,11 @@ hence these small classes.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from mmvideoeq.registry import MODELS
@@ -136,6 +139,14 @@ class ViPDepthLoss(nn.Module):
     deeplab2), plus ``abs_rel_weight * mean(|d - p| / d)`` (0 by default: neither the chapter
     nor deeplab2 uses it). Per-image values are averaged over the batch.
 
+    Where it departs from deeplab2's ``SILogPlusRelativeSquaredLoss``, so that training never
+    stops on a NaN: ``1e-12`` is added under the square root (deeplab2's gradient of
+    ``sqrt(0)`` is infinite for an exact prediction); predictions are clamped to at least
+    ``min_pred`` before the logarithm (deeplab2 takes the log of the raw output); an image
+    without any valid depth pixel contributes no loss (deeplab2's per-image mean of nothing is
+    NaN): the batch mean runs over the images that have depth (0 if none has), and the log says
+    so once per loss module.
+
     Args:
         silog_weight, rel_sq_weight, abs_rel_weight: Weights of the three terms.
         min_pred: Predictions are clamped to at least this before the logarithm, so that a
@@ -160,13 +171,22 @@ class ViPDepthLoss(nn.Module):
         self.min_pred = float(min_pred)
         self.loss_weight = float(loss_weight)
         self._loss_name = loss_name
+        self._reported_empty = False
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        """Args: ``pred`` ``(B, 1, H, W)`` or ``(B, H, W)`` metres, ``target`` the same shape with
-        0 (or any value ``<= 0``, or non-finite) marking invalid pixels.
+        """The loss of a batch.
+
+        Args:
+            pred (Tensor): ``(B, 1, H, W)`` or ``(B, H, W)`` predicted depth, metres.
+            target (Tensor): The same shape; 0 (or any value ``<= 0``, or non-finite) marks
+                invalid pixels.
+
+        Returns:
+            Tensor: Scalar loss, the mean over the images with valid depth (0, still attached
+            to ``pred``'s graph, when no image has any).
 
         Raises:
-            ValueError: If an image has no valid depth pixel, or the shapes differ.
+            ValueError: If the shapes differ.
         """
         pred = pred.reshape(pred.shape[0], -1)
         target = target.reshape(target.shape[0], -1).to(pred.dtype)
@@ -176,16 +196,14 @@ class ViPDepthLoss(nn.Module):
             )
         valid = torch.isfinite(target) & (target > 0)
         n = valid.sum(1)
-        if bool((n == 0).any()):
-            empty = [int(i) for i in torch.nonzero(n == 0).flatten()]
-            raise ValueError(
-                f'depth target of batch sample(s) {empty} has no valid pixel (all 0): the depth '
-                'loss is undefined. Check the depth files (16-bit PNG, 0 = invalid) and crops '
-                'that leave no valid depth, or drop such samples.'
-            )
+        has_depth = n > 0
+        if not bool(has_depth.all()):
+            self._report_empty([int(i) for i in torch.nonzero(~has_depth).flatten()], len(n))
+            if not bool(has_depth.any()):
+                return pred.sum() * 0.0
         d = torch.where(valid, target, torch.ones_like(target))
         p = torch.where(valid, pred.clamp(min=self.min_pred), torch.ones_like(pred))
-        nf = n.to(pred.dtype)
+        nf = n.clamp(min=1).to(pred.dtype)
         diff = torch.where(valid, torch.log(d) - torch.log(p), torch.zeros_like(d))
         silog = diff.pow(2).sum(1) / nf - (diff.sum(1) / nf).pow(2)
         rel = torch.where(valid, (d - p) / d, torch.zeros_like(d))
@@ -193,7 +211,20 @@ class ViPDepthLoss(nn.Module):
         loss = self.silog_weight * silog + self.rel_sq_weight * rel_sq
         if self.abs_rel_weight:
             loss = loss + self.abs_rel_weight * rel.abs().sum(1) / nf
-        return self.loss_weight * loss.mean()
+        return self.loss_weight * loss[has_depth].mean()
+
+    def _report_empty(self, empty: list[int], batch: int) -> None:
+        """Log, once per module, that images without valid depth were left out."""
+        if self._reported_empty:
+            return
+        self._reported_empty = True
+        print_log(
+            f'{type(self).__name__}: batch sample(s) {empty} of {batch} have no valid depth '
+            'pixel (ground truth all 0, e.g. a crop outside the LiDAR points or an empty depth '
+            'file); such images contribute no depth loss (reported once, not again).',
+            logger='current',
+            level=logging.WARNING,
+        )
 
     @property
     def loss_name(self) -> str:

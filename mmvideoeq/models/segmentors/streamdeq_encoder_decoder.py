@@ -5,12 +5,12 @@ from __future__ import annotations
 from mmseg.models.segmentors import EncoderDecoder
 from torch import Tensor
 
-from mmvideoeq.models.streaming import StreamingMixin
+from mmvideoeq.models.streaming import DEQStreamingMixin, backbone_aux_losses
 from mmvideoeq.registry import MODELS
 
 
 @MODELS.register_module()
-class StreamDEQEncoderDecoder(StreamingMixin, EncoderDecoder):
+class StreamDEQEncoderDecoder(DEQStreamingMixin, EncoderDecoder):
     """MDEQ segmentation model: backbone + decode head, warm-startable frame to frame.
 
     With the MDEQ backbone and ``mmseg.FCNHead(input_transform='resize_concat', num_convs=1,
@@ -36,7 +36,7 @@ class StreamDEQEncoderDecoder(StreamingMixin, EncoderDecoder):
 
     def loss(self, inputs: Tensor, data_samples: list) -> dict:
         losses = super().loss(inputs, data_samples)
-        losses.update(self.backbone_aux_losses())
+        losses.update(backbone_aux_losses(self.backbone))
         return losses
 
     def predict_from_feats(self, feats: tuple[Tensor, ...], data_samples: list) -> list:

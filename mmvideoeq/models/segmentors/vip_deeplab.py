@@ -26,8 +26,8 @@ from mmseg.structures import SegDataSample
 from torch import Tensor
 
 from mmvideoeq.models.heads.vip_deeplab_head import resize_outputs
-from mmvideoeq.models.streaming import StreamingMixin
-from mmvideoeq.models.utils.panoptic_postprocess import panoptic_deeplab_postprocess
+from mmvideoeq.models.streaming import backbone_aux_losses
+from mmvideoeq.models.utils.panoptic_postprocess import panoptic_deeplab_postprocess, semantic_ids
 from mmvideoeq.registry import MODELS
 
 from .vip_deeplab_stream import ViPStreamMixin
@@ -35,9 +35,12 @@ from .vip_deeplab_stream import ViPStreamMixin
 __all__ = ['ViPDeepLab', 'split_frames', 'resize_nearest']
 
 #: Post-processing defaults: deeplab2 ``configs/*_dvps/vip_deeplab/*.textproto`` evaluator options
-#: (``keep_k_centers`` is the proto default).
+#: (``keep_k_centers`` is the proto default). ``id_reuse_gap``: frames a stitched instance id
+#: must stay unseen before a new track may take it, once the ids reach the label divisor; 20 is
+#: the longest VPQ window of the DVPS protocols (SemKITTI-DVPS k = 20), so no evaluated window
+#: sees one id on two tracks.
 DEFAULT_TEST_CFG = dict(
-    center_threshold=0.1, nms_kernel=13, top_k=400, stuff_area=2048, mode='whole'
+    center_threshold=0.1, nms_kernel=13, top_k=400, stuff_area=2048, mode='whole', id_reuse_gap=20
 )
 
 
@@ -81,7 +84,7 @@ def _stack_field(samples: Sequence, key: str, what: str, pad_value: float) -> Te
         if field is None:
             raise ValueError(
                 f'data sample {i} has no {key!r} ({what}); load it in the pipeline '
-                '(LoadPanopticAnnotation / LoadDepthAnnotation, PackDVPSInputs)'
+                '(LoadPanopticAnnotation / LoadKittiDepthAnnotation, PackDVPSInputs)'
             )
         maps.append(field.data.reshape(field.data.shape[-2:]))
     h = max(m.shape[0] for m in maps)
@@ -92,7 +95,7 @@ def _stack_field(samples: Sequence, key: str, what: str, pad_value: float) -> Te
 
 
 @MODELS.register_module()
-class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
+class ViPDeepLab(ViPStreamMixin, BaseSegmentor):
     """ViP-DeepLab segmentor (any backbone; the streaming mode needs a DEQ backbone).
 
     Args:
@@ -101,9 +104,8 @@ class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
         neck: Optional neck config.
         train_cfg: Unused (kept for the mmseg interface).
         test_cfg: Post-processing: ``center_threshold``, ``nms_kernel``, ``top_k``,
-            ``stuff_area`` (defaults: deeplab2's ViP-DeepLab evaluator options) and
-            ``solver_warm_start`` (streaming: warm-start the solver from the previous frame;
-            ``False`` keeps the stitching state but solves every frame from zeros).
+            ``stuff_area`` (defaults: deeplab2's ViP-DeepLab evaluator options) and the
+            streaming stitching's ``id_reuse_gap`` (see :data:`DEFAULT_TEST_CFG`).
         data_preprocessor: Data preprocessor config (``ViPDataPreprocessor``).
         init_cfg: mmengine init config.
     """
@@ -124,10 +126,16 @@ class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
         self.neck = MODELS.build(neck) if neck is not None else None
         self.decode_head = MODELS.build(decode_head)
         self.train_cfg = train_cfg
-        unknown = set(test_cfg or {}) - set(DEFAULT_TEST_CFG) - {'solver_warm_start'}
+        unknown = set(test_cfg or {}) - set(DEFAULT_TEST_CFG)
         if unknown:
             raise ValueError(f'unknown test_cfg keys {sorted(unknown)} for ViPDeepLab')
-        self.test_cfg = {**DEFAULT_TEST_CFG, 'solver_warm_start': True, **(test_cfg or {})}
+        self.test_cfg = {**DEFAULT_TEST_CFG, **(test_cfg or {})}
+        gap = self.test_cfg['id_reuse_gap']
+        if isinstance(gap, bool) or not isinstance(gap, int) or gap < 1:
+            raise ValueError(
+                f'test_cfg.id_reuse_gap must be an int >= 1 (frames an instance id stays unused '
+                f'before it is re-used), got {gap!r}'
+            )
         self.align_corners = self.decode_head.align_corners
 
     # ------------------------------------------------------------------ features
@@ -180,7 +188,7 @@ class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
                 data_samples, 'next_gt_panoptic', 'panoptic ground truth of frame t+1', ignore
             )
         losses = head.loss_by_feat(outs, panoptic, depth=depth, next_panoptic=next_pan)
-        losses.update(self.backbone_aux_losses())
+        losses.update(backbone_aux_losses(self.backbone))
         return losses
 
     # ------------------------------------------------------------------ inference
@@ -282,6 +290,6 @@ class ViPDeepLab(ViPStreamMixin, StreamingMixin, BaseSegmentor):
         maps = self.to_network(outs, input_size, data_samples)
         if not self.decode_head.with_panoptic:
             return self.pack_predictions(data_samples, None, None, maps['depth'])
-        semantic = maps['semantic'].argmax(1)
+        semantic = semantic_ids(maps['semantic'])
         pan = self.panoptic(semantic, maps['center'], maps['offset'])
         return self.pack_predictions(data_samples, pan, semantic, maps.get('depth'))

@@ -14,19 +14,33 @@ Prediction layouts (those ViP-DeepLab's and KITTI's evaluation scripts read):
 
 Frames are matched by ``(sequence, frame)`` parsed from the names, not by sorted position (the
 reference scripts pair sorted lists, so a missing file silently shifts every later pair): a
-missing or extra prediction is an error naming the files, as is a wrong bit depth, a class id
-out of range, or maps of different sizes.
+missing or extra prediction is an error naming the files, as is a wrong bit depth, a file that
+cannot be decoded (truncated, not a PNG), a class id out of range, a depth prediction ``<= 0``
+where the ground truth has depth, or maps of different sizes.
+
+PQ / VPQ / DVPQ average over classes as the reference script of the layout does
+(``average='all'``: every one of the 19 classes, epsilon 0 for Cityscapes-DVPS, so that a class
+absent from both ground truth and prediction makes the mean NaN, and 1e-10 for SemKITTI-DVPS,
+where it counts as 0); ``average='valid'`` averages over the classes present (deeplab2). Classes
+absent from both are named in a warning.
+
+The evaluation itself is the registered metrics of :mod:`mmvideoeq.evaluation`; this module only
+reads the folders (with :mod:`mmvideoeq.datasets.dvps_io`), so it sits with the APIs, above both.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import struct
+import warnings
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from mmvideoeq.datasets.dvps import CityscapesDVPSDataset, SemKITTIDVPSDataset
+from mmvideoeq.class_names import CITYSCAPES_DVPS_CLASSES, SEMKITTI_DVPS_CLASSES
 from mmvideoeq.datasets.dvps_io import (
     list_frames,
     read_cityscapes_dvps_panoptic,
@@ -36,9 +50,8 @@ from mmvideoeq.datasets.dvps_io import (
     read_two_channel_panoptic,
 )
 from mmvideoeq.datasets.kitti_depth import KITTI_SELECTION_NAME
-
-from .functional import DVPQ_PROTOCOLS
-from .metrics.dvps_metric import DepthMetric, DVPQMetric, STQMetric
+from mmvideoeq.evaluation.functional import DVPQ_PROTOCOLS
+from mmvideoeq.evaluation.metrics import DVPQMetric, KittiDepthMetric, STQMetric
 
 __all__ = ['FOLDER_FORMATS', 'iter_frames', 'evaluate_folders']
 
@@ -61,10 +74,39 @@ _STQ = {
         ('semkitti_dvps', (1.25,), 'drop'),
     )
 }
-_CLASSES = {
-    'cityscapes_dvps': CityscapesDVPSDataset.METAINFO['classes'],
-    'semkitti_dvps': SemKITTIDVPSDataset.METAINFO['classes'],
-}
+_CLASSES = {'cityscapes_dvps': CITYSCAPES_DVPS_CLASSES, 'semkitti_dvps': SEMKITTI_DVPS_CLASSES}
+_AVERAGES = ('all', 'valid')
+#: What a broken PNG raises inside Pillow / numpy (truncated data, bad chunks, bad zlib stream).
+_DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, struct.error, zlib.error)
+
+
+def _broken_file(paths: Sequence[Path]) -> Path | None:
+    """The first of ``paths`` that Pillow cannot decode completely."""
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except _DECODE_ERRORS:
+            return Path(path)
+    return None
+
+
+def _read(reader: Callable, *paths, **kwargs):
+    """``reader(*paths, **kwargs)``, with a decoding failure reported as one ``ValueError``
+    naming the file (Pillow's messages, e.g. "image file is truncated", name none)."""
+    try:
+        return reader(*paths, **kwargs)
+    except FileNotFoundError:
+        raise
+    except _DECODE_ERRORS as err:
+        if isinstance(err, ValueError) and str(err).startswith(tuple(str(p) for p in paths)):
+            raise  # the readers' own checks (bit depth, channels, sizes) name the file
+        culprit = _broken_file(paths)
+        where = culprit if culprit is not None else ' / '.join(str(p) for p in paths)
+        raise ValueError(
+            f'{where}: cannot decode the PNG ({type(err).__name__}: {err}); the file is '
+            'truncated or not a PNG: write it again'
+        ) from None
 
 
 def _listed(names: dict, keys: list) -> str:
@@ -126,8 +168,8 @@ def _dvps_files(fmt: str, gt_dir: Path, pan_dir, depth_dir) -> dict:
 
 def _semkitti_prediction(cat_path, ins_path, divisor: int):
     """``*cat.png`` (8-bit) and ``*ins.png`` (8- or 16-bit) as ``class * divisor + instance``."""
-    cat = read_png(cat_path, bit_depth=8, channels=1).astype(np.int64)
-    ins = read_png(ins_path, channels=1).astype(np.int64)
+    cat = _read(read_png, cat_path, bit_depth=8, channels=1).astype(np.int64)
+    ins = _read(read_png, ins_path, channels=1).astype(np.int64)
     if cat.shape != ins.shape:
         raise ValueError(f'{cat_path} {cat.shape} and {ins_path} {ins.shape} differ in size')
     if ins.size and ins.max() >= divisor:
@@ -156,19 +198,22 @@ def iter_frames(fmt: str, gt_dir, pan_dir=None, depth_dir=None) -> Iterator[dict
         return
     divisor = DVPQ_PROTOCOLS[fmt].label_divisor
     for (seq, frame), f in _dvps_files(fmt, gt_dir, pan_dir, depth_dir).items():
-        sample = dict(video_id=seq, frame_id=frame, gt_depth=read_depth_png(f['gt_depth']))
+        sample = dict(video_id=seq, frame_id=frame, gt_depth=_read(read_depth_png, f['gt_depth']))
         if fmt == 'cityscapes_dvps':
-            sample['gt_panoptic'] = read_cityscapes_dvps_panoptic(f['gt'])
+            sample['gt_panoptic'] = _read(read_cityscapes_dvps_panoptic, f['gt'])
             if 'pan' in f:
-                sample['pred_panoptic'] = read_two_channel_panoptic(f['pan'], divisor)
+                sample['pred_panoptic'] = _read(read_two_channel_panoptic, f['pan'], divisor)
                 sample['img_path'] = str(f['pan'])
         else:
-            sample['gt_panoptic'] = read_semkitti_dvps_panoptic(f['gt'], f['gt_instance'], divisor)
+            sample['gt_panoptic'] = _read(
+                read_semkitti_dvps_panoptic, f['gt'], f['gt_instance'], divisor
+            )
             if 'cat' in f:
                 sample['pred_panoptic'] = _semkitti_prediction(f['cat'], f['ins'], divisor)
                 sample['img_path'] = str(f['cat'])
         if 'depth' in f:
-            sample['pred_depth'] = read_depth_png(f['depth'])
+            sample['pred_depth'] = _read(read_depth_png, f['depth'])
+            sample['pred_depth_path'] = str(f['depth'])
             sample.setdefault('img_path', str(f['depth']))
         yield sample
 
@@ -197,17 +242,17 @@ def _kitti_frames(gt_dir: Path, depth_dir) -> Iterator[dict]:
     _match_keys(gt, pred, 'depth predictions', depth_dir)
     for key, name in gt.items():
         path = Path(depth_dir) / pred[key]
-        read_png(path, bit_depth=16, channels=1)  # a clear error for an 8-bit prediction
         yield dict(
             video_id=key[0],
             frame_id=key[1],
             img_path=str(path),
-            gt_depth=read_depth_png(gt_dir / name),
-            pred_depth=read_depth_png(path),
+            pred_depth_path=str(path),
+            gt_depth=_read(read_depth_png, gt_dir / name),
+            pred_depth=_read(read_depth_png, path),
         )
 
 
-def _build_metrics(fmt, metrics, pan_dir, depth_dir, windows, thresholds, offset_buckets):
+def _build_metrics(fmt, metrics, pan_dir, depth_dir, windows, thresholds, offset_buckets, average):
     """The registered metrics :func:`evaluate_folders` runs, given the folders available."""
     unknown = set(metrics) - {'dvpq', 'stq', 'depth'}
     if unknown or not metrics:
@@ -227,14 +272,18 @@ def _build_metrics(fmt, metrics, pan_dir, depth_dir, windows, thresholds, offset
     built = {}
     if 'dvpq' in metrics:
         built['dvpq'] = DVPQMetric(
-            fmt, windows=windows, thresholds=thresholds, offset_buckets=offset_buckets
+            fmt,
+            windows=windows,
+            thresholds=thresholds,
+            average=average,
+            offset_buckets=offset_buckets,
         )
         built['dvpq'].dataset_meta = dict(classes=_CLASSES[fmt])
     if 'stq' in metrics:
         kw = dict(_STQ[fmt], depth_thresholds=_STQ[fmt]['depth_thresholds'] if depth_dir else None)
         built['stq'] = STQMetric(**kw, offset_buckets=offset_buckets)
     if 'depth' in metrics:
-        built['depth'] = DepthMetric(offset_buckets=offset_buckets)
+        built['depth'] = KittiDepthMetric(offset_buckets=offset_buckets)
     return built
 
 
@@ -247,6 +296,7 @@ def evaluate_folders(
     metrics: Sequence[str] = ('dvpq', 'stq', 'depth'),
     windows: Sequence[int] | None = None,
     thresholds: Sequence[float] | None = None,
+    average: str | None = None,
     offset_buckets=None,
 ) -> dict:
     """Evaluate a prediction folder.
@@ -259,14 +309,23 @@ def evaluate_folders(
         windows (Sequence[int], optional): DVPQ window lengths (default: the protocol's).
         thresholds (Sequence[float], optional): DVPQ depth thresholds (default: the
             protocol's; ``()`` for VPQ only, without depth).
+        average (str, optional): PQ class average: ``'all'`` (the default, as the reference
+            scripts: all classes, the protocol's epsilon) or ``'valid'`` (classes with
+            TP + FP + FN > 0, deeplab2). Classes absent from both sides are named in a
+            ``UserWarning`` either way.
         offset_buckets (int | Sequence[int], optional): By-frame-offset curves (default none).
 
     Returns:
         dict: ``{metric name: {key: value}}`` (values as the registered metrics return them),
         plus ``num_frames``; ``dvpq/per_window`` holds the per-class TP/FN/FP/IoU sums of every
-        window length and threshold.
+        window length and threshold, ``dvpq/absent_classes`` the classes absent from both the
+        ground truth and the prediction.
     """
-    built = _build_metrics(fmt, metrics, pan_dir, depth_dir, windows, thresholds, offset_buckets)
+    if average is not None and average not in _AVERAGES:
+        raise ValueError(f'average must be one of {_AVERAGES}, got {average!r}')
+    built = _build_metrics(
+        fmt, metrics, pan_dir, depth_dir, windows, thresholds, offset_buckets, average
+    )
     count = 0
     for sample in iter_frames(fmt, gt_dir, pan_dir, depth_dir):
         for metric in built.values():
@@ -283,5 +342,34 @@ def evaluate_folders(
             }
             for (k, lam), s in built['dvpq'].last_result['stats'].items()
         }
+        out['dvpq/absent_classes'] = _absent_classes(built['dvpq'], fmt)
     out['num_frames'] = count
     return out
+
+
+def _absent_classes(metric: DVPQMetric, fmt: str) -> list[str]:
+    """Classes with no segment in the ground truth nor the prediction (k = 1, no depth), and a
+    warning naming them with what they do to the class average."""
+    p = metric.protocol
+    stats = metric.last_result['stats'][p.windows[0], None]
+    absent = [_CLASSES[fmt][c] for c in np.flatnonzero(stats.tp + stats.fn + stats.fp == 0)]
+    if absent:
+        if p.average == 'valid':
+            effect = 'they are left out of the class means (average valid)'
+        else:
+            effect = (
+                'averaged over all classes as the reference script does (average all), they '
+                + (
+                    'make PQ / VPQ / DVPQ NaN (epsilon 0)'
+                    if p.epsilon == 0
+                    else f'count as 0 (epsilon {p.epsilon:g})'
+                )
+                + '; average valid leaves them out'
+            )
+        warnings.warn(
+            f'{len(absent)} of {p.num_classes} classes are absent from both the ground truth and '
+            f'the prediction ({", ".join(absent)}): {effect}',
+            UserWarning,
+            stacklevel=3,
+        )
+    return absent
