@@ -11,6 +11,13 @@ ViP-DeepLab with its stitching memory in ``models/segmentors/vip_deeplab_stream.
 The model holds no stream state: the caller (``StreamingTestLoop``, ``StreamingInferencer``) owns
 the states and the policy decides resets, as StreamDEQ (thesis ch. 3.2) prescribes.
 
+Training on carried states (a streaming-aware SUR, :mod:`mmvideoeq.models.clip_training`): for a
+batch of clips the first frame of each clip is solved from zeros with the configured training
+solve (e.g. SUR's drawn unroll depth), every later frame is warm-started from the previous
+frame's fixed point with ``stream_steps`` unrolled steps, as ``stream@M`` runs it, and the loss is
+taken on every frame, with backpropagation through the carried state truncated every
+``truncate`` frames. A batch without clip metainfo trains per frame as before.
+
 ``stream_stages()`` gives the same step cut into stem / solve / heads
 (:class:`~mmvideoeq.streaming.pipeline.StreamStages`), which a
 :class:`~mmvideoeq.streaming.pipeline.PipelinedStream` runs concurrently on consecutive frames;
@@ -24,7 +31,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmvideoeq.deq import Budget
+from mmvideoeq.deq import FULL_SOLVE, Budget
+from mmvideoeq.models.clip_training import (
+    ClipSchedule,
+    ClipTrainConfig,
+    carried_state_loss,
+    draw_steps,
+)
 from mmvideoeq.streaming import StepOutput
 from mmvideoeq.streaming.pipeline import StreamStages
 
@@ -41,9 +54,19 @@ def backbone_aux_losses(backbone: nn.Module) -> dict[str, Tensor]:
 class DEQStreamingMixin:
     """The streaming protocol for a model whose backbone has ``forward_stream`` (MDEQ).
 
-    Subclasses implement :meth:`predict_from_feats` (the model's ``predict`` after the backbone).
-    The model keeps no memory between frames (``memory`` entries come back ``None``).
+    Subclasses implement :meth:`predict_from_feats` (the model's ``predict`` after the backbone)
+    and, to be trained on clips, :meth:`loss_from_feats`. The model keeps no memory between frames
+    (``memory`` entries come back ``None``).
+
+    Args:
+        clip_train_cfg: :class:`~mmvideoeq.models.clip_training.ClipTrainConfig` fields for
+            batches of clips (``None``: the defaults).
+        **kwargs: The model's own arguments.
     """
+
+    def __init__(self, *, clip_train_cfg: dict | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.clip_train_cfg = ClipTrainConfig.build(clip_train_cfg)
 
     def _check_streamable(self) -> None:
         if not hasattr(self.backbone, 'forward_stream'):
@@ -100,3 +123,48 @@ class DEQStreamingMixin:
     def predict_from_feats(self, feats: tuple[Tensor, ...], data_samples: list) -> list:
         """The model's predictions from backbone features ``(B, C_k, H_k, W_k)``."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ training on clips
+    def loss(self, batch_inputs: Tensor, batch_data_samples: list) -> dict:
+        """The model's per-frame loss, or, for a batch of clips, the loss on carried states."""
+        schedule = ClipSchedule.from_samples(batch_data_samples)
+        if schedule is None:
+            return super().loss(batch_inputs, batch_data_samples)
+        self._check_streamable()
+        return carried_state_loss(
+            self, batch_inputs, batch_data_samples, schedule, self.clip_train_cfg
+        )
+
+    def clip_train_step(
+        self, inputs: Tensor, z0: list[Tensor] | None, cfg: ClipTrainConfig
+    ) -> tuple[list[Tensor], tuple[Tensor, ...], dict[str, Tensor]]:
+        """One warm-started training solve, with autograd through the carried state.
+
+        Args:
+            inputs: Frames ``(n, 3, H, W)``.
+            z0: The previous frames' fixed points (``S`` tensors ``(n, C_s, H_s, W_s)``) or
+                ``None``: a cold start with the configured training solve (``cfg.cold_steps``
+                unrolled steps instead, when given).
+            cfg: The clip-training configuration.
+
+        Returns:
+            tuple: the new state (autograd reaches ``z0`` in the unrolled train modes; the
+            implicit gradient does not depend on the start), the backbone's selected features
+            and the solver's losses (e.g. the weighted Jacobian penalty).
+        """
+        if z0 is None:
+            cold = cfg.cold_steps
+            budget = FULL_SOLVE if cold is None else Budget.steps(draw_steps(cold))
+        else:
+            budget = Budget.steps(draw_steps(cfg.stream_steps))
+        backbone = self.backbone
+        out = backbone.net.forward_features(inputs, z0, budget)
+        feats = tuple(out.features[i] for i in backbone.out_indices)
+        extra = {k: v for k, v in out.aux.items() if 'loss' in k and isinstance(v, Tensor)}
+        return list(out.z), feats, extra
+
+    def loss_from_feats(self, feats: tuple[Tensor, ...], data_samples: list) -> dict:
+        """The model's losses from backbone features ``(B, C_k, H_k, W_k)``."""
+        raise NotImplementedError(
+            f'{type(self).__name__} cannot be trained on clips: it implements no loss_from_feats'
+        )

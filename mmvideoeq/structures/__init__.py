@@ -7,6 +7,8 @@ keys from here, so no floor imports a higher one for a constant.
 """
 
 from .frame_meta import (
+    CLIP_INDEX_KEY,
+    CLIP_STEP_KEY,
     DIVERGED_KEY,
     FRAME_OFFSET_KEY,
     SKIP_KEY,
@@ -23,5 +25,7 @@ __all__ = [
     'STREAM_ITERS_KEY',
     'STREAM_EVALS_KEY',
     'STREAM_SETTING_KEY',
+    'CLIP_INDEX_KEY',
+    'CLIP_STEP_KEY',
     'skip_reason',
 ]

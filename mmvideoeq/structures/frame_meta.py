@@ -12,6 +12,8 @@ __all__ = [
     'STREAM_ITERS_KEY',
     'STREAM_EVALS_KEY',
     'STREAM_SETTING_KEY',
+    'CLIP_INDEX_KEY',
+    'CLIP_STEP_KEY',
     'skip_reason',
 ]
 
@@ -33,6 +35,12 @@ STREAM_EVALS_KEY = 'stream_evals'
 
 #: Name of the streaming setting (``stream@2``, ``cold@1``, ``full``) that produced a prediction.
 STREAM_SETTING_KEY = 'stream_setting'
+
+#: Training on carried states: the clip of the batch a training frame belongs to, and its
+#: position in that clip (0 = the clip's first frame). Written by the clip dataset wrapper, read by
+#: the clip-training models (``mmvideoeq.models.clip_training``).
+CLIP_INDEX_KEY = 'clip_index'
+CLIP_STEP_KEY = 'clip_step'
 
 
 def skip_reason(meta: Mapping[str, Any] | Any) -> str | None:

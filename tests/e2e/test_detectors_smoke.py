@@ -1,7 +1,8 @@
 """DetectoRS family end to end on the tiny bundled benchmark: the full DetectoRS HTC config (shrunk)
 trains one iteration and is evaluated (box/mask AP and PQ); the streaming DetectoRS VID config
-trains one iteration and runs ``StreamingTestLoop`` with the streamed RFP recursion. (Every other
-config is built and run one step in tests/test_configs.py.)"""
+trains one iteration and runs ``StreamingTestLoop`` with the streamed RFP recursion, and so does the
+streaming DetectoRS trained on carried states (one batch of clips from the clip sampler). (Every
+other config is built and run one step in tests/test_configs.py.)"""
 
 import importlib.util
 import json
@@ -17,7 +18,10 @@ from mmvideoeq.testing.detectors import tiny_coco_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
 COCO = [ROOT / 'configs' / 'detectors' / 'htc_r26-tiny-detectors_bundled-coco.py']
-VID = [ROOT / 'configs' / 'detectors' / 'faster-rcnn_r26-tiny-detectors-sur4_16e_bundled-vid.py']
+VID = [
+    ROOT / 'configs' / 'detectors' / 'faster-rcnn_r26-tiny-detectors-sur4_16e_bundled-vid.py',
+    ROOT / 'configs' / 'detectors' / 'faster-rcnn_r26-tiny-detectors-stream_16e_bundled-vid.py',
+]
 
 
 def _has_pq() -> bool:
@@ -84,8 +88,16 @@ def test_vid_config_streams_rfp(path, tiny_root, tmp_path):
     from mmvideoeq.utils import register_all_modules
 
     register_all_modules()
-    cfg = tiny_data_cfg(Config.fromfile(str(path)), tiny_root, 'vid')
+    cfg = Config.fromfile(str(path))
+    clips = cfg.train_dataloader.dataset.type == 'VideoClipDataset'
+    cfg = tiny_data_cfg(cfg, tiny_root, 'vid')
+    if clips:  # the tiny data in the config's clip loader: 2 clips of 2-3 frames
+        frames = cfg.train_dataloader.dataset.to_dict()
+        cfg.train_dataloader.batch_sampler = dict(type='VideoClipBatchSampler', clip_len=(2, 3))
+        cfg.train_dataloader.dataset = dict(type='VideoClipDataset', dataset=frames)
     runner = _train_one_iter(cfg, tmp_path)
+    if clips:  # the iteration trained on a batch of clips
+        assert type(runner.train_dataloader.batch_sampler).__name__ == 'VideoClipBatchSampler'
     # the comparison of docs/detectors.md: one streamed step, one step without feedback (cold@1)
     # and the chapter's detector (full: T = 2 from zeros)
     runner._test_loop = dict(type='StreamingTestLoop', iters=[1], full_iters=2, plot=False)

@@ -314,3 +314,57 @@ def test_train_steps_draws_the_unroll_depth(image):
         torch.testing.assert_close(neck(feats)[0], unrolled[1][0])  # rfp_steps = 2
     with pytest.raises(ValueError, match='train_steps'):
         MODELS.build(_neck(train_steps=(0, 2)))
+
+
+# ------------------------------------------------------------------------ bounded feedback
+def test_feedback_bound_squashes_the_feedback():
+    """R_c(f) = c tanh(R(f) / c) on the fed-back stages, ASPP written out."""
+    neck = _randomize(MODELS.build(_neck(feedback_bound=0.5)), 3)
+    gen = torch.Generator().manual_seed(4)
+    z = [torch.randn(2, W, 16 // 2**i, 24 // 2**i, generator=gen) * 10 for i in range(5)]
+    with torch.no_grad():
+        out = neck.connect(z, (1, 2, 3))
+        for i in (1, 2, 3):
+            expected = 0.5 * torch.tanh(_aspp_reference(neck.rfp_aspp, z[i]) / 0.5)
+            torch.testing.assert_close(out[i], expected)
+            assert out[i].abs().max() <= 0.5
+    assert out[0] is None and out[4] is None
+    with pytest.raises(ValueError, match='feedback_bound must be finite and > 0'):
+        MODELS.build(_neck(feedback_bound=0.0))
+    with pytest.raises(TypeError, match='feedback_bound must be a number'):
+        MODELS.build(_neck(feedback_bound='8'))
+
+
+@torch.no_grad()
+def test_bounded_recursion_stays_in_the_range_of_its_fresh_pyramids():
+    """Carried for 20 steps on a model with large weights, the chapter's recursion grows by
+    orders of magnitude; with feedback_bound every element of the carried pyramid stays within
+    the largest magnitude of the fresh pyramids F(B(x, R_c(f))) it fused (the fusion is convex)."""
+    img = torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(1))
+    norms = {}
+    for bound in (None, 1.0):
+        main = randomize_(MODELS.build(_backbone(output_img=True)), 1, 0.5)
+        neck = randomize_(MODELS.build(_neck(feedback_bound=bound)), 2, 0.5)
+        net = neck.rfp_modules[0]
+        f = neck.pyramid(main(img)[1:])
+        hull = [t.abs() for t in f]
+        for _ in range(20):
+            out = neck.feedback_step(img, f, 1)
+            if bound is not None:  # the step written out: squashed ASPP feedback, fusion gate
+                r = (
+                    [None]
+                    + [
+                        bound * torch.tanh(_aspp_reference(neck.rfp_aspp, f[i]) / bound)
+                        for i in (1, 2, 3)
+                    ]
+                    + [None]
+                )
+                new = neck.pyramid(net.rfp_forward(img, r[:4]))
+                expected = [_fuse_reference(neck.rfp_weight, p, n) for p, n in zip(f, new)]
+                for a, b in zip(out, expected):
+                    torch.testing.assert_close(a, b)
+                hull = [torch.maximum(h, n.abs()) for h, n in zip(hull, new)]
+                assert all((o.abs() <= h * (1 + 1e-6)).all() for o, h in zip(out, hull))
+            f = out
+        norms[bound] = float(sum(t.pow(2).sum() for t in f).sqrt())
+    assert norms[None] > 1e6 * norms[1.0]

@@ -16,6 +16,13 @@ detectors here run it in two ways:
 With a separate backbone per step (``share_backbone=False``), cold step ``k`` uses ``B^k`` as in
 training and every step from a carried (warm) state uses the last one, ``B^T``.
 
+Training on carried states (:mod:`mmvideoeq.models.clip_training`): a batch of clips (samples
+with ``clip_index`` / ``clip_step`` metainfo) is trained as it is streamed: each clip's first
+frame from ``f^0 = 0`` with the cold steps, every later frame with ``stream_steps`` feedback steps
+from the previous frame's pyramid, the loss on every frame, backpropagation truncated every
+``truncate`` frames (``clip_train_cfg``). A batch without clip metainfo is trained per image as
+above.
+
 The detector classes are mmdet's (``FasterRCNN``, ``CascadeRCNN``, ``HybridTaskCascade``) with
 this mixin; their parameters and checkpoints are mmdet's. ``DetectoRSHTC`` also returns the
 semantic head's per-pixel prediction (``pred_sem_seg``, COCO-stuff labels) for panoptic output
@@ -34,8 +41,15 @@ from mmdet.models.detectors import CascadeRCNN, FasterRCNN, HybridTaskCascade
 from mmengine.structures import PixelData
 from torch import Tensor
 
-from mmvideoeq.deq import solve
+from mmvideoeq.deq import Budget, solve
+from mmvideoeq.models.clip_training import (
+    ClipSchedule,
+    ClipTrainConfig,
+    carried_state_loss,
+    draw_steps,
+)
 from mmvideoeq.models.necks.rfp import RecursiveFeaturePyramid, check_feedback_backbone
+from mmvideoeq.models.utils.two_stage import two_stage_loss
 from mmvideoeq.registry import MODELS
 from mmvideoeq.streaming import StepOutput
 
@@ -63,10 +77,18 @@ class RecursiveFeedbackMixin:
     Builds like the mmdet detector it is mixed into; with a
     :class:`~mmvideoeq.models.necks.RecursiveFeaturePyramid` neck it checks that the backbone
     outputs the image (``output_img=True``) and, with ``share_backbone``, takes feedback.
+
+    Args:
+        clip_train_cfg: :class:`~mmvideoeq.models.clip_training.ClipTrainConfig` fields
+            (``stream_steps``, ``cold_steps``, ``truncate``) for batches of clips; ``None``: the
+            defaults (one feedback step per carried frame, the configured cold unroll,
+            windows of 2 frames).
+        **kwargs: The mmdet detector's arguments.
     """
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, *, clip_train_cfg: dict | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.clip_train_cfg = ClipTrainConfig.build(clip_train_cfg)
         if self.with_rfp:
             if not getattr(self.backbone, 'output_img', False):
                 raise ValueError(
@@ -91,6 +113,64 @@ class RecursiveFeedbackMixin:
         if self.with_rfp:
             return self.neck(x, backbone=self.backbone)
         return self.neck(x) if self.with_neck else x
+
+    def loss(self, batch_inputs: Tensor, batch_data_samples: list) -> dict:
+        """mmdet's per-image loss, or, for a batch of clips, the loss on carried states.
+
+        Args:
+            batch_inputs: Frames ``(N, 3, H, W)``.
+            batch_data_samples: Their data samples; with ``clip_index`` / ``clip_step``
+                metainfo they are clips (:class:`~mmvideoeq.models.clip_training.ClipSchedule`).
+
+        Returns:
+            dict: The loss dict (averaged over the frames for clips).
+        """
+        schedule = ClipSchedule.from_samples(batch_data_samples)
+        if schedule is None:
+            return super().loss(batch_inputs, batch_data_samples)
+        self._check_rfp_streamable()
+        return carried_state_loss(
+            self, batch_inputs, batch_data_samples, schedule, self.clip_train_cfg
+        )
+
+    def clip_train_step(
+        self, inputs: Tensor, z0: list[Tensor] | None, cfg: ClipTrainConfig
+    ) -> tuple[list[Tensor], list[Tensor], dict]:
+        """One streamed RFP step of training frames, with autograd (the streamed test's step).
+
+        Args:
+            inputs: Frames ``(n, 3, H, W)``.
+            z0: The previous frames' pyramids (``num_outs`` tensors ``(n, C, H_l, W_l)``) or
+                ``None`` for first frames: then the cold unroll from ``f^0 = 0`` (step 1 without
+                feedback) of ``cfg.cold_steps`` steps (``None``: the neck's ``train_steps`` draw,
+                else ``rfp_steps``).
+            cfg: The clip-training configuration.
+
+        Returns:
+            tuple: the new pyramid (the carried state and the heads' features, the same list)
+            and no extra losses.
+        """
+        neck, backbone = self.neck, self.backbone
+        if z0 is None:
+            if cfg.cold_steps is not None:
+                steps = draw_steps(cfg.cold_steps)
+            elif neck.train_steps is not None:
+                steps = draw_steps(neck.train_steps)
+            else:
+                steps = neck.rfp_steps
+            z = neck.pyramid(backbone(inputs)[1:])
+            for step in range(1, steps):
+                z = neck.feedback_step(inputs, z, step, backbone)
+        else:
+            last = max(neck.rfp_steps - 1, 1)  # a carried state always runs the last backbone
+            z = list(z0)
+            for _ in range(draw_steps(cfg.stream_steps)):
+                z = neck.feedback_step(inputs, z, last, backbone)
+        return z, z, {}
+
+    def loss_from_feats(self, feats: Sequence[Tensor], data_samples: list) -> dict:
+        """mmdet's RPN and RoI losses on a given pyramid ``num_outs x (B, C, H_l, W_l)``."""
+        return two_stage_loss(self, feats, data_samples)
 
     def predict(self, batch_inputs: Tensor, batch_data_samples: list, rescale: bool = True):
         """mmdet's two-stage ``predict``: features, then :meth:`predict_from_pyramid`."""

@@ -6,6 +6,7 @@ from mmdet.models.detectors import FasterRCNN
 from torch import Tensor
 
 from mmvideoeq.models.streaming import DEQStreamingMixin, backbone_aux_losses
+from mmvideoeq.models.utils.two_stage import two_stage_loss
 from mmvideoeq.registry import MODELS
 
 
@@ -16,13 +17,17 @@ class StreamDEQFasterRCNN(DEQStreamingMixin, FasterRCNN):
     Training and per-frame testing are mmdet's own; the DEQ backbone's auxiliary losses (the
     Jacobian regulariser, when enabled) are added to the loss dict. ``stream_step`` (see
     :class:`~mmvideoeq.models.streaming.DEQStreamingMixin`) runs the backbone from a given fixed
-    point, then the neck, RPN and RoI heads as :meth:`FasterRCNN.predict` does.
+    point, then the neck, RPN and RoI heads as :meth:`FasterRCNN.predict` does. Batches of clips
+    train on carried states (``clip_train_cfg``, :mod:`mmvideoeq.models.streaming`).
     """
 
     def loss(self, batch_inputs: Tensor, batch_data_samples: list) -> dict:
         losses = super().loss(batch_inputs, batch_data_samples)
         losses.update(backbone_aux_losses(self.backbone))
         return losses
+
+    def loss_from_feats(self, feats: tuple[Tensor, ...], data_samples: list) -> dict:
+        return two_stage_loss(self, self.neck(feats) if self.with_neck else feats, data_samples)
 
     def predict_from_feats(self, feats: tuple[Tensor, ...], data_samples: list) -> list:
         x = self.neck(feats) if self.with_neck else feats

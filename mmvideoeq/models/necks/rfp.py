@@ -30,6 +30,13 @@ Table 6-III a config option:
   backbone also learn on pyramids after more (or fewer) steps than ``T``. Evaluation always
   unrolls ``rfp_steps``. (Under DistributedDataParallel a draw of 1 leaves the feedback modules
   without gradient: set ``find_unused_parameters=True``.)
+* ``feedback_bound=c`` (an addition for streaming, not in the chapter): the fed-back features are
+  squashed, ``R_c(f) = c * tanh(R(f) / c)``, so every element of the feedback lies in ``(-c, c)``
+  whatever the carried pyramid. The new pyramid ``F(B(x, R_c(f)))`` is then a bounded function of
+  the image, and the fusion is a per-element convex combination of it and ``f``, so a pyramid
+  carried across any number of steps stays within the elementwise range of the fresh pyramids it
+  has seen: the streamed recursion cannot grow without bound. Near zero ``R_c`` is the identity
+  (slope 1), so small feedback passes unchanged and the cold step is the chapter's.
 
 :meth:`feedback_step` is one application of the recursion from a given ``f^{t-1}``; the
 detectors' streaming path (:class:`~mmvideoeq.models.detectors.RecursiveFeedbackMixin`) iterates it
@@ -111,6 +118,8 @@ class RecursiveFeaturePyramid(FPN):
         share_backbone: Steps ``2..T`` run the detector's backbone (``B^t`` shared).
         train_steps: ``(lo, hi)``: in training, unroll a uniformly drawn number of steps in
             ``[lo, hi]`` (global RNG) instead of ``rfp_steps``; ``None``: always ``rfp_steps``.
+        feedback_bound: ``c > 0``: feed back ``c * tanh(R(f) / c)`` (a bounded recursion, see
+            the module docstring); ``None``: ``R(f)`` as the chapter.
         **kwargs: ``mmdet.FPN`` arguments (``in_channels``, ``out_channels``, ``num_outs``, ...).
 
     Raises:
@@ -130,6 +139,7 @@ class RecursiveFeaturePyramid(FPN):
         with_fusion: bool = True,
         share_backbone: bool = False,
         train_steps: Sequence[int] | None = None,
+        feedback_bound: float | None = None,
         init_cfg: dict | None = None,
         **kwargs,
     ) -> None:
@@ -152,6 +162,13 @@ class RecursiveFeaturePyramid(FPN):
                 )
             train_steps = (lo, hi)
         self.train_steps = train_steps
+        if feedback_bound is not None:
+            if isinstance(feedback_bound, bool) or not isinstance(feedback_bound, (int, float)):
+                raise TypeError(f'feedback_bound must be a number or None, got {feedback_bound!r}')
+            if not 0 < feedback_bound < float('inf'):
+                raise ValueError(f'feedback_bound must be finite and > 0, got {feedback_bound}')
+            feedback_bound = float(feedback_bound)
+        self.feedback_bound = feedback_bound
         self.with_aspp, self.with_fusion = with_aspp, with_fusion
         self.share_backbone = share_backbone
         if with_aspp:
@@ -203,10 +220,15 @@ class RecursiveFeaturePyramid(FPN):
         return list(FPN.forward(self, tuple(feats)))
 
     def connect(self, z: Sequence[Tensor], stages: Sequence[int]) -> list[Tensor | None]:
-        """``R_i(f_i)`` for the stages in ``stages`` (ASPP or identity), ``None`` elsewhere."""
+        """``R_i(f_i)`` for the stages in ``stages`` (ASPP or identity), ``None`` elsewhere.
+
+        With ``feedback_bound=c`` each map is squashed to ``c * tanh(R_i(f_i) / c)``.
+        """
         out: list[Tensor | None] = [None] * len(z)
+        c = self.feedback_bound
         for i in stages:
-            out[i] = self.rfp_aspp(z[i]) if self.with_aspp else z[i]
+            r = self.rfp_aspp(z[i]) if self.with_aspp else z[i]
+            out[i] = r if c is None else c * torch.tanh(r / c)
         return out
 
     def fuse(self, z_prev: Sequence[Tensor], z_new: Sequence[Tensor]) -> list[Tensor]:
