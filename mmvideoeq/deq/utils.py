@@ -134,6 +134,27 @@ class StateLayout:
             return zs[0].reshape(self.batch, self.dim)
         return torch.cat([t.reshape(self.batch, -1) for t in zs], dim=1)
 
+    def flat_views(self, x: Tensor) -> list[Tensor]:
+        """Splits ``(B, D)`` into S views ``(B, D_s)`` (no copy)."""
+        if len(self.sizes) == 1:
+            return [x]
+        return list(torch.split(x, self.sizes, dim=1))
+
+    def pack_into(self, zs: Sequence[Tensor], out: Tensor) -> Tensor:
+        """Writes the packed state into ``out`` ``(B, D)`` (any row stride; not differentiable)."""
+        for z, o in zip(zs, self.flat_views(out)):
+            o.copy_(z.reshape(self.batch, -1))
+        return out
+
+    def residual(self, fz: Sequence[Tensor], x: Tensor, out: Tensor | None = None) -> Tensor:
+        """``pack(fz) - x`` ``(B, D)``; with ``out``, written there scale by scale (no copy of
+        ``fz``; not differentiable), else computed out of place (differentiable)."""
+        if out is None:
+            return self.pack(fz) - x
+        for a, z, o in zip(fz, self.flat_views(x), self.flat_views(out)):
+            torch.sub(a.reshape(self.batch, -1), z, out=o)
+        return out
+
     def unpack(self, x: Tensor) -> list[Tensor]:
         """Splits ``(B, D)`` into S views ``(B, *shape_s)`` (no copy; differentiable)."""
         if len(self.sizes) == 1:

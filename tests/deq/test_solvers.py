@@ -14,6 +14,7 @@ import torch
 from mmvideoeq.deq import SolverStats, solve
 from mmvideoeq.deq.solvers import evaluations
 from mmvideoeq.deq.solvers.common import residual_norms
+from mmvideoeq.deq.solvers.stats import Tracker
 from mmvideoeq.deq.utils import StateLayout
 
 METHODS = ['fixed_point', 'anderson', 'broyden']
@@ -567,3 +568,21 @@ def test_bad_states_and_outputs(tanh_problem):
         solve(lambda z: z[0], [torch.zeros(2, 4)], method='fixed_point')
     with pytest.raises(TypeError, match='f must return a single tensor'):
         solve(lambda z: [z], torch.zeros(2, 4), method='fixed_point')
+
+
+def test_tolerance_compares_in_the_statistics_dtype():
+    """The per-sample decisions use the statistics dtype: a float32 residual equal to
+    float32(tol) does not stop the solve even where float32(tol) < tol, as the comparison of a
+    float32 tensor with ``tol`` (rounded to float32) decides."""
+    tol = 1e-5
+    r32 = float(torch.tensor(tol, dtype=torch.float32))
+    assert r32 < tol and not bool(torch.tensor([r32]) < tol)
+    x = [torch.zeros(1, 4)]
+    tracker = Tracker(x, 5, tol, 'abs', True, 1e3, 'image', False)
+    one = torch.ones(1)
+    tracker.record(0, x, x, (torch.tensor([r32]), one))
+    assert not tracker.all_stopped()
+    tracker.record(1, x, x, (torch.tensor([r32 * 0.999]), one))
+    assert tracker.all_stopped()
+    _, _, stats = tracker.finish('fixed_point')
+    assert stats.nstep.tolist() == [2] and stats.lowest_step.tolist() == [2]

@@ -22,6 +22,10 @@ first step whose ``stop_mode`` residual is below it (``'rel'``: ``||g|| / (||f||
 other samples of the batch. A sample also stops at its first non-finite residual; a non-finite
 state is never returned (the lowest-residual finite one is, or ``z0``). ``stats.diverged`` flags
 a non-finite residual or one above ``divergence_factor`` times the initial one.
+
+Without autograd, Broyden and Anderson write their histories in place into one buffer per solve;
+on CPU these buffers are kept between solves of the same batch size, state size and dtype
+(:func:`release_workspace` frees them; see :func:`.common.history_buffer`).
 """
 
 from __future__ import annotations
@@ -33,11 +37,19 @@ from torch import Tensor
 from ..utils import StateLayout, as_state_list
 from .anderson import anderson
 from .broyden import MDEQ_MEMORY, broyden
-from .common import StateFn, check_int, check_tol
+from .common import StateFn, check_int, check_tol, release_workspace
 from .fixed_point import fixed_point
 from .stats import STOP_MODES, SolverStats, Tracker
 
-__all__ = ['SolverStats', 'solve', 'solve_with_preimage', 'METHODS', 'MDEQ_MEMORY', 'STOP_MODES']
+__all__ = [
+    'SolverStats',
+    'solve',
+    'solve_with_preimage',
+    'METHODS',
+    'MDEQ_MEMORY',
+    'STOP_MODES',
+    'release_workspace',
+]
 
 #: name -> (solver function, state it returns, options it accepts)
 _SOLVERS: dict[str, tuple[Callable, str, frozenset]] = {

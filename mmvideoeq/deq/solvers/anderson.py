@@ -16,11 +16,13 @@ candidate. Written for mmvideoeq; no code was copied.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import torch
 from torch import Tensor
 
 from ..utils import StateLayout, check_state_like
-from .common import StateFn, put, residual_norms, rows_dot
+from .common import StateFn, history_buffer, put, residual_norms, rows_dot
 from .stats import Tracker
 
 __all__ = ['anderson']
@@ -38,6 +40,11 @@ def anderson(
     lam: float = 1e-4,
 ) -> None:
     """Runs at most ``max_iter`` evaluations: window ``m``, mixing ``beta``, Tikhonov ``lam``."""
+    with ExitStack() as stack:
+        _loop(f, z0, layout, tracker, max_iter, m, beta, lam, stack)
+
+
+def _loop(f, z0, layout, tracker, max_iter, m, beta, lam, stack) -> None:
     b, d = layout.batch, layout.dim
     x = layout.pack(z0)
     mm = max(1, min(m, max_iter - 1))
@@ -47,24 +54,32 @@ def anderson(
         fz = f(layout.unpack(x))
         fz = check_state_like(fz, z0) if k == 0 else list(fz)
         tracker.n_eval += 1
-        fx = layout.pack(fz)
-        tracker.record(k, layout.unpack(x), fz, residual_norms(fz, x, layout, tracker.sdt))
-        if k == max_iter - 1 or (tracker.tol is not None and tracker.all_stopped()):
-            return
         if k == 0:
-            inplace = not (fx.requires_grad or x.requires_grad)  # autograd records: no writes
-            F = torch.empty(b, mm, d, dtype=x.dtype, device=x.device)
-            G = torch.empty(b, mm, d, dtype=x.dtype, device=x.device)
+            inplace = not (x.requires_grad or any(t.requires_grad for t in fz))
+            if inplace:  # F and G rows of one history buffer, written in place
+                buf = stack.enter_context(history_buffer(b, 2 * mm, d, x.dtype, x.device))
+                F, G = buf[:, :mm], buf[:, mm:]
+            else:  # autograd records: out-of-place writes
+                F = torch.empty(b, mm, d, dtype=x.dtype, device=x.device)
+                G = torch.empty(b, mm, d, dtype=x.dtype, device=x.device)
             gram = torch.empty(b, mm, mm, dtype=x.dtype, device=x.device)
         slot, n = k % mm, min(k + 1, mm)
-        gx = fx - x
-        F, G = put(F, slot, fx, inplace), put(G, slot, gx, inplace)
+        if inplace:  # f(x_k) and g_k straight into their rows
+            fx = layout.pack_into(fz, F[:, slot])
+            gx = torch.sub(fx, x, out=G[:, slot])
+        else:
+            fx = layout.pack(fz)
+            gx = fx - x
+            F, G = put(F, slot, fx, False), put(G, slot, gx, False)
+        tracker.record(k, layout.unpack(x), fz, residual_norms(fz, x, layout, tracker.sdt, g=gx))
+        if k == max_iter - 1 or (tracker.tol is not None and tracker.all_stopped()):
+            return
         if inplace:  # one new Gram row per step
             row = rows_dot(G[:, :n], gx)
             gram[:, slot, :n] = row
             gram[:, :n, slot] = row
         if k == 0:
-            x = fx  # x_1 = f(x_0), as torchdeq
+            x = layout.pack(fz)  # x_1 = f(x_0), as torchdeq (not a view of the reused rows)
             continue
         if inplace:
             gram_n = gram[:, :n, :n]

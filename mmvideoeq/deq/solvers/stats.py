@@ -8,6 +8,8 @@ running lowest residual, whether the sample is still running, and the state to r
 
 from __future__ import annotations
 
+import math
+import struct
 from dataclasses import dataclass
 
 import torch
@@ -107,26 +109,52 @@ class SolverStats:
 class _Selection:
     """A per-sample selected state (list of S tensors ``(B, ...)``).
 
-    ``update(mask, new)`` sets sample ``b`` to ``new[b]`` where ``mask[b]``. With every sample
-    taken it keeps a reference (no copy; the common case of batch 1); otherwise one
-    ``torch.where`` per scale, out of place so that autograd (unrolled training) records it.
+    ``update(take, new)`` sets sample ``b`` to ``new[b]`` where ``take[b]`` (a list of bools).
+    With every sample taken it keeps a reference (no copy; the common case of batch 1);
+    otherwise one ``torch.where`` per scale, out of place so that autograd (unrolled training)
+    records it.
     """
 
     def __init__(self, init: list[Tensor]) -> None:
         self.value = list(init)
 
-    def update(self, mask: Tensor, new: list[Tensor]) -> None:
-        if bool(mask.all()):
+    def update(self, take: list[bool], new: list[Tensor]) -> None:
+        if all(take):
             self.value = list(new)
-        elif bool(mask.any()):
+        elif any(take):
+            mask = torch.tensor(take, device=new[0].device)
             self.value = [
                 torch.where(mask.view(-1, *([1] * (n.dim() - 1))), n, v)
                 for n, v in zip(new, self.value)
             ]
 
 
+def _rounding(dtype: torch.dtype):
+    """Rounds a Python float to ``dtype`` (float32 or float64).
+
+    The per-sample decisions are taken on the host with the values the statistics tensors hold;
+    rounding a float64 quotient to float32 gives the float32 quotient exactly (53 >= 2 * 24 + 2
+    bits), so the decisions equal those of the same comparisons on float32 tensors.
+    """
+    if dtype == torch.float64:
+        return float
+    fmt = struct.Struct('f')
+
+    def to_float32(v: float) -> float:
+        try:
+            return fmt.unpack(fmt.pack(v))[0]
+        except OverflowError:  # rounds past the largest float32
+            return math.copysign(math.inf, v)
+
+    return to_float32
+
+
 class Tracker:
     """Records residuals and selects, per sample, the state to return.
+
+    Each evaluation moves its residuals to the host once (one synchronisation; the selection
+    needs it anyway) and takes the per-sample decisions there, so that the bookkeeping costs a
+    few tensor operations per iteration whatever the batch size.
 
     Args:
         x0: Initial state (list of S tensors ``(B, ...)``).
@@ -154,26 +182,38 @@ class Tracker:
         keep_preimage: bool,
         stall_window: int | None = None,
     ) -> None:
-        b, dev = x0[0].shape[0], x0[0].device
+        b = x0[0].shape[0]
+        self.device = x0[0].device
         self.sdt = torch.float64 if x0[0].dtype == torch.float64 else torch.float32
+        rnd = _rounding(self.sdt)
+        self._round = rnd
         self.tol, self.stop_mode, self.returns = tol, stop_mode, returns
         self.return_lowest, self.div_factor = return_lowest, divergence_factor
         self.stall_window = stall_window
         self.sqrt_dim = float(sum(t[0].numel() for t in x0)) ** 0.5
-        cols = max_steps + 1 if returns == 'iterate' else max_steps
-        self.abs_trace = torch.full((b, cols), float('nan'), dtype=self.sdt, device=dev)
-        self.rel_trace = torch.full((b, cols), float('nan'), dtype=self.sdt, device=dev)
-        self.active = torch.ones(b, dtype=torch.bool, device=dev)
-        long = dict(dtype=torch.long, device=dev)
-        self.nstep, self.lowest_step = torch.zeros(b, **long), torch.zeros(b, **long)
-        self.last_step = torch.zeros(b, **long)
-        self.best_res = torch.full((b,), float('inf'), dtype=self.sdt, device=dev)
+        # thresholds as the statistics dtype holds them (a tensor compared with a Python float
+        # compares with the float rounded to the tensor's dtype)
+        self._tol = None if tol is None else rnd(tol)
+        self._stall_tol = None if tol is None else rnd(3 * tol)
+        self._flat = rnd(1.3)
+        self.max_steps = max_steps
+        self.batch = b
+        self.abs_cols: list[list[float]] = []  # per evaluation: (B,) absolute residuals
+        self.rel_cols: list[list[float]] = []
+        self.res_cols: list[list[float]] = []  # the stop_mode residual
+        self.active = [True] * b
+        self.nstep, self.lowest_step, self.last_step = [0] * b, [0] * b, [0] * b
+        self.best_res = [math.inf] * b
         self.fz0_norm: Tensor | None = None
         self.best, self.last = _Selection(x0), _Selection(x0)
         self.best_pre = _Selection(x0) if keep_preimage and returns == 'image' else None
         self.last_pre = _Selection(x0) if keep_preimage and returns == 'image' else None
-        self.columns = 0
         self.n_eval = 0
+
+    @property
+    def columns(self) -> int:
+        """Evaluations recorded so far."""
+        return len(self.abs_cols)
 
     def residual(self, abs_res: Tensor, rel_res: Tensor) -> Tensor:
         """The ``stop_mode`` residual from the absolute and relative ones."""
@@ -190,53 +230,72 @@ class Tracker:
             fx: Its image ``f(x_k)`` (state list; a view of ``x`` is copied).
             norms: ``(||fx - x||, ||fx||)`` per sample ``(B,)`` in the statistics dtype.
         """
+        if k != len(self.abs_cols):
+            raise ValueError(f'Tracker.record: expected column {len(self.abs_cols)}, got {k}.')
         abs_res, fx_norm = norms
-        if any(
-            a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() for a in fx for b in x
-        ):
-            fx = [t.clone() for t in fx]  # f returned its input: the solver may update x in place
-        self.abs_trace[:, k] = abs_res
-        self.rel_trace[:, k] = rel = abs_res / (fx_norm + REL_EPS)
+        ptrs = {t.untyped_storage().data_ptr() for t in x}
+        if any(t.untyped_storage().data_ptr() in ptrs for t in fx):
+            fx = [t.clone() for t in fx]  # f returned its input: keep what it was
+        rel = abs_res / (fx_norm + REL_EPS)
         if k == 0:
             self.fz0_norm = fx_norm
-        self.columns = k + 1
-        res = self.residual(abs_res, rel)
+        vals = torch.stack((abs_res, rel, self.residual(abs_res, rel))).tolist()
+        self.abs_cols.append(vals[0])
+        self.rel_cols.append(vals[1])
+        self.res_cols.append(vals[2])
         step = k if self.returns == 'iterate' else k + 1
         state = x if self.returns == 'iterate' else fx
-        finite = torch.isfinite(res)
-        take = self.active & finite & (res < self.best_res)
-        self.best_res = torch.where(take, res, self.best_res)
-        self.lowest_step = torch.where(take, step, self.lowest_step)
+        take, take_last = [], []
+        for i, res in enumerate(vals[2]):
+            active = self.active[i]
+            finite = math.isfinite(res)
+            best = active and finite and res < self.best_res[i]
+            take.append(best)
+            take_last.append(active and finite)
+            if not active:
+                continue
+            if best:
+                self.best_res[i], self.lowest_step[i] = res, step
+            if finite:
+                self.last_step[i] = step
+            self.nstep[i] = step
+            self.active[i] = finite and not self._stops(i, res, step, k)
         self.best.update(take, state)
-        take_last = self.active & finite
-        self.last_step = torch.where(take_last, step, self.last_step)
         self.last.update(take_last, state)
         if self.best_pre is not None:
             self.best_pre.update(take, x)
             self.last_pre.update(take_last, x)
-        self.nstep = torch.where(self.active, step, self.nstep)
-        stop = ~finite
-        if self.tol is not None:
-            stop |= res < self.tol
-            if self.stall_window is not None and step > self.stall_window:
-                recent = self.abs_trace[:, k - self.stall_window + 1 : k + 1]
-                recent = self.residual(recent, self.rel_trace[:, k - self.stall_window + 1 : k + 1])
-                flat = recent.amax(dim=1) / recent.amin(dim=1) < 1.3
-                stop |= (res < 3 * self.tol) & flat
-        self.active = self.active & ~stop
+
+    def _stops(self, i: int, res: float, step: int, k: int) -> bool:
+        """Tolerance or stall stop of an active sample with finite residual ``res``."""
+        if self._tol is None:
+            return False
+        if res < self._tol:
+            return True
+        w = self.stall_window
+        if w is None or step <= w or not res < self._stall_tol:
+            return False
+        recent = [col[i] for col in self.res_cols[k - w + 1 : k + 1]]
+        low = min(recent)  # every entry is finite and >= tol: recorded while active
+        return low > 0 and self._round(max(recent) / low) < self._flat
 
     def all_stopped(self) -> bool:
-        """Whether every sample has stopped (a host synchronisation on accelerators)."""
-        return not bool(self.active.any())
+        """Whether every sample has stopped."""
+        return not any(self.active)
 
     def finish(self, method: str) -> tuple[list[Tensor], list[Tensor], SolverStats]:
         """Returns ``(state, pre_image, stats)``; ``pre_image`` is the iterate describing it."""
+        dev = self.device
         t = self.columns
-        abs_trace, rel_trace = self.abs_trace[:, :t], self.rel_trace[:, :t]
+        abs_trace = torch.tensor(self.abs_cols, dtype=self.sdt, device=dev).T.contiguous()
+        rel_trace = torch.tensor(self.rel_cols, dtype=self.sdt, device=dev).T.contiguous()
+        res = torch.tensor(self.res_cols, dtype=self.sdt, device=dev).T
+        long = dict(dtype=torch.long, device=dev)
+        nstep = torch.tensor(self.nstep, **long)
+        lowest_step = torch.tensor(self.lowest_step, **long)
         shift = 0 if self.returns == 'iterate' else 1
-        cols = torch.arange(t, device=abs_trace.device)[None]
-        used = cols <= (self.nstep - shift).clamp(min=0)[:, None]
-        res = self.residual(abs_trace, rel_trace)
+        cols = torch.arange(t, device=dev)[None]
+        used = cols <= (nstep - shift).clamp(min=0)[:, None]
         # Divergence: a non-finite residual, or an absolute one above factor x the initial one
         # (floored by a few ulps of ||f(z0)|| so that an exact start is not flagged).
         eps = torch.finfo(self.sdt).eps
@@ -244,20 +303,20 @@ class Tracker:
         bad = ~torch.isfinite(res) | ~(abs_trace <= thresh[:, None])
         diverged = (used & bad).any(dim=1)
         if self.return_lowest:
-            out, out_step = self.best.value, self.lowest_step
+            out, out_step = self.best.value, lowest_step
             pre = self.best_pre.value if self.best_pre is not None else out
         else:
             # The last finite state, unless the sample ran into a non-finite residual: then the
             # lowest-residual one (never return what came out of a blow-up).
             keep = ~(used & ~torch.isfinite(res)).any(dim=1)
             out = _where_state(keep, self.last.value, self.best.value)
-            out_step = torch.where(keep, self.last_step, self.lowest_step)
+            out_step = torch.where(keep, torch.tensor(self.last_step, **long), lowest_step)
             pre = out
             if self.best_pre is not None:
                 pre = _where_state(keep, self.last_pre.value, self.best_pre.value)
         stats = SolverStats(
-            nstep=self.nstep,
-            lowest_step=self.lowest_step,
+            nstep=nstep,
+            lowest_step=lowest_step,
             out_step=out_step,
             abs_trace=abs_trace,
             rel_trace=rel_trace,
