@@ -122,12 +122,6 @@ def split_outputs(out: Any, n: int) -> list[Any]:
                 'outputs must have the batch dimension first'
             )
         return [out[b : b + 1] for b in range(n)]
-    if (
-        isinstance(out, list)
-        and len(out) == n
-        and not any(isinstance(o, (Tensor, list, tuple, dict)) for o in out)
-    ):
-        return list(out)
     if isinstance(out, (list, tuple)):
         parts = [split_outputs(o, n) for o in out]
         if hasattr(out, '_fields'):
