@@ -131,7 +131,9 @@ def parse_args(argv=None):
         default=None,
         help='response to a detected shot change',
     )
-    rt = parser.add_argument_group('real-time simulation (streaming AP or mIoU, with --streaming)')
+    rt = parser.add_argument_group(
+        'real-time simulation (streaming AP, mIoU or PQ / DVPQ, with --streaming)'
+    )
     rt.add_argument(
         '--realtime-fps',
         type=float,
@@ -139,7 +141,8 @@ def parse_args(argv=None):
         default=None,
         help='play every setting back in real time at these frame rates and report streaming '
         'AP (sAP, sAP@50, in_time/miss/mismatch) next to offline AP, plus the deadline '
-        'scheduler; for a segmentor (mmseg IoUMetric) streaming mIoU and aAcc next to mIoU',
+        'scheduler; for a segmentor (mmseg IoUMetric) streaming mIoU and aAcc next to mIoU; '
+        'for DVPS (DVPQMetric) streaming DVPQ and PQ next to DVPQ and PQ',
     )
     rt.add_argument(
         '--eta',

@@ -6,7 +6,10 @@ replay of a setting on the frames a real-time worker takes, stage timing for pip
 :func:`run_realtime`, which finds the ground truth (:func:`detection_ground_truth`), times the
 pipeline stages (:func:`stage_times`) and replays settings (:func:`replay_stream`). For
 semantic segmentation (an mmseg ``IoUMetric``, :func:`segmentation_scoring`) the frame logs keep
-each frame's predicted and ground-truth label maps and the simulation scores streaming mIoU.
+each frame's predicted and ground-truth label maps and the simulation scores streaming mIoU; for
+DVPS (a ``DVPQMetric``, :func:`panoptic_scoring`) they keep each frame's predicted and
+ground-truth panoptic ids and depth (:class:`~mmvideoeq.evaluation.metrics.PanopticFrame`) and
+the simulation scores streaming PQ / DVPQ.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from mmengine.dist import (
 )
 from mmengine.runner import autocast
 
+from mmvideoeq.evaluation.metrics.dvps_metric import DVPQMetric, sample_array
+from mmvideoeq.evaluation.metrics.streaming_dvpq import DVPQScoring, PanopticFrame
 from mmvideoeq.evaluation.metrics.streaming_miou import IoUScoring
 from mmvideoeq.streaming import (
     FixedBudget,
@@ -43,6 +48,7 @@ from .realtime_eval import FrameLog, RealtimeSweep
 __all__ = [
     'detection_ground_truth',
     'segmentation_scoring',
+    'panoptic_scoring',
     'prediction_of',
     'frame_logs',
     'replay_stream',
@@ -73,6 +79,14 @@ def segmentation_scoring(metrics: Sequence[Any]) -> IoUScoring | None:
     return None
 
 
+def panoptic_scoring(metrics: Sequence[Any]) -> DVPQScoring | None:
+    """The :class:`DVPQScoring` of the first ``DVPQMetric`` among ``metrics``, else None."""
+    for metric in metrics:
+        if isinstance(metric, DVPQMetric):
+            return DVPQScoring.of(metric)
+    return None
+
+
 def _numpy(value: Any) -> np.ndarray:
     return np.asarray(value.detach().cpu().numpy() if hasattr(value, 'detach') else value)
 
@@ -94,9 +108,32 @@ def ground_truth_map_of(sample: Any) -> np.ndarray | None:
     return _label_map(sample.gt_sem_seg)
 
 
-def prediction_of(sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | np.ndarray | None:
+def _panoptic_frame(sample: Any, prefix: str) -> PanopticFrame | None:
+    """``<prefix>_panoptic`` (int32) and ``<prefix>_depth`` (float32, or None) as ``(H, W)``
+    numpy arrays, compact because every frame's maps are kept; None without panoptic ids."""
+    ids = sample_array(sample, f'{prefix}_panoptic')
+    if ids is None:
+        return None
+    depth = sample_array(sample, f'{prefix}_depth')
+    compact = np.int32 if ids.size == 0 or ids.max() < 2**31 else np.int64
+    return PanopticFrame(
+        ids.astype(compact), None if depth is None else depth.astype(np.float32, copy=False)
+    )
+
+
+def ground_truth_panoptic_of(sample: Any) -> PanopticFrame | None:
+    """The ``gt_panoptic`` and ``gt_depth`` of a frame (DVPS), else None."""
+    return _panoptic_frame(sample, 'gt')
+
+
+def prediction_of(
+    sample: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | np.ndarray | PanopticFrame | None:
     """The detections of a data sample as numpy ``(bboxes, scores, labels)``, its predicted
-    label map ``(H, W)`` (``pred_sem_seg``, segmentation), or None."""
+    panoptic ids and depth (``pred_panoptic``, ``pred_depth``: a :class:`PanopticFrame`, DVPS),
+    its predicted label map ``(H, W)`` (``pred_sem_seg``, segmentation), or None."""
+    if hasattr(sample, 'get') and sample.get('pred_panoptic') is not None:
+        return _panoptic_frame(sample, 'pred')
     if hasattr(sample, 'get') and sample.get('pred_sem_seg') is not None:
         return _label_map(sample.get('pred_sem_seg'))
     pred = sample.get('pred_instances') if hasattr(sample, 'get') else None
@@ -113,13 +150,16 @@ def frame_logs(preds: list, recs: list, arrivals: dict, pre_ms: float) -> list[F
     """The batch's frames for the real-time simulation: arrival index in their video,
     image id, ms (the model step and a share of the batch's pre-processing), detections; for
     segmentation (a ``pred_sem_seg``) the predicted and the ground-truth label maps instead of
-    detections and image id."""
+    detections and image id; for DVPS (a ``pred_panoptic``) the predicted and ground-truth
+    panoptic ids and depth (:class:`PanopticFrame`; a skipped frame has no ground truth, as
+    ``DVPQMetric`` leaves it out)."""
     logs = []
     for pred, rec in zip(preds, recs):
         img_id = pred.metainfo.get('img_id')
-        segmentation = 'pred_sem_seg' in pred or 'gt_sem_seg' in pred
+        panoptic = 'pred_panoptic' in pred or 'gt_panoptic' in pred
+        segmentation = not panoptic and ('pred_sem_seg' in pred or 'gt_sem_seg' in pred)
         done = rec.skipped is None
-        if img_id is None and not segmentation and done:
+        if img_id is None and not (segmentation or panoptic) and done:
             raise ValueError(
                 f'frame {rec.frame_id} of video {rec.video_id!r} has no img_id in its '
                 "metainfo: the real-time simulation pairs frames with the ground truth's "
@@ -134,7 +174,11 @@ def frame_logs(preds: list, recs: list, arrivals: dict, pre_ms: float) -> list[F
                 rec.ms + pre_ms / len(recs),
                 prediction_of(pred) if done else None,
                 pre_ms / len(recs),
-                ground_truth_map_of(pred) if segmentation else None,
+                ground_truth_map_of(pred)
+                if segmentation
+                else ground_truth_panoptic_of(pred)
+                if panoptic and done
+                else None,
             )
         )
     return logs
@@ -153,8 +197,8 @@ def replay_stream(
     videos and the predictions are gathered.
 
     Returns:
-        dict: video -> {frame index: ``(bboxes, scores, labels)``, a label map ``(H, W)``, or
-        None}.
+        dict: video -> {frame index: ``(bboxes, scores, labels)``, a label map ``(H, W)``, a
+        :class:`PanopticFrame`, or None}.
     """
     policy = StreamPolicy.from_cfg(dict(setting['policy'], gap_response='continue', max_history=0))
     states: dict = {}
@@ -232,21 +276,27 @@ def run_realtime(loop: Any, sweep: RealtimeSweep) -> dict | None:
 
     Returns:
         dict | None: The ``realtime`` section of ``results.json`` (:meth:`RealtimeSweep.run`) on
-        the main process; ``None`` elsewhere, or without a detection metric or an mmseg
-        ``IoUMetric`` (with a warning).
+        the main process; ``None`` elsewhere, or without a detection metric, an mmseg
+        ``IoUMetric`` or a ``DVPQMetric`` (with a warning).
     """
     gt = None
     if is_main_process():
         metrics = loop.evaluator.metrics
-        gt = detection_ground_truth(metrics) or segmentation_scoring(metrics)
+        # DVPS samples carry a pred_sem_seg too: their panoptic metric goes first
+        gt = (
+            detection_ground_truth(metrics)
+            or panoptic_scoring(metrics)
+            or segmentation_scoring(metrics)
+        )
     found = [gt is not None]
     if get_world_size() > 1:
         broadcast_object_list(found)
     if not found[0]:
         loop.runner.logger.warning(
             'real-time simulation skipped: it scores detections (streaming AP, a metric with '
-            'COCO ground truth, e.g. VIDMetric) or semantic segmentation (streaming mIoU, an '
-            'mmseg IoUMetric such as StreamingIoUMetric); the evaluator has neither'
+            'COCO ground truth, e.g. VIDMetric), semantic segmentation (streaming mIoU, an '
+            'mmseg IoUMetric such as StreamingIoUMetric) or depth-aware video panoptic '
+            'segmentation (streaming PQ / DVPQ, a DVPQMetric); the evaluator has none of them'
         )
         return None
     loop.runner.logger.info(f'real-time simulation at {sweep.fps} fps (eta {sweep.eta})')

@@ -1,5 +1,5 @@
-"""Real-time simulation of a streaming sweep: streaming AP (sAP) or streaming mIoU next to the
-offline value.
+"""Real-time simulation of a streaming sweep: streaming AP (sAP), streaming mIoU or streaming
+PQ / DVPQ next to the offline value.
 
 After the sweep's accuracy passes, every setting is played back in real time at each frame rate
 (Li, Wang, Ramanan, *Towards Streaming Perception*, ECCV 2020; the reference simulator and
@@ -9,7 +9,11 @@ one worker takes the latest frame whenever it is free and spends the frame's lat
 ground-truth frame is scored with the latest output finished by its time: with COCO AP for
 detection (:func:`~mmvideoeq.evaluation.functional.coco_streaming_ap`), with mmseg's mIoU for
 semantic segmentation (:func:`~mmvideoeq.evaluation.metrics.streaming_miou`: a frame with no
-output yet is scored with an empty label map, every valid pixel missed).
+output yet is scored with an empty label map, every valid pixel missed), with the project's DVPQ
+for depth-aware video panoptic segmentation
+(:func:`~mmvideoeq.evaluation.metrics.streaming_dvpq`: the paired sequence scored as
+``DVPQMetric`` scores a run; a frame with no output yet answered by an empty prediction, void
+ids and depth 0; a stale output answers with its own ids).
 
 * **Latency** of a frame, measured by the loop (the model step plus its share of the batch's
   pre-processing; data loading excluded): ``'trace'``, what the accuracy pass measured on that
@@ -41,15 +45,17 @@ output yet is scored with an empty label map, every valid pixel missed).
   ``max(stage)``, each ready ``sum(stage)`` (the sequential latency) after it was taken. This
   assumes a core (or a CUDA stream) per stage; ``tools/benchmark_pipeline.py`` measures how
   close a real pipeline comes.
-* ``AP`` / ``mIoU`` (``fps`` ``inf``): the same scorer with every frame answered by its own
-  prediction (the offline AP under the sAP protocol's COCO settings; for segmentation exactly
-  the evaluator's mIoU), to set the streaming value beside.
+* ``AP`` / ``mIoU`` / ``DVPQ`` (``fps`` ``inf``): the same scorer with every frame answered by
+  its own prediction (the offline AP under the sAP protocol's COCO settings; for segmentation
+  exactly the evaluator's mIoU, for DVPS the ``DVPQMetric``'s values), to set the streaming
+  value beside.
 
 What is scored follows the ground truth the driver finds: a metric exposing pycocotools ground
 truth (``VIDMetric``) scores detections; an mmseg ``IoUMetric`` (``StreamingIoUMetric``) scores
-label maps against the frames' ``gt_sem_seg`` kept in the :class:`FrameLog`. Both use the same
-pairing (:func:`~mmvideoeq.evaluation.functional.pair_stream`). Panoptic (DVPQ) predictions are
-not scored in real time.
+label maps against the frames' ``gt_sem_seg`` kept in the :class:`FrameLog`; a ``DVPQMetric``
+(:class:`~mmvideoeq.evaluation.metrics.DVPQScoring`) scores panoptic ids and depth
+(:class:`~mmvideoeq.evaluation.metrics.PanopticFrame`) against the frames' ``gt_panoptic`` and
+``gt_depth``. All use the same pairing (:func:`~mmvideoeq.evaluation.functional.pair_stream`).
 """
 
 from __future__ import annotations
@@ -63,6 +69,12 @@ from typing import Any
 import numpy as np
 
 from mmvideoeq.evaluation.functional.streaming_ap import StreamingAPResult, coco_streaming_ap
+from mmvideoeq.evaluation.metrics.streaming_dvpq import (
+    DVPQScoring,
+    PanopticFrame,
+    StreamingDVPQResult,
+    streaming_dvpq,
+)
 from mmvideoeq.evaluation.metrics.streaming_miou import (
     IoUScoring,
     StreamingIoUResult,
@@ -82,7 +94,7 @@ from mmvideoeq.streaming.realtime import (
 )
 from mmvideoeq.streaming.record import SequenceRecord
 
-__all__ = ['FrameLog', 'RealtimeSweep', 'LATENCY_SOURCES', 'score_keys']
+__all__ = ['FrameLog', 'RealtimeSweep', 'LATENCY_SOURCES', 'score_keys', 'task_of']
 
 LATENCY_SOURCES = ('auto', 'trace', 'median', 'timing')
 #: Budgets whose cost per frame is constant by design (``'auto'`` uses their timing repeats).
@@ -90,7 +102,7 @@ _CONSTANT_COST = ('FixedBudget', 'FullSolve')
 #: ``replay(setting, plan) -> predictions``: run a setting's stream on the planned frames only.
 #: ``plan``: video -> {frame index: steps M for that frame, or None for the setting's budget};
 #: returns video -> {frame index: prediction (bboxes, scores, labels), or a label map (H, W) for
-#: segmentation, or None}.
+#: segmentation, or a PanopticFrame for DVPS, or None}.
 ReplayFn = Callable[[dict, dict[Any, dict[int, int | None]]], dict[Any, dict[int, Any]]]
 
 
@@ -105,25 +117,37 @@ class FrameLog:
         ms: What it cost (ms): the model step and its share of the pre-processing.
         pre_ms: That share of the pre-processing (ms).
         pred: ``(bboxes (N, 4) x1 y1 x2 y2, scores (N,), labels (N,))`` numpy arrays (labels:
-            class indices), or a label map ``(H, W)`` (segmentation), or ``None`` (the frame
-            was not processed).
-        gt: Segmentation only: its ground-truth label map ``(H, W)``, or None (a frame without
-            annotation, not scored).
+            class indices), or a label map ``(H, W)`` (segmentation), or a
+            :class:`~mmvideoeq.evaluation.metrics.PanopticFrame` (panoptic ids and depth,
+            DVPS), or ``None`` (the frame was not processed).
+        gt: Segmentation: its ground-truth label map ``(H, W)``; DVPS: its ground-truth
+            ``PanopticFrame``; None: a frame without annotation (or skipped), not scored.
     """
 
     video_id: Any
     index: int
     img_id: int | None
     ms: float
-    pred: tuple[np.ndarray, np.ndarray, np.ndarray] | np.ndarray | None
+    pred: tuple[np.ndarray, np.ndarray, np.ndarray] | np.ndarray | PanopticFrame | None
     pre_ms: float = 0.0
-    gt: np.ndarray | None = None
+    gt: np.ndarray | PanopticFrame | None = None
 
 
 def score_keys(gt: Any) -> tuple[str, str]:
-    """``('mIoU', 'aAcc')`` for segmentation (an :class:`IoUScoring`), else ``('sAP',
+    """``('mIoU', 'aAcc')`` for segmentation (an :class:`IoUScoring`), ``('DVPQ', 'PQ')`` for
+    DVPS (a :class:`DVPQScoring`; ``VPQ`` without depth thresholds), else ``('sAP',
     'sAP_50')``."""
+    if isinstance(gt, DVPQScoring):
+        return gt.keys
     return ('mIoU', 'aAcc') if isinstance(gt, IoUScoring) else ('sAP', 'sAP_50')
+
+
+def task_of(gt: Any) -> str:
+    """``'segmentation'`` (an :class:`IoUScoring`), ``'panoptic'`` (a :class:`DVPQScoring`) or
+    ``'detection'``."""
+    if isinstance(gt, DVPQScoring):
+        return 'panoptic'
+    return 'segmentation' if isinstance(gt, IoUScoring) else 'detection'
 
 
 _EMPTY = (np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64))
@@ -260,16 +284,16 @@ class RealtimeSweep:
     # ------------------------------------------------------------------ scoring
     def _score(
         self,
-        gt: tuple[Any, list[int]] | IoUScoring | None,
+        gt: tuple[Any, list[int]] | IoUScoring | DVPQScoring | None,
         videos: dict[Any, list[FrameLog]],
         traces: list[RealtimeTrace],
         preds: dict[Any, dict[int, Any]],
         fps: float,
         eta: float,
-    ) -> StreamingAPResult | StreamingIoUResult | None:
+    ) -> StreamingAPResult | StreamingIoUResult | StreamingDVPQResult | None:
         if gt is None:  # a process that only takes part in the replays
             return None
-        if isinstance(gt, IoUScoring):
+        if isinstance(gt, (IoUScoring, DVPQScoring)):
             seg = {
                 str(vid): (
                     [f.gt for f in logs],
@@ -277,6 +301,8 @@ class RealtimeSweep:
                 )
                 for (vid, logs), trace in zip(videos.items(), traces)
             }
+            if isinstance(gt, DVPQScoring):
+                return streaming_dvpq(seg, gt, fps=fps, eta=eta)
             return streaming_miou(seg, gt, fps=fps, eta=eta)
         sequences = {}
         for (vid, logs), trace in zip(videos.items(), traces):
@@ -289,8 +315,11 @@ class RealtimeSweep:
             gt[0], sequences, fps=fps, eta=eta, cat_ids=gt[1], max_dets=self.max_dets
         )
 
-    def offline(self, gt, name: str) -> StreamingAPResult | StreamingIoUResult | None:
-        """Every frame answered by its own prediction (the scorer's offline AP or mIoU)."""
+    def offline(
+        self, gt, name: str
+    ) -> StreamingAPResult | StreamingIoUResult | StreamingDVPQResult | None:
+        """Every frame answered by its own prediction (the scorer's offline AP, mIoU or
+        DVPQ)."""
         videos = self.videos(name)
         traces = []
         for logs in videos.values():
@@ -307,7 +336,9 @@ class RealtimeSweep:
         ]
 
     def run(
-        self, gt: tuple[Any, list[int]] | IoUScoring | None, replay: ReplayFn | None = None
+        self,
+        gt: tuple[Any, list[int]] | IoUScoring | DVPQScoring | None,
+        replay: ReplayFn | None = None,
     ) -> dict | None:
         """Simulate every setting at every frame rate and score it.
 
@@ -318,23 +349,26 @@ class RealtimeSweep:
         Args:
             gt: ``(COCO, cat_ids)`` (:func:`detection_ground_truth`: streaming AP), an
                 :class:`IoUScoring` (``segmentation_scoring``: streaming mIoU of the logs'
-                label maps), or ``None`` on a process that only takes part in the replays (then
-                nothing is scored: returns None).
+                label maps), a :class:`DVPQScoring` (``panoptic_scoring``: streaming PQ / DVPQ
+                of the logs' panoptic ids and depth), or ``None`` on a process that only takes
+                part in the replays (then nothing is scored: returns None).
             replay: The driver's replay (``ReplayFn``); ``None``: no replay.
 
         Returns:
-            dict: ``task`` (``'detection'`` or ``'segmentation'``) and ``keys`` (the result's
-            primary key and tie-break: ``sAP``, ``sAP_50`` or ``mIoU``, ``aAcc``);
+            dict: ``task`` (``'detection'``, ``'segmentation'`` or ``'panoptic'``) and ``keys``
+            (the result's primary key and tie-break: ``sAP``, ``sAP_50``; ``mIoU``, ``aAcc``;
+            ``DVPQ``, ``PQ``);
             ``settings`` -> name -> ``offline`` (the scorer at every frame answered by its own
             prediction) and ``fps`` -> rate -> the result (``as_dict``: sAP and the COCO stats,
-            or mmseg's mIoU/aAcc/mAcc in percent; counts, traces, the latency trace used);
+            or mmseg's mIoU/aAcc/mAcc in percent, or DVPQMetric's keys in percent; counts,
+            traces, the latency trace used);
             ``best_fixed`` -> rate -> the (sequential) setting of highest primary value,
             ``best_fixed_m`` the best ``stream@M``; ``deadline`` rows say whether they beat it
             (``beats_best_fixed_m``).
         """
-        segmentation = isinstance(gt, IoUScoring)
+        task = task_of(gt)
         out: dict[str, Any] = dict(
-            task='segmentation' if segmentation else 'detection',
+            task=task,
             keys=list(score_keys(gt)),
             fps=self.fps,
             eta=self.eta,
@@ -342,8 +376,13 @@ class RealtimeSweep:
             replay=bool(self.replay and replay is not None),
             settings={},
         )
-        if not segmentation:
+        if task == 'detection':
             out['max_dets'] = list(self.max_dets)
+        if task == 'panoptic':
+            p = gt.protocol
+            out['protocol'] = dict(
+                windows=list(p.windows), thresholds=list(p.thresholds), average=p.average
+            )
         for name, setting in self.settings.items():
             offline = self.offline(gt, name)
             entry = out['settings'][name] = dict(offline=offline and offline.as_dict(False))
@@ -414,7 +453,10 @@ class RealtimeSweep:
         )
 
     def _as_dict(
-        self, res: StreamingAPResult | StreamingIoUResult, name: str, traces: list[RealtimeTrace]
+        self,
+        res: StreamingAPResult | StreamingIoUResult | StreamingDVPQResult,
+        name: str,
+        traces: list[RealtimeTrace],
     ) -> dict:
         d = res.as_dict(traces=False)
         d['traces'] = {str(v): t.as_dict() for v, t in zip(self.videos(name), traces)}

@@ -13,12 +13,14 @@ list of skipped and diverged frames with their reasons. Plots:
   with the metrics' bootstrap intervals over videos (``offset_curve_ci/...``) shaded;
 * ``sap_vs_fps.png`` (with the real-time simulation of a detector): streaming AP of every setting
   against the frame rate, the full solve's offline AP beside it; ``miou_vs_fps.png`` (of a
-  segmentor) the same for streaming mIoU and pixel accuracy.
+  segmentor) the same for streaming mIoU and pixel accuracy, ``dvpq_vs_fps.png`` (DVPS) for
+  streaming DVPQ and PQ.
 
 With the real-time simulation, ``results.json`` has a ``realtime`` section
-(:meth:`~.realtime_eval.RealtimeSweep.run`): its ``task`` (``detection``, ``segmentation``), per
-setting the offline AP (mIoU) of the streaming scorer, the latencies used and, per frame rate,
-sAP and the COCO statistics (streaming mIoU, aAcc, mAcc), ``in_time``/``miss``/``mismatch``,
+(:meth:`~.realtime_eval.RealtimeSweep.run`): its ``task`` (``detection``, ``segmentation``,
+``panoptic``), per setting the offline AP (mIoU, DVPQ) of the streaming scorer, the latencies
+used and, per frame rate, sAP and the COCO statistics (streaming mIoU, aAcc, mAcc; streaming
+DVPQ, VPQ, PQ and the rest of ``DVPQMetric``'s keys), ``in_time``/``miss``/``mismatch``,
 and per video the simulated trace (input frame, start and finish of every output);
 the ``deadline`` setting adds its decisions; ``best_fixed`` names the best setting per rate,
 ``best_fixed_m`` the best ``stream@M`` (which the scheduler chooses among).
@@ -58,11 +60,24 @@ REALTIME_COLUMNS = {
         _Column('mIoU', 'mIoU', 'smIoU', 'smIoU', 'streaming mIoU (%)', '.2f'),
         _Column('aAcc', 'aAcc', 'saAcc', 'saAcc', 'streaming pixel accuracy (%)', '.2f'),
     ),
+    'panoptic': (
+        _Column('DVPQ', 'DVPQ', 'sDVPQ', 'sDVPQ', 'streaming DVPQ (%)', '.2f'),
+        _Column('PQ', 'PQ', 'sPQ', 'sPQ', 'streaming PQ (%)', '.2f'),
+    ),
+}
+#: A panoptic column of another key (``VPQ`` without depth thresholds, or without k = 1).
+_PANOPTIC_COLUMN = {
+    'VPQ': _Column('VPQ', 'VPQ', 'sVPQ', 'sVPQ', 'streaming VPQ (%)', '.2f'),
 }
 
 
 def _realtime_columns(rt: dict) -> tuple[_Column, _Column]:
-    return REALTIME_COLUMNS[rt.get('task', 'detection')]
+    task = rt.get('task', 'detection')
+    if task == 'panoptic':  # the scorer's keys: DVPQ or VPQ, then PQ or VPQ
+        default = {c.key: c for c in REALTIME_COLUMNS['panoptic']}
+        keys = rt.get('keys') or list(default)
+        return tuple({**default, **_PANOPTIC_COLUMN}[k] for k in keys)
+    return REALTIME_COLUMNS[task]
 
 
 def _scalars(metrics: dict) -> dict:
@@ -152,8 +167,8 @@ class StreamingReport:
 
     def flat_metrics(self) -> dict[str, float]:
         """``<setting>/<metric>`` for every scalar metric, and ``<setting>/sAP@<fps>fps``,
-        ``<setting>/sAP_50@<fps>fps`` (segmentation: ``smIoU``, ``saAcc``) of the real-time
-        simulation."""
+        ``<setting>/sAP_50@<fps>fps`` (segmentation: ``smIoU``, ``saAcc``; DVPS: ``sDVPQ``,
+        ``sPQ``) of the real-time simulation."""
         flat = {
             f'{name}/{k}': v
             for name, res in self.data['settings'].items()
@@ -228,8 +243,8 @@ class StreamingReport:
 
     def format_realtime_table(self) -> str:
         """One row per setting: offline AP and AP@50 of the sAP scorer (segmentation: mIoU and
-        aAcc), ms per frame, then per frame rate sAP, sAP@50 (smIoU, saAcc) and in_time / miss /
-        mismatch; then the best setting per rate."""
+        aAcc; DVPS: DVPQ and PQ), ms per frame, then per frame rate sAP, sAP@50 (smIoU, saAcc;
+        sDVPQ, sPQ) and in_time / miss / mismatch; then the best setting per rate."""
         rt = self.data['realtime']
         c0, c1 = _realtime_columns(rt)
         head = ['setting', c0.offline, c1.offline, 'ms/frame']
@@ -260,11 +275,18 @@ class StreamingReport:
         widths = [max(len(str(r[c])) for r in [head, *rows]) for c in range(len(head))]
         line = lambda r: '| ' + ' | '.join(str(x).ljust(w) for x, w in zip(r, widths)) + ' |'
         sep = '|' + '|'.join('-' * (w + 2) for w in widths) + '|'
-        scoring = (
-            f"COCO maxDets {rt['max_dets']}; AP"
-            if 'max_dets' in rt
-            else 'mmseg mIoU, a frame without output scored as an empty map; mIoU'
-        )
+        if 'max_dets' in rt:
+            scoring = f"COCO maxDets {rt['max_dets']}; AP"
+        elif rt.get('task') == 'panoptic':
+            p = rt.get('protocol') or {}
+            scoring = (
+                f"DVPQMetric (windows k {p.get('windows')}, depth thresholds "
+                f"{p.get('thresholds')}, average {p.get('average')!r}), a frame without output "
+                f'answered by an empty prediction (void ids, depth 0); {c0.offline}'
+            )
+        else:
+            scoring = 'mmseg mIoU, a frame without output scored as an empty map; mIoU'
+
         title = (
             f"real time: eta {rt['eta']:g}, latency {rt['latency']}, warm settings "
             f"{'replayed on the frames taken' if rt['replay'] else 'from the accuracy pass'}; "
@@ -475,7 +497,8 @@ class StreamingReport:
 
     def plot_sap(self) -> str | None:
         """Streaming AP and sAP@50 against the frame rate (``sap_vs_fps.png``; a segmentor's
-        streaming mIoU and pixel accuracy: ``miou_vs_fps.png``): one colour per budget M, one
+        streaming mIoU and pixel accuracy: ``miou_vs_fps.png``; DVPS streaming DVPQ and PQ:
+        ``dvpq_vs_fps.png``): one colour per budget M, one
         line style per kind (streamed, pipelined, cold, full, deadline); the full solve's offline
         value dotted."""
         rt = self.data.get('realtime')
@@ -517,14 +540,18 @@ class StreamingReport:
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
         axes[1].legend(fontsize=7, ncol=2, loc='upper right')
-        segmentation = rt.get('task') == 'segmentation'
+        task = rt.get('task', 'detection')
+        what, file = {
+            'segmentation': ('mIoU', 'miou_vs_fps.png'),
+            'panoptic': (columns[0].offline, f'{columns[0].key.lower()}_vs_fps.png'),
+        }.get(task, ('AP', 'sap_vs_fps.png'))
         fig.suptitle(
-            f"streaming {'mIoU' if segmentation else 'AP'} vs frame rate (eta {rt['eta']:g}, "
+            f"streaming {what} vs frame rate (eta {rt['eta']:g}, "
             f"latency {rt['latency']}; solid: streamed, dash-dot: pipelined, dashed: cold start)",
             fontsize=9,
         )
         fig.tight_layout()
-        return self._save(fig, 'miou_vs_fps.png' if segmentation else 'sap_vs_fps.png')
+        return self._save(fig, file)
 
     def _save(self, fig, name: str) -> str:
         path = osp.join(self.out_dir, name)

@@ -23,7 +23,8 @@ readable); a table goes to the log and plots to
 
 With ``realtime`` (``tools/test.py --realtime-fps``) every setting is then played back in real
 time at the given frame rates and scored with streaming AP next to its offline AP (a segmentor:
-streaming mIoU next to its mIoU) (:mod:`.realtime_eval`); the ``deadline`` setting adds the
+streaming mIoU next to its mIoU; DVPS: streaming DVPQ and PQ next to DVPQ and PQ)
+(:mod:`.realtime_eval`); the ``deadline`` setting adds the
 deadline scheduler.
 
 Frames the dataset could not load (metainfo ``eval_skip_reason``, set by the datasets' safe
@@ -124,7 +125,8 @@ class StreamingTestLoop(BaseLoop):
         out_dir: Where results go (default ``<work_dir>/streaming``).
         plot: Write the plots.
         fp16: Run under autocast.
-        realtime: Simulate every setting in real time (streaming AP or mIoU): ``dict(fps=[30],
+        realtime: Simulate every setting in real time (streaming AP, mIoU or PQ / DVPQ):
+            ``dict(fps=[30],
             eta=0.0, latency='auto' | 'trace' | 'median' | 'timing', latency_table=None,
             replay=True, scheduler=True, pipeline=False, max_dets=(100, 300, 1000),
             save_latency_table=None)``, see

@@ -5,6 +5,14 @@ from .frame_offset import OffsetBuckets, aggregate_by_offset, frame_offsets  # n
 from .kitti_depth_metric import KittiDepthMetric  # noqa: F401
 from .seg_metric import StreamingIoUMetric  # noqa: F401
 from .stq_metric import STQMetric  # noqa: F401
+from .streaming_dvpq import (  # noqa: F401
+    EMPTY_DEPTH,
+    DVPQScoring,
+    PanopticFrame,
+    StreamingDVPQResult,
+    empty_prediction,
+    streaming_dvpq,
+)
 from .streaming_miou import (  # noqa: F401
     EMPTY_LABEL,
     IoUScoring,
