@@ -38,6 +38,7 @@ from mmvideoeq.utils.cli import (  # noqa: E402
     check_checkpoint,
     claim_work_dir,
     cli_main,
+    finish_distributed,
     keep_earlier_results,
     keep_run_results,
     load_config,
@@ -364,6 +365,7 @@ def run_test(cfg, args) -> None:
     finally:
         if out_dir is not None:
             keep_run_results(out_dir, runner.log_dir)
+    finish_distributed()
     settings = None
     if hasattr(runner.test_loop, 'settings'):
         settings = [s['name'] for s in runner.test_loop.settings()]

@@ -20,6 +20,7 @@ from mmvideoeq.utils.cli import (  # noqa: E402
     check_checkpoint,
     claim_work_dir,
     cli_main,
+    finish_distributed,
     load_config,
     parse_common,
     require_file,
@@ -106,6 +107,7 @@ def main():
         else:
             runner = Runner.from_cfg(cfg)
         runner.train()
+        finish_distributed()
 
 
 if __name__ == '__main__':

@@ -457,6 +457,21 @@ def cli_main(main: Callable[[], Any]) -> Callable[[], Any]:
     return wrapper
 
 
+def finish_distributed() -> None:
+    """End a finished run's process group: a barrier, then ``destroy_process_group``.
+
+    mmengine's runner leaves the group to the interpreter's exit, where gloo's background
+    threads can be torn down while still joinable (``terminate called without an active
+    exception``, SIGABRT) and torchrun reports a finished run as failed. Called by the tools
+    after a run that ended normally; nothing happens without a process group.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def setup_launcher(cfg: Config, launcher: str) -> None:
     """``--launcher`` into ``cfg``; on a machine without CUDA, a gloo process group for it.
 
