@@ -274,6 +274,8 @@ def split_state(z: Tensor | Sequence[Tensor], n: int) -> list[list[Tensor]]:
                 f'z[{s}] has batch size {t.shape[0]} but n={n}; the batch dimension must hold '
                 'one sample per stream'
             )
+    if n == 1:  # one stream: its state as it is
+        return [list(zl)]
     return [[t[b : b + 1] for t in zl] for b in range(n)]
 
 
@@ -293,6 +295,8 @@ def split_stats(stats: SolverStats | None, n: int) -> list[SolverStats | None]:
         raise ValueError(f'n must be a positive int (the number of streams), got {n!r}')
     if stats.rel_trace.shape[0] != n:
         raise ValueError(f'stats has batch size {stats.rel_trace.shape[0]} but n={n}')
+    if n == 1:  # one stream: its statistics as they are
+        return [stats]
     out = []
     for b in range(n):
         kw = {}
