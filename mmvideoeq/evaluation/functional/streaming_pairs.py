@@ -24,7 +24,7 @@ Plain Python (no OpenMMLab import).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ from mmvideoeq.streaming.realtime import (
     simulate_realtime,
 )
 
-__all__ = ['StreamCounts', 'StreamPairing', 'pair_stream', 'simulate_pairs']
+__all__ = ['StreamCounts', 'StreamPairing', 'pair_stream', 'pair_outputs', 'simulate_pairs']
 
 
 @dataclass
@@ -96,6 +96,19 @@ class StreamPairing:
             list: One entry per ground-truth frame.
         """
         return [empty if j is None else per_frame[j] for j in self.input_index]
+
+    def counts_of(self, frames: Iterable[int]) -> StreamCounts:
+        """``in_time``, ``miss``, ``mismatch`` over some ground-truth frames only (e.g. those
+        with labels), counted as :func:`pair_stream` counts them over all frames."""
+        counts = StreamCounts()
+        for i in frames:
+            j = self.input_index[i]
+            counts.num_frames += 1
+            counts.miss += int(j is None)
+            if j is not None:
+                counts.in_time += int(i == j)
+                counts.mismatch += i - j
+        return counts
 
 
 def _number(value: Any, name: str) -> float:
@@ -175,6 +188,19 @@ def pair_stream(
         output_index.append(next_out - 1)
         input_index.append(j)
     return StreamPairing(output_index=output_index, input_index=input_index, counts=counts)
+
+
+def pair_outputs(
+    name: Any, outputs: Sequence[tuple[float, int, Any]], num_frames: int, *, fps: float, eta: float
+) -> StreamPairing:
+    """:func:`pair_stream` of outputs given as ``(finish time, input frame, prediction)``
+    tuples; an error names the sequence ``name``."""
+    try:
+        return pair_stream(
+            [o[0] for o in outputs], [o[1] for o in outputs], num_frames, fps=fps, eta=eta
+        )
+    except ValueError as err:
+        raise ValueError(f'sequence {name!r}: {err}') from None
 
 
 def _latency_model(latency: Any, num_sequences: int) -> LatencyModel:

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from mmvideoeq.evaluation.functional import DVPQProtocol, PairCounts, dvpq_from_pairs
-from mmvideoeq.evaluation.functional.streaming_pairs import StreamCounts, pair_stream
+from mmvideoeq.evaluation.functional.streaming_pairs import StreamCounts, pair_outputs
 
 from .dvps_metric import DVPQMetric
 
@@ -214,13 +214,7 @@ def streaming_dvpq(
     per_sequence: dict[str, StreamCounts] = {}
     for name in sorted(sequences, key=str):
         gts, outputs = sequences[name]
-        try:
-            pairing = pair_stream(
-                [o[0] for o in outputs], [o[1] for o in outputs], len(gts), fps=fps, eta=eta
-            )
-        except ValueError as err:
-            raise ValueError(f'sequence {name!r}: {err}') from None
-        counts = StreamCounts()
+        pairing = pair_outputs(name, outputs, len(gts), fps=fps, eta=eta)
         for i, (gt, k, j) in enumerate(zip(gts, pairing.output_index, pairing.input_index)):
             seqs.append(str(name))
             if gt is None:
@@ -237,12 +231,8 @@ def streaming_dvpq(
                 _array(pred.depth), name=what,
             )  # fmt: skip
             frames.append(record['pairs'])
-            counts.num_frames += 1
-            counts.miss += int(j is None)
-            if j is not None:
-                counts.in_time += int(i == j)
-                counts.mismatch += i - j
-        per_sequence[str(name)] = counts
+        scored = (i for i, gt in enumerate(gts) if gt is not None)
+        per_sequence[str(name)] = pairing.counts_of(scored)
     total = sum(per_sequence.values(), StreamCounts())
     if not total.num_frames:
         raise ValueError('streaming DVPQ: no frame has ground truth (every ground truth is None)')

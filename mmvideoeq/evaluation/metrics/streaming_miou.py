@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from mmseg.evaluation import IoUMetric
 
-from mmvideoeq.evaluation.functional.streaming_pairs import StreamCounts, pair_stream
+from mmvideoeq.evaluation.functional.streaming_pairs import StreamCounts, pair_outputs
 
 __all__ = ['EMPTY_LABEL', 'IoUScoring', 'StreamingIoUResult', 'streaming_miou']
 
@@ -154,13 +154,7 @@ def streaming_miou(
     areas = []
     per_sequence: dict[str, StreamCounts] = {}
     for name, (gts, outputs) in sequences.items():
-        try:
-            pairing = pair_stream(
-                [o[0] for o in outputs], [o[1] for o in outputs], len(gts), fps=fps, eta=eta
-            )
-        except ValueError as err:
-            raise ValueError(f'sequence {name!r}: {err}') from None
-        counts = StreamCounts()
+        pairing = pair_outputs(name, outputs, len(gts), fps=fps, eta=eta)
         for i, (gt, k, j) in enumerate(zip(gts, pairing.output_index, pairing.input_index)):
             if gt is None:
                 continue
@@ -183,12 +177,7 @@ def streaming_miou(
                     pred_t, gt_t, scoring.num_classes, scoring.ignore_index
                 )
             )
-            counts.num_frames += 1
-            counts.miss += int(j is None)
-            if j is not None:
-                counts.in_time += int(i == j)
-                counts.mismatch += i - j
-        per_sequence[name] = counts
+        per_sequence[name] = pairing.counts_of(i for i, gt in enumerate(gts) if gt is not None)
     if not areas:
         raise ValueError(
             'streaming mIoU: no frame has ground truth (every ground-truth map is None)'
