@@ -5,7 +5,6 @@ the tiny rendered Cityscapes-DVPS benchmark."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -126,10 +125,9 @@ def test_report_table_flat_metrics_and_plot(tmp_path):
 @pytest.fixture(scope='module')
 def loop_results(tmp_path_factory):
     from mmengine.config import Config
-    from mmengine.runner import Runner
 
     from benchgen import generate_benchmark
-    from mmvideoeq.testing import tiny_dvps_data_cfg
+    from mmvideoeq.testing import run_streaming_test, tiny_dvps_data_cfg
     from mmvideoeq.utils import register_all_modules
 
     ckpt = ROOT / 'checkpoints' / f'{DVPS}.pth'
@@ -148,24 +146,15 @@ def loop_results(tmp_path_factory):
         type='DVPQMetric', protocol='cityscapes_dvps', average='valid', ci_resamples=0
     )
     cfg.load_from = str(ckpt)
-    cfg.test_cfg = dict(
-        type='StreamingTestLoop',
+    return run_streaming_test(
+        cfg,
+        tmp / 'work',
         iters=[1],
         full_solve=False,
-        timing=False,
-        plot=False,
         # eta -1: frame i answered at (i + 1) / fps; at 10 fps the 50 ms output of frame i is
         # ready by then (its own); at 40 fps (25 ms a frame) the worker takes every other frame
         realtime=dict(fps=[10, 40], eta=-1, latency_table=str(table), scheduler=False),
     )
-    cfg.work_dir = str(tmp / 'work')
-    cfg.log_level = 'WARNING'
-    cfg.default_hooks.logger = None
-    cfg.default_hooks.checkpoint = None
-    cfg.visualizer = None
-    metrics = Runner.from_cfg(cfg).test()
-    data = json.loads((tmp / 'work' / 'streaming' / 'results.json').read_text())
-    return metrics, data
 
 
 def test_loop_reports_streaming_dvpq_next_to_the_evaluator_dvpq(loop_results):
