@@ -36,6 +36,7 @@ __all__ = [
     'ClipTrainConfig',
     'ClipSchedule',
     'ClipTrainable',
+    'ClipTrainingMixin',
     'carried_state_loss',
     'draw_steps',
 ]
@@ -188,6 +189,39 @@ class ClipSchedule:
             step_idx.append(tuple(by_clip[c][t] for c in running))
             step_clips.append(tuple(clip_ids.index(c) for c in running))
         return cls(tuple(step_idx), tuple(step_clips), len(clip_ids))
+
+
+class ClipTrainingMixin:
+    """Training on carried states for a streaming model, mixed in before the mmdet / mmseg model.
+
+    Adds the ``clip_train_cfg`` argument and a ``loss`` that trains a batch of clips (samples
+    with ``clip_index`` / ``clip_step`` metainfo, :class:`ClipSchedule`) with
+    :func:`carried_state_loss` and any other batch per frame with the model's own ``loss``. The
+    model implements :class:`ClipTrainable` and :meth:`_check_clip_trainable`.
+
+    Args:
+        clip_train_cfg: :class:`ClipTrainConfig` fields for batches of clips (``None``: the
+            defaults).
+        **kwargs: The model's own arguments.
+    """
+
+    def __init__(self, *, clip_train_cfg: dict | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.clip_train_cfg = ClipTrainConfig.build(clip_train_cfg)
+
+    def _check_clip_trainable(self) -> None:
+        """Raise when this model cannot run a streamed step (checked before a batch of clips)."""
+
+    def loss(self, batch_inputs: Tensor, batch_data_samples: list) -> dict:
+        """The model's per-frame loss, or, for a batch of clips, the loss on carried states
+        (averaged over the frames)."""
+        schedule = ClipSchedule.from_samples(batch_data_samples)
+        if schedule is None:
+            return super().loss(batch_inputs, batch_data_samples)
+        self._check_clip_trainable()
+        return carried_state_loss(
+            self, batch_inputs, batch_data_samples, schedule, self.clip_train_cfg
+        )
 
 
 class ClipTrainable(Protocol):

@@ -33,9 +33,8 @@ from torch import Tensor, nn
 
 from mmvideoeq.deq import FULL_SOLVE, Budget
 from mmvideoeq.models.clip_training import (
-    ClipSchedule,
     ClipTrainConfig,
-    carried_state_loss,
+    ClipTrainingMixin,
     draw_steps,
 )
 from mmvideoeq.streaming import StepOutput
@@ -51,7 +50,7 @@ def backbone_aux_losses(backbone: nn.Module) -> dict[str, Tensor]:
     return dict(pop()) if callable(pop) else {}
 
 
-class DEQStreamingMixin:
+class DEQStreamingMixin(ClipTrainingMixin):
     """The streaming protocol for a model whose backbone has ``forward_stream`` (MDEQ).
 
     Subclasses implement :meth:`predict_from_feats` (the model's ``predict`` after the backbone)
@@ -64,9 +63,8 @@ class DEQStreamingMixin:
         **kwargs: The model's own arguments.
     """
 
-    def __init__(self, *, clip_train_cfg: dict | None = None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.clip_train_cfg = ClipTrainConfig.build(clip_train_cfg)
+    def _check_clip_trainable(self) -> None:
+        self._check_streamable()
 
     def _check_streamable(self) -> None:
         if not hasattr(self.backbone, 'forward_stream'):
@@ -125,16 +123,6 @@ class DEQStreamingMixin:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ training on clips
-    def loss(self, batch_inputs: Tensor, batch_data_samples: list) -> dict:
-        """The model's per-frame loss, or, for a batch of clips, the loss on carried states."""
-        schedule = ClipSchedule.from_samples(batch_data_samples)
-        if schedule is None:
-            return super().loss(batch_inputs, batch_data_samples)
-        self._check_streamable()
-        return carried_state_loss(
-            self, batch_inputs, batch_data_samples, schedule, self.clip_train_cfg
-        )
-
     def clip_train_step(
         self, inputs: Tensor, z0: list[Tensor] | None, cfg: ClipTrainConfig
     ) -> tuple[list[Tensor], tuple[Tensor, ...], dict[str, Tensor]]:

@@ -43,9 +43,8 @@ from torch import Tensor
 
 from mmvideoeq.deq import solve
 from mmvideoeq.models.clip_training import (
-    ClipSchedule,
     ClipTrainConfig,
-    carried_state_loss,
+    ClipTrainingMixin,
     draw_steps,
 )
 from mmvideoeq.models.necks.rfp import RecursiveFeaturePyramid, check_feedback_backbone
@@ -71,7 +70,7 @@ def pyramid_shapes(height: int, width: int, num_levels: int) -> list[tuple[int, 
     return out
 
 
-class RecursiveFeedbackMixin:
+class RecursiveFeedbackMixin(ClipTrainingMixin):
     """RFP recursion for mmdet two-stage detectors: per image and streamed (module docstring).
 
     Builds like the mmdet detector it is mixed into; with a
@@ -86,9 +85,8 @@ class RecursiveFeedbackMixin:
         **kwargs: The mmdet detector's arguments.
     """
 
-    def __init__(self, *, clip_train_cfg: dict | None = None, **kwargs) -> None:
+    def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.clip_train_cfg = ClipTrainConfig.build(clip_train_cfg)
         if self.with_rfp:
             if not getattr(self.backbone, 'output_img', False):
                 raise ValueError(
@@ -114,24 +112,8 @@ class RecursiveFeedbackMixin:
             return self.neck(x, backbone=self.backbone)
         return self.neck(x) if self.with_neck else x
 
-    def loss(self, batch_inputs: Tensor, batch_data_samples: list) -> dict:
-        """mmdet's per-image loss, or, for a batch of clips, the loss on carried states.
-
-        Args:
-            batch_inputs: Frames ``(N, 3, H, W)``.
-            batch_data_samples: Their data samples; with ``clip_index`` / ``clip_step``
-                metainfo they are clips (:class:`~mmvideoeq.models.clip_training.ClipSchedule`).
-
-        Returns:
-            dict: The loss dict (averaged over the frames for clips).
-        """
-        schedule = ClipSchedule.from_samples(batch_data_samples)
-        if schedule is None:
-            return super().loss(batch_inputs, batch_data_samples)
+    def _check_clip_trainable(self) -> None:
         self._check_rfp_streamable()
-        return carried_state_loss(
-            self, batch_inputs, batch_data_samples, schedule, self.clip_train_cfg
-        )
 
     def clip_train_step(
         self, inputs: Tensor, z0: list[Tensor] | None, cfg: ClipTrainConfig
