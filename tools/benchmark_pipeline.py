@@ -15,10 +15,11 @@ repeat, it measures
 * the **stage times**: the same work cut into the pipeline's stages (``--stages``; default
   pre-processing and stem / solve / heads and post-processing), run one after the other in one
   thread (``PipelinedStream.run_sequential``), median ms per frame of each stage;
-* the **pipelined** stream: ``PipelinedStream.run``, one thread per stage with ``--threads``
-  intra-op threads each, frames offered as fast as it takes them: its throughput over the frames
-  after the pipeline has filled, and the latency of a frame (offered to output, median; frames
-  wait in the queues);
+* the **pipelined** stream: ``PipelinedStream.run``, for every backend of ``--backends``
+  (``thread``: one thread per stage; ``process``: one forked process per stage), each stage with
+  ``--threads`` intra-op threads, frames offered as fast as it takes them: its throughput over the
+  frames after the pipeline has filled, and the latency of a frame (offered to output, median;
+  frames wait in the queues);
 * the pipelined stream fed as a camera would, a frame every 1.1 x the slowest stage (``run(...,
   interval=...)``): the latency of a frame when nothing queues.
 
@@ -72,6 +73,14 @@ def parse_args(argv=None):
         'within one (default: preprocess,stem|solve|heads)',
     )
     p.add_argument('--threads', type=int, default=1, help='intra-op threads of every stage')
+    p.add_argument(
+        '--backends',
+        nargs='+',
+        default=['thread', 'process'],
+        choices=['thread', 'process'],
+        help='pipeline backends to measure, side by side in every repeat (process: one forked '
+        'process per stage, CPU only)',
+    )
     p.add_argument('--device', default='cpu')
     p.add_argument('--json', default=None, help='also write the numbers here')
     return p.parse_args(argv)
@@ -146,7 +155,9 @@ def sequential(model, batches, m, device) -> tuple[float, list]:
     return (time.perf_counter() - t0) * 1e3 / len(batches), outs
 
 
-def pipelined(model, batches, m, groups, threads, device, *, concurrent: bool, interval=None):
+def pipelined(
+    model, batches, m, groups, threads, device, *, concurrent: bool, interval=None, backend='thread'
+):
     pipe = PipelinedStream(
         model.stream_stages(),
         StreamPolicy(budget=dict(type='FixedBudget', iters=m)),
@@ -155,50 +166,54 @@ def pipelined(model, batches, m, groups, threads, device, *, concurrent: bool, i
         zeros_like_fn=model.stream_zero_state,
         intra_op_threads=threads,
         device=device if device.type == 'cuda' else None,
+        backend=backend,
     )
     if not concurrent:
         return pipe.run_sequential(_frames(batches))
     return pipe.run(_frames(batches), interval=interval)
 
 
-def measure(model, batches, iters, groups, threads, repeats, device) -> dict:
+def measure(model, batches, iters, groups, threads, repeats, device, backends) -> dict:
+    """Per budget M and backend, one row per repeat; the backends run side by side."""
     fill = len(groups)  # frames that fill the pipeline, left out of the throughput
     res = {}
     for m in iters:
-        rows = []
+        rows = {b: [] for b in backends}
         for _ in range(repeats):
             load0 = os.getloadavg()[0]
             seq_ms, seq_out = sequential(model, batches, m, device)
             staged = pipelined(model, batches, m, groups, threads, device, concurrent=False)
-            piped = pipelined(model, batches, m, groups, threads, device, concurrent=True)
             stage_ms = [statistics.median(s) for s in zip(*staged.stage_ms[fill:])]
-            pipe_fps = piped.throughput_fps(skip=fill)
             bound = sum(stage_ms) / max(stage_ms)
-            # frames offered as a camera would, 10 % slower than the slowest stage
-            paced = pipelined(
-                model, batches, m, groups, threads, device, concurrent=True,
-                interval=1.1 * max(stage_ms) / 1e3,
-            )  # fmt: skip
-            rows.append(
-                dict(
-                    seq_ms=seq_ms,
-                    stage_ms=stage_ms,
-                    bound=bound,
-                    pipe_ms=1e3 / pipe_fps,
-                    pipe_latency_ms=statistics.median(piped.latency_ms[fill:]),
-                    paced_latency_ms=statistics.median(paced.latency_ms[fill:]),
-                    paced_interval_ms=1.1 * max(stage_ms),
-                    pipe_stage_ms=[statistics.median(s) for s in zip(*piped.stage_ms[fill:])],
-                    # CPU time of the stage threads: the work, without waits for a core / the GIL
-                    seq_cpu_ms=_cpu_per_frame(staged, fill),
-                    pipe_cpu_ms=_cpu_per_frame(piped, fill),
-                    cores=_cpu_per_frame(piped, fill) * pipe_fps / 1e3,
-                    of_bound=pipe_fps * max(stage_ms) / 1e3,
-                    speedup=seq_ms * pipe_fps / 1e3,
-                    identical=all(_same(seq_out, r.outputs) for r in (piped, staged, paced)),
-                    load=(load0, os.getloadavg()[0]),
+            for backend in backends:
+                run = dict(backend=backend, concurrent=True)
+                piped = pipelined(model, batches, m, groups, threads, device, **run)
+                pipe_fps = piped.throughput_fps(skip=fill)
+                # frames offered as a camera would, 10 % slower than the slowest stage
+                paced = pipelined(
+                    model, batches, m, groups, threads, device,
+                    interval=1.1 * max(stage_ms) / 1e3, **run,
+                )  # fmt: skip
+                rows[backend].append(
+                    dict(
+                        seq_ms=seq_ms,
+                        stage_ms=stage_ms,
+                        bound=bound,
+                        pipe_ms=1e3 / pipe_fps,
+                        pipe_latency_ms=statistics.median(piped.latency_ms[fill:]),
+                        paced_latency_ms=statistics.median(paced.latency_ms[fill:]),
+                        paced_interval_ms=1.1 * max(stage_ms),
+                        pipe_stage_ms=[statistics.median(s) for s in zip(*piped.stage_ms[fill:])],
+                        # CPU time of the stages: the work, without waits for a core / the GIL
+                        seq_cpu_ms=_cpu_per_frame(staged, fill),
+                        pipe_cpu_ms=_cpu_per_frame(piped, fill),
+                        cores=_cpu_per_frame(piped, fill) * pipe_fps / 1e3,
+                        of_bound=pipe_fps * max(stage_ms) / 1e3,
+                        speedup=seq_ms * pipe_fps / 1e3,
+                        identical=all(_same(seq_out, r.outputs) for r in (piped, staged, paced)),
+                        load=(load0, os.getloadavg()[0]),
+                    )
                 )
-            )
         res[m] = rows
     return res
 
@@ -226,8 +241,11 @@ def main(argv=None):
         load_weights(model, args.checkpoint)
     model = model.to(device).eval()
     batches = load_frames(cfg, args.frames)
-    measure(model, batches[:6], args.iters[:1], groups, args.threads, 1, device)  # warm-up
-    res = measure(model, batches, args.iters, groups, args.threads, args.repeats, device)
+    if device.type == 'cuda' and 'process' in args.backends:
+        raise SystemExit('--backends process runs on CPU only; use --backends thread on a GPU')
+    run = (groups, args.threads)
+    measure(model, batches[:6], args.iters[:1], *run, 1, device, args.backends)  # warm-up
+    res = measure(model, batches, args.iters, *run, args.repeats, device, args.backends)
     print(
         f'device: {device} ({platform.processor() or platform.machine()}, {os.cpu_count()} '
         f'cores), torch {torch.__version__}, {args.threads} intra-op thread(s) per stage, '
@@ -240,28 +258,30 @@ def main(argv=None):
         'the slowest stage (paced)'
     )
     head = (
-        '| M | stage ms | bound sum/max | sequential ms | pipelined ms (1/throughput) '
+        '| M | backend | stage ms | bound sum/max | sequential ms | pipelined ms (1/throughput) '
         '| pipelined/bound throughput | speed-up | latency ms, saturated | latency ms, paced '
         '| CPU ms/frame seq / pipelined | cores used | identical | load avg |'
     )
     print(head)
     print('|---' * (head.count('|') - 1) + '|')
-    for m, rows in res.items():
-        stages = ' / '.join(
-            f'{statistics.median(r["stage_ms"][k] for r in rows):.1f}' for k in range(len(groups))
-        )
-        loads = [x for r in rows for x in r['load']]
-        print(
-            f'| {m} | {stages} | {_rng(rows, "bound", "{:.2f}")} | {_rng(rows, "seq_ms")} | '
-            f'{_rng(rows, "pipe_ms")} | {_rng(rows, "of_bound", "{:.2f}")} | '
-            f'{_rng(rows, "speedup", "{:.2f}")} | {_rng(rows, "pipe_latency_ms")} | '
-            f'{_rng(rows, "paced_latency_ms")} | '
-            f'{statistics.median(r["seq_cpu_ms"] for r in rows):.1f} / '
-            f'{statistics.median(r["pipe_cpu_ms"] for r in rows):.1f} | '
-            f'{_rng(rows, "cores", "{:.2f}")} | '
-            f'{"yes" if all(r["identical"] for r in rows) else "NO"} | '
-            f'{min(loads):.1f}-{max(loads):.1f} |'
-        )
+    for m, by_backend in res.items():
+        for backend, rows in by_backend.items():
+            stages = ' / '.join(
+                f'{statistics.median(r["stage_ms"][k] for r in rows):.1f}'
+                for k in range(len(groups))
+            )
+            loads = [x for r in rows for x in r['load']]
+            print(
+                f'| {m} | {backend} | {stages} | {_rng(rows, "bound", "{:.2f}")} | '
+                f'{_rng(rows, "seq_ms")} | {_rng(rows, "pipe_ms")} | '
+                f'{_rng(rows, "of_bound", "{:.2f}")} | {_rng(rows, "speedup", "{:.2f}")} | '
+                f'{_rng(rows, "pipe_latency_ms")} | {_rng(rows, "paced_latency_ms")} | '
+                f'{statistics.median(r["seq_cpu_ms"] for r in rows):.1f} / '
+                f'{statistics.median(r["pipe_cpu_ms"] for r in rows):.1f} | '
+                f'{_rng(rows, "cores", "{:.2f}")} | '
+                f'{"yes" if all(r["identical"] for r in rows) else "NO"} | '
+                f'{min(loads):.1f}-{max(loads):.1f} |'
+            )
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(
@@ -270,6 +290,7 @@ def main(argv=None):
                     checkpoint=args.checkpoint,
                     stages=groups,
                     threads=args.threads,
+                    backends=args.backends,
                     frames=len(batches),
                     device=str(device),
                     results={str(k): v for k, v in res.items()},

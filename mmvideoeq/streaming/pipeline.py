@@ -19,7 +19,8 @@ number of intra-op threads as the sequential run); only *when* each output is re
 Throughput is bounded by the slowest stage: at most ``sum(stage times) / max(stage time)`` times
 the sequential one (the *stage bound*); a frame's latency stays at least the sum of its stages.
 
-Execution: one thread per stage, connected by bounded queues. PyTorch releases the GIL inside its
+Execution (``backend='thread'``, the default): one thread per stage, connected by bounded
+queues. PyTorch releases the GIL inside its
 operators, so stages overlap as far as the Python between operators allows. On CPU each stage
 thread sets its own number of intra-op threads (``torch.set_num_threads`` in that thread: with
 PyTorch's OpenMP backend the OpenMP team size is per thread; the call also becomes the default of
@@ -28,6 +29,10 @@ stage runs on its own CUDA stream and synchronises it before handing a frame on 
 the ``preprocess`` piece, put the inputs on the device; this path has not been run in this
 project, which has no GPU).
 
+``backend='process'`` (CPU, Linux) runs every stage in a process of its own instead
+(:mod:`.pipeline_process`): the stages then share no interpreter lock, which the thread stages of
+a model of many small operators do (measured in docs/results.md, "Pipelined streaming").
+
 :class:`~.realtime.PipelineLatency` is the pipeline's timing for the real-time simulation
 (:mod:`.realtime`): a :class:`~.realtime.LatencyModel` that accepts the next frame before the
 current output is ready.
@@ -35,6 +40,7 @@ current output is ready.
 
 from __future__ import annotations
 
+import multiprocessing
 import queue
 import threading
 import time
@@ -47,6 +53,7 @@ from torch import Tensor
 
 from mmvideoeq.deq.budget import Budget
 
+from .pipeline_process import SYSTEM_CLOCKS, run_in_processes
 from .policy import StreamPolicy
 from .protocol import StepOutput
 from .runner import StreamFrame, _as_frame, _is_single, run_stream, split_outputs
@@ -211,10 +218,14 @@ class PipelinedStream:
             ``'preprocess'`` piece (e.g. a model's data pre-processor); ``None``: frames are
             already model inputs.
         zeros_like_fn: The model's ``stream_zero_state`` (as for ``run_stream``).
-        intra_op_threads: Intra-op threads of each stage thread on CPU (``None``: leave them).
+        intra_op_threads: Intra-op threads of each stage on CPU (``None``: leave them).
         device: Where the stages run; a CUDA device gives every stage its own CUDA stream.
         queue_size: Frames that may wait between two stages.
-        clock: Time source in seconds.
+        clock: Time source in seconds (with ``backend='process'`` a system-wide one:
+            ``time.perf_counter``, ``time.monotonic`` or ``time.time``).
+        backend: ``'thread'`` (one thread per stage, the default; CPU and CUDA) or
+            ``'process'`` (one forked process per stage, CPU on Linux: no shared interpreter
+            lock; see :mod:`.pipeline_process`). Both give the same outputs and records.
     """
 
     def __init__(
@@ -229,6 +240,7 @@ class PipelinedStream:
         device: torch.device | str | None = None,
         queue_size: int = 1,
         clock: Callable[[], float] = time.perf_counter,
+        backend: str = 'thread',
     ) -> None:
         if not isinstance(stages, StreamStages):
             raise TypeError(
@@ -261,6 +273,24 @@ class PipelinedStream:
             raise ValueError(f'device {self.device} requested but CUDA is not available')
         self.queue_size = queue_size
         self.clock = clock
+        if backend not in ('thread', 'process'):
+            raise ValueError(f"backend must be 'thread' or 'process', got {backend!r}")
+        if backend == 'process':
+            if self.cuda:
+                raise ValueError(
+                    "backend='process' runs on CPU only (CUDA does not survive a fork): use "
+                    "backend='thread', which gives every stage its own CUDA stream"
+                )
+            if 'fork' not in multiprocessing.get_all_start_methods():
+                raise ValueError(
+                    "backend='process' needs the fork start method (Linux); use backend='thread'"
+                )
+            if clock not in SYSTEM_CLOCKS:
+                raise ValueError(
+                    "backend='process' needs a clock that all processes share "
+                    '(time.perf_counter, time.monotonic or time.time)'
+                )
+        self.backend = backend
 
     # ------------------------------------------------------------------ pieces
     def _piece(self, name: str, job: _Job, states: dict) -> None:
@@ -301,6 +331,22 @@ class PipelinedStream:
         if 'heads' in group:
             job.features = None
 
+    def _work(self, k: int, job: _Job, states: dict, stream=None) -> None:
+        """Stage ``k``'s pieces on one frame, timed (on ``stream`` when it is a CUDA stream)."""
+        t0, c0 = self.clock(), time.thread_time()
+        if stream is not None:
+            with torch.cuda.stream(stream):
+                for name in self.groups[k]:
+                    self._piece(name, job, states)
+            # the next stage (on its own stream) may use the results only now
+            stream.synchronize()
+        else:
+            for name in self.groups[k]:
+                self._piece(name, job, states)
+        self._release(job, self.groups[k])
+        job.times.append((t0, self.clock()))
+        job.cpu.append((time.thread_time() - c0) * 1e3)
+
     # ------------------------------------------------------------------ threads
     def _worker(
         self, k: int, q_in: queue.Queue, q_out: queue.Queue, states: dict, abort: threading.Event
@@ -320,19 +366,7 @@ class PipelinedStream:
                 if abort.is_set():  # a stage failed: let the remaining frames through undone
                     continue
                 try:
-                    t0, c0 = self.clock(), time.thread_time()
-                    if stream is not None:
-                        with torch.cuda.stream(stream):
-                            for name in self.groups[k]:
-                                self._piece(name, job, states)
-                        # the next stage (on its own stream) may use the results only now
-                        stream.synchronize()
-                    else:
-                        for name in self.groups[k]:
-                            self._piece(name, job, states)
-                    self._release(job, self.groups[k])
-                    job.times.append((t0, self.clock()))
-                    job.cpu.append((time.thread_time() - c0) * 1e3)
+                    self._work(k, job, states, stream)
                 except BaseException as err:  # raised in the caller's thread
                     abort.set()
                     q_out.put(_StageError(k, err))
@@ -443,6 +477,8 @@ class PipelinedStream:
         if interval is not None and not (isinstance(interval, (int, float)) and interval > 0):
             raise ValueError(f'interval must be a positive number of seconds, got {interval!r}')
         states = {} if states is None else states
+        if self.backend == 'process':
+            return self._result(run_in_processes(self, frames, states, interval), states)
         n = len(self.groups)
         queues = [queue.Queue(maxsize=self.queue_size) for _ in range(n)]
         done: queue.Queue = queue.Queue()
@@ -483,7 +519,10 @@ class PipelinedStream:
             ) from error.error
         if feed_errors:
             raise feed_errors[0]
-        jobs.sort(key=lambda j: j.index)
+        return self._result(jobs, states)
+
+    def _result(self, jobs: list[_Job], states: dict) -> PipelineRun:
+        jobs = sorted(jobs, key=lambda j: j.index)
         return PipelineRun(
             outputs=[j.output for j in jobs],
             records=[j.record for j in jobs],

@@ -100,13 +100,27 @@ def _check_ids(video_id: Any, frame_id: Any) -> tuple[str | int, int]:
     return (video_id if isinstance(video_id, str) else int(video_id)), int(frame_id)
 
 
-def _single(stats: SolverStats, values: Tensor, name: str) -> float:
-    if values.numel() != 1:
+def _single(stats: SolverStats) -> tuple[float, float, int, bool]:
+    """``stats.single()`` with the policy's error for batched statistics."""
+    if stats.rel_trace.shape[0] != 1:
         raise ValueError(
-            f'{name}: stats has batch size {stats.rel_trace.shape[0]}; the policy takes one '
-            'stream (cut batched stats with split_stats)'
+            f'stats has batch size {stats.rel_trace.shape[0]}; the policy takes one stream (cut '
+            'batched stats with split_stats)'
         )
-    return float(values.reshape(()))
+    return stats.single()
+
+
+def _norm(z: list[Tensor], stats: SolverStats | None) -> float:
+    """The state norm of a frame: the one the solver took when it returned ``z`` (a batch-1
+    ``stats`` whose ``out_ptrs`` are ``z``'s storage), else :func:`~.state.state_norm`."""
+    if (
+        stats is not None
+        and stats.out_norm is not None
+        and stats.out_norm.numel() == 1
+        and stats.out_ptrs == tuple(t.data_ptr() for t in z)
+    ):
+        return stats.out_norm.item()
+    return state_norm(z)
 
 
 class StreamPolicy:
@@ -343,7 +357,7 @@ class StreamPolicy:
             or det.response == 'none'
         ):
             return None
-        rel0 = _single(stats, stats.first_rel, 'followup')
+        rel0 = _single(stats)[0]
         changed, ratio = det.check_residual(state.rel0_avg, state.rel0_count, rel0)
         if not changed:
             return None
@@ -486,14 +500,11 @@ class StreamPolicy:
                 )
         ms = check_ms('elapsed_ms', elapsed_ms)
         nan = float('nan')
-        rel0 = plan.prior_first_rel
-        if rel0 is None:
-            rel0 = nan if stats is None else _single(stats, stats.first_rel, 'end_frame')
-        final = nan if stats is None else _single(stats, stats.final_rel, 'end_frame')
+        first, final, nstep, diverged = (nan, nan, 0, False) if stats is None else _single(stats)
+        rel0 = first if plan.prior_first_rel is None else plan.prior_first_rel
         reason, ratio, outlier = self._residual_signals(state, plan, rel0, final)
         self._advance(state, plan)
-        norm = state_norm(z_list)
-        diverged = stats is not None and bool(stats.diverged.reshape(-1)[0])
+        norm = _norm(z_list, stats)
         diverged = self._norm_diverged(state, norm) or diverged
         keep = self.warm and not diverged
         state.z, state.stats = (z_list if keep else None), stats
@@ -501,7 +512,6 @@ class StreamPolicy:
             state.pending_reason = Reason.DIVERGED
         state.memory = memory
         state.frame_shape, state.prev_thumb = plan.frame_shape, plan.thumb
-        nstep = 0 if stats is None else int(stats.nstep.reshape(-1)[0])
         budget = plan.budget
         record = FrameRecord(
             video_id=plan.video_id,

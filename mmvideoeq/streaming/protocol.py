@@ -84,13 +84,15 @@ class StreamingModel(Protocol):
         Args:
             inputs: Preprocessed frames ``(B, C, H, W)``, one per stream.
             z0: Solver state to start from (``S`` tensors ``(B, ...)``), or ``None``: every frame
-                starts from :meth:`stream_zero_state`.
+                starts from :meth:`stream_zero_state`. Read-only: for a single stream these are
+                the stored state's own tensors (no copy), which the step must not modify in place.
             memory: ``B`` memory objects of the streams (``None``: a new stream).
             budget: The frames' budget, handed to the solver unchanged.
             payloads: ``B`` per-frame payloads (e.g. data samples with metainfo).
 
         Returns:
-            StepOutput: predictions, new solver state, new memories, solver statistics.
+            StepOutput: predictions, new solver state, new memories, solver statistics (of the
+            solve that produced the new state; the state is not modified after that solve).
         """
         ...
 

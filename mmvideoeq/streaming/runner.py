@@ -157,6 +157,8 @@ def _solve(
     z0s = [p.z0 for p in plans]
     if all(z is None for z in z0s):
         z0 = None
+    elif n == 1:  # one stream: its stored state as it is (validated when it was stored)
+        z0 = list(z0s[0])
     else:
         fn = None if zeros_like_fn is None else (lambda j: zeros_like_fn(frames[j].x))
         z0 = stack_states(z0s, zeros_like_fn=fn)
@@ -171,7 +173,9 @@ def _solve(
         )
     out, z, new_memory, stats = StepOutput(*result)
     new_memory = as_memory_list(new_memory, n, 'the memory returned by step_fn')
-    return split_outputs(out, n), split_state(z, n), new_memory, split_stats(stats, n), stats, ms
+    # one stream: its state and statistics as they are (end_frame validates the state)
+    zs = [z] if n == 1 else split_state(z, n)
+    return split_outputs(out, n), zs, new_memory, split_stats(stats, n), stats, ms
 
 
 def _check_batch(batch: list[StreamFrame]) -> None:

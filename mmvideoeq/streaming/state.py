@@ -176,11 +176,20 @@ class StreamState:
 
 
 def state_norm(z: Sequence[Tensor] | None) -> float:
-    """The Euclidean norm of a state over all its tensors (``nan`` for an empty or no state)."""
+    """The Euclidean norm of a state over all its tensors (``nan`` for an empty or no state).
+
+    Accumulated in float32 (float64 when a tensor is float64), so half-precision states do not
+    overflow; a float32 norm beyond float32's range (about 1.8e19) is ``inf``, which the
+    divergence check of :class:`~.policy.StreamPolicy` treats as diverged. One host
+    synchronisation for the whole state.
+    """
     if not z:
         return float('nan')
-    sq = sum(float(torch.linalg.vector_norm(t.detach(), dtype=torch.float64)) ** 2 for t in z)
-    return sq**0.5
+    dtype = torch.float64 if any(t.dtype == torch.float64 for t in z) else torch.float32
+    norms = [torch.linalg.vector_norm(t.detach(), dtype=dtype) for t in z]
+    if len(norms) == 1:
+        return float(norms[0])
+    return float(torch.linalg.vector_norm(torch.stack(norms)))
 
 
 def _check_single(z: list[Tensor], name: str) -> None:
@@ -208,7 +217,8 @@ def stack_states(
         zeros_like_fn: Returns the zero state (``S`` tensors of batch 1) for a cold position.
 
     Returns:
-        list[Tensor]: ``S`` tensors ``(B, C_s, H_s, W_s)``; sample ``b`` is ``states[b]``.
+        list[Tensor]: ``S`` tensors ``(B, C_s, H_s, W_s)``; sample ``b`` is ``states[b]``. For
+        one stream these are its own tensors (no copy); for several, new ones.
     """
     if isinstance(states, (StreamState, Tensor)) or not isinstance(states, Sequence) or not states:
         raise ValueError(
@@ -244,6 +254,8 @@ def stack_states(
                 )
         filled.append(z)
     ref = filled[0]
+    if len(filled) == 1:  # one stream: its tensors as they are (the step reads z0 only)
+        return list(ref)
     for i, z in enumerate(filled[1:], start=1):
         if len(z) != len(ref):
             raise ValueError(

@@ -157,6 +157,61 @@ def test_pipeline_restores_the_callers_intra_op_threads(toy):
     assert torch.get_num_threads() == before
 
 
+def test_process_pipeline_equals_sequential_stream_and_hands_back_states_and_policy(toy):
+    """One forked process per stage: the sequential stream's outputs, records and final states;
+    the caller's states dict and policy are updated with the solve stage's."""
+    frames = _frames(skip={(0, 2)})
+    seq = run_stream(toy.stream_step, frames, _policy(), zeros_like_fn=toy.zeros)
+    policy = StreamPolicy(budget=dict(type='TimeBudget', ms_per_frame=50.0, max_iter=4))
+    states: dict = {}
+    pipe = PipelinedStream(toy_stages(toy), _policy(), zeros_like_fn=toy.zeros, backend='process')
+    run = pipe.run(frames, states=states)
+    _same_run(seq, run)
+    assert run.states is states and set(states) == set(seq.states)
+    for key in seq.states:
+        assert all(torch.equal(a, b) for a, b in zip(seq.states[key].z, states[key].z))
+        assert states[key].memory == seq.states[key].memory
+    # stage timestamps come from one clock: every frame's stages in order, frames overlapped
+    for times in run.stage_times:
+        assert all(a[1] <= b[0] for a, b in zip(times, times[1:]))
+    # a time budget learns its per-iteration cost in the solve process; the caller's policy
+    # object gets it back
+    timed = PipelinedStream(toy_stages(toy), policy, zeros_like_fn=toy.zeros, backend='process')
+    assert policy.budget.iter_ms_est is None
+    timed.run(_frames(((0, 3),)))
+    assert policy.budget.iter_ms_est is not None and policy.budget.iter_ms_est > 0
+
+
+def test_process_pipeline_errors_name_the_stage_with_its_traceback(toy):
+    stages = toy_stages(toy)
+
+    def bad_heads(feats, payloads):
+        raise KeyError('no such head')
+
+    pipe = PipelinedStream(
+        StreamStages(stages.stem, stages.solve, bad_heads), _policy(), backend='process'
+    )
+    with pytest.raises(RuntimeError, match=r"stage 2 \('heads',\) failed: KeyError") as err:
+        pipe.run(_frames())
+    assert 'bad_heads' in str(err.value)  # the traceback from the stage process
+    assert isinstance(err.value.__cause__, KeyError)
+
+    def dies(feats, payloads):
+        import os
+
+        os._exit(3)
+
+    pipe = PipelinedStream(
+        StreamStages(stages.stem, stages.solve, dies), _policy(), backend='process'
+    )
+    with pytest.raises(RuntimeError, match='died with exit code 3'):
+        pipe.run(_frames(((0, 2),)))
+    with pytest.raises(ValueError, match="backend must be 'thread' or 'process'"):
+        PipelinedStream(stages, _policy(), backend='fork')
+    with pytest.raises(ValueError, match='clock that all processes share'):
+        PipelinedStream(stages, _policy(), backend='process', clock=lambda: 0.0)
+
+
 def test_pipeline_latency_hand_worked_schedule():
     # 8 fps (a frame every 0.125 s), 8 frames (the sequence ends at 1.0 s); stages 62.5, 187.5,
     # 125 ms: latency 375 ms, a new frame every max = 187.5 ms.
@@ -191,3 +246,30 @@ def test_pipeline_latency_per_frame_stage_times_wait_for_a_busy_stage():
         lat.begin(0, 5)
     with pytest.raises(ValueError, match='finite latency'):
         PipelineLatency([10.0, -1.0])
+
+
+def test_process_pickling_keeps_every_tensor_exactly():
+    """Frames cross processes pickled by value; CPU tensors as numpy arrays where numpy holds
+    their dtype, torch's own pickling otherwise."""
+    import pickle
+
+    from mmvideoeq.streaming.pipeline_process import _dumps
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(4, 6, generator=g)
+    leaf = torch.randn(3, requires_grad=True)
+    obj = {
+        'strided': base.t()[1:, ::2],  # a non-contiguous view
+        'half': base.half(),
+        'bf16': base.bfloat16(),
+        'bool': base > 0,
+        'long': torch.arange(5),
+        'scalar': torch.tensor(2.5),
+        'leaf': leaf,
+        'nested': [(base[0], 'text', 3)],
+    }
+    back = pickle.loads(_dumps(obj))
+    for key in ('strided', 'half', 'bf16', 'bool', 'long', 'scalar'):
+        assert back[key].dtype == obj[key].dtype and torch.equal(back[key], obj[key]), key
+    assert back['leaf'].requires_grad and torch.equal(back['leaf'].detach(), leaf.detach())
+    assert torch.equal(back['nested'][0][0], base[0]) and back['nested'][0][1:] == ('text', 3)

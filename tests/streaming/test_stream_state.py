@@ -101,3 +101,70 @@ def test_split_stats_slices_every_per_sample_field():
         split_stats(stats, 3)
     with pytest.raises(TypeError, match='SolverStats'):
         split_stats({'rel_trace': stats.rel_trace}, 2)
+
+
+def test_stack_of_one_stream_hands_over_its_own_tensors():
+    z = _state(2.0)
+    out = stack_states([StreamState('v', z=z)])
+    assert all(a is b for a, b in zip(out, z, strict=True))  # no copy for a single stream
+
+
+@pytest.mark.parametrize('method', ['broyden', 'fixed_point', 'anderson'])
+@pytest.mark.parametrize('lowest', [True, False])
+def test_single_reads_the_same_values_as_the_tensor_properties(method, lowest):
+    torch.manual_seed(0)
+    w = 0.3 * torch.randn(6, 6)
+    _, stats = solve(
+        lambda z: torch.tanh(z @ w + 1.0), torch.zeros(1, 6), method=method, max_iter=5,
+        tol=1e-2, return_lowest=lowest,
+    )  # fmt: skip
+    first, final, nstep, diverged = stats.single()
+    assert first == stats.first_rel.item() and final == stats.final_rel.item()
+    assert nstep == stats.nstep.item() and diverged == bool(stats.diverged.item())
+    batched = solve(lambda z: torch.tanh(z @ w), torch.zeros(2, 6), method=method, max_iter=3)[1]
+    with pytest.raises(ValueError, match='split_stats'):
+        batched.single()
+
+
+def test_out_norm_is_the_returned_states_norm_and_the_policy_uses_it_only_for_that_state():
+    from mmvideoeq.streaming.policy import _norm
+
+    torch.manual_seed(0)
+    z0 = [torch.randn(2, 3, 4, 4), torch.randn(2, 5, 2, 2)]
+    out, stats = solve(lambda z: [0.5 * t + 1.0 for t in z], z0, method='fixed_point', max_iter=3)
+    by_hand = [
+        sum(float(t[b].double().square().sum()) for t in out) ** 0.5 for b in range(2)
+    ]  # float64 reference, independent of the code under test
+    assert stats.out_norm.tolist() == pytest.approx(by_hand, rel=1e-6)
+    one = split_stats(stats, 2)[0]
+    z = [t[0:1] for t in out]  # sample 0 shares the storage start of the batched state
+    assert _norm(z, one) == pytest.approx(by_hand[0], rel=1e-6)
+    other = [t.clone() + 1.0 for t in z]  # not the solver's state: read afresh
+    other_by_hand = sum(float(t.double().square().sum()) for t in other) ** 0.5
+    assert _norm(other, one) == pytest.approx(other_by_hand, rel=1e-6)
+    assert _norm([t[1:2] for t in out], one) == pytest.approx(by_hand[1], rel=1e-6)  # not ptrs
+
+
+def test_state_norm_accumulates_half_states_in_float32_and_flags_float32_overflow():
+    from mmvideoeq.streaming.state import state_norm
+
+    half = [torch.full((1, 4, 64, 64), 300.0, dtype=torch.float16)]  # squares overflow fp16
+    assert state_norm(half) == pytest.approx(300.0 * 128.0)
+    assert state_norm([torch.full((1, 4), 3e19)]) == float('inf')  # past float32's range
+    assert state_norm([torch.full((1, 4), 3e19, dtype=torch.float64)]) == pytest.approx(6e19)
+
+
+def test_a_state_past_float32s_range_is_diverged_and_the_stream_restarts_cold():
+    from mmvideoeq.streaming import StepOutput, StreamPolicy, run_stream
+
+    def step(x, z0, memory, budget, payloads):
+        z = [x.new_full((1, 4), 3e19 if z0 is not None else 1.0)]
+        return StepOutput(None, z, memory, None)
+
+    run = run_stream(
+        step,
+        [('v', t, torch.zeros(1, 3, 2, 2)) for t in range(3)],
+        StreamPolicy(budget=dict(type='FixedBudget', iters=1)),
+    )
+    assert [r.diverged for r in run.records] == [False, True, False]
+    assert run.records[2].reset and run.records[2].reason == 'after_divergence'

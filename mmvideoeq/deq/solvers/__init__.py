@@ -135,7 +135,9 @@ def solve_with_preimage(
     )
     run(f, z0, StateLayout(z0), tracker, max_iter, **method_kwargs)
     out, pre, stats = tracker.finish(method)
-    return [t.contiguous() for t in out], list(pre), stats
+    out = [t.contiguous() for t in out]
+    stats.out_ptrs = tuple(t.data_ptr() for t in out)
+    return out, list(pre), stats
 
 
 def solve(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -46,6 +46,12 @@ class SolverStats:
         returns: ``'iterate'`` (the state at step ``s`` is ``x_s``: Broyden) or ``'image'`` (the
             state at step ``s`` is ``f(x_{s-1})``: fixed point, Anderson).
         n_eval: Evaluations of ``f`` the batch ran (line-search trials included).
+        out_norm: ``(B,)`` Euclidean norm of each sample's returned state over all its tensors,
+            in the statistics dtype (float64 for float64 states, else float32), taken when the
+            solve returns (the state is then still in cache; a streaming policy reads it for its
+            divergence check instead of reading the state again). ``None`` when not taken.
+        out_ptrs: ``data_ptr()`` of the returned state's tensors, so that a consumer can tell
+            whether a state it holds is the one ``out_norm`` describes (not compared, not shown).
     """
 
     nstep: Tensor
@@ -57,6 +63,29 @@ class SolverStats:
     method: str
     returns: str
     n_eval: int
+    out_norm: Tensor | None = None
+    out_ptrs: tuple[int, ...] = field(default=(), repr=False, compare=False)
+
+    def single(self) -> tuple[float, float, int, bool]:
+        """``(first_rel, final_rel, nstep, diverged)`` of a batch-1 solve as Python values.
+
+        The same values as ``first_rel``, ``final_rel``, ``nstep`` and ``diverged``, read with
+        one host transfer per field instead of a few tensor operations each (the per-frame
+        bookkeeping of a stream).
+
+        Raises:
+            ValueError: The statistics hold more than one sample.
+        """
+        if self.rel_trace.shape[0] != 1:
+            raise ValueError(
+                f'SolverStats.single: the statistics hold {self.rel_trace.shape[0]} samples; '
+                'cut batched statistics with split_stats first'
+            )
+        rel = self.rel_trace.tolist()[0]
+        shift = 0 if self.returns == 'iterate' else 1
+        col = min(max(int(self.out_step.tolist()[0]) - shift, 0), len(rel) - 1)
+        nstep = int(self.nstep.tolist()[0])
+        return rel[0], rel[col], nstep, bool(self.diverged.tolist()[0])
 
     def _column(self, step: Tensor) -> Tensor:
         """Trace column of the iterate that describes the state of ``step``."""
@@ -324,8 +353,16 @@ class Tracker:
             method=method,
             returns=self.returns,
             n_eval=self.n_eval,
+            out_norm=sample_norms(out, self.sdt),
         )
         return out, pre, stats
+
+
+def sample_norms(state: list[Tensor], dtype: torch.dtype) -> Tensor:
+    """``(B,)`` Euclidean norm of each sample of a state over all its tensors, in ``dtype``."""
+    b = state[0].shape[0]
+    norms = [torch.linalg.vector_norm(t.detach().reshape(b, -1), dim=1, dtype=dtype) for t in state]
+    return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms, 1), dim=1)
 
 
 def _where_state(mask: Tensor, a: list[Tensor], b: list[Tensor]) -> list[Tensor]:
