@@ -1,5 +1,5 @@
 """Broyden's compact representation against the factored form it replaces, and the solvers'
-reusable history buffers.
+reusable history and iterate buffers.
 
 ``factored_broyden`` below keeps the updates ``u_i`` and ``v_i`` as explicit vectors and applies
 ``B = -I + sum_i u_i v_i^T`` as a dense ``D x D`` matrix, with the equations of the module
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from mmvideoeq.deq import solve
-from mmvideoeq.deq.solvers import common
+from mmvideoeq.deq.solvers import common, solve_with_preimage
 
 
 def factored_broyden(f, x0, max_iter, memory, line_search=False, halvings=3, c1=1e-4):
@@ -129,10 +129,84 @@ def test_history_buffers_are_pooled_on_cpu():
     z_b, _ = solve(f, z0, method='broyden', max_iter=6, tol=None)
     assert next(iter(common._pool.values())) is buf  # 6 rows fit into Anderson's 2 m = 12
     z_c, _ = solve(f, z0, method='broyden', max_iter=20, tol=None)
-    assert next(iter(common._pool.values())).shape[1] == 20  # replaced by a larger one
+    assert next(iter(common._pool.values())).shape[1] == 21  # replaced by a larger one
     # returned states never alias the pooled buffer
     for z in (z_a, z_b, z_c):
         for pooled in common._pool.values():
             assert z[0].untyped_storage().data_ptr() != pooled.untyped_storage().data_ptr()
     common.release_workspace()
     assert not common._pool
+
+
+def _switching_map(batch, dim=6, calls_contractive=3):
+    """``0.5 z + c`` for the first ``calls_contractive`` evaluations, then ``z + 10 n c`` at the
+    ``n``-th: the residual falls for a few steps and then grows whatever the solver does, so the
+    lowest-residual state is an early one."""
+    gen = torch.Generator().manual_seed(7)
+    c = torch.randn(batch, dim, generator=gen, dtype=torch.float64)
+    calls = [0]
+
+    def f(z):
+        calls[0] += 1
+        if calls[0] <= calls_contractive:
+            return [0.5 * z[0] + c]
+        return [z[0] + 10.0 * calls[0] * c]
+
+    return f, calls, c
+
+
+@pytest.mark.parametrize('batch', [1, 2])
+def test_reused_iterate_buffers_keep_the_lowest_early_iterate(batch):
+    """Broyden writes its iterates into a few reused buffers: the lowest-residual iterate, an
+    early one held by reference while many later steps run, comes back unchanged."""
+    f, calls, _ = _switching_map(batch)
+    z0 = [torch.zeros(batch, 6, dtype=torch.float64)]
+    with torch.no_grad():
+        z, stats = solve(f, z0, method='broyden', max_iter=12, tol=None, stop_mode='abs')
+        lowest = stats.lowest_step.tolist()
+        assert stats.nstep.tolist() == [12] * batch and all(1 <= j <= 3 for j in lowest)
+        for b, j in enumerate(lowest):  # the same solve stopped at step j ends at x_j
+            calls[0] = 0
+            want, _ = solve(f, z0, method='broyden', max_iter=j, tol=None, return_lowest=False)
+            torch.testing.assert_close(z[0][b], want[0][b], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('batch', [1, 2])
+def test_reused_iterate_buffers_keep_anderson_preimage(batch):
+    """Anderson's mixed iterates share reused buffers too: the pre-image of the returned state
+    (kept for the gradients) is still the iterate whose image was returned."""
+    f, _, c = _switching_map(batch)
+    z0 = [torch.zeros(batch, 6, dtype=torch.float64)]
+    with torch.no_grad():
+        z, pre, stats = solve_with_preimage(
+            f, z0, method='anderson', max_iter=12, tol=None, stop_mode='abs', keep_preimage=True
+        )
+    # the lowest state is the image f(x_2) of the third (last contractive) evaluation, and x_2
+    # is a mixed iterate (a reused buffer) that later steps must not have overwritten
+    assert stats.lowest_step.tolist() == [3] * batch and stats.nstep.tolist() == [12] * batch
+    torch.testing.assert_close(z[0], 0.5 * pre[0] + c, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('m', [1, 3])
+@pytest.mark.parametrize('returns_input', [False, True])
+def test_anderson_iterates_in_residual_rows_match_separate_buffers(m, returns_input):
+    """Without a kept pre-image Anderson forms each iterate in the residual row it turns into;
+    with one it uses separate buffers: the same arithmetic, also for an f that sometimes
+    returns its input unchanged (which must be recorded before the row is overwritten)."""
+    f_tanh, _, z0 = _problem(seed=4)
+    calls = [0]
+
+    def f(z):
+        calls[0] += 1
+        return list(z) if returns_input and calls[0] % 3 == 0 else f_tanh(z)
+
+    kw = dict(method='anderson', max_iter=10, tol=None, m=m)  # returns the lowest state
+    with torch.no_grad():
+        rows_z, _, rows_stats = solve_with_preimage(f, z0, **kw)
+        calls[0] = 0
+        sep_z, _, sep_stats = solve_with_preimage(f, z0, keep_preimage=True, **kw)
+    if returns_input:  # an unchanged input has residual 0: the lowest, returned state
+        assert (sep_stats.lowest_step % 3 == 0).all() and sep_z[0].abs().min() > 0
+    assert torch.equal(rows_z[0], sep_z[0])
+    assert torch.equal(rows_stats.abs_trace, sep_stats.abs_trace)
+    assert torch.equal(rows_stats.rel_trace, sep_stats.rel_trace)

@@ -13,6 +13,7 @@ import torch
 
 from mmvideoeq.deq import SolverStats, solve
 from mmvideoeq.deq.solvers import evaluations
+from mmvideoeq.deq.solvers.anderson import _weights, _weights_host
 from mmvideoeq.deq.solvers.common import residual_norms
 from mmvideoeq.deq.solvers.stats import Tracker
 from mmvideoeq.deq.utils import StateLayout
@@ -516,6 +517,33 @@ def test_anderson_mixing_matches_a_direct_solution(tanh_problem):
     x2 = a[:, None] * f0 + (1 - a[:, None]) * f1
     out, _ = solve(f, [x0], method='anderson', max_iter=3, tol=None, return_lowest=False, lam=lam)
     torch.testing.assert_close(out[0], f([x2])[0], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize('weights', ['torch', 'numpy'])
+def test_anderson_weights_and_singular_fallback(weights):
+    """Both implementations of the mixing weights (torch on accelerators and under autograd,
+    numpy on the CPU) solve ``(G G^T + lam I) w = 1`` and normalise; a singular or non-finite
+    sample falls back to the latest image alone, the others are unaffected."""
+    gen = torch.Generator().manual_seed(3)
+    g = torch.randn(4, 3, 5, generator=gen, dtype=torch.float64)
+    g[1, 1] = g[1, 0]  # rank-deficient: singular without regularisation
+    g[2, 0, 0] = float('nan')
+    gram = g @ g.transpose(1, 2)
+    for lam in (0.0, 1e-4):
+        if weights == 'torch':
+            alpha = _weights(gram, lam, 2)
+        else:
+            alpha = torch.from_numpy(_weights_host(gram.numpy(), lam, 2))
+        for b in (0, 3):
+            eye = torch.eye(3, dtype=gram.dtype)
+            w = torch.linalg.solve(gram[b] + lam * eye, torch.ones(3, dtype=gram.dtype))
+            torch.testing.assert_close(alpha[b], w / w.sum(), rtol=1e-12, atol=1e-14)
+        fallback = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+        torch.testing.assert_close(alpha[2], fallback, rtol=0, atol=0)
+        if lam == 0.0:
+            torch.testing.assert_close(alpha[1], fallback, rtol=0, atol=0)
+        else:
+            assert torch.isfinite(alpha[1]).all() and abs(float(alpha[1].sum()) - 1) < 1e-12
 
 
 def test_float32_state_statistics_dtype(make_tanh):

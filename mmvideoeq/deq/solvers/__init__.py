@@ -25,7 +25,10 @@ a non-finite residual or one above ``divergence_factor`` times the initial one.
 
 Without autograd, Broyden and Anderson write their histories in place into one buffer per solve;
 on CPU these buffers are kept between solves of the same batch size, state size and dtype
-(:func:`release_workspace` frees them; see :func:`.common.history_buffer`).
+(:func:`release_workspace` frees them; see :func:`.common.history_buffer`). Their iterates are
+overwritten once no state the solve may return lives in them (Anderson forms each in the
+residual row it turns into, Broyden uses a few buffers of the solve's own, which the returned
+state may be one of), so ``f`` must not keep a reference to its input past the call.
 """
 
 from __future__ import annotations

@@ -17,21 +17,29 @@ Equilibrium Models", NeurIPS 2020), written for mmvideoeq (no code copied):
   uses the remaining ones, as there.
 
 **Compact representation.** ``U`` and ``V`` are not stored: every ``u_i`` and ``v_i`` is a
-combination of the steps taken, so the solver keeps the steps ``d_j = sigma_j a_j`` (rows
-``a_j``, ``(B, D)`` each, and scales ``sigma_j``), their Gram matrix ``a_i . a_j`` and the
-coefficients of ``u_i`` and ``v_i`` on the rows (small ``(B, memory, max_iter)`` matrices). With
-``B_k g_k = -d_k`` the update needs no ``B_k dg``: ``dx - B_k dg = (s - 1) d_k - B_k g_{k+1}``,
-``v^T dg = v^T g_{k+1} + s ||d_k||^2``, and in particular ``u_k = d_{k+1} / ||d_k||^2`` without
-line search or wrap-around (in general
+combination of the steps taken, and every step ``d_j = sigma_j a_j`` a combination of the
+residuals, ``a_j = sum_{i <= j} tri[j, i] g_i``. The solver keeps ``x_0`` and the residuals
+``g_0, g_1, ...`` (rows ``(B, D)`` of one history buffer; each residual is computed into its row
+and never rewritten) and small float64 matrices: ``tri`` (lower triangular), the scales
+``sigma_j``, the Gram matrix ``a_i . a_j`` and the coefficients of ``u_i`` and ``v_i`` on the
+``a_j``. With ``B_k g_k = -d_k`` the update needs no ``B_k dg``: ``dx - B_k dg = (s - 1) d_k -
+B_k g_{k+1}``, ``v^T dg = v^T g_{k+1} + s ||d_k||^2``, and in particular
+``u_k = d_{k+1} / ||d_k||^2`` without line search or wrap-around (in general
 ``u_k = (d_{k+1} + (s - 1) d_k - u_old (v_old . g_{k+1})) / (s ||d_k||^2)``, ``u_old`` the
-overwritten update). A step then reads the stored rows twice: once for their inner products with
-``g_{k+1}`` and once to combine the new direction, against four reads of ``U`` and ``V`` in the
-factored form; the new row's Gram entries follow from those inner products (its norm is taken
-directly). The rows are kept for the whole solve (``max_iter`` vectors), also when ``memory`` is
-smaller: the ``v_i`` of a wrapped-around memory involve every earlier step. The coefficient
-algebra runs in float64 (in numpy on the CPU without autograd). The iterates equal those of the
-factored form up to rounding (``tests/deq/test_broyden_compact.py`` compares them with explicit
-``U``/``V`` vectors, ``tests/deq/test_reference_parity.py`` with dense matrices).
+overwritten update). A step reads the stored rows twice: once for the inner products
+``g_i . g_{k+1}`` (``a_j . g_{k+1} = sum_i tri[j, i] g_i . g_{k+1}``; the last one is
+``||g_{k+1}||^2``, the recorded residual), and once for the next iterate
+``x_{k+1} = x_0 + sum_i c_i g_i``, one matrix product written into one of a few reused
+iterate buffers (:class:`.common.Iterates`). No direction is materialised (but ``d_k`` for the
+trial points of the line search, which then steps from ``x_k`` and takes ``||g||`` directly);
+the new direction's Gram row follows from the inner products,
+``a_{k+1} . a_j = a_j . g_{k+1} + sum_i w_i a_i . a_j`` for ``a_{k+1} = g_{k+1} + sum_i w_i a_i``,
+and ``||a_{k+1}||^2 = a_{k+1} . g_{k+1} + sum_i w_i a_{k+1} . a_i``. The rows are kept for the
+whole solve (``max_iter + 1`` vectors), also when ``memory`` is smaller: the ``v_i`` of a
+wrapped-around memory involve every earlier step. The coefficient algebra runs in float64 (in
+numpy on the CPU without autograd). The iterates equal those of the factored form up to rounding
+(``tests/deq/test_broyden_compact.py`` compares them with explicit ``U``/``V`` vectors,
+``tests/deq/test_reference_parity.py`` with dense matrices).
 
 Per-sample residuals and stopping (the reference takes norms over the whole batch; with batch 1
 the two agree). Optional line search: per-sample Armijo backtracking on ``||g||^2`` (the step is
@@ -48,7 +56,7 @@ import torch
 from torch import Tensor
 
 from ..utils import StateLayout, check_state_like
-from .common import StateFn, dot, history_buffer, residual_norms, rows_dot
+from .common import Iterates, StateFn, dot, history_buffer, image_norm, rows_dot
 from .stats import Tracker
 
 __all__ = ['broyden', 'MDEQ_MEMORY']
@@ -76,6 +84,10 @@ class _TorchOps:
 
     def tensor(self, a: Tensor, dtype: torch.dtype) -> Tensor:
         return a.to(dtype)
+
+    def norm(self, sq: Tensor, dtype: torch.dtype) -> Tensor:
+        """``sqrt(sq)`` as a detached ``dtype`` tensor (a norm from its square)."""
+        return sq.detach().sqrt().to(dtype)
 
     def cat(self, a: Tensor, b: Tensor) -> Tensor:
         return torch.cat([a, b], 1)
@@ -106,7 +118,11 @@ class _NumpyOps:
         return t.detach().to(torch.float64).numpy()
 
     def tensor(self, a: np.ndarray, dtype: torch.dtype) -> Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
+        return torch.from_numpy(a.astype(np.float32 if dtype == torch.float32 else np.float64))
+
+    def norm(self, sq: np.ndarray, dtype: torch.dtype) -> Tensor:
+        """``sqrt(sq)`` as a ``dtype`` tensor (a norm from its square)."""
+        return self.tensor(np.sqrt(sq), dtype)
 
     def cat(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.concatenate([a, b], 1)
@@ -117,52 +133,61 @@ class _NumpyOps:
 
 
 class _Rows:
-    """The rows ``a_0, a_1, ...`` ``(B, D)`` of one solve.
+    """The initial state ``x_0`` and the residuals ``g_0, g_1, ...`` ``(B, D)`` of one solve.
 
-    Without autograd they are the rows of a ``(B, rows, D)`` history buffer, written in place;
-    when autograd records the iterations they are a list of tensors (every operation out of
-    place, and no stacked copies kept for backward).
+    Without autograd they are the rows of one ``(B, 1 + rows, D)`` history buffer, ``x_0``
+    first, written in place (each ``g`` is computed straight into the next free row); when
+    autograd records the iterations they are tensors in a list (every operation out of place,
+    and no stacked copies kept for backward).
     """
 
-    def __init__(self, buf: Tensor | None) -> None:
+    def __init__(self, x0: Tensor, buf: Tensor | None) -> None:
         self.buf = buf
+        if buf is not None:
+            buf[:, 0].copy_(x0)
+            x0 = buf[:, 0]
+        self.x0 = x0
         self.rows: list[Tensor] = []
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, j: int) -> Tensor:
-        return self.rows[j]
-
     def free(self) -> Tensor | None:
-        """Where the next row will be (to compute ``g`` there directly), if it is a buffer row."""
-        if self.buf is None or len(self.rows) >= self.buf.shape[1]:
+        """Where the next residual will be (to compute it there directly), if in the buffer."""
+        if self.buf is None or len(self.rows) + 1 >= self.buf.shape[1]:
             return None
-        return self.buf[:, len(self.rows)]
+        return self.buf[:, len(self.rows) + 1]
 
-    def dots(self, vec: Tensor) -> Tensor:
-        """``(B, n)`` inner products ``a_j . vec`` of every row."""
-        n = len(self.rows)
+    def append(self, g: Tensor) -> Tensor:
+        """Stores ``g`` ``(B, D)`` as the next residual (a copy unless it is already there)."""
+        row = g
         if self.buf is not None:
-            return rows_dot(self.buf[:, :n], vec)
-        return torch.stack([dot(r, vec)[:, 0] for r in self.rows], 1)
-
-    def push(self, g: Tensor, coef: Tensor | None) -> Tensor:
-        """Appends ``a = g + sum_j coef_j a_j`` (``coef`` ``(B, n)``, the state's dtype)."""
-        n = len(self.rows)
-        if self.buf is None:
-            row = g
-            if coef is not None:
-                for j, r in enumerate(self.rows):
-                    row = row + coef[:, j : j + 1] * r
-        else:
-            row = self.buf[:, n]
+            row = self.buf[:, len(self.rows) + 1]
             if g.data_ptr() != row.data_ptr() or g.stride() != row.stride():
                 row.copy_(g)
-            if coef is not None and n:
-                row.unsqueeze(1).baddbmm_(coef.unsqueeze(1), self.buf[:, :n])
         self.rows.append(row)
         return row
+
+    def dots(self, vec: Tensor) -> Tensor:
+        """``(B, n)`` inner products ``g_j . vec`` of every stored residual."""
+        if self.buf is not None:
+            return rows_dot(self.buf[:, 1 : len(self.rows) + 1], vec)
+        return torch.stack([dot(r, vec)[:, 0] for r in self.rows], 1)
+
+    def combine(self, coef: Tensor, out: Tensor | None = None, start: int = 0) -> Tensor:
+        """``sum_j coef_j r_{start + j}`` ``(B, D)`` of the rows ``r = (x_0, g_0, g_1, ...)``.
+
+        Args:
+            coef: ``(B, n)`` coefficients in the state's dtype.
+            out: ``(B, D)`` tensor to write into, in-place path only.
+            start: The first row (``0``: ``x_0``, ``1``: ``g_0``).
+        """
+        n = coef.shape[1]
+        if self.buf is None:
+            acc = None
+            for c, r in zip(coef.unbind(1), [self.x0, *self.rows][start : start + n]):
+                term = c[:, None] * r
+                acc = term if acc is None else acc + term
+            return acc
+        rows = self.buf[:, start : start + n]
+        return torch.bmm(coef[:, None], rows, out=None if out is None else out[:, None])[:, 0]
 
 
 def broyden(
@@ -178,20 +203,24 @@ def broyden(
     ls_c1: float = 1e-4,
 ) -> None:
     """Runs at most ``max_iter`` Broyden steps (``max_iter + 1`` evaluations) from ``z0``."""
-    b = layout.batch
+    b, sdt = layout.batch, tracker.sdt
 
-    def g_at(x: Tensor, out: Tensor | None = None):
-        fz = check_state_like(f(layout.unpack(x)), z0)
+    def evaluate(x: Tensor, out: Tensor | None = None, gnorm: bool = True):
+        """``(state views of x, g, f(x), (||g||, ||f(x)||))``; ``||g||`` is ``None`` unless
+        ``gnorm`` (the caller takes it from the residuals' inner products)."""
+        xs = layout.unpack(x)
+        fz = check_state_like(f(xs), z0)
         tracker.n_eval += 1
         g = layout.residual(fz, x, out)
-        return g, fz, residual_norms(fz, x, layout, tracker.sdt, g=g)
+        norm = torch.linalg.vector_norm(g.detach(), dim=1, dtype=sdt) if gnorm else None
+        return xs, g, fz, (norm, image_norm(fz, sdt))
 
     def done() -> bool:
         return tracker.tol is not None and tracker.all_stopped()
 
     x = layout.pack(z0)
-    g, fz, norms = g_at(x)
-    tracker.record(0, layout.unpack(x), fz, norms)
+    xs, g, fz, norms = evaluate(x)
+    tracker.record(0, xs, fz, norms)
     if done():
         return
     inplace = not (g.requires_grad or x.requires_grad)  # autograd records: no in-place writes
@@ -203,32 +232,52 @@ def broyden(
             stack.enter_context(np.errstate(all='ignore'))
         buf = None
         if inplace:
-            buf = stack.enter_context(history_buffer(b, max_iter, layout.dim, x.dtype, x.device))
-        rows = _Rows(buf)
+            buf = stack.enter_context(
+                history_buffer(b, max_iter + 1, layout.dim, x.dtype, x.device)
+            )
+        rows = _Rows(x, buf)
+        iterates = Iterates(tracker) if inplace else None
         sigma = ops.ones(b, max_iter)  # d_j = sigma_j a_j
+        tri = ops.zeros(b, max_iter, max_iter)  # a_j = sum_i tri[j, i] g_i (lower triangular)
+        tri = ops.set(tri, (slice(None), 0, 0), 1.0)  # a_0 = g_0: d_0 = -B_0 g_0, B_0 = -I
+        # x_k = x_0 + sum_i pos[i + 1] g_i (column 0: x_0's coefficient, 1)
+        pos = ops.set(ops.zeros(b, max_iter + 1), (slice(None), 0), 1.0)
         gram = ops.zeros(b, max_iter, max_iter)  # a_i . a_j
         coef_u = ops.zeros(b, cap, max_iter)  # u_i = sum_j coef_u[i, j] a_j
         coef_v = ops.zeros(b, cap, max_iter)  # v_i = sum_j coef_v[i, j] a_j
-        row = rows.push(g, None)  # a_0 = g_0: d_0 = -B_0 g_0 with B_0 = -I
-        gram = ops.set(gram, (slice(None), 0, 0), ops.array(dot(row, row))[:, 0])
+        row = rows.append(g)
+        gram = ops.set(gram, (slice(None), 0, 0), ops.array(rows.dots(row))[:, 0])
         n_upd = 0  # updates made (slots written)
         for step in range(1, max_iter + 1):
             k = step - 1  # the direction d_k = sigma_k a_k leads from x_k to x_{k+1}
-            scale = ops.tensor(sigma[:, k : k + 1], x.dtype)
-            x_new = torch.addcmul(x, rows[k], scale)
-            g_new, fz, norms_new = g_at(x_new, rows.free() if step < max_iter else None)
-            s = None  # the accepted step size, (B,), with line search
-            if line_search:
+            last = step == max_iter
+            step_coef = sigma[:, k : k + 1] * tri[:, k, : k + 1]  # d_k on g_0..g_k
+            out = None if last else rows.free()  # g_{k+1} is computed into its row
+            if line_search:  # d_k itself is needed for the trial points
+                d = rows.combine(ops.tensor(step_coef, x.dtype), start=1)
+                x_new = x + d
+                _, g_new, fz, norms_new = evaluate(x_new, out)
                 x_new, g_new, fz, norms_new, s = _backtrack(
-                    g_at, x, rows[k] * scale, x_new, g_new, fz, norms_new, norms[0],
-                    ls_max_halvings, ls_c1,
-                )  # fmt: skip
-                s = ops.array(s)[:, 0]
-            tracker.record(step, layout.unpack(x_new), fz, norms_new)
-            if step == max_iter or done():
+                    evaluate, x, d, x_new, g_new, fz, norms_new, norms[0], ls_max_halvings, ls_c1
+                )
+                xs, s = layout.unpack(x_new), ops.array(s)[:, 0]
+            else:  # x_{k+1} = x_0 + sum_i pos[i + 1] g_i: one pass over the rows
+                s = None
+                pos = ops.set(pos, (slice(None), slice(1, k + 2)), pos[:, 1 : k + 2] + step_coef)
+                x_new = rows.combine(
+                    ops.tensor(pos[:, : k + 2], x.dtype), iterates.take(x) if inplace else None
+                )
+                xs, g_new, fz, norms_new = evaluate(x_new, out, gnorm=last)
+            if not last:
+                rows.append(g_new)
+                q = ops.array(rows.dots(g_new))  # (B, k + 2): g_i . g_{k+1}
+                if s is None:  # ||g_{k+1}||^2 is the last of them
+                    norms_new = (ops.norm(q[:, k + 1], sdt), norms_new[1])
+            tracker.record(step, xs, fz, norms_new)
+            if last or done():
                 return
-            nk, n = k + 1, min(n_upd, cap)  # rows a_0..a_k; updates in use
-            p = ops.array(rows.dots(g_new))  # (B, nk): a_j . g_{k+1}
+            nk, n = k + 1, min(n_upd, cap)  # directions a_0..a_k; updates in use
+            p = (tri[:, :nk, :nk] @ q[:, :nk, None])[..., 0]  # (B, nk): a_j . g_{k+1}
             cu, cv = coef_u[:, :n, :nk], coef_v[:, :n, :nk]
             sk = sigma[:, k]
             vg = (cv @ p[..., None])[..., 0]  # v_i . g
@@ -259,13 +308,16 @@ def broyden(
                 old = coef_u[:, slot, :nk] * vg[:, slot : slot + 1]
                 w = w + old / c_g[:, None]
                 u_new[:, :nk] -= old
-            w_state = ops.tensor(w, x.dtype)  # the coefficients the row is combined with
-            w = ops.array(w_state)
-            row = rows.push(g_new, w_state)
+            # a_{k+1} = g_{k+1} + sum_j w_j a_j on the residuals: tri[k+1] = e_{k+1} + w tri[:k+1]
+            t_new = (w[:, None, :] @ tri[:, :nk, : nk + 1])[:, 0]
+            t_new = ops.set(t_new, (slice(None), nk), 1.0)
+            tri = ops.set(tri, (slice(None), nk, slice(0, nk + 1)), t_new)
             sigma = ops.set(sigma, (slice(None), nk), c_g)
-            # Gram row of a_{k+1}: a_{k+1} . a_j = p_j + sum_i w_i (a_i . a_j); its norm directly
+            # Gram row of a_{k+1}: a_{k+1} . a_j = p_j + sum_i w_i (a_i . a_j), and
+            # ||a_{k+1}||^2 = a_{k+1} . g_{k+1} + sum_j w_j (a_{k+1} . a_j)
             grow = p + (w[:, None, :] @ gram[:, :nk, :nk])[:, 0]
-            grow = ops.cat(grow, ops.array(dot(row, row)))
+            norm2 = q[:, nk] + (w * p).sum(1) + (w * grow).sum(1)
+            grow = ops.cat(grow, norm2[:, None])
             gram = ops.set(gram, (slice(None), nk, slice(0, nk + 1)), grow)
             gram = ops.set(gram, (slice(None), slice(0, nk + 1), nk), grow)
             u_new[:, nk] = c_g
@@ -288,7 +340,7 @@ def _backtrack(g_at, x, update, x_new, g_new, fz, norms, gnorm, halvings, c1):
             break
         step = torch.where(fail[:, None], step * 0.5, step)
         x_try = x + step * update
-        g_try, fz_try, norms_try = g_at(x_try)
+        _, g_try, fz_try, norms_try = g_at(x_try)
         keep = fail[:, None]
         x_new = torch.where(keep, x_try, x_new)
         g_new = torch.where(keep, g_try, g_new)

@@ -1,5 +1,5 @@
 """Helpers shared by the solvers: argument checks, residual norms, per-sample products and the
-reusable history buffers of the in-place solver paths."""
+reusable history and iterate buffers of the in-place solver paths."""
 
 from __future__ import annotations
 
@@ -14,16 +14,19 @@ from mmvideoeq.utils.checks import check_int
 from mmvideoeq.utils.checks import check_tol as _check_tol
 
 from ..utils import StateLayout
+from .stats import Tracker
 
 __all__ = [
     'StateFn',
     'check_int',
     'check_tol',
     'residual_norms',
+    'image_norm',
     'rows_dot',
     'dot',
     'put',
     'history_buffer',
+    'Iterates',
     'release_workspace',
 ]
 
@@ -52,20 +55,24 @@ def residual_norms(
     ``g = pack(fx) - x`` passes it as ``g``: ``||g||`` is then one norm of ``g`` (no second
     subtraction).
     """
-    xs = layout.unpack(x) if isinstance(x, Tensor) else x
-    diff, img = [], []
-    for a, z in zip(fx, xs):
-        a = a.detach().reshape(a.shape[0], -1)
-        img.append(torch.linalg.vector_norm(a, dim=1, dtype=dtype))
-        if g is None:
-            r = a - z.detach().reshape(a.shape[0], -1)
-            diff.append(torch.linalg.vector_norm(r, dim=1, dtype=dtype))
-    img_norm = img[0] if len(img) == 1 else torch.linalg.vector_norm(torch.stack(img, 1), dim=1)
     if g is not None:
-        return torch.linalg.vector_norm(g.detach(), dim=1, dtype=dtype), img_norm
-    if len(diff) == 1:
-        return diff[0], img_norm
-    return torch.linalg.vector_norm(torch.stack(diff, 1), dim=1), img_norm
+        return torch.linalg.vector_norm(g.detach(), dim=1, dtype=dtype), image_norm(fx, dtype)
+    xs = layout.unpack(x) if isinstance(x, Tensor) else x
+    diff = []
+    for a, z in zip(fx, xs):
+        a = a.detach()
+        r = a.reshape(a.shape[0], -1) - z.detach().reshape(a.shape[0], -1)
+        diff.append(torch.linalg.vector_norm(r, dim=1, dtype=dtype))
+    res = diff[0] if len(diff) == 1 else torch.linalg.vector_norm(torch.stack(diff, 1), dim=1)
+    return res, image_norm(fx, dtype)
+
+
+def image_norm(fx: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
+    """Per-sample ``||fx||`` ``(B,)`` in ``dtype`` of a state list, scale by scale."""
+    norms = [
+        torch.linalg.vector_norm(a.detach().reshape(a.shape[0], -1), dim=1, dtype=dtype) for a in fx
+    ]
+    return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms, 1), dim=1)
 
 
 def rows_dot(mat: Tensor, vec: Tensor) -> Tensor:
@@ -97,6 +104,41 @@ def put(buf: Tensor, slot: int, val: Tensor, inplace: bool) -> Tensor:
         buf[:, slot] = val
         return buf
     return buf.index_copy(1, torch.tensor([slot], device=buf.device), val.unsqueeze(1))
+
+
+class Iterates:
+    """Reused ``(B, D)`` buffers for the iterates of the in-place solver paths.
+
+    A buffer is handed out again only when neither the iterate being stepped from nor any state
+    the tracker keeps by reference (the lowest-residual and the last state, and their
+    pre-images) lives in it, so only a few exist. A solve's returned state may be one of them:
+    unlike :func:`history_buffer`, they are never shared with another solve.
+
+    Args:
+        tracker: The solve's :class:`~.stats.Tracker`.
+    """
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self.bufs: list[Tensor] = []
+
+    def take(self, x: Tensor) -> Tensor:
+        """A buffer for the iterate after ``x``.
+
+        Args:
+            x: The current iterate ``(B, D)``.
+
+        Returns:
+            Tensor: An uninitialised contiguous ``(B, D)`` tensor holding nothing still in use.
+        """
+        held = self.tracker.held_storages()
+        held.add(x.untyped_storage().data_ptr())
+        for buf in self.bufs:
+            if buf.untyped_storage().data_ptr() not in held:
+                return buf
+        buf = torch.empty_like(x, memory_format=torch.contiguous_format)
+        self.bufs.append(buf)
+        return buf
 
 
 # ---------------------------------------------------------------------------------------------

@@ -308,6 +308,12 @@ class Tracker:
         low = min(recent)  # every entry is finite and >= tol: recorded while active
         return low > 0 and self._round(max(recent) / low) < self._flat
 
+    def held_storages(self) -> set[int]:
+        """Storage addresses of the states the tracker keeps by reference (a solver may reuse
+        the memory of an iterate only when it is not among them)."""
+        sels = (self.best, self.last, self.best_pre, self.last_pre)
+        return {t.untyped_storage().data_ptr() for s in sels if s is not None for t in s.value}
+
     def all_stopped(self) -> bool:
         """Whether every sample has stopped."""
         return not any(self.active)
