@@ -29,7 +29,8 @@ hence written here):
   max-pooling the whole map (the same maxima);
 * the pair ``(t-1, t)`` needs only frame ``t``'s grouping around the centres of ``t-1``
   (:func:`pair_groups`): the canvas' left half groups as frame ``t-1`` alone did;
-* :func:`semantic_ids` takes the class ids with ``max(1).indices`` instead of ``argmax(1)``.
+* :func:`semantic_ids` takes the class ids with a running maximum over the class planes (CPU)
+  or ``max(1).indices`` instead of ``argmax(1)``.
 
 A batch is post-processed image by image against its own centres (the brute force padded the
 batch with far-away centres, which a vote farther than 2^28 px could have taken).
@@ -472,8 +473,26 @@ def pair_panoptic_postprocess(
 def semantic_ids(logits: Tensor) -> Tensor:
     """Class ids ``(B, H, W)`` of semantic logits ``(B, C, H, W)``: ``logits.argmax(1)``.
 
-    Computed as ``logits.max(1).indices``, documented to return the first maximal index too
-    (the same ids, ties and NaN included; tested), and 2-4x faster than ``argmax(1)`` over the
-    class dimension on CPU.
+    On CPU (float logits, at most 255 classes) a running maximum over the class planes: each
+    plane is read once, contiguously, and a pixel takes class ``c`` only where it is strictly
+    greater than every earlier class (the first maximal class on ties, as ``argmax``); a pixel
+    with a NaN in any class (its running maximum turns NaN) sends the whole map through
+    ``max(1).indices`` instead, whose first-NaN rule ``argmax`` shares. At 19 x 256 x 512 on
+    one CPU thread 2.6 ms against 4.1-4.8 ms for ``max(1).indices`` on a trained model's logits
+    (2.2 against 8.8 ms on random ones; ``max(1).indices`` reads the class dimension with a
+    stride of ``H * W``, and is itself 2-4x faster than ``argmax(1)``). Elsewhere
+    ``max(1).indices``. The ids equal ``argmax(1)``'s in every case (ties, NaN, inf; tested).
     """
-    return logits.max(1).indices
+    c = logits.shape[1]
+    if logits.device.type != 'cpu' or not logits.is_floating_point() or not 1 < c <= 255:
+        return logits.max(1).indices
+    best = logits[:, 0].clone()
+    ids = torch.zeros(best.shape, dtype=torch.uint8)
+    for k in range(1, c):
+        plane = logits[:, k]
+        new = plane > best
+        ids.mul_(~new).add_(new.to(torch.uint8).mul_(k))  # masked_fill_ is 20x slower here
+        torch.maximum(best, plane, out=best)  # NaN-propagating: marks pixels with a NaN
+    if bool(best.isnan().any()):
+        return logits.max(1).indices
+    return ids.long()
