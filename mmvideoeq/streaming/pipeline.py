@@ -400,25 +400,28 @@ class PipelinedStream:
     def _feed(
         self,
         frames: Iterable[Any],
-        q: queue.Queue,
+        put: Callable[[_Job], Any],
+        end: Callable[[], Any],
+        stopped: Callable[[], bool],
         errors: list,
-        abort: threading.Event,
         interval: float | None,
     ) -> None:
+        """The feeder of either backend: every frame as a job through ``put`` (paced as a camera
+        with ``interval``) until ``stopped()``, then ``end()``; an exception goes to ``errors``."""
         try:
             t0 = self.clock()
             for job in self._jobs(frames):
-                if abort.is_set():
+                if stopped():
                     break
                 if interval is not None:  # a camera: frame i arrives at t0 + i * interval
                     wait = t0 + job.index * interval - self.clock()
                     if wait > 0:
                         time.sleep(wait)
                 job.arrival = self.clock()
-                q.put(job)
+                put(job)
         except BaseException as err:
             errors.append(err)
-        q.put(_STOP)
+        end()
 
     def run_sequential(
         self, frames: Iterable[Any], *, states: dict[Hashable, StreamState] | None = None
@@ -487,7 +490,15 @@ class PipelinedStream:
         saved_threads = torch.get_num_threads()
         threads = [
             threading.Thread(
-                target=self._feed, args=(frames, queues[0], feed_errors, abort, interval)
+                target=self._feed,
+                args=(
+                    frames,
+                    queues[0].put,
+                    lambda: queues[0].put(_STOP),
+                    abort.is_set,
+                    feed_errors,
+                    interval,
+                ),
             )
         ]
         for k in range(n):

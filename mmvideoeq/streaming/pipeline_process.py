@@ -121,9 +121,10 @@ def _stage_main(pipe: PipelinedStream, k: int, q_in, q_out, states: dict, abort)
                     q_out.put(('final', _dumps(_Final(states, pipe.policy))))
                 q_out.put((kind, body))
                 return
-            if kind != 'job' or abort.is_set():  # pass on; after a failure, frames undone
-                if kind != 'job':
-                    q_out.put((kind, body))
+            if kind != 'job':  # a failure or the solve stage's final message: pass it on
+                q_out.put((kind, body))
+                continue
+            if abort.is_set():  # a stage failed: let the remaining frames through undone
                 continue
             try:
                 job = pickle.loads(body)
@@ -173,8 +174,18 @@ def run_in_processes(
         procs.append(p)
     feed_errors: list[BaseException] = []
     stop = threading.Event()
+    q0 = queues[0]
     feeder = threading.Thread(
-        target=_feed, args=(pipe, frames, queues[0], feed_errors, stop, interval), daemon=True
+        target=pipe._feed,
+        args=(
+            frames,
+            lambda job: _put(q0, ('job', _dumps(job)), stop),
+            lambda: _put(q0, ('stop', None), stop),
+            stop.is_set,
+            feed_errors,
+            interval,
+        ),
+        daemon=True,
     )
     feeder.start()
     jobs: list[_Job] = []
@@ -254,22 +265,3 @@ def _put(q, item: Any, stop: threading.Event) -> bool:
         except queue.Full:
             if stop.is_set():
                 return False
-
-
-def _feed(pipe, frames, q, errors: list, stop: threading.Event, interval: float | None) -> None:
-    """The caller's feeder thread: jobs onto the first stage's queue, then the stop mark."""
-    try:
-        t0 = pipe.clock()
-        for job in pipe._jobs(frames):
-            if stop.is_set():
-                break
-            if interval is not None:
-                wait = t0 + job.index * interval - pipe.clock()
-                if wait > 0:
-                    time.sleep(wait)
-            job.arrival = pipe.clock()
-            if not _put(q, ('job', _dumps(job)), stop):
-                return
-    except BaseException as err:
-        errors.append(err)
-    _put(q, ('stop', None), stop)

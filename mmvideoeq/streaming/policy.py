@@ -100,16 +100,6 @@ def _check_ids(video_id: Any, frame_id: Any) -> tuple[str | int, int]:
     return (video_id if isinstance(video_id, str) else int(video_id)), int(frame_id)
 
 
-def _single(stats: SolverStats) -> tuple[float, float, int, bool]:
-    """``stats.single()`` with the policy's error for batched statistics."""
-    if stats.rel_trace.shape[0] != 1:
-        raise ValueError(
-            f'stats has batch size {stats.rel_trace.shape[0]}; the policy takes one stream (cut '
-            'batched stats with split_stats)'
-        )
-    return stats.single()
-
-
 def _norm(z: list[Tensor], stats: SolverStats | None) -> float:
     """The state norm of a frame: the one the solver took when it returned ``z`` (a batch-1
     ``stats`` whose ``out_ptrs`` are ``z``'s storage), else :func:`~.state.state_norm`."""
@@ -357,7 +347,7 @@ class StreamPolicy:
             or det.response == 'none'
         ):
             return None
-        rel0 = _single(stats)[0]
+        rel0 = stats.single()[0]
         changed, ratio = det.check_residual(state.rel0_avg, state.rel0_count, rel0)
         if not changed:
             return None
@@ -500,7 +490,7 @@ class StreamPolicy:
                 )
         ms = check_ms('elapsed_ms', elapsed_ms)
         nan = float('nan')
-        first, final, nstep, diverged = (nan, nan, 0, False) if stats is None else _single(stats)
+        first, final, nstep, diverged = (nan, nan, 0, False) if stats is None else stats.single()
         rel0 = first if plan.prior_first_rel is None else plan.prior_first_rel
         reason, ratio, outlier = self._residual_signals(state, plan, rel0, final)
         self._advance(state, plan)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from mmvideoeq.deq.solvers.common import image_norm
 from mmvideoeq.deq.utils import as_state_list
 
 if TYPE_CHECKING:  # the streaming layer only needs the fields of the DEQ-core contract
@@ -176,20 +177,18 @@ class StreamState:
 
 
 def state_norm(z: Sequence[Tensor] | None) -> float:
-    """The Euclidean norm of a state over all its tensors (``nan`` for an empty or no state).
+    """The Euclidean norm of a stream's state (``S`` tensors of batch size 1) over all its
+    tensors (``nan`` for an empty or no state).
 
     Accumulated in float32 (float64 when a tensor is float64), so half-precision states do not
     overflow; a float32 norm beyond float32's range (about 1.8e19) is ``inf``, which the
-    divergence check of :class:`~.policy.StreamPolicy` treats as diverged. One host
-    synchronisation for the whole state.
+    divergence check of :class:`~.policy.StreamPolicy` treats as diverged. The solvers' own
+    per-sample norm (:func:`mmvideoeq.deq.solvers.common.image_norm`), one host synchronisation.
     """
     if not z:
         return float('nan')
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in z) else torch.float32
-    norms = [torch.linalg.vector_norm(t.detach(), dtype=dtype) for t in z]
-    if len(norms) == 1:
-        return float(norms[0])
-    return float(torch.linalg.vector_norm(torch.stack(norms)))
+    return float(image_norm(z, dtype)[0])
 
 
 def _check_single(z: list[Tensor], name: str) -> None:
@@ -217,8 +216,7 @@ def stack_states(
         zeros_like_fn: Returns the zero state (``S`` tensors of batch 1) for a cold position.
 
     Returns:
-        list[Tensor]: ``S`` tensors ``(B, C_s, H_s, W_s)``; sample ``b`` is ``states[b]``. For
-        one stream these are its own tensors (no copy); for several, new ones.
+        list[Tensor]: ``S`` tensors ``(B, C_s, H_s, W_s)``; sample ``b`` is ``states[b]``.
     """
     if isinstance(states, (StreamState, Tensor)) or not isinstance(states, Sequence) or not states:
         raise ValueError(
@@ -254,8 +252,6 @@ def stack_states(
                 )
         filled.append(z)
     ref = filled[0]
-    if len(filled) == 1:  # one stream: its tensors as they are (the step reads z0 only)
-        return list(ref)
     for i, z in enumerate(filled[1:], start=1):
         if len(z) != len(ref):
             raise ValueError(

@@ -103,10 +103,21 @@ def test_split_stats_slices_every_per_sample_field():
         split_stats({'rel_trace': stats.rel_trace}, 2)
 
 
-def test_stack_of_one_stream_hands_over_its_own_tensors():
-    z = _state(2.0)
-    out = stack_states([StreamState('v', z=z)])
-    assert all(a is b for a, b in zip(out, z, strict=True))  # no copy for a single stream
+def test_a_single_stream_hands_its_stored_state_to_the_step_without_a_copy():
+    from mmvideoeq.streaming import StepOutput, StreamPolicy, run_stream
+
+    seen = []
+
+    def step(x, z0, memory, budget, payloads):
+        seen.append(z0)
+        return StepOutput(None, [x.new_full((1, 4), 1.0 + len(seen))], memory, None)
+
+    states: dict = {}
+    policy = StreamPolicy(budget=dict(type='FixedBudget', iters=1))
+    run_stream(step, [('v', 0, torch.zeros(1, 3, 2, 2))], policy, states=states)
+    stored = states['v'].z
+    run_stream(step, [('v', 1, torch.zeros(1, 3, 2, 2))], policy, states=states)
+    assert seen[0] is None and all(a is b for a, b in zip(seen[1], stored, strict=True))
 
 
 @pytest.mark.parametrize('method', ['broyden', 'fixed_point', 'anderson'])

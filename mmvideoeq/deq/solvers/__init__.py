@@ -40,7 +40,7 @@ from torch import Tensor
 from ..utils import StateLayout, as_state_list
 from .anderson import anderson
 from .broyden import MDEQ_MEMORY, broyden
-from .common import StateFn, check_int, check_tol, release_workspace
+from .common import StateFn, check_int, check_tol, image_norm, release_workspace
 from .fixed_point import fixed_point
 from .stats import STOP_MODES, SolverStats, Tracker
 
@@ -139,6 +139,7 @@ def solve_with_preimage(
     run(f, z0, StateLayout(z0), tracker, max_iter, **method_kwargs)
     out, pre, stats = tracker.finish(method)
     out = [t.contiguous() for t in out]
+    stats.out_norm = image_norm(out, tracker.sdt)  # while the returned state is in cache
     stats.out_ptrs = tuple(t.data_ptr() for t in out)
     return out, list(pre), stats
 

@@ -359,16 +359,8 @@ class Tracker:
             method=method,
             returns=self.returns,
             n_eval=self.n_eval,
-            out_norm=sample_norms(out, self.sdt),
         )
         return out, pre, stats
-
-
-def sample_norms(state: list[Tensor], dtype: torch.dtype) -> Tensor:
-    """``(B,)`` Euclidean norm of each sample of a state over all its tensors, in ``dtype``."""
-    b = state[0].shape[0]
-    norms = [torch.linalg.vector_norm(t.detach().reshape(b, -1), dim=1, dtype=dtype) for t in state]
-    return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms, 1), dim=1)
 
 
 def _where_state(mask: Tensor, a: list[Tensor], b: list[Tensor]) -> list[Tensor]:
