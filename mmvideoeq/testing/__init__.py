@@ -3,6 +3,14 @@ the tiny bundled benchmark (``benchgen.generate_benchmark(root, preset='tiny')``
 streaming test runs."""
 
 from .configs import shrink_model_cfg, tiny_data_cfg, tiny_dvps_data_cfg
-from .runs import run_streaming_test
+from .runs import one_setting_sweep, run_streaming_test
+from .scoring import dvpq_of_pairs
 
-__all__ = ['shrink_model_cfg', 'tiny_data_cfg', 'tiny_dvps_data_cfg', 'run_streaming_test']
+__all__ = [
+    'shrink_model_cfg',
+    'tiny_data_cfg',
+    'tiny_dvps_data_cfg',
+    'run_streaming_test',
+    'one_setting_sweep',
+    'dvpq_of_pairs',
+]

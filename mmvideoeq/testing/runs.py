@@ -28,3 +28,28 @@ def run_streaming_test(cfg: Config, work_dir: str | Path, **loop) -> tuple[dict,
     metrics = Runner.from_cfg(cfg).test()
     results = json.loads((Path(work_dir) / 'streaming' / 'results.json').read_text())
     return metrics, results
+
+
+def one_setting_sweep(table_dir: str | Path, ms: float, gts: dict, preds: dict):
+    """A ``RealtimeSweep`` at 10 fps of one setting, ``cold@1``, that took ``ms`` per frame.
+
+    The latency comes from a latency table written to ``table_dir``; every frame ``t`` of video
+    ``v`` is logged with prediction ``preds[v][t]`` and ground truth ``gts[v][t]`` (the scored
+    frame logs of the segmentation and panoptic tasks).
+
+    Returns:
+        RealtimeSweep: The sweep, ready to ``run`` with a task's scoring.
+    """
+    from mmvideoeq.engine.loops.realtime_eval import FrameLog, RealtimeSweep
+    from mmvideoeq.streaming.realtime import LatencyTable
+
+    table = Path(table_dir) / 'lat.json'
+    LatencyTable(device='test', measured='by hand', latency_ms={'cold@1': ms}).save(table)
+    sweep = RealtimeSweep(fps=[10.0], latency_table=str(table), scheduler=False)
+    logs = [
+        FrameLog(v, t, None, ms, pred, 0.0, gts[v][t])
+        for v, frames in preds.items()
+        for t, pred in enumerate(frames)
+    ]
+    sweep.add(dict(name='cold@1', iters=1, warm=False, policy={}), logs)
+    return sweep

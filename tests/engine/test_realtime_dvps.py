@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmvideoeq.engine.loops.realtime_eval import FrameLog, RealtimeSweep
 from mmvideoeq.engine.loops.streaming_report import StreamingReport
 from mmvideoeq.evaluation.functional import DVPQProtocol
 from mmvideoeq.evaluation.metrics import DVPQMetric, DVPQScoring, PanopticFrame
 from mmvideoeq.streaming.realtime import LatencyTable
+from mmvideoeq.testing import dvpq_of_pairs, one_setting_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 DVPS = 'vip-deeplab_mdeq-tiny-sur8_600it_bundled-cityscapes-dvps'
@@ -43,32 +43,7 @@ def _frames(seed=0):
 
 def _sweep(tmp_path, ms):
     gts, preds = _frames()
-    table = tmp_path / 'lat.json'
-    LatencyTable(device='test', measured='by hand', latency_ms={'cold@1': ms}).save(table)
-    sweep = RealtimeSweep(fps=[10.0], latency_table=str(table), scheduler=False)
-    logs = [
-        FrameLog(v, t, None, ms, preds[v][t], 0.0, gts[v][t])
-        for v, n in VIDEOS.items()
-        for t in range(n)
-    ]
-    sweep.add(dict(name='cold@1', iters=1, warm=False, policy={}), logs)
-    return sweep, gts, preds
-
-
-def _dvpq_metric(paired: dict) -> dict:
-    """DVPQMetric of an ordinary run on (ground truth, prediction) frames per video; a prediction
-    None is the documented empty prediction (ids ``9 * 100``, depth 0), built here by hand."""
-    metric = DVPQMetric(protocol=None, **PROTOCOL.__dict__, offset_buckets=None, ci_resamples=0)
-    for vid, frames in paired.items():
-        for fid, (gt, pred) in enumerate(frames):
-            if pred is None:
-                pred = PanopticFrame(np.full(gt.panoptic.shape, 900), np.zeros(gt.depth.shape))
-            sample = dict(
-                gt_panoptic=gt.panoptic, pred_panoptic=pred.panoptic, gt_depth=gt.depth,
-                pred_depth=pred.depth, video_id=vid, frame_id=fid,
-            )  # fmt: skip
-            metric.process({}, [sample])
-    return metric.compute_metrics(metric.results)
+    return one_setting_sweep(tmp_path, ms, gts, preds), gts, preds
 
 
 def test_offline_equals_dvpq_metric_and_streaming_pairs_the_previous_frame(tmp_path):
@@ -78,13 +53,13 @@ def test_offline_equals_dvpq_metric_and_streaming_pairs_the_previous_frame(tmp_p
     assert out['task'] == 'panoptic' and out['keys'] == ['DVPQ', 'PQ']
     assert out['protocol'] == dict(windows=[1, 2, 3], thresholds=[0.5, 0.25], average='valid')
     res = out['settings']['cold@1']
-    expected = _dvpq_metric({v: list(zip(gts[v], preds[v])) for v in VIDEOS})
+    expected = dvpq_of_pairs(PROTOCOL, {v: list(zip(gts[v], preds[v])) for v in VIDEOS})
     for key in ('DVPQ', 'VPQ', 'PQ', 'PQ_th', 'VPQ_k3', 'DVPQ_k2_l0.25'):
         assert res['offline'][key] == pytest.approx(expected[key], abs=1e-9)
     # 50 ms < 100 ms: every frame is taken, frame t's output is ready at t/10 + 0.05, so with
     # eta 0 frame t is answered by frame t - 1's output and frame 0 by nothing (empty)
     late = {v: [(g, preds[v][t - 1] if t else None) for t, g in enumerate(gts[v])] for v in VIDEOS}
-    expected = _dvpq_metric(late)
+    expected = dvpq_of_pairs(PROTOCOL, late)
     got = res['fps']['10']
     for key in ('DVPQ', 'VPQ', 'PQ', 'PQ_st', 'VPQ_k2', 'DVPQ_k3_l0.5'):
         assert got[key] == pytest.approx(expected[key], abs=1e-9)

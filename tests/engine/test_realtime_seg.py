@@ -11,10 +11,10 @@ import pytest
 import torch
 from mmseg.evaluation import IoUMetric
 
-from mmvideoeq.engine.loops.realtime_eval import FrameLog, RealtimeSweep
 from mmvideoeq.engine.loops.streaming_report import StreamingReport
 from mmvideoeq.evaluation.metrics import IoUScoring
 from mmvideoeq.streaming.realtime import LatencyTable
+from mmvideoeq.testing import one_setting_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 SEG = 'mdeq-tiny-sur8_800it_bundled-cityscapes'
@@ -39,16 +39,7 @@ def _maps(seed=0):
 
 def _sweep(tmp_path, ms):
     gts, preds = _maps()
-    table = tmp_path / 'lat.json'
-    LatencyTable(device='test', measured='by hand', latency_ms={'cold@1': ms}).save(table)
-    sweep = RealtimeSweep(fps=[10.0], latency_table=str(table), scheduler=False)
-    logs = [
-        FrameLog(v, t, None, ms, preds[v][t], 0.0, gts[v][t])
-        for v, n in VIDEOS.items()
-        for t in range(n)
-    ]
-    sweep.add(dict(name='cold@1', iters=1, warm=False, policy={}), logs)
-    return sweep, gts, preds
+    return one_setting_sweep(tmp_path, ms, gts, preds), gts, preds
 
 
 def _mmseg(pairs):

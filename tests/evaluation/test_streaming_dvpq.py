@@ -16,6 +16,7 @@ from mmvideoeq.evaluation.metrics import (
     empty_prediction,
     streaming_dvpq,
 )
+from mmvideoeq.testing import dvpq_of_pairs
 
 # classes 0 (stuff) and 1 (thing), ids class * 10 + instance, void class 5 (id 50)
 PROTOCOL = DVPQProtocol(
@@ -36,23 +37,6 @@ PRED = [
 ]
 # the worker took frames 0 and 2: frame 0's output at 0.5 s, frame 2's at 2.0 s (fps 1)
 OUTPUTS = [(0.5, 0, PRED[0]), (2.0, 2, PRED[2])]
-
-
-def _metric_on(paired: dict[str, list[tuple[PanopticFrame, PanopticFrame | None]]]) -> dict:
-    """DVPQMetric of an ordinary run on explicitly paired (ground truth, prediction) frames; a
-    prediction None is the documented empty prediction, built here by hand: every id the void
-    id ``5 * 10``, depth 0."""
-    metric = DVPQMetric(protocol=None, **PROTOCOL.__dict__, offset_buckets=None, ci_resamples=0)
-    for vid, frames in paired.items():
-        for fid, (gt, pred) in enumerate(frames):
-            if pred is None:
-                pred = PanopticFrame(np.full((1, 4), 50), np.zeros((1, 4), np.float32))
-            sample = dict(
-                gt_panoptic=gt.panoptic, pred_panoptic=pred.panoptic, gt_depth=gt.depth,
-                pred_depth=pred.depth, video_id=vid, frame_id=fid,
-            )  # fmt: skip
-            metric.process({}, [sample])
-    return metric.compute_metrics(metric.results)
 
 
 def _same_as_metric(res, expected):
@@ -89,7 +73,7 @@ def test_late_output_and_no_output_yet_eta_0():
     assert list(res.metrics)[:3] == ['DVPQ', 'VPQ', 'PQ']
     assert res.num_windows == dict(num_windows_k1=3, num_windows_k2=2)
     assert res.counts.as_dict() == dict(num_frames=3, in_time=1, miss=1, mismatch=1)
-    _same_as_metric(res, _metric_on({'v': list(zip(GT, [None, PRED[0], PRED[2]]))}))
+    _same_as_metric(res, dvpq_of_pairs(PROTOCOL, {'v': list(zip(GT, [None, PRED[0], PRED[2]]))}))
 
 
 def test_eta_minus_1_repeats_a_stale_output_with_its_ids():
@@ -106,7 +90,7 @@ def test_eta_minus_1_repeats_a_stale_output_with_its_ids():
     assert res.metrics['VPQ_k2'] == pytest.approx(45.0)
     assert res.metrics['VPQ'] == pytest.approx(100 * ((8 / 9 + 2 / 3) / 2 + 0.45) / 2)
     assert res.counts.as_dict() == dict(num_frames=3, in_time=2, miss=0, mismatch=-1)
-    _same_as_metric(res, _metric_on({'v': list(zip(GT, [PRED[0], PRED[2], PRED[2]]))}))
+    _same_as_metric(res, dvpq_of_pairs(PROTOCOL, {'v': list(zip(GT, [PRED[0], PRED[2], PRED[2]]))}))
 
 
 def test_every_frame_answered_by_its_own_output_equals_dvpq_metric():
@@ -124,7 +108,7 @@ def test_every_frame_answered_by_its_own_output_equals_dvpq_metric():
         paired[name] = list(zip(gts, preds))
     res = streaming_dvpq(seqs, SCORING, fps=1.0, eta=0.0)
     assert res.counts.as_dict() == dict(num_frames=7, in_time=7, miss=0, mismatch=0)
-    expected = _metric_on(paired)
+    expected = dvpq_of_pairs(PROTOCOL, paired)
     assert 0 < expected['DVPQ'] < expected['PQ']
     _same_as_metric(res, expected)
 
@@ -159,7 +143,7 @@ def test_empty_prediction_is_void_ids_and_zero_depth():
     assert empty.depth.tolist() == [[0.0] * 4]
     assert empty_prediction(PanopticFrame(GT[0].panoptic), PROTOCOL).depth is None
     # scored alone by DVPQMetric: no TP, no FP, one FN per ground-truth segment
-    full = _metric_on({'v': [(GT[0], None)]})
+    full = dvpq_of_pairs(PROTOCOL, {'v': [(GT[0], None)]})
     assert full['PQ'] == full['DVPQ'] == 0.0
 
 
